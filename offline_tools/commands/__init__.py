@@ -1,0 +1,1 @@
+"""One module per `regrad` subcommand; each exposes `register(subparsers)`."""

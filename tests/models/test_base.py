@@ -1,0 +1,43 @@
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+
+@pytest.mark.integration
+def test_converted_weights_give_the_same_logits_as_the_gguf(bundled_model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from models.base import bundled_gguf_path
+
+    gguf = bundled_gguf_path()
+    reference = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name).eval()
+    converted = AutoModelForCausalLM.from_pretrained(bundled_model_dir).eval()
+    tok = AutoTokenizer.from_pretrained(bundled_model_dir)
+    ids = tok(["The capital of France is", "ReGrad stores gradients"], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        a = reference(**ids).logits
+        b = converted(**ids).logits
+    assert torch.allclose(a, b, atol=1e-5), float((a - b).abs().max())
+
+
+@pytest.mark.integration
+def test_model_prepare_cli_is_idempotent_and_prints_the_folder(bundled_model_dir):
+    started = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "offline_tools", "model", "prepare"],
+                         capture_output=True, text=True, check=True)
+    elapsed = time.perf_counter() - started
+    folder = out.stdout.strip().splitlines()[-1]
+    assert folder == str(bundled_model_dir)
+    assert (bundled_model_dir / "config.json").is_file() and list(bundled_model_dir.glob("*.safetensors"))
+    assert elapsed < 20  # a no-op: no GGUF conversion (which takes ~25 s here)
+
+
+def test_unknown_model_name_is_a_clear_error():
+    from models import ModelNotFoundError
+    from models.base import resolve_model_path
+
+    with pytest.raises(ModelNotFoundError, match="neither the bundled"):
+        resolve_model_path("no-such-model")

@@ -1,0 +1,88 @@
+import json
+
+import pytest
+import torch
+
+from models import LearnerConfig, LearnerMismatchError, ModelError, list_presets, load_preset
+
+
+def test_presets_load_and_bundled_gradient_fits_the_budget():
+    assert {"smollm2-135m-instruct", "llama-3.2-1b-instruct", "llama-3.2-3b-instruct",
+            "llama-3.1-8b-instruct"} <= set(list_presets())
+    cfg = load_preset("smollm2-135m-instruct")
+    assert cfg.layers == list(range(15, 30)) and cfg.r == 8
+    # LoRA on gate/up/down: (r*576 + 1536*r) * 3 per layer
+    dim = (cfg.r * 576 + 1536 * cfg.r) * 3 * len(cfg.layers)
+    assert dim * 2 <= 3_000_000  # bf16 bytes per passage gradient
+    llama1b = load_preset("llama-3.2-1b-instruct")
+    assert (llama1b.r, llama1b.layers[0], llama1b.layers[-1]) == (16, 8, 15)
+
+
+@pytest.mark.parametrize("field,value", [("step_size_mode", "bogus"), ("r", 0), ("layers", []), ("dtype", "int4")])
+def test_bad_config_names_the_field(field, value):
+    kwargs = {"layers": [1], field: value}
+    with pytest.raises(ModelError, match=f"`{field}`"):
+        LearnerConfig(**kwargs)
+
+
+@pytest.mark.parametrize("mode", ["tie", "same", "fix", "full"])
+def test_every_step_size_mode_works(tiny_learner_factory, mode, passages):
+    from models import summed_gradient
+
+    learner = tiny_learner_factory(step_size_mode=mode)
+    alpha = learner.step_size_vector()
+    assert alpha.shape == (learner.layout.dim,)
+    assert torch.allclose(alpha, torch.full_like(alpha, learner.config.init_step_size))
+    n_step_params = sum(p.numel() for p in learner.step_sizes.parameters())
+    expected = {"tie": len(learner.layout), "same": 1, "fix": 0, "full": learner.layout.dim}[mode]
+    assert n_step_params == expected
+    g = summed_gradient(learner, passages[:2])  # `fix` crashes here in the reference
+    assert torch.isfinite(g).all()
+
+
+def test_save_load_roundtrip_and_fingerprint(tiny_learner_factory, tmp_path):
+    learner = tiny_learner_factory(seed=1)
+    fp = learner.fingerprint
+    learner.save(tmp_path / "ckpt")
+    meta = json.loads((tmp_path / "ckpt" / "learner.json").read_text())
+    assert meta["fingerprint"] == fp and meta["dim"] == learner.layout.dim
+
+    other = tiny_learner_factory(seed=1, randomize_b=False)  # same architecture, different weights
+    assert other.fingerprint != fp
+    other.load_weights(tmp_path / "ckpt", expect_fingerprint=fp)
+    assert other.fingerprint == fp
+    for name, t in learner.lora_tensors().items():
+        assert torch.equal(t, other.lora_tensors()[name])
+
+
+def test_load_refuses_tampered_weights_and_wrong_fingerprint(tiny_learner_factory, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    learner = tiny_learner_factory()
+    learner.save(tmp_path)
+    with pytest.raises(LearnerMismatchError, match="expected"):
+        tiny_learner_factory().load_weights(tmp_path, expect_fingerprint="0" * 64)
+    tensors = load_file(str(tmp_path / "learner.safetensors"))
+    first = next(iter(tensors))
+    tensors[first] = tensors[first] + 1
+    save_file(tensors, str(tmp_path / "learner.safetensors"))
+    with pytest.raises(LearnerMismatchError, match="fingerprint"):
+        tiny_learner_factory().load_weights(tmp_path)
+
+
+def test_load_refuses_other_layout(tiny_learner_factory, tmp_path):
+    tiny_learner_factory(step_size_mode="tie").save(tmp_path)
+    with pytest.raises(LearnerMismatchError):
+        tiny_learner_factory(step_size_mode="same").load_weights(tmp_path)
+    with pytest.raises(LearnerMismatchError, match="does not exist"):
+        tiny_learner_factory().load_weights(tmp_path / "nowhere")
+
+
+def test_untrained_learner_is_the_base_model(tiny_learner_factory):
+    learner = tiny_learner_factory(randomize_b=False)
+    ids = learner.tokenizer(["Hello there"], return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        adapted = learner.model(input_ids=ids).logits
+        with learner.model.disable_adapter():
+            base = learner.model(input_ids=ids).logits
+    assert torch.equal(adapted, base)
