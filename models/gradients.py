@@ -40,15 +40,19 @@ def tokenize_passages(learner, passages: list[str]) -> dict[str, torch.Tensor]:
 
 
 def passage_losses(learner, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Per-passage mean next-token loss, (n,). A passage with < 2 tokens has loss 0 (no NaN)."""
-    logits = learner.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    targets = batch["input_ids"][:, 1:]                                     # (n, T-1)
-    mask = batch["attention_mask"][:, 1:].to(torch.float32)                 # (n, T-1)
-    token_loss = F.cross_entropy(
-        logits[:, :-1].float().transpose(1, 2), targets, reduction="none"   # (n, V, T-1) -> (n, T-1)
-    )
-    n_tokens = mask.sum(dim=1)
-    return (token_loss * mask).sum(dim=1) / n_tokens.clamp(min=1.0)
+    """Per-passage mean next-token loss, (n,). A passage with < 2 tokens has loss 0 (no NaN).
+
+    The LM head (576 x 49k for SmolLM2) runs only on real, non-padding positions: padding would
+    otherwise cost as much as text, twice over in the meta-training double backward.
+    """
+    causal_lm = learner.model.get_base_model()
+    hidden = causal_lm.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    valid = batch["attention_mask"][:, 1:].bool()                           # (n, T-1) positions with a target
+    logits = causal_lm.lm_head(hidden[:, :-1][valid])                       # (N_valid, V)
+    token_loss = F.cross_entropy(logits.float(), batch["input_ids"][:, 1:][valid], reduction="none")  # (N_valid,)
+    rows = torch.arange(valid.shape[0], device=valid.device)[:, None].expand_as(valid)[valid]        # (N_valid,)
+    total = torch.zeros(valid.shape[0], device=token_loss.device, dtype=token_loss.dtype).index_add(0, rows, token_loss)
+    return total / valid.sum(dim=1).clamp(min=1).to(total.dtype)
 
 
 def summed_gradient(learner, passages: list[str]) -> torch.Tensor:
