@@ -19,8 +19,10 @@ __all__ = ["format_passage", "tokenize_passages", "passage_losses", "passage_gra
 
 
 def format_passage(title: str, text: str) -> str:
-    """The one canonical, rank-independent passage text: title line, then body."""
+    """The one canonical, rank-independent passage text: title line, then body ("" if no body)."""
     title, text = (title or "").strip(), (text or "").strip()
+    if not text:
+        return ""  # nothing to learn; the reference's "" passages gave NaN gradients
     return f"{title}\n{text}" if title else text
 
 

@@ -90,14 +90,22 @@ def encode(args: EncodeArgs, log=print) -> dict:
     log(f"{len(todo)} passages to encode ({already} already in {args.store}, {empty} empty skipped)")
     started = time.perf_counter()
     done = 0
-    with tqdm(total=len(todo), desc="encode", unit="passage") as bar:
-        for start in range(0, len(todo), args.batch_size):
-            chunk = todo[start : start + args.batch_size]
-            grads = passage_gradients(learner, [text for _, text in chunk], batch_size=args.batch_size)
-            store.append([pid for pid, _ in chunk], grads, on_duplicate="skip")
-            done += len(chunk)
-            bar.update(len(chunk))
-            bar.set_postfix(rate=f"{done / max(1e-9, time.perf_counter() - started):.1f}/s")
+    # One writer for the whole run, committed whenever a full shard's worth of rows is pending:
+    # full-size shards, and a crash or Ctrl-C loses at most the uncommitted rows (resume skips the rest).
+    with tqdm(total=len(todo), desc="encode", unit="passage") as bar, store.writer(on_duplicate="skip") as writer:
+        try:
+            for start in range(0, len(todo), args.batch_size):
+                chunk = todo[start : start + args.batch_size]
+                grads = passage_gradients(learner, [text for _, text in chunk], batch_size=args.batch_size)
+                writer.append([pid for pid, _ in chunk], grads)
+                if writer.pending >= store.rows_per_shard:
+                    writer.commit()
+                done += len(chunk)
+                bar.update(len(chunk))
+                bar.set_postfix(rate=f"{done / max(1e-9, time.perf_counter() - started):.1f}/s")
+        except KeyboardInterrupt:
+            writer.commit()  # keep every finished batch: the next run resumes after it
+            raise
     elapsed = time.perf_counter() - started
     total = len(store)
     store.close()

@@ -1,0 +1,485 @@
+"""`GradientStore`: precomputed passage gradients, keyed by passage id, summed on request.
+
+Reading a row is one contiguous copy out of a memory-mapped shard plus a CRC32 check; hot rows sit in
+an LRU cache (encoded, so bf16 rows take half the memory of fp32); a sum of k rows is k in-place adds
+into one float32 vector. Every lookup asks `index.sqlite`, so a handle sees rows committed by any
+writer, in this process or another, as soon as their transaction commits.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from gradient_store.cache import RowCache
+from gradient_store.codecs import DEFAULT_CODEC, Codec, get_codec, zeros_f32
+from gradient_store.errors import (
+    CorruptShardError,
+    FingerprintMismatchError,
+    StoreError,
+    StoreExistsError,
+    StoreFormatError,
+)
+from gradient_store.index import INDEX_NAME, Index, RowRef
+from gradient_store.manifest import (
+    DEFAULT_SHARD_BYTES,
+    MANIFEST_NAME,
+    Manifest,
+    ShardRecord,
+    normalize_layout,
+)
+from gradient_store.shard import ShardHeaderError, ShardReader
+from gradient_store.verify import VerifyReport, verify_store
+from gradient_store.writer import LOCK_NAME, OnDuplicate, StoreWriter
+
+__all__ = ["GradientStore", "SumResult", "OnCorrupt", "DEFAULT_CACHE_BYTES"]
+
+logger = logging.getLogger("regrad.gradient_store")
+
+OnCorrupt = Literal["missing", "raise"]
+DEFAULT_CACHE_BYTES = 256 << 20
+_OWN_NAMES = {
+    MANIFEST_NAME,
+    INDEX_NAME,
+    f"{INDEX_NAME}-wal",
+    f"{INDEX_NAME}-shm",
+    f"{INDEX_NAME}-journal",
+    LOCK_NAME,
+    "shards",
+}
+
+_Row = tuple[torch.Tensor, "torch.Tensor | None"]  # (gradients [D] in the codec dtype, int8 scales or None)
+
+
+class SumResult(tuple):
+    """`(vector, found_ids, missing_ids)` — unpacks as a 3-tuple — plus `corrupt_ids`.
+
+    Attributes:
+        vector: float32 `[D]`, the sum of the found rows (zeros when none was found).
+        found_ids: ids summed, in the order given (a repeated id is summed, and listed, twice).
+        missing_ids: ids not stored, plus (with `on_corrupt="missing"`) ids whose row failed its checksum.
+        corrupt_ids: the ids among `missing_ids` that are stored but corrupt.
+    """
+
+    def __new__(
+        cls,
+        vector: torch.Tensor,
+        found_ids: list[str],
+        missing_ids: list[str],
+        corrupt_ids: Iterable[str] = (),
+    ) -> SumResult:
+        self = super().__new__(cls, (vector, found_ids, missing_ids))
+        self.corrupt_ids = list(corrupt_ids)
+        return self
+
+    @property
+    def vector(self) -> torch.Tensor:
+        return self[0]
+
+    @property
+    def found_ids(self) -> list[str]:
+        return self[1]
+
+    @property
+    def missing_ids(self) -> list[str]:
+        return self[2]
+
+    def __repr__(self) -> str:
+        return (
+            f"SumResult(vector=<{self.vector.shape[0]} float32>, found_ids={self.found_ids!r}, "
+            f"missing_ids={self.missing_ids!r}, corrupt_ids={self.corrupt_ids!r})"
+        )
+
+
+class GradientStore:
+    """A directory of passage gradients for one learner (see docs/gradient-store.md for the format).
+
+    Build with `GradientStore.create`, reopen with `GradientStore.open`. Reads are thread-safe; one writer
+    at a time per store (a `writer.lock` file), and readers keep serving while it appends.
+
+    Example:
+        >>> store = GradientStore.create("artifacts/store", layout=learner.layout.to_json(),  # doctest: +SKIP
+        ...                              fingerprint=learner.fingerprint)
+        >>> store.append(["doc-1", "doc-2"], passage_gradients(learner, texts))  # doctest: +SKIP
+        >>> vector, found, missing = store.sum(["doc-1", "doc-9"])  # doctest: +SKIP
+    """
+
+    def __init__(self, path: Path, manifest: Manifest, index: Index, cache_bytes: int) -> None:
+        """Use `create` or `open`."""
+        self.path = path
+        self.manifest = manifest
+        self._index = index
+        self._codec = manifest.codec_obj
+        self._cache = RowCache(cache_bytes)
+        self._records: dict[int, ShardRecord] = {}
+        self._readers: dict[int, ShardReader] = {}
+        self._broken: dict[int, CorruptShardError] = {}
+        self._shard_lock = threading.Lock()
+        self._closed = False
+
+    # --- construction -------------------------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        path: str | Path,
+        *,
+        layout: Any,
+        fingerprint: str,
+        codec: str = DEFAULT_CODEC,
+        rows_per_shard: int | None = None,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+        exist_ok: bool = False,
+    ) -> GradientStore:
+        """Create an empty store in `path` (a new or empty directory).
+
+        Args:
+            path: the store directory.
+            layout: the learner's parameter layout: `learner.layout.to_json()` (a list of
+                `{"name", "shape", "offset"}` dicts) or any object with `.to_json()`. Fixes D.
+            fingerprint: the learner's fingerprint; `open(expect_fingerprint=...)` checks it.
+            codec: `bf16` (default), `fp32` or `int8` (per-block scales).
+            rows_per_shard: rows per shard file; default keeps a shard at or under 256 MiB.
+            cache_bytes: byte budget of the LRU cache of hot rows.
+            exist_ok: if `path` already holds a store with the same fingerprint, layout and codec, open it
+                (lets `regrad encode` resume); a different one raises `FingerprintMismatchError` or
+                `StoreExistsError`.
+
+        Returns:
+            The open store.
+        """
+        path = Path(path)
+        entries, dim = _layout_or_error(layout, path)
+        if not isinstance(fingerprint, str) or not fingerprint:
+            raise StoreFormatError(str(path), f"`fingerprint` must be a non-empty string, got {fingerprint!r}")
+        codec_obj = get_codec(codec)
+        if (path / MANIFEST_NAME).exists():
+            if not exist_ok:
+                raise StoreExistsError(
+                    str(path),
+                    "already holds a gradient store; open it with `GradientStore.open`, "
+                    "pass exist_ok=True to reuse it, or choose a new directory",
+                )
+            store = cls.open(path, expect_fingerprint=fingerprint, cache_bytes=cache_bytes)
+            if store.manifest.layout != entries or store.codec.name != codec_obj.name:
+                store.close()
+                raise StoreExistsError(
+                    str(path),
+                    f"holds a store with codec {store.manifest.codec} and a {store.dim}-value layout, "
+                    f"asked for codec {codec} and {dim} values; choose a new directory",
+                )
+            return store
+        if path.exists():
+            # Our own names (and temp files) may be left by a create that was interrupted before its manifest.
+            strangers = sorted(
+                p.name for p in path.iterdir() if p.name not in _OWN_NAMES and not p.name.startswith(".tmp-")
+            )
+            if strangers:
+                raise StoreExistsError(
+                    str(path),
+                    f"is not empty ({', '.join(strangers[:3])}); a store needs a new or empty directory",
+                )
+        if rows_per_shard is None:
+            rows_per_shard = max(1, DEFAULT_SHARD_BYTES // codec_obj.row_bytes(dim))
+        if rows_per_shard < 1:
+            raise StoreFormatError(str(path), f"`rows_per_shard` must be at least 1, got {rows_per_shard}")
+        (path / "shards").mkdir(parents=True, exist_ok=True)
+        index = Index(path, create=True)
+        manifest = Manifest(
+            fingerprint=fingerprint,
+            layout=entries,
+            dim=dim,
+            codec=codec_obj.name,
+            int8_block_size=codec_obj.block_size,
+            rows_per_shard=int(rows_per_shard),
+        )
+        manifest.save(path)  # written last: a directory without it is not a store yet
+        return cls(path, manifest, index, cache_bytes)
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        *,
+        expect_fingerprint: str | None = None,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+    ) -> GradientStore:
+        """Open an existing store.
+
+        Args:
+            path: the store directory.
+            expect_fingerprint: the serving learner's fingerprint; a store built for another learner
+                raises `FingerprintMismatchError` (its gradients would silently give wrong answers).
+            cache_bytes: byte budget of the LRU cache of hot rows (0 disables it).
+
+        Returns:
+            The open store.
+        """
+        path = Path(path)
+        if not path.is_dir():
+            raise StoreFormatError(str(path), "no such directory; build a store with `regrad encode` first")
+        manifest = Manifest.load(path)
+        if expect_fingerprint is not None and manifest.fingerprint != expect_fingerprint:
+            raise FingerprintMismatchError(str(path), expected=expect_fingerprint, found=manifest.fingerprint)
+        if not (path / INDEX_NAME).is_file():
+            raise StoreFormatError(str(path), f"{INDEX_NAME} is missing; the store cannot be read without it")
+        return cls(path, manifest, Index(path), cache_bytes)
+
+    def close(self) -> None:
+        """Release the index connection and the memory maps (the handle cannot be used afterwards)."""
+        if self._closed:
+            return
+        self._closed = True
+        with self._shard_lock:
+            for reader in self._readers.values():
+                reader.close()
+            self._readers.clear()
+        self._cache.clear()
+        self._index.close()
+
+    def __enter__(self) -> GradientStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"GradientStore({str(self.path)!r}, codec={self.codec.name}, dim={self.dim})"
+
+    # --- what the store is --------------------------------------------------------------------------------
+
+    @property
+    def fingerprint(self) -> str:
+        return self.manifest.fingerprint
+
+    @property
+    def layout(self) -> list[dict[str, Any]]:
+        return self.manifest.layout
+
+    @property
+    def dim(self) -> int:
+        return self.manifest.dim
+
+    @property
+    def codec(self) -> Codec:
+        return self._codec
+
+    @property
+    def rows_per_shard(self) -> int:
+        return self.manifest.rows_per_shard
+
+    def __len__(self) -> int:
+        self._check_open()
+        return self._index.count()
+
+    def contains(self, passage_id: str) -> bool:
+        self._check_open()
+        return passage_id in self._index.lookup([passage_id])
+
+    __contains__ = contains
+
+    def ids(self) -> list[str]:
+        """Every stored passage id, oldest first."""
+        self._check_open()
+        return self._index.ids()
+
+    # --- writing ------------------------------------------------------------------------------------------
+
+    def writer(self, on_duplicate: OnDuplicate = "error", lock_timeout_s: float = 30.0) -> StoreWriter:
+        """A writer context: `with store.writer() as w: w.append(ids, vectors)` commits on exit.
+
+        See `StoreWriter` for the duplicate policies; this handle sees the new rows right after the commit.
+        """
+        self._check_open()
+        return StoreWriter(self, on_duplicate=on_duplicate, lock_timeout_s=lock_timeout_s)
+
+    def append(self, ids: Sequence[str], vectors: torch.Tensor, on_duplicate: OnDuplicate = "error") -> int:
+        """Append and commit in one call (takes the writer lock for the duration).
+
+        Args:
+            ids: passage ids, one per row of `vectors`.
+            vectors: `[len(ids), D]` float tensor.
+            on_duplicate: `error` (default), `skip` or `replace`; see `StoreWriter`.
+
+        Returns:
+            Rows written.
+        """
+        with self.writer(on_duplicate=on_duplicate) as w:
+            return w.append(ids, vectors)
+
+    # --- reading ------------------------------------------------------------------------------------------
+
+    def get(self, ids: Sequence[str], on_corrupt: OnCorrupt = "missing") -> dict[str, torch.Tensor]:
+        """Decoded gradients of the stored ids.
+
+        Args:
+            ids: passage ids.
+            on_corrupt: `missing` leaves a corrupt row out (and logs a warning); `raise` raises
+                `CorruptShardError` naming the shard and ids.
+
+        Returns:
+            `{id: float32 [D]}` for every id that is stored and intact; other ids are absent.
+        """
+        ids = [ids] if isinstance(ids, str) else list(ids)
+        rows, _, _ = self._fetch(ids, on_corrupt)
+        return {pid: self._codec.decode(*row) for pid, row in rows.items()}
+
+    def sum(self, ids: Sequence[str], on_corrupt: OnCorrupt = "missing") -> SumResult:
+        """Sum the stored gradients of `ids` into one float32 vector.
+
+        A corrupt row never fails the sum by default: it is reported in `missing_ids` (and `corrupt_ids`)
+        so the caller computes that gradient instead, exactly as for a passage that was never stored.
+
+        Args:
+            ids: passage ids (e.g. the retriever's top-k).
+            on_corrupt: `missing` (default) or `raise` (`CorruptShardError`).
+
+        Returns:
+            `SumResult` — unpacks as `(vector [D] float32, found_ids, missing_ids)`.
+
+        Example:
+            >>> vector, found, missing = store.sum(["doc-1", "doc-2", "doc-3"])  # doctest: +SKIP
+        """
+        ids = [ids] if isinstance(ids, str) else list(ids)
+        rows, missing, corrupt = self._fetch(ids, on_corrupt)
+        vector = zeros_f32(self.dim)
+        found = []
+        for pid in ids:
+            row = rows.get(pid)
+            if row is not None:
+                self._codec.add_into(vector, *row)
+                found.append(pid)
+        missing_set = set(missing)
+        return SumResult(vector, found, [pid for pid in ids if pid in missing_set], corrupt)
+
+    def clear_cache(self) -> None:
+        """Drop the LRU cache of rows and forget shards that failed to open (to retry a restored file)."""
+        self._cache.clear()
+        with self._shard_lock:
+            self._broken.clear()
+
+    def cache_stats(self) -> dict[str, int]:
+        return {
+            "rows": len(self._cache),
+            "bytes": self._cache.bytes,
+            "max_bytes": self._cache.max_bytes,
+            "hits": self._cache.hits,
+            "misses": self._cache.misses,
+        }
+
+    def _fetch(self, ids: Sequence[str], on_corrupt: OnCorrupt) -> tuple[dict[str, _Row], list[str], list[str]]:
+        """`(rows of the intact ids, missing ids, corrupt ids)`, ids deduplicated in the order given."""
+        self._check_open()
+        if on_corrupt not in ("missing", "raise"):
+            raise StoreError(f"`on_corrupt` must be 'missing' or 'raise', got {on_corrupt!r}")
+        refs = self._index.lookup(list(ids))
+        rows: dict[str, _Row] = {}
+        missing: list[str] = []
+        corrupt: dict[int, tuple[str, list[str]]] = {}  # shard id -> (reason, ids)
+        for pid in dict.fromkeys(ids):
+            ref = refs.get(pid)
+            if ref is None:
+                missing.append(pid)
+                continue
+            row, reason = self._read(ref)
+            if row is None:
+                corrupt.setdefault(ref.shard_id, (reason, []))[1].append(pid)
+                missing.append(pid)
+            else:
+                rows[pid] = row
+        corrupt_ids = [pid for _, pids in corrupt.values() for pid in pids]
+        for shard_id, (reason, pids) in corrupt.items():
+            error = CorruptShardError(str(self.path), self._record(shard_id).name, reason, pids)
+            if on_corrupt == "raise":
+                raise error
+            logger.warning("%s; treating %d passage(s) as missing", error, len(pids))
+        return rows, missing, corrupt_ids
+
+    def _read(self, ref: RowRef) -> tuple[_Row | None, str]:
+        """One row from the cache or its shard; `(None, reason)` when it fails its checksum."""
+        key = (ref.shard_id, ref.row)
+        row = self._cache.get(key)
+        if row is not None:
+            return row, ""
+        try:
+            reader = self._reader(ref.shard_id)
+        except CorruptShardError as e:
+            return None, e.reason
+        row = reader.read_row(ref.row, ref.crc32)
+        if row is None:
+            return None, f"row {ref.row} does not match its CRC32 in the index"
+        self._cache.put(key, row, self._codec.row_bytes(self.dim))
+        return row, ""
+
+    def _record(self, shard_id: int) -> ShardRecord:
+        record = self._records.get(shard_id)
+        if record is None:  # a shard committed after we last looked (by this process or another)
+            self._records = {s.shard_id: s for s in self._index.shards()}
+            record = self._records[shard_id]
+        return record
+
+    def _reader(self, shard_id: int) -> ShardReader:
+        """The shard's memory map, opened (and its header checked against the index) on first use."""
+        with self._shard_lock:
+            reader = self._readers.get(shard_id)
+            if reader is not None:
+                return reader
+            if shard_id in self._broken:
+                raise self._broken[shard_id]
+            record = self._record(shard_id)
+            try:
+                reader = ShardReader(self.path / "shards" / record.name, self._codec, record.rows, self.dim)
+            except (OSError, ShardHeaderError) as e:
+                reason = "file is missing" if isinstance(e, FileNotFoundError) else f"cannot be read: {e}"
+                self._broken[shard_id] = CorruptShardError(str(self.path), record.name, reason)
+                raise self._broken[shard_id] from e
+            self._readers[shard_id] = reader
+            return reader
+
+    # --- checks and figures -------------------------------------------------------------------------------
+
+    def verify(self, on_shard: Callable[[ShardRecord], None] | None = None) -> VerifyReport:
+        """Read every shard and check sha256s, row CRC32s, index and manifest; see `VerifyReport`."""
+        self._check_open()
+        return verify_store(self, on_shard=on_shard)
+
+    def info(self) -> dict[str, Any]:
+        """Figures for `regrad store info`: passages, codec, size on disk, bytes per passage, fingerprint."""
+        self._check_open()
+        shards = self._index.shards()
+        passages = self._index.count()
+        rows = sum(s.rows for s in shards)
+        size = sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
+        return {
+            "path": str(self.path),
+            "format_version": self.manifest.format_version,
+            "fingerprint": self.fingerprint,
+            "codec": self.codec.name,
+            "dim": self.dim,
+            "layout_tensors": len(self.layout),
+            "passages": passages,
+            "rows": rows,
+            "garbage_rows": rows - passages,
+            "shards": len(shards),
+            "rows_per_shard": self.rows_per_shard,
+            "row_bytes": self.codec.row_bytes(self.dim),
+            "size_on_disk_bytes": size,
+            "bytes_per_passage": size / passages if passages else math.nan,
+        }
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError(f"gradient store {self.path} is closed; open it again with `GradientStore.open`")
+
+
+def _layout_or_error(layout: Any, path: Path) -> tuple[list[dict[str, Any]], int]:
+    try:
+        return normalize_layout(layout)
+    except (TypeError, ValueError) as e:
+        raise StoreFormatError(str(path), f"{e}; pass `learner.layout.to_json()`") from e

@@ -1,0 +1,297 @@
+"""The store's single writer: append-only, atomic, resumable after a crash.
+
+One append cycle (`commit`):
+  1. encoded rows are written to `shards/.tmp-…`, fsynced, renamed to `shards/shard-NNNNN.safetensors`
+     (a full shard is flushed as soon as it fills, so the writer's memory stays at one shard);
+  2. the `shards/` directory is fsynced;
+  3. ONE SQLite transaction registers the new shards and points the ids at their rows: the commit point;
+  4. `manifest.json` is rewritten (temp file, fsync, rename) to mirror the shard table.
+A crash before 3 leaves only unregistered files, invisible to readers and deleted by the next writer;
+a crash between 3 and 4 leaves the manifest one commit behind, which the next writer repairs.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Literal
+
+import torch
+
+from gradient_store.errors import DuplicateIdError, InvalidAppendError, StoreLockedError
+from gradient_store.manifest import ShardRecord, fsync_dir
+from gradient_store.shard import row_crcs, shard_name, write_shard
+
+if TYPE_CHECKING:
+    from gradient_store.store import GradientStore
+
+__all__ = ["StoreWriter", "OnDuplicate", "LOCK_NAME"]
+
+logger = logging.getLogger("regrad.gradient_store")
+
+OnDuplicate = Literal["error", "skip", "replace"]
+LOCK_NAME = "writer.lock"
+_POLICIES = ("error", "skip", "replace")
+# Rows checked and encoded per step: bounds the temporaries (int8 pads a float32 copy) for big batches.
+_ENCODE_ROWS = 64
+
+# Test seam: tests/gradient_store/test_crash.py sets this in a child process to SIGKILL itself at a named
+# step of the commit protocol, so every crash window is exercised deterministically.
+_CRASH_HOOK: Callable[[str], None] | None = None
+
+
+def _crash_point(name: str) -> None:
+    if _CRASH_HOOK is not None:
+        _CRASH_HOOK(name)
+
+
+def _check_policy(on_duplicate: str) -> None:
+    if on_duplicate not in _POLICIES:
+        raise InvalidAppendError(f"`on_duplicate` must be one of {list(_POLICIES)}, got {on_duplicate!r}")
+
+
+class StoreWriter:
+    """Appends rows to a store; a context manager that commits on a clean exit and discards on an error.
+
+    Example:
+        >>> with store.writer(on_duplicate="skip") as w:   # doctest: +SKIP
+        ...     w.append(["doc-1", "doc-2"], grads)         # grads: [2, D] float32
+        ...     w.commit()                                  # optional: make progress durable mid-way
+
+    Args:
+        store: the open store.
+        on_duplicate: default policy for ids already stored or repeated in a batch: `error` raises
+            `DuplicateIdError` before anything is written, `skip` keeps the stored row (and the first
+            occurrence in a batch), `replace` writes a new row and repoints the id (its old row becomes
+            garbage, still on disk).
+        lock_timeout_s: how long to wait for another writer's `writer.lock`.
+    """
+
+    def __init__(self, store: GradientStore, on_duplicate: OnDuplicate = "error", lock_timeout_s: float = 30.0) -> None:
+        _check_policy(on_duplicate)
+        self.store = store
+        self.on_duplicate = on_duplicate
+        self.lock_timeout_s = lock_timeout_s
+        self._lock_fd: int | None = None
+        self._reset()
+
+    # --- lock and recovery --------------------------------------------------------------------------------
+
+    def __enter__(self) -> StoreWriter:
+        self._acquire()
+        try:
+            self._recover()
+        except BaseException:
+            self._release()
+            raise
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                self.commit()
+            else:
+                self.abort()
+        finally:
+            self._release()
+
+    def _acquire(self) -> None:
+        fd = os.open(self.store.path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + self.lock_timeout_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as e:
+                if e.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() >= deadline:
+                    os.close(fd)
+                    if e.errno in (errno.EAGAIN, errno.EACCES):
+                        raise StoreLockedError(str(self.store.path), self.lock_timeout_s) from e
+                    raise
+                time.sleep(0.02)
+        self._lock_fd = fd
+
+    def _release(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor drops the flock
+            self._lock_fd = None
+
+    def _recover(self) -> None:
+        """Delete what an interrupted writer left (we hold the lock, readers never open unregistered files),
+        and bring the manifest's shard list up to date with the index."""
+        registered = self.store._index.shards()
+        names = {s.name for s in registered}
+        removed = []
+        for f in (self.store.path / "shards").iterdir():
+            if f.name.startswith(".tmp-") or (f.name.startswith("shard-") and f.name not in names):
+                f.unlink()
+                removed.append(f.name)
+        for f in self.store.path.glob(".tmp-*"):
+            f.unlink()
+            removed.append(f.name)
+        if removed:
+            logger.warning(
+                "gradient store %s: removed %d file(s) left by an interrupted writer: %s",
+                self.store.path,
+                len(removed),
+                ", ".join(sorted(removed)[:5]),
+            )
+        self._next_shard_id = max((s.shard_id for s in registered), default=-1) + 1
+        if self.store.manifest.shards != registered:
+            self.store.manifest.shards = registered
+            self.store.manifest.save(self.store.path)
+
+    # --- appending ----------------------------------------------------------------------------------------
+
+    def _reset(self) -> None:
+        self._pending: dict[str, int] = {}  # id -> pending row number p (latest wins on replace)
+        self._crcs: list[int] = []  # CRC32 of pending row p
+        self._buffer: list[tuple[torch.Tensor, torch.Tensor | None]] = []
+        self._buffered_rows = 0
+        self._written: list[ShardRecord] = []  # flushed to disk, not yet committed
+
+    @property
+    def pending(self) -> int:
+        """Ids appended since the last commit."""
+        return len(self._pending)
+
+    def append(self, ids: Sequence[str], vectors: torch.Tensor, on_duplicate: OnDuplicate | None = None) -> int:
+        """Queue rows for the next commit.
+
+        Args:
+            ids: passage ids (non-empty strings), one per row.
+            vectors: `[len(ids), D]` float tensor (a `[D]` vector is accepted for one id).
+            on_duplicate: overrides the writer's policy for this call.
+
+        Returns:
+            The number of rows written (fewer than `len(ids)` when `skip` dropped duplicates).
+
+        Raises:
+            InvalidAppendError: wrong shape, non-finite values, or an id that is not a non-empty string.
+            DuplicateIdError: `on_duplicate="error"` and an id is stored, pending, or repeated in `ids`.
+        """
+        if self._lock_fd is None:
+            raise InvalidAppendError("this writer is not open: use `with store.writer() as w:` or `store.append(...)`")
+        policy = on_duplicate or self.on_duplicate
+        _check_policy(policy)
+        ids, vectors = self._validate(ids, vectors)
+        keep = self._dedupe(ids, policy)
+        if not keep:
+            return 0
+        for start in range(0, len(keep), _ENCODE_ROWS):
+            chunk = keep[start : start + _ENCODE_ROWS]
+            gradients, scales = self.store.codec.encode(vectors[chunk])
+            first = len(self._crcs)
+            for j, i in enumerate(chunk):
+                self._pending[ids[i]] = first + j  # a replaced pending row stays in its shard as garbage
+            self._crcs.extend(row_crcs(gradients, scales))
+            self._buffer.append((gradients, scales))
+            self._buffered_rows += len(chunk)
+            while self._buffered_rows >= self.store.rows_per_shard:
+                self._flush(self.store.rows_per_shard)
+        return len(keep)
+
+    def _validate(self, ids: Sequence[str], vectors: torch.Tensor) -> tuple[list[str], torch.Tensor]:
+        if isinstance(ids, str):
+            raise InvalidAppendError(
+                f"`ids` must be a list of strings, got the single string {ids!r}; wrap it in a list"
+            )
+        ids = list(ids)
+        bad = [i for i in ids if not isinstance(i, str) or not i]
+        if bad:
+            raise InvalidAppendError(f"passage ids must be non-empty strings, got {bad[:5]!r}; convert them with str()")
+        if not isinstance(vectors, torch.Tensor):
+            raise InvalidAppendError(f"`vectors` must be a torch.Tensor, got {type(vectors).__name__}")
+        if vectors.dim() == 1:
+            vectors = vectors.unsqueeze(0)
+        dim = self.store.dim
+        if vectors.dim() != 2 or vectors.shape[0] != len(ids) or vectors.shape[1] != dim:
+            raise InvalidAppendError(
+                f"`vectors` has shape {list(vectors.shape)}, expected [{len(ids)}, {dim}] (one row of the "
+                f"store's dimension D={dim} per id); check that the store and the learner belong together"
+            )
+        if not vectors.is_floating_point():
+            raise InvalidAppendError(f"`vectors` must be a float tensor, got {vectors.dtype}")
+        finite = torch.cat(
+            [torch.isfinite(vectors[i : i + _ENCODE_ROWS]).all(dim=1) for i in range(0, len(ids), _ENCODE_ROWS)]
+        )
+        if not bool(finite.all()):
+            bad_ids = [ids[i] for i in (~finite).nonzero().flatten().tolist()]
+            raise InvalidAppendError(
+                f"{len(bad_ids)} gradient(s) hold NaN or inf values (ids {bad_ids[:5]!r}); a sum including "
+                "them would poison every answer that retrieves them: fix the encoder (fp32, loss scaling)"
+            )
+        return ids, vectors
+
+    def _dedupe(self, ids: list[str], policy: str) -> list[int]:
+        """Indices of `ids` to write under `policy` (raises for `error`)."""
+        if policy == "replace":
+            last = {pid: i for i, pid in enumerate(ids)}
+            return sorted(last.values())
+        stored = self.store._index.lookup(ids)
+        seen: set[str] = set()
+        keep, dupes = [], []
+        for i, pid in enumerate(ids):
+            if pid in seen or pid in stored or pid in self._pending:
+                dupes.append(pid)
+            else:
+                keep.append(i)
+            seen.add(pid)
+        if dupes and policy == "error":
+            raise DuplicateIdError(str(self.store.path), list(dict.fromkeys(dupes)))
+        return keep
+
+    def _flush(self, rows: int) -> None:
+        """Write the first `rows` buffered rows as one shard file (registered only at commit)."""
+        grads = torch.cat([g for g, _ in self._buffer]) if len(self._buffer) > 1 else self._buffer[0][0]
+        scales = None
+        if self.store.codec.has_scales:
+            scales = torch.cat([s for _, s in self._buffer]) if len(self._buffer) > 1 else self._buffer[0][1]
+        shard_id = self._next_shard_id + len(self._written)
+        name = shard_name(shard_id)
+        final = self.store.path / "shards" / name
+        tmp = final.with_name(f".tmp-{name}-{os.getpid()}")
+        metadata = {
+            "format": "regrad-gradient-store",
+            "fingerprint": self.store.fingerprint,
+            "codec": self.store.codec.name,
+        }
+        size, sha = write_shard(
+            tmp, self.store.codec, grads[:rows], scales[:rows] if scales is not None else None, metadata
+        )
+        _crash_point("shard_written")
+        os.replace(tmp, final)
+        _crash_point("shard_renamed")
+        self._written.append(ShardRecord(shard_id, name, rows, size, sha))
+        rest = grads[rows:]
+        self._buffer = [(rest, scales[rows:] if scales is not None else None)] if rest.shape[0] else []
+        self._buffered_rows -= rows
+
+    def commit(self) -> None:
+        """Make everything appended so far durable and visible, atomically (one SQLite transaction)."""
+        if not self._pending:
+            self._reset()  # e.g. every row was replaced within the batch: nothing to register
+            return
+        if self._buffered_rows:
+            self._flush(self._buffered_rows)
+        fsync_dir(self.store.path / "shards")
+        rps = self.store.rows_per_shard
+        base = self._next_shard_id
+        rows = [(pid, base + p // rps, p % rps, self._crcs[p]) for pid, p in self._pending.items()]
+        _crash_point("before_index_commit")
+        self.store._index.commit(self._written, rows, replace=True)
+        _crash_point("index_committed")
+        self._next_shard_id += len(self._written)
+        self.store.manifest.shards = self.store._index.shards()
+        self.store.manifest.save(self.store.path)
+        self._reset()
+
+    def abort(self) -> None:
+        """Discard rows appended since the last commit (their shard files are deleted)."""
+        for record in self._written:
+            (self.store.path / "shards" / record.name).unlink(missing_ok=True)
+        self._reset()
