@@ -254,7 +254,7 @@ def train(args: TrainArgs, log=print) -> dict:
                 deltas = _inner_deltas(learner, task_passages(record, args.top_k), create_graph=not args.first_order)
                 loss = outer_loss(learner, record, deltas, args.blind, args.top_k) / len(batch_ids)
             loss.backward()
-            meta_loss += float(loss)
+            meta_loss += loss.detach().item()
         torch.nn.utils.clip_grad_norm_(learner.trainable_parameters(), args.clip_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
