@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["row_deltas", "lora_row_correction"]
+__all__ = ["row_deltas", "stack_row_adapters", "lora_row_correction"]
 
 
 def row_deltas(grads: torch.Tensor, step_sizes: torch.Tensor, gammas: torch.Tensor) -> torch.Tensor:
@@ -35,21 +35,32 @@ def row_deltas(grads: torch.Tensor, step_sizes: torch.Tensor, gammas: torch.Tens
     return -(gammas[:, None] * step_sizes[None, :]) * grads  # (n, D)
 
 
-def lora_row_correction(
-    x: torch.Tensor, A: torch.Tensor, B: torch.Tensor, dA: torch.Tensor, dB: torch.Tensor, scaling: float
-) -> torch.Tensor:
+def stack_row_adapters(
+    A: torch.Tensor, B: torch.Tensor, dA: torch.Tensor, dB: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack each row's correction  dB_i A_i + B dA_i  into one down- and one up-projection.
+
+    Built once per batch (not per forward call), so a layer's correction is two batched matmuls.
+
+    Args:
+        A: shared lora_A, (r, d_in).   B: shared lora_B, (d_out, r).
+        dA: per-row delta of A, (n, r, d_in).   dB: per-row delta of B, (n, d_out, r).
+    Returns:
+        down (n, 2r, d_in) = [A + dA_i ; dA_i] and up (n, d_out, 2r) = [dB_i | B].
+    """
+    down = torch.cat([A.unsqueeze(0) + dA, dA], dim=1)                  # (n, 2r, d_in)
+    up = torch.cat([dB, B.unsqueeze(0).expand(dB.shape[0], -1, -1)], dim=2)  # (n, d_out, 2r)
+    return down, up
+
+
+def lora_row_correction(x: torch.Tensor, down: torch.Tensor, up: torch.Tensor, scaling: float) -> torch.Tensor:
     """s * (dB_i A_i + B dA_i) x_i for every row i of a batch.
 
     Args:
         x: layer input, (n, T, d_in).
-        A: shared lora_A, (r, d_in).   B: shared lora_B, (d_out, r).
-        dA: per-row delta of A, (n, r, d_in).   dB: per-row delta of B, (n, d_out, r).
+        down, up: from `stack_row_adapters`, (n, 2r, d_in) and (n, d_out, 2r).
     Returns:
         (n, T, d_out) correction to add to the shared LoRA layer's output.
     """
-    A_rows = A.unsqueeze(0) + dA                               # (n, r, d_in)
-    h = torch.einsum("ntd,nrd->ntr", x, A_rows)                # (n, T, r)   = A_i x
-    h_delta = torch.einsum("ntd,nrd->ntr", x, dA)              # (n, T, r)   = dA_i x
-    out = torch.einsum("ntr,nor->nto", h, dB)                  # (n, T, d_out) = dB_i A_i x
-    out = out + torch.einsum("ntr,or->nto", h_delta, B)        # + B dA_i x
-    return scaling * out
+    h = torch.bmm(x, down.transpose(1, 2))          # (n, T, 2r)   = [A_i x ; dA_i x]
+    return scaling * torch.bmm(h, up.transpose(1, 2))  # (n, T, d_out) = dB_i A_i x + B dA_i x

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from models.adapt import lora_row_correction
+from models.adapt import lora_row_correction, stack_row_adapters
 from models.base import load_base_model, resolve_model_path
 from models.config import LearnerConfig
 from models.errors import LearnerMismatchError, ModelError
@@ -196,13 +196,11 @@ class Learner(nn.Module):
         def hook(module, args, output):
             if self._row_deltas is None:
                 return None
-            dA, dB = self._row_deltas[short]
+            down, up = self._row_deltas[short]
             x = args[0]
-            if x.shape[0] != dA.shape[0]:
-                raise ModelError(f"batch has {x.shape[0]} rows but {dA.shape[0]} adaptations were given")
-            A = module.lora_A["default"].weight
-            B = module.lora_B["default"].weight
-            correction = lora_row_correction(x.to(A.dtype), A, B, dA, dB, module.scaling["default"])
+            if x.shape[0] != down.shape[0]:
+                raise ModelError(f"batch has {x.shape[0]} rows but {down.shape[0]} adaptations were given")
+            correction = lora_row_correction(x.to(down.dtype), down, up, module.scaling["default"])
             return output + correction.to(output.dtype)
 
         return hook
@@ -221,7 +219,11 @@ class Learner(nn.Module):
         views = self.layout.split(deltas)
         previous = self._row_deltas
         self._row_deltas = {
-            short: (views[f"{short}.lora_A"], views[f"{short}.lora_B"]) for short in self.lora_modules
+            short: stack_row_adapters(
+                module.lora_A["default"].weight, module.lora_B["default"].weight,
+                views[f"{short}.lora_A"], views[f"{short}.lora_B"],
+            )
+            for short, module in self.lora_modules.items()
         }
         try:
             yield

@@ -42,6 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-every", type=int, default=25)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--first-order", action="store_true",
+                   help="first-order meta-gradient (no create_graph): cheaper, for quick CPU runs")
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT/last")
     p.set_defaults(func=run)
 
