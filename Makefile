@@ -38,6 +38,7 @@ serve: model
 	$(PY) -m offline_tools.demo --serve-only --port $(PORT)
 
 bench: model
+	$(PY) bench/adapt_bench.py
 	$(PY) bench/store_bench.py
 	$(PY) bench/encode_bench.py
 	$(PY) bench/retrieval_bench.py

@@ -8,35 +8,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
-from pathlib import Path
 
 # ---- knobs ----------------------------------------------------------------------------------
 N_PASSAGES = 32
 BATCH_SIZES = [1, 8]
-DATA = Path(os.environ.get("REGRAD_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
 # ---------------------------------------------------------------------------------------------
-
-
-def load_passages(n: int) -> list[str]:
-    from models import format_passage
-
-    seen, out = set(), []
-    with open(DATA / "hotpotqa" / "ircot_hotpotqa_dev_subsampled.jsonl") as f:
-        for line in f:
-            for ctx in json.loads(line)["contexts"]:
-                key = (ctx["title"], ctx["paragraph_text"])
-                if key not in seen:
-                    seen.add(key)
-                    out.append(format_passage(*key))
-                if len(out) == n:
-                    return out
-    return out
 
 
 def main() -> None:
     import torch
+    from bench_data import hotpot_passages
 
     from models import Learner, load_preset, passage_gradients
 
@@ -46,7 +28,7 @@ def main() -> None:
     args = parser.parse_args()
     learner = Learner.create(load_preset("smollm2-135m-instruct"), device=args.device,
                              dtype="bfloat16" if args.device == "cuda" else "float32")
-    passages = load_passages(args.n)
+    passages = hotpot_passages(args.n)
     passage_gradients(learner, passages[:2], batch_size=2)  # warm-up
     rates = {}
     for bs in BATCH_SIZES:
