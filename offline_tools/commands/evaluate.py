@@ -1,0 +1,85 @@
+"""`regrad evaluate`: answer augmented questions over HTTP (or in-process) and score them."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from offline_tools.commands.serve import add_settings_arguments, build_settings
+from offline_tools.errors import UsageError
+
+__all__ = ["register", "run"]
+
+NAME = "evaluate"
+_MODES = ("regrad", "regrad_context", "rag", "closed_book")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        NAME,
+        help="send augmented questions to the service and print EM/F1 per dataset and mode",
+        description="Answer every question of the augmented files through a running service (--url) or an "
+        "in-process engine (--in-process), write predictions.jsonl and print the score table.",
+    )
+    p.add_argument("--data", action="append", required=True, metavar="JSONL",
+                   help="augmented file data_aug/<dataset>/<split>.jsonl (repeat for several)")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--url", help="service base URL, e.g. http://127.0.0.1:8000")
+    target.add_argument("--in-process", action="store_true",
+                        help="no server: build the service's engine here (settings as for `regrad serve`)")
+    p.add_argument("--mode", action="append", choices=[*_MODES, "all"],
+                   help="mode to evaluate; repeat for several, or `all` (default regrad)")
+    p.add_argument("--output", required=True, help="predictions file to write (JSON lines)")
+    p.add_argument("--concurrency", type=int, default=8, help="requests in flight over HTTP (default 8)")
+    p.add_argument("--limit", type=int, help="only the first N questions of each file")
+    p.add_argument("--top-k", type=int, default=3, help="passages per question (default 3)")
+    p.add_argument("--gamma", type=float, default=1.0, help="gradient scale (default 1.0)")
+    p.add_argument("--max-new-tokens", type=int, default=20, help="answer length limit (default 20)")
+    p.add_argument("--api-key", default=None, help="API key (default: REGRAD_API_KEY)")
+    p.add_argument("--timeout-s", type=float, default=300.0, help="per-request timeout (default 300)")
+    p.add_argument("--retries", type=int, default=8, help="retries on 503 / connection errors (default 8)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_settings_arguments(p)
+    p.set_defaults(func=run)
+
+
+def _modes(given: list[str] | None) -> list[str]:
+    if not given:
+        return ["regrad"]
+    if "all" in given:
+        return list(_MODES)
+    return list(dict.fromkeys(given))
+
+
+def run(args: argparse.Namespace) -> int:
+    from offline_tools.evaluate import (
+        evaluate_http,
+        evaluate_in_process,
+        format_mode_table,
+        load_records,
+        write_predictions,
+    )
+
+    if args.limit is not None and args.limit < 1:
+        raise UsageError(f"--limit must be >= 1, got {args.limit}")
+    modes = _modes(args.mode)
+    records = load_records(args.data, limit=args.limit)
+    if not records:
+        raise UsageError(f"no questions in {', '.join(args.data)}; check --data")
+    common = dict(modes=modes, top_k=args.top_k, gamma=args.gamma, max_new_tokens=args.max_new_tokens,
+                  progress=not args.no_progress)
+    if args.in_process:
+        result = evaluate_in_process(build_settings(args), records, **common)
+    else:
+        api_key = args.api_key or os.environ.get("REGRAD_API_KEY") or None
+        result = evaluate_http(args.url, records, concurrency=args.concurrency, api_key=api_key,
+                               timeout_s=args.timeout_s, max_retries=args.retries, **common)
+    count = write_predictions(args.output, result.predictions)
+    print(format_mode_table(result.tables))
+    print(f"{count} predictions -> {args.output} ({len(records)} questions x {len(modes)} modes, "
+          f"{result.elapsed_s:.1f} s)", file=sys.stderr)
+    if result.errors:
+        print(f"regrad: warning: {result.errors} requests failed and were scored 0; see `error` in "
+              f"{args.output}", file=sys.stderr)
+    return 0

@@ -1,0 +1,90 @@
+"""`regrad serve`: run the HTTP service (uvicorn) with settings from REGRAD_* / .env and flags."""
+
+from __future__ import annotations
+
+import argparse
+
+from offline_tools.errors import UsageError
+
+__all__ = ["register", "run", "add_settings_arguments", "build_settings"]
+
+NAME = "serve"
+
+# flag dest → Settings field; a flag given on the command line overrides the environment.
+_OVERRIDES = {
+    "checkpoint": "checkpoint",
+    "preset": "preset",
+    "store": "store",
+    "backend": "retriever_backend",
+    "index": "index",
+    "es_url": "es_url",
+    "device": "device",
+    "dtype": "dtype",
+    "max_batch": "max_batch",
+    "max_wait_ms": "max_wait_ms",
+    "missing_gradients": "missing_gradients",
+}
+
+
+def add_settings_arguments(p: argparse.ArgumentParser) -> None:
+    """The engine's settings as flags (shared by `serve` and `evaluate --in-process`)."""
+    p.add_argument("--checkpoint", help="learner folder (REGRAD_CHECKPOINT; unset = untrained learner)")
+    p.add_argument("--preset", help="model preset when no checkpoint is given (REGRAD_PRESET)")
+    p.add_argument("--store", help="gradient store folder, created if missing (REGRAD_STORE)")
+    p.add_argument("--backend", choices=["tantivy", "elasticsearch", "dense", "hybrid"],
+                   help="retriever backend (REGRAD_RETRIEVER_BACKEND, default tantivy)")
+    p.add_argument("--index", help="index folder or Elasticsearch index name (REGRAD_INDEX)")
+    p.add_argument("--es-url", help="Elasticsearch URL (REGRAD_ES_URL)")
+    p.add_argument("--device", choices=["cpu", "cuda", "auto"], help="REGRAD_DEVICE (default auto)")
+    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], help="REGRAD_DTYPE")
+    p.add_argument("--max-batch", type=int, help="most requests per generation batch (REGRAD_MAX_BATCH)")
+    p.add_argument("--max-wait-ms", type=float, help="batch gathering window (REGRAD_MAX_WAIT_MS)")
+    p.add_argument("--missing-gradients", choices=["compute", "skip"], help="REGRAD_MISSING_GRADIENTS")
+    p.add_argument("--env-file", default=".env", help="settings file (default .env); REGRAD_* variables win")
+
+
+def build_settings(args: argparse.Namespace, **extra):
+    """Settings from the env file and environment, overridden by the flags that were given."""
+    from pydantic import ValidationError
+
+    from service.settings import Settings
+
+    given = {flag: getattr(args, flag, None) for flag in _OVERRIDES}
+    overrides = {_OVERRIDES[flag]: value for flag, value in given.items() if value is not None}
+    overrides.update({key: value for key, value in extra.items() if value is not None})
+    try:
+        return Settings(_env_file=args.env_file, **overrides)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in e['loc']) or 'settings'}: {e['msg']}" for e in error.errors()
+        )
+        raise UsageError(f"bad service settings: {problems}; fix the REGRAD_* variable or flag") from error
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        NAME,
+        help="run the HTTP service (POST /answer, /documents; /healthz, /readyz, /metrics, /docs)",
+        description="Start the regrad API. Settings come from REGRAD_* environment variables and a .env "
+        "file; the flags below override them. See docs/service.md.",
+    )
+    add_settings_arguments(p)
+    p.add_argument("--host", help="listen address (REGRAD_HOST, default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="listen port (REGRAD_PORT, default 8000)")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from service.app import create_app
+    from service.engine import Engine
+
+    settings = build_settings(args, host=args.host, port=args.port)
+    # Built before the server starts, so a bad checkpoint, store or index is one `regrad: error:` line
+    # (not a traceback inside uvicorn's start-up); the app's lifespan closes it on shut-down.
+    engine = Engine.from_settings(settings)
+    app = create_app(settings, engine_factory=lambda _: engine)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level)
+    return 0

@@ -1,0 +1,374 @@
+"""Batch evaluation: send augmented questions to the service (HTTP) or to an in-process engine,
+write one prediction per line and score them (EM / F1 / precision / recall per dataset and mode).
+
+Over HTTP, `concurrency` requests are in flight at once (the server micro-batches them); a 503 is
+retried after its `Retry-After`, a connection error with capped backoff. A request the server
+refuses (422) is recorded as an error for that item, scored 0, and the run goes on.
+
+Example:
+    records = load_records(["data_aug/hotpotqa/dev.jsonl"], limit=100)
+    result = evaluate_http("http://127.0.0.1:8000", records, modes=["regrad", "rag"])
+    write_predictions("predictions.jsonl", result.predictions)
+    print(format_mode_table(result.tables))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from offline_tools.augmented import AugmentedRecord, read_augmented
+from offline_tools.errors import ExitStatus, RegradError, UsageError
+from offline_tools.metrics import Scores, ScoreTable, aggregate, score
+
+__all__ = [
+    "MODES",
+    "EvalJob",
+    "EvaluationResult",
+    "ServerError",
+    "load_records",
+    "answer_body",
+    "evaluate_http",
+    "evaluate_in_process",
+    "write_predictions",
+    "format_mode_table",
+]
+
+MODES = ("regrad", "regrad_context", "rag", "closed_book")
+
+
+class ServerError(RegradError):
+    """The server cannot be used: unreachable after all retries, or it refuses our credentials."""
+
+    exit_status = ExitStatus.UNAVAILABLE
+
+
+@dataclass(frozen=True)
+class EvalJob:
+    """One (question, mode) to answer; `index` is its position in the output."""
+
+    index: int
+    record: AugmentedRecord
+    mode: str
+
+
+@dataclass
+class EvaluationResult:
+    """Predictions in job order (record-major, then mode) and a score table per mode."""
+
+    predictions: list[dict[str, Any]]
+    tables: dict[str, ScoreTable]
+    errors: int = 0
+    elapsed_s: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def load_records(paths: Sequence[str | Path], limit: int | None = None) -> list[AugmentedRecord]:
+    """Records of each augmented file, the first `limit` of each when given."""
+    records: list[AugmentedRecord] = []
+    for path in paths:
+        records.extend(itertools.islice(read_augmented(path), limit))
+    return records
+
+
+def make_jobs(records: Sequence[AugmentedRecord], modes: Sequence[str]) -> list[EvalJob]:
+    unknown = [mode for mode in modes if mode not in MODES]
+    if unknown:
+        raise UsageError(f"unknown mode(s) {unknown}; use {', '.join(MODES)} or all")
+    pairs = [(record, mode) for record in records for mode in modes]
+    return [EvalJob(i, record, mode) for i, (record, mode) in enumerate(pairs)]
+
+
+def answer_body(record: AugmentedRecord, mode: str, *, top_k: int = 3, gamma: float = 1.0,
+                max_new_tokens: int = 20) -> dict[str, Any]:
+    """The POST /answer body for one record."""
+    body: dict[str, Any] = {
+        "question": record.question,
+        "mode": mode,
+        "top_k": top_k,
+        "gamma": gamma,
+        "answer_type": record.answer_type,
+        "max_new_tokens": max_new_tokens,
+    }
+    if record.answer_type == "choice":
+        body["choices"] = list(record.choices or [])
+    return body
+
+
+def _prediction(job: EvalJob, response: dict[str, Any] | None, error: str | None) -> dict[str, Any]:
+    record = job.record
+    answer = (response or {}).get("answer", "")
+    scores = score(answer, record.answers, record.answer_type, record.choices)
+    line = {
+        "id": record.id,
+        "dataset": record.dataset,
+        "mode": job.mode,
+        "question": record.question,
+        "answer": answer,
+        "gold": list(record.answers),
+        "answer_type": record.answer_type,
+        "scores": {"em": scores.em, "f1": scores.f1, "precision": scores.precision, "recall": scores.recall},
+        "passages": (response or {}).get("passages", []),
+        "timings_ms": (response or {}).get("timings_ms", {}),
+    }
+    if error is not None:
+        line["error"] = error
+    return line
+
+
+def _result(jobs: Sequence[EvalJob], predictions: list[dict[str, Any]], elapsed_s: float) -> EvaluationResult:
+    tables: dict[str, ScoreTable] = {}
+    for mode in dict.fromkeys(job.mode for job in jobs):
+        items = []
+        for p in predictions:
+            if p["mode"] == mode:
+                s = p["scores"]
+                items.append((p["dataset"], Scores(s["em"], s["f1"], s["precision"], s["recall"])))
+        tables[mode] = aggregate(items)
+    errors = sum(1 for p in predictions if "error" in p)
+    return EvaluationResult(predictions, tables, errors=errors, elapsed_s=elapsed_s)
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="evaluating", unit=" q", file=sys.stderr, disable=not enabled, mininterval=0.5)
+
+
+# ------------------------------------------------------------------------------------------- HTTP
+
+
+async def _post_with_retries(
+    client, body: dict[str, Any], *, max_retries: int, max_wait_s: float
+) -> tuple[dict[str, Any] | None, str | None]:
+    """(response JSON, None) or (None, error) for an item the server refused; raises ServerError
+    when the server stays unavailable."""
+    import httpx
+
+    last_problem = ""
+    for attempt in range(max_retries + 1):
+        try:
+            response = await client.post("/answer", json=body)
+        except (httpx.TransportError, httpx.TimeoutException) as error:
+            last_problem = f"{type(error).__name__}: {error}"
+            wait_s = min(max_wait_s, 0.5 * 2**attempt) * (0.5 + random.random() / 2)
+        else:
+            if response.status_code == 200:
+                return response.json(), None
+            if response.status_code == 401:
+                raise ServerError(
+                    f"{client.base_url} refused the API key (401); pass --api-key or set REGRAD_API_KEY"
+                )
+            if response.status_code == 503:
+                last_problem = f"503: {response.text[:200]}"
+                try:
+                    wait_s = float(response.headers.get("Retry-After", 1))
+                except ValueError:
+                    wait_s = 1.0
+                wait_s = min(max_wait_s, max(0.1, wait_s))
+            elif response.status_code in (404, 405):
+                raise ServerError(
+                    f"{client.base_url}/answer answered {response.status_code}: not a regrad server? "
+                    "check --url"
+                )
+            else:  # 422 and other refusals concern this item only
+                return None, f"{response.status_code}: {response.text[:500]}"
+        if attempt < max_retries:
+            await asyncio.sleep(wait_s)
+    raise ServerError(
+        f"{client.base_url} stayed unavailable after {max_retries + 1} tries ({last_problem}); "
+        "check that `regrad serve` is running and ready (GET /readyz), or raise --retries"
+    )
+
+
+async def _evaluate_http_async(url: str, jobs: Sequence[EvalJob], body_of: Callable[[EvalJob], dict],
+                               *, concurrency: int, api_key: str | None, timeout_s: float, max_retries: int,
+                               max_wait_s: float, progress: bool) -> list[dict[str, Any]]:
+    import httpx
+
+    headers = {"X-API-Key": api_key} if api_key else {}
+    predictions: list[dict[str, Any] | None] = [None] * len(jobs)
+    semaphore = asyncio.Semaphore(concurrency)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url.rstrip("/"), headers=headers, timeout=timeout_s,
+                                 limits=limits) as client:
+        with _progress(len(jobs), progress) as bar:
+
+            async def one(job: EvalJob) -> None:
+                async with semaphore:
+                    response, error = await _post_with_retries(
+                        client, body_of(job), max_retries=max_retries, max_wait_s=max_wait_s
+                    )
+                predictions[job.index] = _prediction(job, response, error)
+                bar.update(1)
+
+            tasks = [asyncio.create_task(one(job)) for job in jobs]
+            try:
+                await asyncio.gather(*tasks)
+            finally:
+                for task in tasks:
+                    task.cancel()
+    return [p for p in predictions if p is not None]
+
+
+def evaluate_http(
+    url: str,
+    records: Sequence[AugmentedRecord],
+    *,
+    modes: Sequence[str] = ("regrad",),
+    concurrency: int = 8,
+    top_k: int = 3,
+    gamma: float = 1.0,
+    max_new_tokens: int = 20,
+    api_key: str | None = None,
+    timeout_s: float = 300.0,
+    max_retries: int = 8,
+    max_wait_s: float = 30.0,
+    progress: bool = True,
+) -> EvaluationResult:
+    """Answer every (record, mode) through a running service and score the answers.
+
+    Args:
+        url: the service base URL, e.g. `http://127.0.0.1:8000`.
+        records: augmented records (their own passages are not sent: the server retrieves).
+        modes: any of regrad, regrad_context, rag, closed_book.
+        concurrency: requests in flight at once.
+        top_k, gamma, max_new_tokens: sent with every request.
+        api_key: sent as `X-API-Key` when the server requires one.
+        timeout_s: per-request timeout.
+        max_retries: retries per request on 503 / connection errors before giving up (ServerError).
+        max_wait_s: cap on one wait between retries (Retry-After is honoured up to it).
+        progress: tqdm bar on stderr.
+
+    Returns:
+        An `EvaluationResult` (predictions in input order, a ScoreTable per mode).
+    """
+    if concurrency < 1:
+        raise UsageError(f"--concurrency must be >= 1, got {concurrency}")
+    jobs = make_jobs(records, modes)
+
+    def body_of(job: EvalJob) -> dict:
+        return answer_body(job.record, job.mode, top_k=top_k, gamma=gamma, max_new_tokens=max_new_tokens)
+
+    started_s = time.perf_counter()
+    predictions = asyncio.run(_evaluate_http_async(
+        url, jobs, body_of, concurrency=concurrency, api_key=api_key, timeout_s=timeout_s,
+        max_retries=max_retries, max_wait_s=max_wait_s, progress=progress,
+    ))
+    return _result(jobs, predictions, time.perf_counter() - started_s)
+
+
+# ------------------------------------------------------------------------------------- in-process
+
+
+def evaluate_in_process(
+    engine_or_settings: Any,
+    records: Sequence[AugmentedRecord],
+    *,
+    modes: Sequence[str] = ("regrad",),
+    batch_size: int | None = None,
+    top_k: int = 3,
+    gamma: float = 1.0,
+    max_new_tokens: int = 20,
+    progress: bool = True,
+) -> EvaluationResult:
+    """The same evaluation without a server: the service's engine, built here, answers in batches.
+
+    Args:
+        engine_or_settings: a `service.engine.Engine` (used, not closed) or `service.settings.Settings`
+            (an engine is built from it and closed at the end).
+        batch_size: requests per engine batch (default: the settings' max_batch, else 8).
+        Other arguments: as `evaluate_http`.
+    """
+    from pydantic import ValidationError
+
+    from service.engine import Engine
+    from service.schemas import AnswerRequest
+    from service.settings import Settings
+
+    jobs = make_jobs(records, modes)
+    owned = isinstance(engine_or_settings, Settings)
+    engine = Engine.from_settings(engine_or_settings) if owned else engine_or_settings
+    size = batch_size or (engine_or_settings.max_batch if owned else 8)
+    started_s = time.perf_counter()
+    predictions: list[dict[str, Any] | None] = [None] * len(jobs)
+    try:
+        with _progress(len(jobs), progress) as bar:
+            for start in range(0, len(jobs), size):
+                chunk = jobs[start : start + size]
+                requests, valid = [], []
+                for job in chunk:
+                    body = answer_body(job.record, job.mode, top_k=top_k, gamma=gamma,
+                                       max_new_tokens=max_new_tokens)
+                    try:
+                        requests.append(AnswerRequest.model_validate(body))
+                        valid.append(job)
+                    except ValidationError as error:  # what the server would refuse with 422
+                        predictions[job.index] = _prediction(job, None, f"422: {error.errors()[0]['msg']}")
+                outcomes = engine.answer_outcomes(requests) if requests else []
+                for job, outcome in zip(valid, outcomes, strict=True):
+                    if isinstance(outcome, BaseException):
+                        predictions[job.index] = _prediction(job, None, f"{type(outcome).__name__}: {outcome}")
+                    else:
+                        predictions[job.index] = _prediction(job, outcome.model_dump(), None)
+                bar.update(len(chunk))
+    finally:
+        if owned:
+            engine.close()
+    done = [p for p in predictions if p is not None]
+    return _result(jobs, done, time.perf_counter() - started_s)
+
+
+# ---------------------------------------------------------------------------------------- output
+
+
+def write_predictions(path: str | Path, predictions: Iterable[dict[str, Any]]) -> int:
+    """Write predictions as JSON lines, atomically (temp file, then rename). Returns the count."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    count = 0
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            for prediction in predictions:
+                handle.write(json.dumps(prediction, ensure_ascii=False) + "\n")
+                count += 1
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return count
+
+
+def format_mode_table(tables: dict[str, ScoreTable]) -> str:
+    """One fixed-width table, a block of rows per mode: each dataset, then overall (micro; and macro
+    when there are several datasets). Scores in 0..100."""
+    rows: list[tuple[str, str, Any]] = []
+    for mode, table in tables.items():
+        if len(table.per_dataset) > 1:
+            rows += [(mode, name, scores) for name, scores in table.per_dataset.items()]
+            rows.append((mode, "overall (micro)", table.overall_micro))
+            rows.append((mode, "overall (macro)", table.overall_macro))
+        else:
+            name = next(iter(table.per_dataset), "overall")
+            rows.append((mode, name, table.overall_micro))
+    mode_width = max(len("mode"), *(len(r[0]) for r in rows)) if rows else 4
+    name_width = max(len("dataset"), *(len(r[1]) for r in rows)) if rows else 7
+    header = (f"{'mode':<{mode_width}}  {'dataset':<{name_width}}  {'n':>6}  {'EM':>6}  {'F1':>6}  "
+              f"{'prec':>6}  {'recall':>6}")
+    lines = [header, "-" * len(header)]
+    for mode, name, s in rows:
+        lines.append(f"{mode:<{mode_width}}  {name:<{name_width}}  {s.n:>6}  {s.em:>6.2f}  {s.f1:>6.2f}  "
+                     f"{s.precision:>6.2f}  {s.recall:>6.2f}")
+    return "\n".join(lines)
+

@@ -1,0 +1,216 @@
+"""Micro-batching bookkeeping: requests that arrive together are answered by one call on one thread.
+
+Pure bookkeeping (vLLM's split): a queue, a batch size limit and a gathering window. The batcher
+never touches weights; it hands a list of items (row i = the i-th request) to a `process` function
+and runs it on its single worker thread, which is also where every other model call goes
+(`run_exclusive`), so the model is only ever used from one thread.
+
+Meaning, as a plain loop:
+
+    while True:
+        wait for the first request
+        wait until `max_batch` requests are queued or `max_wait_ms` passed since the first arrived
+        rows = up to `max_batch` queued requests whose clients are still waiting
+        outcomes = process(rows)            # on the worker thread
+        give outcome i to the client of row i (a client that left is skipped)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import functools
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+__all__ = ["MicroBatcher", "Batched", "QueueFullError", "BatcherStoppedError"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class QueueFullError(Exception):
+    """More requests are waiting than the queue allows; the client should retry later."""
+
+    def __init__(self, queued: int, max_queue: int) -> None:
+        super().__init__(
+            f"request queue is full: {queued} requests waiting, limit {max_queue}; "
+            "retry after a moment or raise REGRAD_MAX_QUEUE"
+        )
+        self.queued = queued
+        self.max_queue = max_queue
+
+
+class BatcherStoppedError(Exception):
+    """The service is shutting down; the request was not run."""
+
+
+@dataclass(frozen=True)
+class Batched(Generic[R]):
+    """The outcome of one request and how it was batched."""
+
+    result: R
+    queue_ms: float     # from submit to the start of its batch
+    batch_size: int     # requests run together with it, itself included
+
+
+@dataclass
+class _Pending(Generic[T]):
+    item: T
+    future: asyncio.Future
+    enqueued_s: float = field(default_factory=time.perf_counter)
+
+
+class MicroBatcher(Generic[T, R]):
+    """Gathers submitted items into batches for `process`, run on one dedicated worker thread.
+
+    Args:
+        process: called with the items of one batch (row order = list order); returns one outcome per
+            item, either a result or an exception instance for that item alone. If it raises, every
+            item of the batch gets that exception.
+        max_batch: most items per call of `process`.
+        max_wait_ms: how long the first item of a batch waits for others.
+        max_queue: most items waiting; `submit` raises QueueFullError beyond it.
+        on_batch: called with each batch size (metrics).
+
+    Example:
+        batcher = MicroBatcher(engine.answer_outcomes, max_batch=8, max_wait_ms=10)
+        await batcher.start()
+        batched = await batcher.submit(request)   # Batched(result, queue_ms, batch_size)
+        await batcher.stop()
+    """
+
+    def __init__(
+        self,
+        process: Callable[[list[T]], Sequence[R | BaseException]],
+        *,
+        max_batch: int = 8,
+        max_wait_ms: float = 10.0,
+        max_queue: int = 256,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError(f"`max_batch` must be >= 1, got {max_batch}")
+        if max_wait_ms < 0:
+            raise ValueError(f"`max_wait_ms` must be >= 0, got {max_wait_ms}")
+        self._process = process
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_ms / 1000.0
+        self.max_queue = max_queue
+        self._on_batch = on_batch
+        self._pending: collections.deque[_Pending[T]] = collections.deque()
+        self._wakeup: asyncio.Event | None = None
+        self._worker: asyncio.Task | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._stopping = False
+
+    @property
+    def queued(self) -> int:
+        return len(self._pending)
+
+    @property
+    def is_running(self) -> bool:
+        return self._worker is not None and not self._worker.done()
+
+    async def start(self) -> None:
+        """Start the worker task and its thread (call from the event loop that will submit)."""
+        self._wakeup = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="regrad-model")
+        self._stopping = False
+        self._worker = asyncio.create_task(self._run(), name="regrad-batcher")
+
+    async def stop(self) -> None:
+        """Refuse new items, fail the waiting ones, let a running batch finish, stop the thread."""
+        self._stopping = True
+        while self._pending:
+            pending = self._pending.popleft()
+            if not pending.future.done():
+                pending.future.set_exception(BatcherStoppedError("the service is shutting down; retry"))
+        if self._wakeup is not None:
+            self._wakeup.set()
+        if self._worker is not None:
+            # The worker exits after its current batch, whose clients still get their answers.
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+        if self._executor is not None:
+            await asyncio.to_thread(self._executor.shutdown, True)
+        self._worker = self._executor = None
+
+    async def submit(self, item: T) -> Batched[R]:
+        """Queue one item and wait for its outcome (raises the item's exception, if any)."""
+        if self._stopping or self._wakeup is None:
+            raise BatcherStoppedError("the service is not running (starting or shutting down); retry")
+        if len(self._pending) >= self.max_queue:
+            raise QueueFullError(len(self._pending), self.max_queue)
+        pending: _Pending[T] = _Pending(item, asyncio.get_running_loop().create_future())
+        self._pending.append(pending)
+        self._wakeup.set()
+        # If this coroutine is cancelled (client gone), the future is cancelled too and its row is
+        # dropped before the batch starts, or its outcome is discarded after: the batch runs on.
+        return await pending.future
+
+    async def run_exclusive(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run `fn(*args, **kwargs)` on the worker thread, between batches (for other model work)."""
+        if self._executor is None:
+            raise BatcherStoppedError("the service is not running (starting or shutting down); retry")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+
+    async def _gather(self) -> list[_Pending[T]]:
+        """Wait for a first item, then for a full batch or the end of the first item's window."""
+        assert self._wakeup is not None
+        while not self._pending:
+            if self._stopping:
+                return []
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        deadline_s = self._pending[0].enqueued_s + self.max_wait_s
+        while len(self._pending) < self.max_batch and not self._stopping:
+            remaining_s = deadline_s - time.perf_counter()
+            if remaining_s <= 0:
+                break
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), remaining_s)
+            except TimeoutError:
+                break
+        batch: list[_Pending[T]] = []
+        while self._pending and len(batch) < self.max_batch:
+            pending = self._pending.popleft()
+            if not pending.future.done():  # a cancelled future = a client that left
+                batch.append(pending)
+        return batch
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            batch = await self._gather()
+            if not batch:
+                continue
+            started_s = time.perf_counter()
+            if self._on_batch is not None:
+                self._on_batch(len(batch))
+            items = [pending.item for pending in batch]
+            try:
+                outcomes = list(await loop.run_in_executor(self._executor, self._process, items))
+                if len(outcomes) != len(batch):
+                    raise RuntimeError(
+                        f"batch process returned {len(outcomes)} outcomes for {len(batch)} items"
+                    )
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # the whole batch failed: every row gets the error
+                outcomes = [error] * len(batch)
+            for pending, outcome in zip(batch, outcomes, strict=True):
+                if pending.future.done():
+                    continue
+                if isinstance(outcome, BaseException):
+                    pending.future.set_exception(outcome)
+                else:
+                    queue_ms = (started_s - pending.enqueued_s) * 1000.0
+                    pending.future.set_result(Batched(outcome, queue_ms, len(batch)))
+

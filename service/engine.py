@@ -1,0 +1,416 @@
+"""The QA engine: retrieve → gradients (store sums + one batched backward for misses) → one generation.
+
+Used by the HTTP service (through the batcher, on its single model thread), in-process by
+`regrad evaluate --in-process`, and by the serving benchmark. Shared weights are never written:
+each request's knowledge reaches the model as a per-row adaptation (`models.generate_answers`).
+
+Example:
+    engine = Engine.from_settings(Settings(index="artifacts/index", store="artifacts/store"))
+    [response] = engine.answer_batch([AnswerRequest(question="Who wrote Hamlet?", mode="regrad")])
+    print(response.answer, [p.id for p in response.passages])
+    engine.close()
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from models import AnswerRequest as GenerationRequest
+from models import Learner, format_passage, generate_answers, load_preset, passage_gradients
+from retrieval.passage import Passage, normalize_whitespace, passage_id
+from service.errors import DocumentConflictError
+from service.schemas import (
+    AnswerRequest,
+    AnswerResponse,
+    DocumentIn,
+    DocumentsResponse,
+    PassageOut,
+    Timings,
+)
+from service.settings import Settings
+
+__all__ = ["Engine", "open_store", "resolve_device", "DEFAULT_TANTIVY_INDEX", "DEFAULT_ES_INDEX"]
+
+logger = logging.getLogger("regrad.service")
+
+DEFAULT_TANTIVY_INDEX = "artifacts/index"
+DEFAULT_ES_INDEX = "regrad"
+_GRADIENT_MODES = ("regrad", "regrad_context")
+_CONTEXT_MODES = ("regrad_context", "rag")
+_RETRIEVAL_MODES = ("regrad", "regrad_context", "rag")
+
+
+def resolve_device(device: str) -> str:
+    """`auto` → `cuda` when a GPU is visible, else `cpu`."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+@dataclass
+class _Row:
+    """One request's state through the pipeline (row i of the batch)."""
+
+    request: AnswerRequest
+    passages: list[Passage] = field(default_factory=list)
+    sources: list[str | None] = field(default_factory=list)
+    gradient: torch.Tensor | None = None
+    error: BaseException | None = None
+    answer: str = ""
+
+
+class Engine:
+    """Retriever + gradient store + learner, answering batches of requests.
+
+    Args:
+        learner: the loaded learner (its weights are only read).
+        retriever: a `retrieval` backend (`search_many`, `get`, `add`, `count`, `close`).
+        store: an open `GradientStore` for this learner, or None (every gradient is a miss).
+        missing_gradients: `compute` (one batched backward for the misses) or `skip`.
+        write_back: append computed gradients to the store.
+        encode_batch_size: passages per backward when computing gradients.
+    """
+
+    def __init__(
+        self,
+        learner: Learner,
+        retriever,
+        store=None,
+        *,
+        missing_gradients: str = "compute",
+        write_back: bool = False,
+        encode_batch_size: int = 8,
+    ) -> None:
+        if missing_gradients not in ("compute", "skip"):
+            raise ValueError(f"`missing_gradients` must be 'compute' or 'skip', got {missing_gradients!r}")
+        self.learner = learner
+        self.retriever = retriever
+        self.store = store
+        self.missing_gradients = missing_gradients
+        self.write_back = write_back
+        self.encode_batch_size = encode_batch_size
+        self.fingerprint = learner.fingerprint  # computed once: it hashes every LoRA weight
+
+    # ----------------------------------------------------------------- construction
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Engine:
+        """Load the learner, open the retriever and the store (created for the learner if missing)."""
+        from retrieval import RetrieverConfig, open_retriever
+
+        if settings.torch_threads is not None:
+            torch.set_num_threads(settings.torch_threads)
+        device = resolve_device(settings.device)
+        dtype = None if settings.dtype == "auto" else settings.dtype
+        if settings.checkpoint is not None:
+            learner = Learner.load(settings.checkpoint, device=device, dtype=dtype)
+        else:
+            logger.warning(
+                "no REGRAD_CHECKPOINT: serving an UNTRAINED learner from preset %r (not meta-trained)",
+                settings.preset,
+            )
+            learner = Learner.create(load_preset(settings.preset), device=device, dtype=dtype)
+        index = settings.index or (
+            DEFAULT_ES_INDEX if settings.retriever_backend == "elasticsearch" else DEFAULT_TANTIVY_INDEX
+        )
+        retriever = open_retriever(
+            RetrieverConfig(
+                backend=settings.retriever_backend,
+                index=index,
+                es_url=settings.es_url,
+                es_request_timeout_s=settings.es_timeout_s,
+                es_max_retries=settings.es_max_retries,
+                device=device,
+            )
+        )
+        try:
+            store = open_store(settings.store, learner) if settings.store is not None else None
+        except BaseException:
+            retriever.close()
+            raise
+        return cls(
+            learner,
+            retriever,
+            store,
+            missing_gradients=settings.missing_gradients,
+            write_back=settings.write_back,
+        )
+
+    def close(self) -> None:
+        """Close the retriever (the Elasticsearch client) and the store. Idempotent."""
+        for resource in (self.retriever, self.store):
+            if resource is not None:
+                try:
+                    resource.close()
+                except Exception:  # closing must not hide the shutdown of the other resource
+                    logger.exception("closing %s failed", type(resource).__name__)
+
+    # ----------------------------------------------------------------- answering
+    def answer_batch(self, requests: Sequence[AnswerRequest]) -> list[AnswerResponse]:
+        """Answer a batch: one search per distinct top_k, store sums, one backward for the misses,
+        one generation per distinct max_new_tokens. Raises the first per-request error, if any."""
+        outcomes = self.answer_outcomes(requests)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return outcomes  # type: ignore[return-value]
+
+    def answer_outcomes(self, requests: Sequence[AnswerRequest]) -> list[AnswerResponse | BaseException]:
+        """Like `answer_batch`, but a request whose stage failed gets its exception in its slot and
+        the others still get answers (e.g. closed_book rows while the retriever is down)."""
+        started_s = time.perf_counter()
+        rows = [_Row(request) for request in requests]
+        retrieve_s = self._retrieve(rows)
+        gradients_s = self._gradients(rows)
+        generate_s = self._generate(rows)
+        total_ms = (time.perf_counter() - started_s) * 1000.0
+        outcomes: list[AnswerResponse | BaseException] = []
+        for row in rows:
+            if row.error is not None:
+                outcomes.append(row.error)
+                continue
+            uses_gradients = row.request.mode in _GRADIENT_MODES
+            outcomes.append(
+                AnswerResponse(
+                    answer=row.answer,
+                    mode=row.request.mode,
+                    passages=[
+                        PassageOut(
+                            id=p.id,
+                            title=p.title,
+                            score=float(p.score),
+                            gradient=source if uses_gradients else None,
+                        )
+                        for p, source in zip(row.passages, row.sources, strict=True)
+                    ],
+                    timings_ms=Timings(
+                        retrieve=retrieve_s * 1000.0,
+                        gradients=gradients_s * 1000.0,
+                        generate=generate_s * 1000.0,
+                        total=total_ms,
+                    ),
+                    learner=self.fingerprint,
+                    batch_size=len(rows),
+                )
+            )
+        return outcomes
+
+    def _retrieve(self, rows: list[_Row]) -> float:
+        """Top-k passages per row; one `search_many` per distinct top_k (so a batched row gets
+        exactly the passages it would get alone). A failure marks only the rows that needed it."""
+        started_s = time.perf_counter()
+        by_k: dict[int, list[_Row]] = {}
+        for row in rows:
+            if row.request.mode in _RETRIEVAL_MODES:
+                by_k.setdefault(row.request.top_k, []).append(row)
+        for k, group in by_k.items():
+            try:
+                hits = self.retriever.search_many([row.request.question for row in group], k)
+            except Exception as error:  # BackendUnavailableError → 503 for these rows only
+                for row in group:
+                    row.error = error
+                continue
+            for row, passages in zip(group, hits, strict=True):
+                row.passages = list(passages)[:k]
+                row.sources = [None] * len(row.passages)
+        return time.perf_counter() - started_s
+
+    def _gradients(self, rows: list[_Row]) -> float:
+        """Summed gradient per gradient-mode row: stored rows summed by the store, misses computed in
+        one batched backward (or skipped), optionally written back."""
+        started_s = time.perf_counter()
+        active = [row for row in rows if row.error is None and row.request.mode in _GRADIENT_MODES]
+        missing_by_row: list[list[int]] = []
+        for row in active:
+            ids = [p.id for p in row.passages]
+            stored_sum, stored_ids = self._stored_sum(ids)
+            row.gradient = stored_sum
+            row.sources = ["stored" if pid in stored_ids else "missing" for pid in ids]
+            missing_by_row.append([i for i, pid in enumerate(ids) if pid not in stored_ids])
+        if self.missing_gradients == "compute":
+            try:
+                self._compute_misses(active, missing_by_row)
+            except Exception as error:  # e.g. out of memory: these rows fail, the others still answer
+                logger.exception("computing missing gradients failed")
+                for row, missing in zip(active, missing_by_row, strict=True):
+                    if missing:
+                        row.error = error
+        return time.perf_counter() - started_s
+
+    def _stored_sum(self, ids: list[str]) -> tuple[torch.Tensor | None, set[str]]:
+        """(sum of the stored gradients or None, ids that contributed). A corrupt row counts as missing,
+        and so does every id when the store cannot be read at all (it is a cache)."""
+        if self.store is None or not ids:
+            return None, set()
+        try:
+            vector, found, _missing = self.store.sum(ids, on_corrupt="missing")
+        except Exception:
+            logger.exception("reading %d gradients from the store failed; treating them as missing", len(ids))
+            return None, set()
+        found = set(found)
+        return (vector if found else None), found
+
+    def _compute_misses(self, rows: list[_Row], missing_by_row: list[list[int]]) -> None:
+        unique: dict[str, Passage] = {}
+        for row, missing in zip(rows, missing_by_row, strict=True):
+            for i in missing:
+                unique.setdefault(row.passages[i].id, row.passages[i])
+        if not unique:
+            return
+        ids = list(unique)
+        texts = [format_passage(unique[pid].title, unique[pid].text) for pid in ids]
+        vectors = passage_gradients(self.learner, texts, batch_size=self.encode_batch_size)  # (N, D)
+        position = {pid: i for i, pid in enumerate(ids)}
+        for row, missing in zip(rows, missing_by_row, strict=True):
+            if not missing:
+                continue
+            computed = vectors[[position[row.passages[i].id] for i in missing]].sum(dim=0)  # (D,)
+            row.gradient = computed if row.gradient is None else row.gradient + computed
+            for i in missing:
+                row.sources[i] = "computed"
+        if self.write_back and self.store is not None:
+            self._write_back(ids, vectors)
+
+    def _write_back(self, ids: list[str], vectors: torch.Tensor) -> None:
+        try:
+            self.store.append(ids, vectors, on_duplicate="skip")
+        except Exception:  # the store is a cache here: a failed write must not fail the answer
+            logger.exception("writing %d computed gradients back to the store failed", len(ids))
+
+    def _generate(self, rows: list[_Row]) -> float:
+        """One `generate_answers` call per distinct max_new_tokens; each row its own adaptation."""
+        started_s = time.perf_counter()
+        by_length: dict[int, list[_Row]] = {}
+        for row in rows:
+            if row.error is None:
+                by_length.setdefault(row.request.max_new_tokens, []).append(row)
+        for max_new_tokens, group in by_length.items():
+            try:
+                answers = generate_answers(
+                    self.learner, [self._generation_request(row) for row in group], max_new_tokens=max_new_tokens
+                )
+            except Exception as error:
+                for row in group:
+                    row.error = error
+                continue
+            for row, answer in zip(group, answers, strict=True):
+                row.answer = answer
+        return time.perf_counter() - started_s
+
+    def _generation_request(self, row: _Row) -> GenerationRequest:
+        request = row.request
+        context = None
+        if request.mode in _CONTEXT_MODES:
+            context = [(p.title, self._clip(p.text)) for p in row.passages]
+        return GenerationRequest(
+            question=request.question,
+            answer_type=request.answer_type,
+            choices=request.choices,
+            context=context,
+            gradient=row.gradient if request.mode in _GRADIENT_MODES else None,
+            gamma=request.gamma,
+        )
+
+    def _clip(self, text: str) -> str:
+        """A passage in the prompt gets the same token budget as its gradient (so 20 long passages
+        cannot overflow the model's context)."""
+        max_tokens = self.learner.config.max_passage_tokens
+        if len(text) <= max_tokens * 2:  # a token is >= 2 characters nearly always: skip tokenising
+            return text
+        ids = self.learner.tokenizer(text, add_special_tokens=False, truncation=True, max_length=max_tokens)
+        return self.learner.tokenizer.decode(ids["input_ids"])
+
+    # ----------------------------------------------------------------- documents
+    def add_documents(self, documents: Sequence[DocumentIn]) -> DocumentsResponse:
+        """Compute and store the gradients of new passages, then index them. Idempotent per id: a
+        document already present with the same text is left alone (its gradient is stored if it
+        was missing); the same id with other text raises DocumentConflictError.
+        """
+        started_s = time.perf_counter()
+        passages: dict[str, Passage] = {}
+        ids: list[str] = []
+        conflicts: list[str] = []
+        for document in documents:
+            pid = document.id or passage_id(document.title, document.text)
+            passage = Passage(id=pid, title=document.title, text=document.text)
+            ids.append(pid)
+            if pid in passages and not _same_passage(passages[pid], passage):
+                conflicts.append(pid)
+            passages.setdefault(pid, passage)
+        existing = {p.id: p for p in self.retriever.get(list(passages))}
+        conflicts += [pid for pid, p in existing.items() if not _same_passage(p, passages[pid])]
+        if conflicts:
+            raise DocumentConflictError(sorted(set(conflicts)))
+        new = [p for pid, p in passages.items() if pid not in existing]
+
+        encode_started_s = time.perf_counter()
+        stored = 0
+        if self.store is not None:
+            unstored = [p for pid, p in passages.items() if not self.store.contains(pid)]
+            if unstored:
+                vectors = passage_gradients(
+                    self.learner, [format_passage(p.title, p.text) for p in unstored], self.encode_batch_size
+                )
+                # Gradients first, then the index: a question that finds a new passage finds its gradient.
+                self.store.append([p.id for p in unstored], vectors, on_duplicate="skip")
+                stored = len(unstored)
+        index_started_s = time.perf_counter()
+        if new:
+            self.retriever.add(new)
+        done_s = time.perf_counter()
+        return DocumentsResponse(
+            ids=ids,
+            added=len(new),
+            existing=len(passages) - len(new),
+            gradients_stored=stored,
+            learner=self.fingerprint,
+            timings_ms={
+                "lookup": (encode_started_s - started_s) * 1000.0,
+                "gradients": (index_started_s - encode_started_s) * 1000.0,
+                "index": (done_s - index_started_s) * 1000.0,
+                "total": (done_s - started_s) * 1000.0,
+            },
+        )
+
+    # ----------------------------------------------------------------- health
+    def readiness(self) -> dict[str, str]:
+        """`ok` or the problem, per component: model, retriever, store."""
+        components = {"model": "ok"}
+        try:
+            self.retriever.count()
+            components["retriever"] = "ok"
+        except Exception as error:
+            components["retriever"] = f"{type(error).__name__}: {error}"
+        if self.store is None:
+            components["store"] = "ok"
+        else:
+            try:
+                len(self.store)  # a query on index.sqlite: the store is open and readable
+                found = self.store.fingerprint
+                components["store"] = (
+                    "ok" if found == self.fingerprint else f"store fingerprint {found[:12]}… != learner's"
+                )
+            except Exception as error:
+                components["store"] = f"{type(error).__name__}: {error}"
+        return components
+
+
+def _same_passage(a: Passage, b: Passage) -> bool:
+    return normalize_whitespace(a.title) == normalize_whitespace(b.title) and normalize_whitespace(
+        a.text
+    ) == normalize_whitespace(b.text)
+
+
+def open_store(path: Path, learner: Learner):
+    """Open the gradient store at `path` for this learner, creating it when the folder has none."""
+    from gradient_store import GradientStore
+
+    path = Path(path)
+    if (path / "manifest.json").is_file():
+        return GradientStore.open(path, expect_fingerprint=learner.fingerprint)
+    return GradientStore.create(path, layout=learner.layout.to_json(), fingerprint=learner.fingerprint)

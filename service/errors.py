@@ -1,0 +1,130 @@
+"""Service errors and their HTTP mapping: 503 + Retry-After for outages, 409 for conflicts.
+
+A client never sees a 500 for something it sent: bad input is refused by the schemas (422 naming
+the field) before any model work starts; outages are 503 with `Retry-After`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from retrieval.errors import BackendUnavailableError, IndexNotFoundError
+from service.batching import BatcherStoppedError, QueueFullError
+
+__all__ = [
+    "ServiceError",
+    "ServiceUnavailableError",
+    "DocumentConflictError",
+    "is_unavailable",
+    "install_error_handlers",
+]
+
+logger = logging.getLogger("regrad.service")
+
+
+class ServiceError(Exception):
+    """Base class of errors raised by `service/`."""
+
+
+class ServiceUnavailableError(ServiceError):
+    """A component the request needs is down; `component` names it (retriever, store, model)."""
+
+    def __init__(self, component: str, message: str) -> None:
+        super().__init__(message)
+        self.component = component
+
+
+class DocumentConflictError(ServiceError):
+    """POST /documents reused an id that already holds a different passage."""
+
+    def __init__(self, ids: list[str]) -> None:
+        shown = ", ".join(repr(i) for i in ids[:5]) + (" …" if len(ids) > 5 else "")
+        super().__init__(
+            f"{len(ids)} document id(s) already hold different text: {shown}; "
+            "send a new id for changed text (ids are immutable), or omit `id` to derive one from the content"
+        )
+        self.ids = list(ids)
+
+
+_UNPARSABLE_BODY = "There was an error parsing the body"  # FastAPI's detail for an undecodable body
+_ECHO_CHARS = 200  # of a rejected input echoed back in a 422
+_UNAVAILABLE = (
+    BackendUnavailableError, IndexNotFoundError, QueueFullError, BatcherStoppedError, ServiceUnavailableError
+)
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """True for errors that mean "try again later" (HTTP 503)."""
+    return isinstance(error, _UNAVAILABLE)
+
+
+def _component(error: BaseException) -> str:
+    if isinstance(error, BackendUnavailableError | IndexNotFoundError):
+        return "retriever"
+    if isinstance(error, ServiceUnavailableError):
+        return error.component
+    return "queue"
+
+
+def _json_safe(value: Any) -> Any:
+    """The echoed input of a 422, made valid JSON: NaN/Infinity become strings and lone surrogates
+    (legal in JSON's \\u escapes, illegal in UTF-8) become escapes, where the default handler would fail
+    to encode them and answer 500; long strings are cut."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, str):
+        if len(value) > _ECHO_CHARS:
+            value = value[:_ECHO_CHARS] + "..."
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_json_safe(str(key)): _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(item) for item in value]
+    return value
+
+
+def install_error_handlers(app: FastAPI, retry_after_s: int) -> None:
+    """Register the handlers that turn service and backend errors into 422 / 503 / 409 responses."""
+
+    async def invalid_request(_: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, RequestValidationError)
+        return JSONResponse(status_code=422, content={"detail": _json_safe(jsonable_encoder(error.errors()))})
+
+    async def unavailable(_: Request, error: Exception) -> JSONResponse:
+        wait_s = max(1, int(round(getattr(error, "retry_after_s", retry_after_s) or retry_after_s)))
+        logger.warning("503 %s: %s", _component(error), error)
+        return JSONResponse(
+            status_code=503,
+            content={"detail": str(error), "component": _component(error)},
+            headers={"Retry-After": str(wait_s)},
+        )
+
+    async def conflict(_: Request, error: Exception) -> JSONResponse:
+        return JSONResponse(status_code=409, content={"detail": str(error), "component": "documents"})
+
+    async def http_error(request: Request, error: Exception) -> Response:
+        assert isinstance(error, StarletteHTTPException)
+        # FastAPI answers 400 for a body it cannot even decode (not UTF-8); to a client that is
+        # invalid JSON like any other, so it gets the same 422 pointing at the body.
+        if error.status_code == 400 and error.detail == _UNPARSABLE_BODY:
+            return JSONResponse(
+                status_code=422,
+                content={"detail": [{"type": "json_invalid", "loc": ["body"], "input": None,
+                                     "msg": "the body is not valid UTF-8 JSON; send a JSON object"}]},
+            )
+        return await http_exception_handler(request, error)
+
+    app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    for error_type in _UNAVAILABLE:
+        app.add_exception_handler(error_type, unavailable)
+    app.add_exception_handler(DocumentConflictError, conflict)

@@ -1,0 +1,192 @@
+"""Request and response bodies of the HTTP API (pydantic; unknown fields are refused with 422)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+__all__ = [
+    "Mode",
+    "AnswerType",
+    "GradientSource",
+    "MODES",
+    "MAX_TOP_K",
+    "MIN_CHOICES",
+    "MAX_CHOICES",
+    "AnswerRequest",
+    "PassageOut",
+    "Timings",
+    "AnswerResponse",
+    "DocumentIn",
+    "DocumentsRequest",
+    "DocumentsResponse",
+    "ErrorResponse",
+]
+
+Mode = Literal["regrad", "regrad_context", "rag", "closed_book"]
+AnswerType = Literal["short", "yes_no", "choice"]
+# Where a passage's gradient came from; None when the mode uses no gradients (rag).
+GradientSource = Literal["stored", "computed", "missing"]
+
+MODES: tuple[str, ...] = ("regrad", "regrad_context", "rag", "closed_book")
+MAX_TOP_K = 20
+MIN_CHOICES, MAX_CHOICES = 2, 5
+# Hard ceilings of the schema; the configured, usually lower, limits are checked by the routes.
+QUESTION_CHARS_CEILING = 20_000
+MAX_NEW_TOKENS_CEILING = 256
+_NOT_BLANK = r"\S"  # JSON-schema patterns search: "contains a non-whitespace character"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AnswerRequest(_Strict):
+    """One question for POST /answer."""
+
+    question: str = Field(
+        ...,
+        min_length=1,
+        max_length=QUESTION_CHARS_CEILING,
+        description="the question; not blank",
+        json_schema_extra={"pattern": _NOT_BLANK},  # documented; checked by `_not_blank` (clearer message)
+    )
+    # strict: `true` or "3" are mistakes, not 1 and 3.
+    top_k: int = Field(3, ge=1, le=MAX_TOP_K, strict=True, description="passages to retrieve (1..20)")
+    gamma: float = Field(
+        1.0, ge=0.0, allow_inf_nan=False, strict=True, description="gradient step scale; finite, >= 0"
+    )
+    mode: Mode = Field("regrad", description="regrad | regrad_context | rag | closed_book")
+    answer_type: AnswerType = Field("short", description="short | yes_no | choice")
+    choices: list[Annotated[str, Field(json_schema_extra={"pattern": _NOT_BLANK})]] | None = Field(
+        None,
+        description="2..5 options, required when answer_type is 'choice'",
+        max_length=MAX_CHOICES,
+        validate_default=True,
+    )
+    max_new_tokens: int = Field(
+        20, ge=1, le=MAX_NEW_TOKENS_CEILING, strict=True, description="generation length limit"
+    )
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"question": "Who wrote Hamlet?", "top_k": 3, "mode": "regrad"}],
+            # choices: required (2..5) for answer_type "choice", absent or empty otherwise.
+            "if": {"properties": {"answer_type": {"const": "choice"}}, "required": ["answer_type"]},
+            "then": {
+                "required": ["choices"],
+                "properties": {"choices": {"type": "array", "minItems": MIN_CHOICES, "maxItems": MAX_CHOICES}},
+            },
+            "else": {"properties": {"choices": {"anyOf": [{"type": "null"}, {"type": "array", "maxItems": 0}]}}},
+        },
+    )
+
+    @field_validator("question")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("question is empty or whitespace only; send the question text")
+        return value
+
+    @field_validator("choices")
+    @classmethod
+    def _choices_match_type(cls, value: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        # A field validator (not a model validator) so the 422 points at `choices` itself.
+        answer_type = info.data.get("answer_type", "short")
+        n_choices = len(value or [])
+        if value is not None and any(not choice.strip() for choice in value):
+            raise ValueError("an option is empty or whitespace only; give each option's text")
+        if answer_type == "choice" and not MIN_CHOICES <= n_choices <= MAX_CHOICES:
+            raise ValueError(
+                f"answer_type 'choice' needs {MIN_CHOICES}..{MAX_CHOICES} choices, got {n_choices}"
+            )
+        if answer_type != "choice" and n_choices:
+            raise ValueError(
+                f"{n_choices} choices given for answer_type {answer_type!r}; "
+                "send answer_type 'choice' or drop choices"
+            )
+        return value
+
+
+class PassageOut(_Strict):
+    """A retrieved passage and where its gradient came from."""
+
+    id: str
+    title: str
+    score: float
+    gradient: GradientSource | None = Field(
+        None, description="stored | computed | missing; null when the mode uses no gradients"
+    )
+
+
+class Timings(_Strict):
+    """Milliseconds per stage; stages run per batch, so batch-mates share them."""
+
+    queue: float = 0.0
+    retrieve: float = 0.0
+    gradients: float = 0.0
+    generate: float = 0.0
+    total: float = 0.0
+
+
+class AnswerResponse(_Strict):
+    """The answer to one AnswerRequest."""
+
+    answer: str
+    mode: Mode
+    passages: list[PassageOut]
+    timings_ms: Timings
+    learner: str = Field(..., description="fingerprint of the learner that answered")
+    batch_size: int = Field(1, description="requests generated together with this one")
+
+
+class DocumentIn(_Strict):
+    """A passage to add at run time; without an id, one is derived from title and text."""
+
+    id: str | None = Field(
+        None, min_length=1, max_length=256, description="passage id; default: a hash of title and text"
+    )
+    title: str = Field("", max_length=1000)
+    text: str = Field(
+        ..., min_length=1, description="passage text; not blank", json_schema_extra={"pattern": _NOT_BLANK}
+    )
+
+    @field_validator("text")
+    @classmethod
+    def _text_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("text is empty or whitespace only; send the passage text")
+        return value
+
+    @field_validator("id")
+    @classmethod
+    def _id_not_blank(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or value != value.strip()):
+            raise ValueError("id must be non-blank without leading or trailing whitespace")
+        return value
+
+
+class DocumentsRequest(_Strict):
+    """Passages to index and encode (POST /documents)."""
+
+    documents: list[DocumentIn] = Field(..., min_length=1)
+
+
+class DocumentsResponse(_Strict):
+    """What POST /documents did; repeating a request adds nothing (idempotent per id)."""
+
+    ids: list[str] = Field(..., description="the id of each document, in request order")
+    added: int = Field(..., description="documents newly indexed")
+    existing: int = Field(..., description="documents already present with the same content")
+    gradients_stored: int = Field(..., description="gradients written to the store")
+    learner: str
+    timings_ms: dict[str, float]
+
+
+class ErrorResponse(BaseModel):
+    """Body of 401/409/503 errors."""
+
+    detail: str
+    component: str | None = None

@@ -1,0 +1,90 @@
+"""Service settings: one pydantic-settings class read from `REGRAD_*` environment variables and `.env`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "MissingGradientPolicy"]
+
+MissingGradientPolicy = Literal["compute", "skip"]
+
+
+class Settings(BaseSettings):
+    """Everything `regrad serve` needs; each field is the env variable `REGRAD_<NAME>`.
+
+    Args:
+        checkpoint: learner folder (learner.json + learner.safetensors); unset = an UNTRAINED learner
+            built from `preset` (gradients are applied, but were never meta-trained to help).
+        preset: model preset used when `checkpoint` is unset.
+        store: gradient store folder; created for the learner if missing; unset = no store (every
+            gradient is computed on demand, or skipped under `missing_gradients=skip`).
+        retriever_backend: retrieval backend name (tantivy, elasticsearch, dense, hybrid).
+        index: index folder (tantivy, dense) or index name (elasticsearch).
+        es_url: Elasticsearch URL for the elasticsearch and hybrid backends.
+        es_timeout_s, es_max_retries: Elasticsearch client limits; a search that fails them is a 503
+            (short, so a client is told to retry instead of hanging while the cluster is down).
+        device: `cpu`, `cuda` or `auto` (cuda when available).
+        dtype: base model dtype; `auto` = the preset's dtype.
+        torch_threads: CPU threads torch may use (set it when several processes share a machine).
+        max_batch: most requests generated together in one batch.
+        max_wait_ms: how long the first request of a batch waits for others to join it.
+        max_queue: most requests waiting for the model; more are refused with 503 + Retry-After.
+        missing_gradients: `compute` (one batched backward for the misses) or `skip` (answer without them).
+        write_back: write computed gradients back to the store (the store as a cache).
+        api_key: when set, /answer and /documents require `Authorization: Bearer <key>` or `X-API-Key`.
+        max_question_chars: longest accepted question, in characters.
+        max_documents: most documents in one POST /documents.
+        max_document_chars: longest accepted document text, in characters.
+        retry_after_s: the `Retry-After` a 503 carries.
+        host, port: where `regrad serve` listens.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="REGRAD_", env_file=".env", env_ignore_empty=True, extra="ignore"
+    )
+
+    checkpoint: Path | None = Field(None, description="learner folder; unset = untrained learner from preset")
+    preset: str = Field("smollm2-135m-instruct", description="model preset when no checkpoint is given")
+    store: Path | None = Field(None, description="gradient store folder; created if missing")
+    retriever_backend: str = Field("tantivy", description="tantivy | elasticsearch | dense | hybrid")
+    index: str | None = Field(None, description="index folder (tantivy/dense) or ES index name")
+    es_url: str = Field("http://localhost:9200", description="Elasticsearch URL")
+    es_timeout_s: float = Field(10.0, gt=0, description="per-request Elasticsearch timeout")
+    es_max_retries: int = Field(1, ge=0, description="Elasticsearch client retries before a 503")
+    device: Literal["cpu", "cuda", "auto"] = Field("auto", description="cpu | cuda | auto")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="base model dtype")
+    torch_threads: int | None = Field(None, ge=1, description="torch CPU threads; unset = torch's default")
+    max_batch: int = Field(8, ge=1, le=256, description="most requests in one generation batch")
+    max_wait_ms: float = Field(10.0, ge=0, le=10_000, description="batch gathering window, ms")
+    max_queue: int = Field(256, ge=1, description="most requests waiting; more get 503")
+    missing_gradients: Literal["compute", "skip"] = Field("compute", description="compute | skip")
+    write_back: bool = Field(False, description="store gradients computed for misses")
+    api_key: SecretStr | None = Field(None, description="require this key on /answer and /documents")
+    max_question_chars: int = Field(2000, ge=1, le=20_000, description="longest accepted question")
+    max_documents: int = Field(64, ge=1, description="most documents per POST /documents")
+    max_document_chars: int = Field(20_000, ge=1, description="longest accepted document text")
+    retry_after_s: int = Field(5, ge=1, description="Retry-After seconds on 503")
+    host: str = Field("127.0.0.1", description="listen address")
+    port: int = Field(8000, ge=0, le=65535, description="listen port")
+
+    @field_validator("retriever_backend")
+    @classmethod
+    def _lower_backend(cls, value: str) -> str:
+        return value.strip().lower()
+
+    @model_validator(mode="after")
+    def _check_placeholder_key(self) -> Settings:
+        # A key copied verbatim from .env.example would look like protection while being public.
+        if self.api_key is not None and self.api_key.get_secret_value() in {"", "changeme", "change-me"}:
+            raise ValueError(
+                "`api_key` is a placeholder; set REGRAD_API_KEY to a real secret or leave it unset"
+            )
+        return self
+
+    @property
+    def has_api_key(self) -> bool:
+        return self.api_key is not None

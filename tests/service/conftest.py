@@ -1,0 +1,110 @@
+"""Service fixtures: a model-free test double of the engine, and the real stack for integration tests."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator, Sequence
+
+import pytest
+import uvicorn
+
+from retrieval.errors import BackendUnavailableError
+from service.errors import DocumentConflictError
+from service.schemas import AnswerRequest, AnswerResponse, DocumentIn, DocumentsResponse, PassageOut, Timings
+
+
+class FakeEngine:
+    """TEST DOUBLE of `service.engine.Engine`: no model; answers `<mode>:<question>`.
+
+    `retriever_down = True` makes every retrieval-mode request fail as an unreachable Elasticsearch
+    would (closed_book keeps working), so tests can take the backend down and bring it back.
+    """
+
+    fingerprint = "f" * 64
+
+    def __init__(self) -> None:
+        self.retriever_down = False
+        self.down_for_batches = 0  # > 0: the next N batches fail as if the retriever were down
+        self.retry_after_s = 2.0
+        self.batch_sizes: list[int] = []
+        self.documents: dict[str, DocumentIn] = {}
+        self.closed = False
+        self.thread_ids: set[int] = set()
+
+    def answer_outcomes(self, requests: Sequence[AnswerRequest]) -> list:
+        self.thread_ids.add(threading.get_ident())
+        self.batch_sizes.append(len(requests))
+        down = self.retriever_down or self.down_for_batches > 0
+        self.down_for_batches = max(0, self.down_for_batches - 1)
+        outcomes: list = []
+        for request in requests:
+            if down and request.mode != "closed_book":
+                outcomes.append(
+                    BackendUnavailableError("http://fake-es:9200", "connection refused", self.retry_after_s)
+                )
+                continue
+            n_passages = 0 if request.mode == "closed_book" else request.top_k
+            gradient = "stored" if request.mode in ("regrad", "regrad_context") else None
+            outcomes.append(
+                AnswerResponse(
+                    answer=f"{request.mode}:{request.question}",
+                    mode=request.mode,
+                    passages=[
+                        PassageOut(id=f"p{i}", title=f"T{i}", score=1.0 / (i + 1), gradient=gradient)
+                        for i in range(n_passages)
+                    ],
+                    timings_ms=Timings(),
+                    learner=self.fingerprint,
+                )
+            )
+        return outcomes
+
+    def add_documents(self, documents: Sequence[DocumentIn]) -> DocumentsResponse:
+        ids = [d.id or f"auto-{len(d.text)}" for d in documents]
+        conflicts = [i for i, d in zip(ids, documents, strict=True) if i in self.documents and
+                     self.documents[i].text != d.text]
+        if conflicts:
+            raise DocumentConflictError(conflicts)
+        new = [i for i in dict.fromkeys(ids) if i not in self.documents]
+        self.documents.update(zip(ids, documents, strict=True))
+        return DocumentsResponse(ids=ids, added=len(new), existing=len(set(ids)) - len(new),
+                                 gradients_stored=len(new), learner=self.fingerprint, timings_ms={"total": 0.0})
+
+    def readiness(self) -> dict[str, str]:
+        return {"model": "ok", "retriever": "BackendUnavailableError: down" if self.retriever_down else "ok",
+                "store": "ok"}
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.fixture
+def fake_engine() -> FakeEngine:
+    return FakeEngine()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_server(app) -> Iterator[str]:
+    """Serve `app` with uvicorn on 127.0.0.1 (a free port) in a thread; yields the base URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=60)

@@ -1,0 +1,154 @@
+"""The micro-batcher's bookkeeping: batch limits, the gathering window, errors, clients that leave."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from service.batching import BatcherStoppedError, MicroBatcher, QueueFullError
+
+
+class Recorder:
+    """A `process` function that records each batch and the thread it ran on."""
+
+    def __init__(self, delay_s: float = 0.0, fail_items: frozenset = frozenset()) -> None:
+        self.batches: list[list[int]] = []
+        self.threads: set[int] = set()
+        self.delay_s = delay_s
+        self.fail_items = fail_items
+        self.started = threading.Event()
+
+    def __call__(self, items: list[int]) -> list:
+        self.started.set()
+        self.threads.add(threading.get_ident())
+        self.batches.append(list(items))
+        time.sleep(self.delay_s)
+        return [ValueError(f"bad {i}") if i in self.fail_items else i * 10 for i in items]
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_concurrent_items_share_batches_up_to_max_batch_on_one_thread():
+    recorder = Recorder(delay_s=0.02)
+
+    async def main():
+        batcher = MicroBatcher(recorder, max_batch=4, max_wait_ms=50)
+        await batcher.start()
+        results = await asyncio.gather(*(batcher.submit(i) for i in range(10)))
+        await batcher.stop()
+        return results
+
+    results = run(main())
+    assert [r.result for r in results] == [i * 10 for i in range(10)]  # row i -> outcome i
+    assert all(len(batch) <= 4 for batch in recorder.batches)
+    assert sorted(i for batch in recorder.batches for i in batch) == list(range(10))
+    assert len(recorder.batches) == 3  # 4 + 4 + 2: all ten were queued within the window
+    assert len(recorder.threads) == 1 and threading.get_ident() not in recorder.threads
+    assert {r.batch_size for r in results} == {4, 2}
+
+
+def test_lone_item_waits_at_most_max_wait():
+    recorder = Recorder()
+
+    async def main():
+        batcher = MicroBatcher(recorder, max_batch=8, max_wait_ms=30)
+        await batcher.start()
+        started = time.perf_counter()
+        result = await batcher.submit(1)
+        elapsed_s = time.perf_counter() - started
+        await batcher.stop()
+        return result, elapsed_s
+
+    result, elapsed_s = run(main())
+    assert result.result == 10 and result.batch_size == 1
+    assert 0.025 <= elapsed_s < 1.0
+    assert result.queue_ms >= 25
+
+
+def test_per_item_errors_stay_with_their_item_and_batch_errors_reach_all():
+    async def main():
+        batcher = MicroBatcher(Recorder(fail_items=frozenset({2})), max_batch=8, max_wait_ms=20)
+        await batcher.start()
+        outcomes = await asyncio.gather(*(batcher.submit(i) for i in range(4)), return_exceptions=True)
+        await batcher.stop()
+
+        def explode(items):
+            raise RuntimeError("model fell over")
+
+        broken = MicroBatcher(explode, max_batch=8, max_wait_ms=20)
+        await broken.start()
+        failures = await asyncio.gather(*(broken.submit(i) for i in range(3)), return_exceptions=True)
+        await broken.stop()
+        return outcomes, failures
+
+    outcomes, failures = run(main())
+    assert isinstance(outcomes[2], ValueError) and "bad 2" in str(outcomes[2])
+    assert [o.result for i, o in enumerate(outcomes) if i != 2] == [0, 10, 30]
+    assert all(isinstance(f, RuntimeError) for f in failures)
+
+
+def test_client_that_leaves_does_not_break_the_batch():
+    recorder = Recorder(delay_s=0.2)
+
+    async def main():
+        batcher = MicroBatcher(recorder, max_batch=8, max_wait_ms=20)
+        await batcher.start()
+        tasks = [asyncio.create_task(batcher.submit(i)) for i in range(4)]
+        await asyncio.to_thread(recorder.started.wait, 5)   # the batch is running on the worker
+        tasks[1].cancel()                                   # client 1 disconnects mid-batch
+        # One that leaves while still queued: its row is dropped before the next batch starts.
+        queued = asyncio.create_task(batcher.submit(99))
+        await asyncio.sleep(0)
+        queued.cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        after = await batcher.submit(5)                     # the worker is still alive
+        await batcher.stop()
+        return results, after
+
+    results, after = run(main())
+    assert isinstance(results[1], asyncio.CancelledError)
+    assert [results[i].result for i in (0, 2, 3)] == [0, 20, 30]
+    assert after.result == 50
+    assert all(99 not in batch for batch in recorder.batches)
+
+
+def test_queue_limit_and_stop_refuse_with_clear_errors():
+    async def main():
+        batcher = MicroBatcher(Recorder(delay_s=0.2), max_batch=1, max_wait_ms=0, max_queue=2)
+        await batcher.start()
+        first = asyncio.create_task(batcher.submit(0))
+        await asyncio.sleep(0.05)  # item 0 is running; the queue is empty again
+        waiting = [asyncio.create_task(batcher.submit(i)) for i in (1, 2)]
+        await asyncio.sleep(0)
+        with pytest.raises(QueueFullError) as full:
+            await batcher.submit(3)
+        await batcher.stop()
+        leftovers = await asyncio.gather(first, *waiting, return_exceptions=True)
+        with pytest.raises(BatcherStoppedError):
+            await batcher.submit(4)
+        return full.value, leftovers
+
+    full, leftovers = run(main())
+    assert (full.queued, full.max_queue) == (2, 2)
+    assert "2 requests waiting, limit 2" in str(full)
+    assert leftovers[0].result == 0  # the running batch finished
+    assert all(isinstance(x, BatcherStoppedError) for x in leftovers[1:])
+
+
+def test_run_exclusive_uses_the_model_thread():
+    recorder = Recorder()
+
+    async def main():
+        batcher = MicroBatcher(recorder, max_batch=2, max_wait_ms=0)
+        await batcher.start()
+        await batcher.submit(1)
+        ident = await batcher.run_exclusive(threading.get_ident)
+        await batcher.stop()
+        return ident
+
+    assert {run(main())} == recorder.threads

@@ -1,0 +1,127 @@
+"""`regrad evaluate` (offline_tools/evaluate.py): HTTP client with retries, in-process twin, output and
+score table, against a real uvicorn server with the model-free engine double.
+
+The double answers `<mode>:<question>`, so a gold answer of "rag:<question>" is right in mode rag
+only: per-mode scores must then differ exactly that way.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from offline_tools.augmented import AugmentedRecord, write_augmented
+from offline_tools.cli import main
+from offline_tools.evaluate import (
+    ServerError,
+    evaluate_http,
+    evaluate_in_process,
+    format_mode_table,
+    load_records,
+)
+from service.app import create_app
+from service.settings import Settings
+
+from .conftest import FakeEngine, free_port, running_server
+
+
+def record(i: int, dataset: str = "hotpotqa", **overrides) -> AugmentedRecord:
+    question = overrides.pop("question", f"Question {i}?")
+    fields = dict(id=f"q{i}", dataset=dataset, question=question, answers=[f"rag:{question}"],
+                  answer_type="short", choices=None, passages=[])
+    fields.update(overrides)
+    return AugmentedRecord(**fields)
+
+
+@pytest.fixture(scope="module")
+def fake():
+    return FakeEngine()
+
+
+@pytest.fixture(scope="module")
+def url(fake):
+    settings = Settings(_env_file=None, max_wait_ms=5, max_question_chars=100)
+    with running_server(create_app(settings, engine_factory=lambda _: fake)) as base_url:
+        yield base_url
+
+
+@pytest.fixture
+def data_file(tmp_path):
+    path = tmp_path / "data_aug" / "hotpotqa" / "dev.jsonl"
+    path.parent.mkdir(parents=True)
+    write_augmented(path, [record(i) for i in range(5)])
+    return path
+
+
+def test_all_modes_over_http_score_per_mode_and_dataset(url, tmp_path):
+    records = [record(i) for i in range(4)] + [record(9, dataset="popqa")]
+    result = evaluate_http(url, records, modes=["regrad", "rag", "closed_book"], concurrency=3, progress=False)
+    assert len(result.predictions) == 15 and result.errors == 0
+    assert [(p["id"], p["mode"]) for p in result.predictions[:3]] == [("q0", "regrad"), ("q0", "rag"),
+                                                                     ("q0", "closed_book")]
+    assert result.tables["rag"].overall_micro.em == 100.0
+    assert result.tables["regrad"].overall_micro.em == 0.0
+    assert set(result.tables["rag"].per_dataset) == {"hotpotqa", "popqa"}
+    first = result.predictions[1]
+    assert first["answer"] == "rag:Question 0?" and first["gold"] == ["rag:Question 0?"]
+    assert first["scores"] == {"em": 1.0, "f1": 1.0, "precision": 1.0, "recall": 1.0}
+    assert [p["id"] for p in first["passages"]] == ["p0", "p1", "p2"]
+    table = format_mode_table(result.tables)
+    assert table.count("overall (micro)") == 3 and "popqa" in table
+
+
+def test_in_process_gives_the_same_predictions(url):
+    records = [record(i) for i in range(3)]
+    over_http = evaluate_http(url, records, modes=["rag", "regrad"], progress=False)
+    in_process = evaluate_in_process(FakeEngine(), records, modes=["rag", "regrad"], progress=False)
+
+    def strip(predictions):
+        return [{k: v for k, v in p.items() if k != "timings_ms"} for p in predictions]
+
+    assert strip(over_http.predictions) == strip(in_process.predictions)
+
+
+def test_503_is_retried_and_refused_items_do_not_stop_the_run(url, fake):
+    fake.down_for_batches, fake.retry_after_s = 2, 0.1
+    records = [record(0), record(1, question="x" * 150)]  # the second is over the server's 100-char limit
+    result = evaluate_http(url, records, modes=["rag"], concurrency=1, max_wait_s=0.2, progress=False)
+    assert fake.down_for_batches == 0  # the outage happened and was waited out
+    assert result.predictions[0]["answer"] == "rag:Question 0?"
+    assert result.errors == 1 and result.predictions[1]["error"].startswith("422")
+    assert result.predictions[1]["scores"]["em"] == 0.0
+
+
+def test_unreachable_server_and_bad_key_are_clear_errors(fake):
+    with pytest.raises(ServerError, match="stayed unavailable after 2 tries"):
+        evaluate_http(f"http://127.0.0.1:{free_port()}", [record(0)], max_retries=1, max_wait_s=0.05,
+                      progress=False)
+    app = create_app(Settings(_env_file=None, api_key="k3y-for-tests"), engine_factory=lambda _: fake)
+    with running_server(app) as base_url:
+        with pytest.raises(ServerError, match="401"):
+            evaluate_http(base_url, [record(0)], progress=False)
+        ok = evaluate_http(base_url, [record(0)], api_key="k3y-for-tests", modes=["rag"], progress=False)
+        assert ok.tables["rag"].overall_micro.em == 100.0
+
+
+def test_cli_writes_predictions_and_prints_one_table(url, data_file, tmp_path, capsys):
+    output = tmp_path / "out" / "predictions.jsonl"
+    code = main(["evaluate", "--url", url, "--data", str(data_file), "--mode", "all", "--limit", "3",
+                 "--output", str(output), "--no-progress"])
+    assert code == 0
+    lines = [json.loads(line) for line in output.read_text().splitlines()]
+    assert len(lines) == 12 and {line["mode"] for line in lines} == {"regrad", "regrad_context", "rag",
+                                                                       "closed_book"}
+    table = capsys.readouterr().out
+    rows = [line for line in table.splitlines() if "hotpotqa" in line]
+    assert len(rows) == 4 and any(row.startswith("rag ") and "100.00" in row for row in rows)
+    assert len(load_records([data_file], limit=3)) == 3
+
+
+def test_cli_refuses_bad_usage(data_file, tmp_path, capsys):
+    assert main(["evaluate", "--url", "http://127.0.0.1:9", "--data", str(data_file), "--limit", "0",
+                 "--output", str(tmp_path / "p.jsonl")]) != 0
+    assert "--limit" in capsys.readouterr().err
+    missing = main(["evaluate", "--url", "http://127.0.0.1:9", "--data", str(tmp_path / "nope.jsonl"),
+                    "--output", str(tmp_path / "p.jsonl")])
+    assert missing != 0 and "nope.jsonl" in capsys.readouterr().err
