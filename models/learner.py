@@ -34,9 +34,20 @@ LEARNER_WEIGHTS = "learner.safetensors"
 FORMAT_VERSION = 1
 
 
+# Config keys that say where or how a model was loaded, not what it is: excluded from the identity,
+# so the same learner has the same fingerprint in any cache folder, dtype or transformers version.
+_VOLATILE_CONFIG_KEYS = {"_name_or_path", "transformers_version", "dtype", "torch_dtype", "use_cache",
+                         "_attn_implementation", "_attn_implementation_autoset", "attn_implementation"}
+
+
+def _config_sha256(model) -> str:
+    config = {k: v for k, v in model.config.to_dict().items() if k not in _VOLATILE_CONFIG_KEYS}
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def _base_identity(name: str, model) -> dict:
-    """What identifies the base model: its name, its config, and the size of its weight files."""
-    identity = {"name": name, "config_sha256": hashlib.sha256(model.config.to_json_string().encode()).hexdigest()}
+    """What identifies the base model: its name, its architecture config, and the size of its weight files."""
+    identity = {"name": name, "config_sha256": _config_sha256(model)}
     try:
         source = resolve_model_path(name)
     except ModelError:
@@ -136,10 +147,7 @@ class Learner(nn.Module):
             p.requires_grad_(False)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-        identity = base_identity or {
-            "name": config.base_model,
-            "config_sha256": hashlib.sha256(model.config.to_json_string().encode()).hexdigest(),
-        }
+        identity = base_identity or {"name": config.base_model, "config_sha256": _config_sha256(model)}
         return cls(model, tokenizer, config, identity)
 
     @classmethod

@@ -86,3 +86,13 @@ def test_untrained_learner_is_the_base_model(tiny_learner_factory):
         with learner.model.disable_adapter():
             base = learner.model(input_ids=ids).logits
     assert torch.equal(adapted, base)
+
+
+def test_fingerprint_ignores_where_the_base_model_was_loaded_from(tiny_learner_factory):
+    from models import Learner
+
+    a = tiny_learner_factory(seed=5)
+    base = a.model.get_base_model()
+    base.config._name_or_path = "/some/other/cache/folder"
+    b = Learner.from_model(base, a.tokenizer, a.config)
+    assert b.base_identity == a.base_identity
