@@ -169,6 +169,19 @@ def _load_training_state(directory: Path, optimizer: torch.optim.Optimizer) -> t
     return int(meta["step"]), meta["best"]
 
 
+def _sum_across_processes(learner: Learner, meta_loss: float) -> float:
+    """All-reduce (sum) the meta-gradients of every trainable tensor, and the logged loss."""
+    import torch.distributed as dist
+
+    for p in learner.trainable_parameters():
+        if p.grad is None:  # this process had no task in the meta-batch
+            p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad)
+    total = torch.tensor([meta_loss], device=learner.device)
+    dist.all_reduce(total)
+    return float(total)
+
+
 def _pick_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -181,12 +194,20 @@ def train(args: TrainArgs, log=print) -> dict:
     Writes `output_dir/best/` (best validation F1, ties → lower loss), `output_dir/last/`
     (learner + optimizer state, for `resume`), `output_dir/training_log.jsonl` and `train_args.json`.
     """
+    from accelerate import PartialState
+
     from models import load_preset
 
+    # Under `accelerate launch` every process takes its share of each meta-batch and the
+    # meta-gradients are summed across processes (DDP cannot wrap a double backward); a plain
+    # `regrad train` is one process and this is a no-op.
+    state = PartialState()
+    is_main, world, rank = state.is_main_process, state.num_processes, state.process_index
     started = time.perf_counter()
     output = Path(args.output_dir)
     if output.exists() and any(output.iterdir()) and not args.resume:
         raise UsageError(f"output folder {output} is not empty; pass --resume to continue, or choose a new folder")
+    state.wait_for_everyone()  # every process has checked before the main one writes there
     random.seed(args.seed)
     torch.manual_seed(args.seed)
     train_records = _load_records(args.train_files, args.max_train_examples)
@@ -198,9 +219,10 @@ def train(args: TrainArgs, log=print) -> dict:
             f"(e.g. {sorted(overlap)[0]!r}); validation must be a separate split"
         )
 
-    device = _pick_device(args.device)
+    device = str(state.device) if world > 1 else _pick_device(args.device)
+    on_cuda = device.startswith("cuda")
     learner = Learner.create(
-        load_preset(args.preset), device=device, dtype="bfloat16" if device == "cuda" else "float32", seed=args.seed
+        load_preset(args.preset), device=device, dtype="bfloat16" if on_cuda else "float32", seed=args.seed
     )
     lora = list(learner.lora_tensors().values())
     optimizer = torch.optim.AdamW(
@@ -221,9 +243,10 @@ def train(args: TrainArgs, log=print) -> dict:
         learner.load_weights(output / "last")
         step, best = _load_training_state(output / "last", optimizer)
         log(f"resumed from {output / 'last'} at step {step}")
-    output.mkdir(parents=True, exist_ok=True)
-    (output / "train_args.json").write_text(json.dumps(asdict(args), indent=2))
-    log_file = (output / "training_log.jsonl").open("a")
+    if is_main:
+        output.mkdir(parents=True, exist_ok=True)
+        (output / "train_args.json").write_text(json.dumps(asdict(args), indent=2))
+    log_file = (output / "training_log.jsonl").open("a") if is_main else None
 
     def record_eval(at_step: int) -> dict:
         result = evaluate(learner, dev_records, args)
@@ -233,13 +256,13 @@ def train(args: TrainArgs, log=print) -> dict:
         log(f"step {at_step}: validation loss {result['loss']:.4f}  EM {result['em']:.1f}  F1 {result['f1']:.1f}")
         return result
 
-    initial = record_eval(step) if step == 0 else None
+    initial = record_eval(step) if step == 0 and is_main else None
     if initial is not None:
         best = {"f1": initial["f1"], "loss": initial["loss"], "step": 0}
         learner.save(output / "best")
     order = list(range(len(train_records)))
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda")
-    bar = tqdm(total=total_steps, initial=step, desc="meta-train", unit="step")
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_cuda)
+    bar = tqdm(total=total_steps, initial=step, desc="meta-train", unit="step", disable=not is_main)
     window: list[float] = []
     while step < total_steps:
         epoch, within = divmod(step, steps_per_epoch)
@@ -248,13 +271,15 @@ def train(args: TrainArgs, log=print) -> dict:
         for param_group in optimizer.param_groups:
             param_group["lr"] = args.lr * _schedule(step, total_steps, warmup)
         meta_loss = 0.0
-        for idx in batch_ids:
+        for idx in batch_ids[rank::world]:
             record = train_records[idx]
             with autocast:
                 deltas = _inner_deltas(learner, task_passages(record, args.top_k), create_graph=not args.first_order)
                 loss = outer_loss(learner, record, deltas, args.blind, args.top_k) / len(batch_ids)
             loss.backward()
             meta_loss += loss.detach().item()
+        if world > 1:
+            meta_loss = _sum_across_processes(learner, meta_loss)
         torch.nn.utils.clip_grad_norm_(learner.trainable_parameters(), args.clip_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -262,6 +287,8 @@ def train(args: TrainArgs, log=print) -> dict:
         window.append(meta_loss)
         bar.update(1)
         bar.set_postfix(loss=f"{meta_loss:.3f}")
+        if not is_main:
+            continue
         log_file.write(
             json.dumps({"event": "train", "step": step, "loss": meta_loss, "lr": optimizer.param_groups[0]["lr"]})
             + "\n"
@@ -274,6 +301,8 @@ def train(args: TrainArgs, log=print) -> dict:
             learner.save(output / "last")
             _save_training_state(output / "last", optimizer, step, best)
     bar.close()
+    if not is_main:
+        return {"steps": step, "rank": rank}
     log_file.write(json.dumps({"event": "done", "best": best}) + "\n")
     log_file.close()
     summary = {
