@@ -8,6 +8,7 @@ The answer is read from the generated tokens only, cut at the first newline, the
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 from dataclasses import dataclass, field
@@ -116,19 +117,61 @@ def generate_answers(learner, requests: list[AnswerRequest], max_new_tokens: int
                               device=learner.device)                             # (n,)
         deltas = row_deltas(grads, learner.step_size_vector().detach(), gammas)  # (n, D)
 
-    stop_ids = [tok.eos_token_id]
-    im_end = tok.convert_tokens_to_ids("<|im_end|>")
-    if isinstance(im_end, int) and im_end != tok.unk_token_id and im_end not in stop_ids:
-        stop_ids.append(im_end)
     with learner.adapted_rows(deltas):
-        output = learner.model.generate(
-            **batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-            temperature=None, top_p=None, top_k=None,
-            eos_token_id=stop_ids, pad_token_id=tok.pad_token_id,
-            stop_strings=["\n"], tokenizer=tok,
-        )
-    generated = output[:, batch["input_ids"].shape[1] :]                        # answer tokens only
-    texts = tok.batch_decode(generated, skip_special_tokens=True)
+        token_ids = _greedy(learner, batch, max_new_tokens, _stop_token_ids(tok))
+    texts = tok.batch_decode(token_ids, skip_special_tokens=True)
     if return_raw:
         return texts
     return [normalize_answer_type(t, r.answer_type, r.choices) for t, r in zip(texts, requests)]
+
+
+@functools.lru_cache(maxsize=8)
+def _stop_token_ids_cached(tokenizer_id: int, tok) -> frozenset[int]:
+    stops = {tok.eos_token_id}
+    im_end = tok.convert_tokens_to_ids("<|im_end|>")
+    if isinstance(im_end, int) and im_end != tok.unk_token_id:
+        stops.add(im_end)
+    # Every token whose text holds a newline ends the answer (answers are one line).
+    vocab_ids = range(len(tok))
+    stops.update(i for i, text in zip(vocab_ids, tok.batch_decode([[i] for i in vocab_ids])) if "\n" in text)
+    return frozenset(i for i in stops if i is not None)
+
+
+def _stop_token_ids(tok) -> frozenset[int]:
+    return _stop_token_ids_cached(id(tok), tok)
+
+
+def _greedy(learner, batch: dict[str, torch.Tensor], max_new_tokens: int, stop_ids: frozenset[int]) -> list[list[int]]:
+    """Greedy decoding with a KV cache, where a row that has finished leaves the batch.
+
+    HF `generate` keeps finished rows in the batch until the longest answer ends; with short
+    answers of varied length, retiring rows saves most of the decode steps of a batch.
+    """
+    model = learner.model
+    attention = batch["attention_mask"]                                   # (n, T) left-padded
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)                  # (n, T)
+    out = model(input_ids=batch["input_ids"], attention_mask=attention, position_ids=positions, use_cache=True)
+    cache = out.past_key_values
+    next_token = out.logits[:, -1].argmax(-1)                             # (n,)
+    active = torch.arange(next_token.shape[0], device=next_token.device)  # row of each live sequence
+    stops = torch.tensor(sorted(stop_ids), device=next_token.device)
+    generated: list[list[int]] = [[] for _ in range(next_token.shape[0])]
+    for step in range(max_new_tokens):
+        for row, token in zip(active.tolist(), next_token.tolist()):
+            generated[row].append(token)
+        finished = torch.isin(next_token, stops)
+        if step == max_new_tokens - 1 or bool(finished.all()):
+            break
+        if bool(finished.any()):
+            keep = (~finished).nonzero().squeeze(1)
+            cache.batch_select_indices(keep)
+            learner.keep_rows(keep)
+            attention, active, next_token = attention[keep], active[keep], next_token[keep]
+        attention = torch.cat([attention, attention.new_ones(attention.shape[0], 1)], dim=1)
+        position = attention.sum(-1, keepdim=True) - 1                    # (n_live, 1)
+        out = model(input_ids=next_token[:, None], attention_mask=attention, position_ids=position,
+                    past_key_values=cache, use_cache=True)
+        next_token = out.logits[:, -1].argmax(-1)
+    return generated
+
+

@@ -238,6 +238,11 @@ class Learner(nn.Module):
         finally:
             self._row_deltas = previous
 
+    def keep_rows(self, keep: torch.Tensor) -> None:
+        """Inside `adapted_rows`: keep only these rows' adapters (rows that finished generating leave)."""
+        if self._row_deltas is not None:
+            self._row_deltas = {k: (down[keep], up[keep]) for k, (down, up) in self._row_deltas.items()}
+
     @contextlib.contextmanager
     def patched_in_place(self, delta: torch.Tensor):
         """The reference's way (test oracle and benchmark baseline only): write A+dA, B+dB into the
