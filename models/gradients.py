@@ -73,14 +73,22 @@ def summed_gradient(learner, passages: list[str]) -> torch.Tensor:
 
 
 def passage_gradients(learner, passages: list[str], batch_size: int = 8) -> torch.Tensor:
-    """Per-passage gradients (N, D) float32 on CPU, `batch_size` passages per backward."""
+    """Per-passage gradients (N, D) float32 on CPU, `batch_size` passages per backward.
+
+    Passages are batched in order of length, so a batch pads little (padding is pure waste on a
+    CPU); the rows come back in the order given.
+    """
     out = torch.empty(len(passages), learner.layout.dim)
-    for start in range(0, len(passages), batch_size):
-        chunk = passages[start : start + batch_size]
-        batch = tokenize_passages(learner, chunk)
-        deltas = torch.zeros(len(chunk), learner.layout.dim, device=learner.device, requires_grad=True)
+    lengths = [len(ids) for ids in learner.tokenizer(list(passages), add_special_tokens=False,
+                                                        truncation=True,
+                                                        max_length=learner.config.max_passage_tokens)["input_ids"]]
+    order = sorted(range(len(passages)), key=lengths.__getitem__)
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        batch = tokenize_passages(learner, [passages[i] for i in rows])
+        deltas = torch.zeros(len(rows), learner.layout.dim, device=learner.device, requires_grad=True)
         with torch.enable_grad(), learner.adapted_rows(deltas):
             loss = passage_losses(learner, batch).sum()
             (grad,) = torch.autograd.grad(loss, deltas)
-        out[start : start + len(chunk)] = grad.float().cpu()
+        out[rows] = grad.float().cpu()
     return out

@@ -30,7 +30,7 @@ class EncodeArgs:
     corpus: list[str]
     corpus_format: str = "auto"
     codec: str = "bf16"
-    batch_size: int = 8
+    batch_size: int | None = None  # None: 16 on a GPU, 1 on a CPU (bench/encode_bench.py)
     top_k: int | None = None  # with --passages-from: only each question's first k passages
     device: str = "auto"
     limit: int | None = None
@@ -76,6 +76,9 @@ def encode(args: EncodeArgs, log=print) -> dict:
         raise UsageError("nothing to encode: give --passages-from AUGMENTED.jsonl and/or --corpus FILE")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     learner = Learner.load(args.checkpoint, device=device)
+    # Batching pays on a GPU (12x at 16 passages on an H200) but not on a CPU, where it only adds
+    # padding and memory traffic (0.7x at 8 passages on the 2-core box): see docs/benchmarks.md.
+    batch_size = args.batch_size or (16 if device.startswith("cuda") else 1)
     store = GradientStore.create(
         args.store, layout=learner.layout.to_json(), fingerprint=learner.fingerprint, codec=args.codec, exist_ok=True
     )
@@ -94,9 +97,9 @@ def encode(args: EncodeArgs, log=print) -> dict:
     # full-size shards, and a crash or Ctrl-C loses at most the uncommitted rows (resume skips the rest).
     with tqdm(total=len(todo), desc="encode", unit="passage") as bar, store.writer(on_duplicate="skip") as writer:
         try:
-            for start in range(0, len(todo), args.batch_size):
-                chunk = todo[start : start + args.batch_size]
-                grads = passage_gradients(learner, [text for _, text in chunk], batch_size=args.batch_size)
+            for start in range(0, len(todo), batch_size):
+                chunk = todo[start : start + batch_size]
+                grads = passage_gradients(learner, [text for _, text in chunk], batch_size=batch_size)
                 writer.append([pid for pid, _ in chunk], grads)
                 if writer.pending >= store.rows_per_shard:
                     writer.commit()
