@@ -126,7 +126,8 @@ def generate_answers(learner, requests: list[AnswerRequest], max_new_tokens: int
 
 
 @functools.lru_cache(maxsize=8)
-def _stop_token_ids_cached(tokenizer_id: int, tok) -> frozenset[int]:
+def _stop_token_ids(tok) -> frozenset[int]:
+    """End-of-turn tokens and every token whose text holds a newline (computed once per tokenizer)."""
     stops = {tok.eos_token_id}
     im_end = tok.convert_tokens_to_ids("<|im_end|>")
     if isinstance(im_end, int) and im_end != tok.unk_token_id:
@@ -135,10 +136,6 @@ def _stop_token_ids_cached(tokenizer_id: int, tok) -> frozenset[int]:
     vocab_ids = range(len(tok))
     stops.update(i for i, text in zip(vocab_ids, tok.batch_decode([[i] for i in vocab_ids])) if "\n" in text)
     return frozenset(i for i in stops if i is not None)
-
-
-def _stop_token_ids(tok) -> frozenset[int]:
-    return _stop_token_ids_cached(id(tok), tok)
 
 
 def _greedy(learner, batch: dict[str, torch.Tensor], max_new_tokens: int, stop_ids: frozenset[int]) -> list[list[int]]:
