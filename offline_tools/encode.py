@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from gradient_store import GradientStore
 from models import Learner, format_passage, passage_gradients
+from models.base import resolve_device
 from offline_tools.augmented import read_augmented
 from offline_tools.errors import UsageError
 
@@ -70,11 +71,10 @@ def _unique(items: Iterable[tuple[str, str]], skip: GradientStore) -> tuple[list
 
 def encode(args: EncodeArgs, log=print) -> dict:
     """Encode the requested passages into `args.store`; returns counts and passages/s."""
-    import torch
 
     if not args.passages_from and not args.corpus:
         raise UsageError("nothing to encode: give --passages-from AUGMENTED.jsonl and/or --corpus FILE")
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    device = resolve_device(args.device)
     learner = Learner.load(args.checkpoint, device=device)
     # Batching pays on a GPU (12x at 16 passages on an H200) but not on a CPU, where it only adds
     # padding and memory traffic (0.7x at 8 passages on the 2-core box): see docs/benchmarks.md.

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from models import AnswerRequest, Learner, build_prompt, format_passage, generate_answers, summed_gradient
+from models.base import resolve_device
 from models.gradients import passage_losses, tokenize_passages
 from offline_tools.augmented import AugmentedRecord, read_augmented
 from offline_tools.errors import InputFileError, UsageError
@@ -182,12 +183,6 @@ def _sum_across_processes(learner: Learner, meta_loss: float) -> float:
     return float(total)
 
 
-def _pick_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
 def train(args: TrainArgs, log=print) -> dict:
     """Run meta-training; returns a summary (steps, losses, best validation, wall time).
 
@@ -219,7 +214,7 @@ def train(args: TrainArgs, log=print) -> dict:
             f"(e.g. {sorted(overlap)[0]!r}); validation must be a separate split"
         )
 
-    device = str(state.device) if world > 1 else _pick_device(args.device)
+    device = str(state.device) if world > 1 else resolve_device(args.device)
     on_cuda = device.startswith("cuda")
     learner = Learner.create(
         load_preset(args.preset), device=device, dtype="bfloat16" if on_cuda else "float32", seed=args.seed

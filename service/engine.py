@@ -23,6 +23,7 @@ import torch
 
 from models import AnswerRequest as GenerationRequest
 from models import Learner, format_passage, generate_answers, load_preset, passage_gradients
+from models.base import resolve_device
 from retrieval.passage import Passage, normalize_whitespace, passage_id
 from service.errors import DocumentConflictError
 from service.schemas import (
@@ -44,13 +45,6 @@ DEFAULT_ES_INDEX = "regrad"
 _GRADIENT_MODES = ("regrad", "regrad_context")
 _CONTEXT_MODES = ("regrad_context", "rag")
 _RETRIEVAL_MODES = ("regrad", "regrad_context", "rag")
-
-
-def resolve_device(device: str) -> str:
-    """`auto` → `cuda` when a GPU is visible, else `cpu`."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 @dataclass
