@@ -26,19 +26,20 @@ def format_passage(title: str, text: str) -> str:
     return f"{title}\n{text}" if title else text
 
 
+def _passage_ids(learner, passages: list[str]) -> list[list[int]]:
+    """Token ids of each passage, truncated to the preset's `max_passage_tokens` (no special tokens)."""
+    return learner.tokenizer(list(passages), add_special_tokens=False, truncation=True,
+                             max_length=learner.config.max_passage_tokens)["input_ids"]
+
+
+def _pad_right(learner, ids: list[list[int]]) -> dict[str, torch.Tensor]:
+    batch = learner.tokenizer.pad({"input_ids": ids}, padding=True, return_tensors="pt", padding_side="right")
+    return {k: v.to(learner.device) for k, v in batch.items()}
+
+
 def tokenize_passages(learner, passages: list[str]) -> dict[str, torch.Tensor]:
     """Right-padded ids truncated to the preset's `max_passage_tokens` (no special tokens)."""
-    tok = learner.tokenizer
-    batch = tok(
-        list(passages), add_special_tokens=False, truncation=True,
-        max_length=learner.config.max_passage_tokens, padding=True, return_tensors="pt",
-    )
-    if tok.padding_side != "right":  # gradients need right padding; generation sets its own side
-        batch = tok.pad(
-            {"input_ids": [ids[m.bool()] for ids, m in zip(batch["input_ids"], batch["attention_mask"])]},
-            padding=True, return_tensors="pt", padding_side="right",
-        )
-    return {k: v.to(learner.device) for k, v in batch.items()}
+    return _pad_right(learner, _passage_ids(learner, passages))
 
 
 def passage_losses(learner, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -79,13 +80,11 @@ def passage_gradients(learner, passages: list[str], batch_size: int = 8) -> torc
     CPU); the rows come back in the order given.
     """
     out = torch.empty(len(passages), learner.layout.dim)
-    lengths = [len(ids) for ids in learner.tokenizer(list(passages), add_special_tokens=False,
-                                                        truncation=True,
-                                                        max_length=learner.config.max_passage_tokens)["input_ids"]]
-    order = sorted(range(len(passages)), key=lengths.__getitem__)
+    ids = _passage_ids(learner, passages)                      # tokenised once, batched by length
+    order = sorted(range(len(passages)), key=lambda i: len(ids[i]))
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
-        batch = tokenize_passages(learner, [passages[i] for i in rows])
+        batch = _pad_right(learner, [ids[i] for i in rows])
         deltas = torch.zeros(len(rows), learner.layout.dim, device=learner.device, requires_grad=True)
         with torch.enable_grad(), learner.adapted_rows(deltas):
             loss = passage_losses(learner, batch).sum()

@@ -89,10 +89,12 @@ def test_untrained_learner_is_the_base_model(tiny_learner_factory):
 
 
 def test_fingerprint_ignores_where_the_base_model_was_loaded_from(tiny_learner_factory):
-    from models import Learner
+    from models.learner import _config_sha256
 
-    a = tiny_learner_factory(seed=5)
-    base = a.model.get_base_model()
+    base = tiny_learner_factory(seed=5).model.get_base_model()
+    before = _config_sha256(base)
     base.config._name_or_path = "/some/other/cache/folder"
-    b = Learner.from_model(base, a.tokenizer, a.config)
-    assert b.base_identity == a.base_identity
+    base.config.use_cache = not base.config.use_cache
+    assert _config_sha256(base) == before
+    base.config.hidden_act = "gelu"  # the architecture itself does count
+    assert _config_sha256(base) != before
