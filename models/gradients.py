@@ -80,6 +80,8 @@ def passage_gradients(learner, passages: list[str], batch_size: int = 8) -> torc
     CPU); the rows come back in the order given.
     """
     out = torch.empty(len(passages), learner.layout.dim)
+    if not passages:
+        return out
     ids = _passage_ids(learner, passages)                      # tokenised once, batched by length
     order = sorted(range(len(passages)), key=lambda i: len(ids[i]))
     for start in range(0, len(order), batch_size):

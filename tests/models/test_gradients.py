@@ -48,3 +48,8 @@ def test_format_passage_is_title_then_text():
 def test_truncation_uses_the_preset_length(tiny_learner):
     batch = tokenize_passages(tiny_learner, ["word " * 500])
     assert batch["input_ids"].shape[1] == tiny_learner.config.max_passage_tokens
+
+
+def test_no_passages_gives_an_empty_result(tiny_learner):
+    assert passage_gradients(tiny_learner, []).shape == (0, tiny_learner.layout.dim)
+    assert float(summed_gradient(tiny_learner, []).abs().sum()) == 0.0
