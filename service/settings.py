@@ -28,7 +28,8 @@ class Settings(BaseSettings):
         es_timeout_s, es_max_retries: Elasticsearch client limits; a search that fails them is a 503
             (short, so a client is told to retry instead of hanging while the cluster is down).
         device: `cpu`, `cuda` or `auto` (cuda when available).
-        dtype: base model dtype; `auto` = the preset's dtype.
+        dtype: base model dtype; `auto` = bfloat16 where the device multiplies bf16 natively (CUDA
+            with bf16, a CPU with AMX), else the preset's dtype. LoRA weights stay fp32 either way.
         torch_threads: CPU threads torch may use (set it when several processes share a machine).
         max_batch: most requests generated together in one batch.
         max_wait_ms: how long the first request of a batch waits for others to join it.

@@ -55,3 +55,27 @@ def test_real_model_answers_from_generated_tokens_only(real_learner):
     ], max_new_tokens=12)
     assert "Paris" in answers[0] and "assistant" not in answers[0] and "\n" not in answers[0]
     assert answers[1] in {"yes", "no"}  # normalised to the yes/no word (the 135M model is often wrong)
+
+
+def _assert_same_as_hf_generate(learner, questions: list[str], max_new_tokens: int) -> None:
+    """Our batched greedy loop (SDPA, last-position LM head, rows retiring) vs HF `generate`, one by one."""
+    tok = learner.tokenizer
+    ours = generate_answers(learner, [AnswerRequest(q) for q in questions], max_new_tokens, return_raw=True)
+    for question, text in zip(questions, ours):
+        ids = tok(build_prompt(tok, question), add_special_tokens=False, return_tensors="pt")
+        out = learner.model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False)
+        reference = tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+        assert text and reference.startswith(text)  # ours stops at the first stop token, HF runs on
+    # Generation switches to SDPA for its own duration only: meta-training needs eager attention.
+    assert learner.model.get_base_model().config._attn_implementation == "eager"
+
+
+def test_greedy_equals_hf_generate(tiny_learner):
+    _assert_same_as_hf_generate(tiny_learner, ["Who was Shirley Temple?", "What is Paris?", "Is it?"], 8)
+
+
+@pytest.mark.integration
+def test_real_model_greedy_equals_hf_generate(real_learner):
+    questions = ["What is the capital of France?", "Who wrote Hamlet?", "What government position was held by "
+                 "the woman who portrayed Corliss Archer in the film Kiss and Tell?", "Is the sky blue?"]
+    _assert_same_as_hf_generate(real_learner, questions, 12)
