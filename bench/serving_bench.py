@@ -144,8 +144,10 @@ def service_phase(root: Path, questions: list[str], n_requests: int, dtype: str)
     try:
         asyncio.run(http_level(url, questions, 4, 4, "regrad"))  # warm-up
         for c in CONCURRENCY:
-            rps, p50, batch, _ = asyncio.run(http_level(url, questions, c, n_requests, "regrad"))
+            rps, p50, batch, answers = asyncio.run(http_level(url, questions, c, n_requests, "regrad"))
             results["regrad"][str(c)] = {"rps": rps, "p50_ms": p50}
+            if c == 1 and len(answers) == len(questions):
+                results["answers_alone"] = [answers[i] for i in range(len(questions))]
             print(f"service  regrad      clients {c:>2}: {rps:6.2f} req/s   p50 {p50:7.0f} ms  batch {batch:4.1f}")
         rps, p50, batch, _ = asyncio.run(http_level(url, questions, 8, n_requests, "closed_book"))
         results["unadapted_8"] = {"rps": rps, "p50_ms": p50}
@@ -207,11 +209,12 @@ def main() -> None:
         service = run_phase("service", root, args)
         inplace = run_phase("inplace", root, args)
     same = sum(a == b for a, b in zip(service["answers"], inplace["answers"]))
+    same_alone = sum(a == b for a, b in zip(service.get("answers_alone", []), inplace["answers"]))
     rps_8, unadapted_8 = service["regrad"]["8"]["rps"], service["unadapted_8"]["rps"]
     speedup, fraction = rps_8 / inplace["rps"], rps_8 / unadapted_8
     dtype = resolve_dtype(args.dtype, "cpu") or "preset (float32)"
     threads = os.environ.get("REGRAD_TORCH_THREADS") or os.cpu_count()
-    print(f"same answers as in-place: {same}/{n}")
+    print(f"same answers as in-place: {same}/{n} in batches of 8, {same_alone}/{n} alone (1 client)")
     print(f"speedup vs in-place at 8 clients: {speedup:.2f}x; fraction of unadapted at 8: {fraction:.2f} "
           f"(cpus {threads}, max_new_tokens {MAX_NEW_TOKENS}, base weights {dtype})")
     print(json.dumps({
@@ -219,7 +222,8 @@ def main() -> None:
         **{f"p50_ms_at_{c}": round(v["p50_ms"], 1) for c, v in service["regrad"].items()},
         "inplace_rps": round(inplace["rps"], 3), "unadapted_rps_at_8": round(unadapted_8, 3),
         "speedup_vs_inplace_at_8": round(speedup, 2), "fraction_of_unadapted_at_8": round(fraction, 3),
-        "same_answers_as_inplace": f"{same}/{n}", "base_dtype": dtype,
+        "same_answers_as_inplace": f"{same}/{n}", "same_answers_as_inplace_alone": f"{same_alone}/{n}",
+        "base_dtype": dtype,
     }))
 
 

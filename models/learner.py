@@ -101,8 +101,9 @@ class Learner(nn.Module):
         self.layout = ParamLayout(shapes)
         self.step_sizes = self._make_step_sizes()
         self._row_deltas: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
+        self._row_inputs: dict[str, torch.Tensor] = {}
         for short, module in self.lora_modules.items():
-            module.register_forward_hook(self._make_hook(short))
+            self._add_row_hooks(short, module)
 
     # ----------------------------------------------------------------- construction
     @staticmethod
@@ -200,18 +201,29 @@ class Learner(nn.Module):
         return h.hexdigest()
 
     # ----------------------------------------------------------------- per-row adaptation
-    def _make_hook(self, short: str):
-        def hook(module, args, output):
+    def _add_row_hooks(self, short: str, module) -> None:
+        """Inside `adapted_rows`, add row i's correction to the LoRA up-projection's fp32 output.
+
+        peft computes `base(x) + lora_B(lora_A(x)) * s` with the LoRA part in fp32 and rounds the sum
+        to the base dtype once. The correction joins the LoRA part *before* that rounding, so with a
+        bf16 base a row rounds exactly as if its adapted weights had been written into lora_A/lora_B
+        (the reference's in-place way), not twice.
+        """
+        def keep_input(_lora_a, args):
+            if self._row_deltas is not None:
+                self._row_inputs[short] = args[0]
+
+        def add_correction(_lora_b, _args, output):
             if self._row_deltas is None:
                 return None
             down, up = self._row_deltas[short]
-            x = args[0]
+            x = self._row_inputs.pop(short)
             if x.shape[0] != down.shape[0]:
                 raise ModelError(f"batch has {x.shape[0]} rows but {down.shape[0]} adaptations were given")
-            correction = lora_row_correction(x.to(down.dtype), down, up, module.scaling["default"])
-            return output + correction.to(output.dtype)
+            return output + lora_row_correction(x.to(down.dtype), down, up, 1.0)  # peft scales the sum
 
-        return hook
+        module.lora_A["default"].register_forward_pre_hook(keep_input)
+        module.lora_B["default"].register_forward_hook(add_correction)
 
     @contextlib.contextmanager
     def adapted_rows(self, deltas: torch.Tensor | None):
@@ -237,6 +249,7 @@ class Learner(nn.Module):
             yield
         finally:
             self._row_deltas = previous
+            self._row_inputs.clear()
 
     def keep_rows(self, keep: torch.Tensor) -> None:
         """Inside `adapted_rows`: keep only these rows' adapters (rows that finished generating leave)."""

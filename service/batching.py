@@ -10,6 +10,7 @@ Meaning, as a plain loop:
     while True:
         wait for the first request
         wait until `max_batch` requests are queued or `max_wait_ms` passed since the first arrived
+            (or since the previous batch ended, if that was later)
         rows = up to `max_batch` queued requests whose clients are still waiting
         outcomes = process(rows)            # on the worker thread
         give outcome i to the client of row i (a client that left is skipped)
@@ -163,12 +164,17 @@ class MicroBatcher(Generic[T, R]):
     async def _gather(self) -> list[_Pending[T]]:
         """Wait for a first item, then for a full batch or the end of the first item's window."""
         assert self._wakeup is not None
+        free_since_s = time.perf_counter()
         while not self._pending:
             if self._stopping:
                 return []
             self._wakeup.clear()
             await self._wakeup.wait()
-        deadline_s = self._pending[0].enqueued_s + self.max_wait_s
+        # The window opens when the first item arrived, or when the worker became free if that was
+        # later: items that queued behind a running batch then wait for the clients of that batch,
+        # who send their next requests a moment after their answers. Without this a batch that once
+        # split (5 + 3) stays split, since the 3 queued items are always past their deadline.
+        deadline_s = max(self._pending[0].enqueued_s, free_since_s) + self.max_wait_s
         while len(self._pending) < self.max_batch and not self._stopping:
             remaining_s = deadline_s - time.perf_counter()
             if remaining_s <= 0:

@@ -26,8 +26,8 @@ def bundled_model_dir() -> Path:
     return prepare_model()
 
 
-def make_tiny_learner(step_size_mode: str = "tie", seed: int = 0, randomize_b: bool = True):
-    """A random 4-layer Llama with the real tokenizer: fast, no download."""
+def make_tiny_learner(step_size_mode: str = "tie", seed: int = 0, randomize_b: bool = True, dtype: str = "float32"):
+    """A random 4-layer Llama with the real tokenizer: fast, no download (`dtype`: its base weights)."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -40,7 +40,7 @@ def make_tiny_learner(step_size_mode: str = "tie", seed: int = 0, randomize_b: b
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True,
     )
-    model = LlamaForCausalLM(config).eval()
+    model = LlamaForCausalLM(config).eval().to(getattr(torch, dtype))
     model.config._attn_implementation = "eager"
     learner_config = LearnerConfig(
         base_model="tiny-random-llama", layers=[2, 3], r=4, lora_alpha=8,

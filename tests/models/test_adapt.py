@@ -64,3 +64,21 @@ def test_wrong_number_of_rows_is_refused(tiny_learner):
     ids = tiny_learner.tokenizer(["one question"], return_tensors="pt")["input_ids"]
     with pytest.raises(ModelError, match="1 rows but 2 adaptations"):
         _logits(tiny_learner, ids, deltas)
+
+
+def test_bf16_base_rows_match_in_place_patching(tiny_learner_factory, passages):
+    """bf16 base + fp32 LoRA (the service's CPU/GPU default): a row's correction joins peft's fp32
+    LoRA sum before its one rounding to bf16, so it tracks the in-place weights to bf16 precision."""
+    learner = tiny_learner_factory(dtype="bfloat16")
+    assert {t.dtype for t in learner.lora_tensors().values()} == {torch.float32}
+    grads = torch.stack([summed_gradient(learner, passages[0:2]), summed_gradient(learner, passages[2:4])])
+    deltas = row_deltas(grads, learner.step_size_vector().detach(), torch.tensor([1.0, 1.0])) * 50
+    ids = learner.tokenizer(["Who was Shirley Temple?"] * 2, return_tensors="pt")["input_ids"]
+    batched = _logits(learner, ids, deltas)
+    for i in range(2):
+        with learner.patched_in_place(deltas[i]):
+            oracle = _logits(learner, ids[i : i + 1])
+        plain = _logits(learner, ids[i : i + 1])
+        assert batched.dtype == torch.bfloat16
+        assert float((batched[i] - oracle[0]).abs().max()) <= 2e-2
+        assert float((oracle[0] - plain[0]).abs().max()) > 0.1   # the adaptation is far above the rounding

@@ -41,3 +41,15 @@ def test_unknown_model_name_is_a_clear_error():
 
     with pytest.raises(ModelNotFoundError, match="neither the bundled"):
         resolve_model_path("no-such-model")
+
+
+def test_resolve_dtype_picks_bf16_only_where_it_is_native(monkeypatch):
+    from models.base import resolve_dtype
+
+    assert resolve_dtype("float32", "cpu") == "float32" and resolve_dtype("bfloat16", "cuda") == "bfloat16"
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert resolve_dtype("auto", "cpu") == "bfloat16"
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert resolve_dtype("auto", "cpu") is None   # the preset's own dtype
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_dtype("auto", "cuda") is None

@@ -152,3 +152,27 @@ def test_run_exclusive_uses_the_model_thread():
         return ident
 
     assert {run(main())} == recorder.threads
+
+
+def test_items_queued_behind_a_batch_wait_for_its_clients_to_come_back():
+    """A batch that once split must not stay split: the window reopens when the worker is free."""
+    recorder = Recorder(delay_s=0.2)
+
+    async def client(batcher: MicroBatcher, i: int) -> None:
+        for round_ in range(2):
+            await batcher.submit(i * 10 + round_)
+            await asyncio.sleep(0.005)          # the client's turnaround before its next request
+
+    async def main():
+        batcher = MicroBatcher(recorder, max_batch=4, max_wait_ms=50)
+        await batcher.start()
+        group = [asyncio.create_task(client(batcher, i)) for i in range(3)]
+        await asyncio.sleep(0.1)                # the first batch (3 items) is running
+        late = asyncio.create_task(batcher.submit(99))
+        await asyncio.gather(*group, late)
+        await batcher.stop()
+
+    run(main())
+    # Before the fix: [3], then 99 alone (its deadline had passed while it queued), then [3].
+    assert [len(batch) for batch in recorder.batches] == [3, 4]
+    assert 99 in recorder.batches[1]
