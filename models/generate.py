@@ -188,13 +188,18 @@ def _cache_keyword(decoder) -> str:
 
 @contextlib.contextmanager
 def _attention_implementation(model, name: str):
-    """Use attention implementation `name` inside the block, then restore the model's own."""
+    """Use attention implementation `name` inside the block (where the architecture has it), then
+    restore the model's own."""
     previous = model.config._attn_implementation
-    if previous == name:
-        yield
-        return
-    model.set_attn_implementation(name)
+    switched = False
+    if previous != name:
+        try:
+            model.set_attn_implementation(name)
+            switched = True
+        except (ValueError, ImportError):  # not available for this architecture: keep its own
+            pass
     try:
         yield
     finally:
-        model.set_attn_implementation(previous)
+        if switched:
+            model.set_attn_implementation(previous)

@@ -206,8 +206,8 @@ class Learner(nn.Module):
 
         peft computes `base(x) + lora_B(lora_A(x)) * s` with the LoRA part in fp32 and rounds the sum
         to the base dtype once. The correction joins the LoRA part *before* that rounding, so with a
-        bf16 base a row rounds exactly as if its adapted weights had been written into lora_A/lora_B
-        (the reference's in-place way), not twice.
+        bf16 base a row is rounded once, as when its adapted weights are written into lora_A/lora_B
+        (the reference's in-place way), not twice (on the real model, alone: 16/16 same answers).
         """
         def keep_input(_lora_a, args):
             if self._row_deltas is not None:
