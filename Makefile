@@ -43,6 +43,7 @@ bench: model
 	$(PY) bench/encode_bench.py
 	$(PY) bench/retrieval_bench.py
 	$(PY) bench/serving_bench.py
+	$(PY) bench/generation_profile.py
 
 clean:
 	rm -rf artifacts .pytest_cache .ruff_cache
