@@ -165,7 +165,7 @@ def run_phase(phase: str, root: Path, args: argparse.Namespace) -> dict:
     """Run one phase in a fresh interpreter and read its JSON result.
 
     Each way is measured in a process of its own: on this CPU a process that has already built the
-    artifacts (a learner, a backward pass, a server) runs the next generation up to 1.7x slower.
+    artifacts (a learner, a backward pass) ran the next generations markedly slower.
     """
     command = [sys.executable, __file__, "--phase", phase, "--root", str(root), "--dtype", args.dtype,
                "--questions", str(args.questions), "--requests", str(args.requests)]
