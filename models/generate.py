@@ -183,7 +183,13 @@ def _greedy(learner, batch: dict[str, torch.Tensor], max_new_tokens: int, stop_i
 
 def _cache_keyword(decoder) -> str:
     """The KV cache's argument (and output) name: `cache` in recent transformers, `past_key_values` before."""
-    return "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
+    return _cache_keyword_of(type(decoder))
+
+
+@functools.lru_cache(maxsize=8)
+def _cache_keyword_of(decoder_class: type) -> str:
+    """Read once per decoder class, not on every request."""
+    return "cache" if "cache" in inspect.signature(decoder_class.forward).parameters else "past_key_values"
 
 
 @contextlib.contextmanager
