@@ -185,6 +185,19 @@ class Learner(nn.Module):
             parts.append(alpha.expand(e.numel) if mode == "tie" else alpha.reshape(e.numel))
         return torch.cat(parts)
 
+    def step_size_tensors(self) -> dict[str, torch.Tensor]:
+        """alpha per layout tensor, broadcastable to that tensor's shape (a scalar in `tie`/`same`/`fix`)."""
+        mode = self.config.step_size_mode
+        out = {}
+        for e in self.layout.entries:
+            if mode == "fix":
+                out[e.name] = torch.tensor(float(self.config.init_step_size), device=self.device)
+            elif mode == "same":
+                out[e.name] = self.step_sizes["all"]
+            else:
+                out[e.name] = self.step_sizes[e.name.replace(".", "-")]
+        return out
+
     def trainable_parameters(self) -> list[nn.Parameter]:
         return list(self.lora_tensors().values()) + list(self.step_sizes.parameters())
 
@@ -226,17 +239,23 @@ class Learner(nn.Module):
         module.lora_B["default"].register_forward_hook(add_correction)
 
     @contextlib.contextmanager
-    def adapted_rows(self, deltas: torch.Tensor | None):
+    def adapted_rows(self, deltas: torch.Tensor | dict[str, torch.Tensor] | None):
         """Within the block, row i of every forward uses LoRA weights + `deltas[i]` (flat, (n, D)).
+
+        `deltas` may also be given per tensor, `{layout name: (n, *shape)}`: meta-training does, since
+        slicing a flat (n, D) vector into 60 views costs a full (n, D) zero-fill per view in backward.
 
         `None` means no adaptation (the hooks do nothing). Shared weights are never written.
         """
         if deltas is None:
             yield
             return
-        if deltas.dim() != 2 or deltas.shape[1] != self.layout.dim:
+        if isinstance(deltas, dict):  # already per tensor: {layout name: (n, *shape)}
+            views = deltas
+        elif deltas.dim() != 2 or deltas.shape[1] != self.layout.dim:
             raise ModelError(f"deltas must be (n, {self.layout.dim}), got {tuple(deltas.shape)}")
-        views = self.layout.split(deltas)
+        else:
+            views = self.layout.split(deltas)
         previous = self._row_deltas
         self._row_deltas = {
             short: stack_row_adapters(

@@ -16,7 +16,7 @@ from offline_tools.errors import ExitStatus
 __all__ = ["main", "build_parser", "COMMANDS"]
 
 # Order = order in `regrad --help`.
-COMMANDS = ["model", "index", "search", "augment", "train", "encode", "store", "serve", "evaluate"]
+COMMANDS = ["model", "synth", "index", "search", "augment", "train", "encode", "store", "serve", "evaluate"]
 
 
 def build_parser() -> argparse.ArgumentParser:

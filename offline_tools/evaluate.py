@@ -44,7 +44,11 @@ __all__ = [
     "format_mode_table",
 ]
 
-MODES = ("regrad", "regrad_context", "rag", "closed_book")
+MODES = ("regrad", "regrad_context", "rag", "closed_book", "regrad_shift")
+# `regrad_shift` (the reference's --shift control) is `regrad` with the passages retrieved for
+# *another* question of the same file: the server is sent that question as `retrieval_query`.
+# It must stay near closed-book: any gain above that is a generic effect of updating, not knowledge.
+SHIFT_MODE = "regrad_shift"
 
 
 class ServerError(RegradError):
@@ -60,6 +64,7 @@ class EvalJob:
     index: int
     record: AugmentedRecord
     mode: str
+    shift_query: str | None = None  # regrad_shift: the other question whose passages are applied
 
 
 @dataclass
@@ -85,16 +90,33 @@ def make_jobs(records: Sequence[AugmentedRecord], modes: Sequence[str]) -> list[
     unknown = [mode for mode in modes if mode not in MODES]
     if unknown:
         raise UsageError(f"unknown mode(s) {unknown}; use {', '.join(MODES)} or all")
-    pairs = [(record, mode) for record in records for mode in modes]
-    return [EvalJob(i, record, mode) for i, (record, mode) in enumerate(pairs)]
+    if SHIFT_MODE in modes and len(records) < 2:
+        raise UsageError("mode regrad_shift applies another question's passages: it needs at least 2 questions")
+    shifted = shift_partners(records) if SHIFT_MODE in modes else {}
+    pairs = [(i, record, mode) for i, record in enumerate(records) for mode in modes]
+    return [EvalJob(n, record, mode, records[shifted[i]].question if mode == SHIFT_MODE else None)
+            for n, (i, record, mode) in enumerate(pairs)]
+
+
+def shift_partners(records: Sequence[AugmentedRecord]) -> dict[int, int]:
+    """For each record, the nearest earlier record (cyclically, as the reference's i − 1) whose
+    retrieved passages share none with it, so the applied gradients hold none of its passages;
+    plain i − 1 when no such record exists (e.g. records without stored passages)."""
+    n = len(records)
+    partners = {}
+    for i, record in enumerate(records):
+        own = {p.id for p in record.passages}
+        partners[i] = next((j for j in ((i - d) % n for d in range(1, n))
+                            if own and not own & {p.id for p in records[j].passages}), (i - 1) % n)
+    return partners
 
 
 def answer_body(record: AugmentedRecord, mode: str, *, top_k: int = 3, gamma: float = 1.0,
-                max_new_tokens: int = 20) -> dict[str, Any]:
-    """The POST /answer body for one record."""
+                max_new_tokens: int = 20, shift_query: str | None = None) -> dict[str, Any]:
+    """The POST /answer body for one record (`regrad_shift`: `regrad` retrieving for `shift_query`)."""
     body: dict[str, Any] = {
         "question": record.question,
-        "mode": mode,
+        "mode": "regrad" if mode == SHIFT_MODE else mode,
         "top_k": top_k,
         "gamma": gamma,
         "answer_type": record.answer_type,
@@ -102,6 +124,10 @@ def answer_body(record: AugmentedRecord, mode: str, *, top_k: int = 3, gamma: fl
     }
     if record.answer_type == "choice":
         body["choices"] = list(record.choices or [])
+    if mode == SHIFT_MODE:
+        if not shift_query:
+            raise UsageError("mode regrad_shift needs the other question (shift_query)")
+        body["retrieval_query"] = shift_query
     return body
 
 
@@ -117,6 +143,7 @@ def _prediction(job: EvalJob, response: dict[str, Any] | None, error: str | None
         "answer": answer,
         "gold": list(record.answers),
         "answer_type": record.answer_type,
+        **({"shift_query": job.shift_query} if job.shift_query else {}),
         "scores": {"em": scores.em, "f1": scores.f1, "precision": scores.precision, "recall": scores.recall},
         "passages": (response or {}).get("passages", []),
         "timings_ms": (response or {}).get("timings_ms", {}),
@@ -241,7 +268,7 @@ def evaluate_http(
     Args:
         url: the service base URL, e.g. `http://127.0.0.1:8000`.
         records: augmented records (their own passages are not sent: the server retrieves).
-        modes: any of regrad, regrad_context, rag, closed_book.
+        modes: any of MODES (regrad_shift: the shift control).
         concurrency: requests in flight at once.
         top_k, gamma, max_new_tokens: sent with every request.
         api_key: sent as `X-API-Key` when the server requires one.
@@ -258,7 +285,8 @@ def evaluate_http(
     jobs = make_jobs(records, modes)
 
     def body_of(job: EvalJob) -> dict:
-        return answer_body(job.record, job.mode, top_k=top_k, gamma=gamma, max_new_tokens=max_new_tokens)
+        return answer_body(job.record, job.mode, top_k=top_k, gamma=gamma, max_new_tokens=max_new_tokens,
+                           shift_query=job.shift_query)
 
     started_s = time.perf_counter()
     predictions = asyncio.run(_evaluate_http_async(
@@ -309,7 +337,7 @@ def evaluate_in_process(
                 requests, valid = [], []
                 for job in chunk:
                     body = answer_body(job.record, job.mode, top_k=top_k, gamma=gamma,
-                                       max_new_tokens=max_new_tokens)
+                                       max_new_tokens=max_new_tokens, shift_query=job.shift_query)
                     try:
                         requests.append(AnswerRequest.model_validate(body))
                         valid.append(job)

@@ -1,16 +1,23 @@
 """Meta-training (the reference's bi-level objective, with its inconsistencies fixed).
 
-For each task (a question, its answer and its k passages):
+The objective is in `offline_tools/meta.py`: G = Σ_i ∇θ NTP(passage_i), θ' = θ − α ⊙ G, outer
+loss = CE(answer | prompt; θ'). AdamW on (θ, α) over meta-batches, warm-up then linear decay,
+clipping at `clip_norm`. What makes the gradients teach (measured, see docs/results.md):
 
-    G      = Σ_i ∇θ NTP(passage_i; θ)              inner gradient, create_graph=True
-    θ'     = θ − α ⊙ G                             learnable step sizes α
-    loss   = CE(answer tokens | prompt; θ')         outer loss, blind or with passages in the prompt
+* second order (the meta-gradient flows through G, so θ learns to make passage gradients useful;
+  `--first-order` trains θ only at θ' ≈ θ and learns a closed-book answer format);
+* the step sizes α in their own AdamW group with a larger learning rate (`--step-size-lr`,
+  default 1e-2): Adam moves a parameter by about its lr per step, so at the LoRA lr α barely
+  leaves its init and γα⊙G stays too small to change an answer.
 
-and AdamW on (θ, α) over meta-batches, warm-up then linear decay, clipping at `clip_norm`.
+The paper's setting, one lr 4e-4 for everything, is `--step-size-lr 4e-4` (add `--first-order`
+for FOMAML). Every validation reports the answer loss with and without the gradients (γ = 1 vs
+γ = 0) and its difference (the gain), EM/F1 with and without them, α and ‖α⊙G‖, so a run whose
+gradients teach nothing is obvious at a glance.
+
 Fixes over the reference: one passage format and max length everywhere (`models.gradients`),
 a validation file separate from any reported test split, deterministic targets (answers[0] of
 a deterministic alias list), no weight decay on α, `fix` mode works, one forward per passage.
-The adapted forward uses the same per-row path as serving (`Learner.adapted_rows`).
 """
 
 from __future__ import annotations
@@ -23,17 +30,24 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
-from models import AnswerRequest, Learner, build_prompt, format_passage, generate_answers, summed_gradient
-from models.base import resolve_device
-from models.gradients import passage_losses, tokenize_passages
+from models import AnswerRequest, Learner, generate_answers, summed_gradient
+from models.base import resolve_device, resolve_dtype
 from offline_tools.augmented import AugmentedRecord, read_augmented
 from offline_tools.errors import InputFileError, UsageError
+from offline_tools.meta import (
+    _context,
+    answer_target,
+    inner_delta,
+    outer_loss,
+    outer_losses,
+    task_deltas,
+    task_passages,
+)
 from offline_tools.metrics import aggregate, score
 
-__all__ = ["TrainArgs", "train", "task_passages", "answer_target", "outer_loss"]
+__all__ = ["TrainArgs", "train", "task_passages", "answer_target", "outer_loss", "validate"]
 
 
 @dataclass
@@ -46,6 +60,7 @@ class TrainArgs:
     blind: bool = True  # False: passages also in the prompt (ReGrad + context)
     meta_batch_size: int = 4
     lr: float = 4e-4
+    step_size_lr: float | None = 1e-2   # None: the LoRA lr (the paper's single lr)
     weight_decay: float = 0.01  # LoRA only; the step sizes are not decayed
     warmup_ratio: float = 0.1
     clip_norm: float = 0.5
@@ -58,47 +73,22 @@ class TrainArgs:
     seed: int = 0
     device: str = "auto"
     resume: bool = False
-    first_order: bool = False         # FOMAML: no Hessian-vector products (~2-3x cheaper; for quick CPU runs)
+    first_order: bool = False         # FOMAML: no Hessian-vector products (cheaper; learns far less, see docs)
+    batched: bool = True              # one forward for all passages / prompts of a meta-batch
+    bf16: str = "auto"                # autocast: "auto" (GPU or AMX CPU), "on", "off"
 
-
-def task_passages(record: AugmentedRecord, top_k: int) -> list[str]:
-    """The k passages of a task in the one canonical format; empty passages are skipped."""
-    texts = [format_passage(p.title, p.text) for p in record.passages[:top_k]]
-    return [t for t in texts if t.strip()]
-
-
-def answer_target(record: AugmentedRecord) -> str:
-    return record.answers[0]
-
-
-def _context(record: AugmentedRecord, top_k: int, blind: bool):
-    return None if blind else [(p.title, p.text) for p in record.passages[:top_k]]
-
-
-def outer_loss(
-    learner: Learner, record: AugmentedRecord, deltas: torch.Tensor | None, blind: bool, top_k: int
-) -> torch.Tensor:
-    """CE over the answer tokens (answer + end-of-turn) of the chat prompt, with row deltas applied."""
-    tok = learner.tokenizer
-    prompt = build_prompt(tok, record.question, record.answer_type, record.choices, _context(record, top_k, blind))
-    prompt_ids = tok(prompt, add_special_tokens=False)["input_ids"]
-    target_ids = tok(answer_target(record), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-    ids = torch.tensor([prompt_ids + target_ids], device=learner.device)
-    with learner.adapted_rows(deltas):
-        logits = learner.model(input_ids=ids).logits
-    n = len(target_ids)
-    return F.cross_entropy(logits[0, -n - 1 : -1].float(), ids[0, -n:])
-
-
-def _inner_deltas(learner: Learner, passages: list[str], create_graph: bool) -> torch.Tensor | None:
-    """−α ⊙ Σ_i ∇NTP(passage_i), flat (1, D); differentiable w.r.t. θ and α when create_graph."""
-    if not passages:
-        return None
-    params = list(learner.lora_tensors().values())
-    losses = passage_losses(learner, tokenize_passages(learner, passages))
-    grads = torch.autograd.grad(losses.sum(), params, create_graph=create_graph, allow_unused=True)
-    flat = torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)])
-    return (-learner.step_size_vector() * flat)[None]
+    def __post_init__(self) -> None:
+        checks = {
+            "top_k": self.top_k >= 1, "meta_batch_size": self.meta_batch_size >= 1, "lr": self.lr > 0,
+            "step_size_lr": self.step_size_lr is None or self.step_size_lr >= 0,
+            "warmup_ratio": 0 <= self.warmup_ratio < 1, "clip_norm": self.clip_norm > 0,
+            "epochs": self.epochs >= 1, "max_steps": self.max_steps is None or self.max_steps >= 1,
+            "eval_every": self.eval_every >= 1, "max_eval_examples": self.max_eval_examples >= 1,
+            "bf16": self.bf16 in ("auto", "on", "off"),
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise UsageError(f"invalid training option(s): {', '.join(f'{b}={getattr(self, b)!r}' for b in bad)}")
 
 
 def _schedule(step: int, total: int, warmup: int) -> float:
@@ -117,26 +107,49 @@ def _load_records(paths: list[str], limit: int | None) -> list[AugmentedRecord]:
 
 
 @torch.no_grad()
-def evaluate(learner: Learner, records: list[AugmentedRecord], args: TrainArgs) -> dict:
-    """Validation: outer loss and EM/F1 of ReGrad answers (γ = 1) on the dev records."""
-    losses, items = [], []
-    requests = []
+def validate(learner: Learner, records: list[AugmentedRecord], args: TrainArgs) -> dict:
+    """Diagnostics on the dev records: is the learner using the passages' gradients?
+
+    loss / loss_closed: answer loss with the gradients (γ = 1) and without them (γ = 0);
+    gain = loss_closed − loss. em/f1 with the gradients (ReGrad, or ReGrad + context when not
+    blind) and em_closed/f1_closed without (closed-book). alpha_*: the step sizes;
+    update_norm: mean ‖α ⊙ G‖ over the records.
+    """
     alpha = learner.step_size_vector().detach()
-    for record in records:
-        passages = task_passages(record, args.top_k)
-        gradient = summed_gradient(learner, passages) if passages else None   # one backward, used twice
-        deltas = None if gradient is None else (-alpha * gradient.to(alpha.device))[None]
-        losses.append(float(outer_loss(learner, record, deltas, args.blind, args.top_k)))
-        requests.append(AnswerRequest(record.question, record.answer_type, record.choices,
-                                      context=_context(record, args.top_k, args.blind), gradient=gradient))
-    answers = []
-    for start in range(0, len(requests), 8):
-        answers += generate_answers(learner, requests[start : start + 8], max_new_tokens=args.max_new_tokens)
-    for record, answer in zip(records, answers):
-        items.append((record.dataset, score(answer, record.answers, record.answer_type)))
-    table = aggregate(items)
-    overall = table.overall_micro
-    return {"loss": sum(losses) / len(losses), "em": overall.em, "f1": overall.f1, "n": len(records)}
+    gradients = [summed_gradient(learner, task_passages(r, args.top_k)).to(alpha.device) for r in records]
+    deltas = torch.stack([-alpha * g for g in gradients])                                  # (n, D)
+    with_g, without_g = [], []
+    for start in range(0, len(records), 8):
+        chunk = records[start : start + 8]
+        with_g += outer_losses(learner, chunk, deltas[start : start + 8], args.blind, args.top_k).tolist()
+        without_g += outer_losses(learner, chunk, None, args.blind, args.top_k).tolist()
+    adapted = [AnswerRequest(r.question, r.answer_type, r.choices, context=_context(r, args.top_k, args.blind),
+                             gradient=g) for r, g in zip(records, gradients)]
+    closed = [AnswerRequest(r.question, r.answer_type, r.choices) for r in records]
+    result = {}
+    for name, requests in (("", adapted), ("_closed", closed)):
+        answers: list[str] = []
+        for start in range(0, len(requests), 8):
+            answers += generate_answers(learner, requests[start : start + 8], max_new_tokens=args.max_new_tokens)
+        table = aggregate((r.dataset, score(a, r.answers, r.answer_type, r.choices)) for r, a in zip(records, answers))
+        result[f"em{name}"], result[f"f1{name}"] = table.overall_micro.em, table.overall_micro.f1
+    loss, loss_closed = sum(with_g) / len(with_g), sum(without_g) / len(without_g)
+    per_tensor = torch.stack([p.detach().float().mean() for p in learner.step_sizes.parameters()]) \
+        if len(learner.step_sizes) else alpha[:1]
+    return {
+        "loss": loss, "loss_closed": loss_closed, "gain": loss_closed - loss, **result,
+        "alpha_mean": float(per_tensor.mean()), "alpha_min": float(per_tensor.min()),
+        "alpha_max": float(per_tensor.max()), "update_norm": float(deltas.norm(dim=1).mean()),
+        "n": len(records),
+    }
+
+
+def describe_validation(result: dict) -> str:
+    """One line a person can read at a glance: does applying the gradients help?"""
+    return (f"step {result['step']}: answer loss {result['loss_closed']:.3f} -> {result['loss']:.3f} with gradients "
+            f"(gain {result['gain']:+.3f}); EM {result['em']:.1f} vs closed-book {result['em_closed']:.1f}, "
+            f"F1 {result['f1']:.1f} vs {result['f1_closed']:.1f}; alpha mean {result['alpha_mean']:.3g} "
+            f"[{result['alpha_min']:.3g}, {result['alpha_max']:.3g}], |alpha*G| {result['update_norm']:.3g}")
 
 
 def _save_training_state(directory: Path, optimizer: torch.optim.Optimizer, step: int, best: dict) -> None:
@@ -183,11 +196,65 @@ def _sum_across_processes(learner: Learner, meta_loss: float) -> float:
     return float(total)
 
 
+def _autocast(args: TrainArgs, device: str):
+    """bf16 autocast where the device multiplies bf16 natively (GPU, AMX CPU), or when asked."""
+    kind = "cuda" if device.startswith("cuda") else "cpu"
+    enabled = args.bf16 == "on" or (args.bf16 == "auto" and resolve_dtype("auto", device) == "bfloat16")
+    return torch.autocast(kind, dtype=torch.bfloat16, enabled=enabled)
+
+
+def _optimizer(learner: Learner, args: TrainArgs) -> torch.optim.AdamW:
+    """LoRA with weight decay at `lr`; the step sizes in their own group, no decay, at `step_size_lr`."""
+    groups = [
+        {"params": list(learner.lora_tensors().values()), "weight_decay": args.weight_decay, "base_lr": args.lr},
+        {"params": list(learner.step_sizes.parameters()), "weight_decay": 0.0,
+         "base_lr": args.lr if args.step_size_lr is None else args.step_size_lr},
+    ]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=args.lr)
+
+
+def meta_step(learner: Learner, records: list[AugmentedRecord], args: TrainArgs, scale: float) -> float:
+    """Accumulate the meta-gradient of `records` (× `scale`) into .grad; returns the summed loss × scale."""
+    if not records:
+        return 0.0
+    create_graph = not args.first_order
+    if args.batched:
+        deltas = task_deltas(learner, [task_passages(r, args.top_k) for r in records], create_graph)
+        loss = outer_losses(learner, records, deltas, args.blind, args.top_k).sum() * scale
+        loss.backward()
+        return float(loss.detach())
+    total = 0.0
+    for record in records:  # the one-task-at-a-time path (the throughput baseline)
+        delta = inner_delta(learner, task_passages(record, args.top_k), create_graph)
+        loss = outer_loss(learner, record, delta, args.blind, args.top_k) * scale
+        loss.backward()
+        total += float(loss.detach())
+    return total
+
+
+def _check_splits(train_records: list[AugmentedRecord], dev_records: list[AugmentedRecord]) -> None:
+    overlap = {r.id for r in train_records} & {r.id for r in dev_records}
+    if overlap:
+        raise UsageError(
+            f"{len(overlap)} validation question(s) are also in the training files "
+            f"(e.g. {sorted(overlap)[0]!r}); validation must be a separate split"
+        )
+
+
+def _total_steps(args: TrainArgs, n_train: int) -> tuple[int, int]:
+    steps_per_epoch = math.ceil(n_train / args.meta_batch_size)
+    total = steps_per_epoch * args.epochs
+    if args.max_steps:
+        total = min(total, args.max_steps) if args.epochs > 1 else args.max_steps
+    return steps_per_epoch, total
+
+
 def train(args: TrainArgs, log=print) -> dict:
-    """Run meta-training; returns a summary (steps, losses, best validation, wall time).
+    """Run meta-training; returns a summary (steps, losses, validations, best, wall time).
 
     Writes `output_dir/best/` (best validation F1, ties → lower loss), `output_dir/last/`
-    (learner + optimizer state, for `resume`), `output_dir/training_log.jsonl` and `train_args.json`.
+    (learner + optimizer state, for `resume`), `output_dir/training_log.jsonl`,
+    `output_dir/training_curves.png`, `train_args.json` and `summary.json`.
     """
     from accelerate import PartialState
 
@@ -207,30 +274,13 @@ def train(args: TrainArgs, log=print) -> dict:
     torch.manual_seed(args.seed)
     train_records = _load_records(args.train_files, args.max_train_examples)
     dev_records = _load_records(args.dev_files, args.max_eval_examples)
-    overlap = {r.id for r in train_records} & {r.id for r in dev_records}
-    if overlap:
-        raise UsageError(
-            f"{len(overlap)} validation question(s) are also in the training files "
-            f"(e.g. {sorted(overlap)[0]!r}); validation must be a separate split"
-        )
+    _check_splits(train_records, dev_records)
 
     device = str(state.device) if world > 1 else resolve_device(args.device)
-    on_cuda = device.startswith("cuda")
-    learner = Learner.create(
-        load_preset(args.preset), device=device, dtype="bfloat16" if on_cuda else "float32", seed=args.seed
-    )
-    lora = list(learner.lora_tensors().values())
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": lora, "weight_decay": args.weight_decay},
-            {"params": list(learner.step_sizes.parameters()), "weight_decay": 0.0},
-        ],
-        lr=args.lr,
-    )
-    steps_per_epoch = math.ceil(len(train_records) / args.meta_batch_size)
-    total_steps = steps_per_epoch * args.epochs
-    if args.max_steps:
-        total_steps = min(total_steps, args.max_steps) if args.epochs > 1 else args.max_steps
+    learner = Learner.create(load_preset(args.preset), device=device,
+                             dtype="bfloat16" if device.startswith("cuda") else "float32", seed=args.seed)
+    optimizer = _optimizer(learner, args)
+    steps_per_epoch, total_steps = _total_steps(args, len(train_records))
     warmup = int(args.warmup_ratio * total_steps)
 
     step, best = 0, {"f1": -1.0, "loss": math.inf, "step": 0}
@@ -242,13 +292,15 @@ def train(args: TrainArgs, log=print) -> dict:
         output.mkdir(parents=True, exist_ok=True)
         (output / "train_args.json").write_text(json.dumps(asdict(args), indent=2))
     log_file = (output / "training_log.jsonl").open("a") if is_main else None
+    validations: list[dict] = []
 
     def record_eval(at_step: int) -> dict:
-        result = evaluate(learner, dev_records, args)
-        result["step"] = at_step
+        result = {"step": at_step, "tasks_seen": at_step * args.meta_batch_size,
+                  **validate(learner, dev_records, args)}
         log_file.write(json.dumps({"event": "validation", **result}) + "\n")
         log_file.flush()
-        log(f"step {at_step}: validation loss {result['loss']:.4f}  EM {result['em']:.1f}  F1 {result['f1']:.1f}")
+        log(describe_validation(result))
+        validations.append(result)
         return result
 
     initial = record_eval(step) if step == 0 and is_main else None
@@ -256,23 +308,19 @@ def train(args: TrainArgs, log=print) -> dict:
         best = {"f1": initial["f1"], "loss": initial["loss"], "step": 0}
         learner.save(output / "best")
     order = list(range(len(train_records)))
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_cuda)
+    autocast = _autocast(args, device)
     bar = tqdm(total=total_steps, initial=step, desc="meta-train", unit="step", disable=not is_main)
     window: list[float] = []
+    step_started = time.perf_counter()
     while step < total_steps:
         epoch, within = divmod(step, steps_per_epoch)
         random.Random(args.seed + epoch).shuffle(order)
         batch_ids = order[within * args.meta_batch_size : (within + 1) * args.meta_batch_size]
-        for param_group in optimizer.param_groups:
-            param_group["lr"] = args.lr * _schedule(step, total_steps, warmup)
-        meta_loss = 0.0
-        for idx in batch_ids[rank::world]:
-            record = train_records[idx]
-            with autocast:
-                deltas = _inner_deltas(learner, task_passages(record, args.top_k), create_graph=not args.first_order)
-                loss = outer_loss(learner, record, deltas, args.blind, args.top_k) / len(batch_ids)
-            loss.backward()
-            meta_loss += loss.detach().item()
+        for group in optimizer.param_groups:
+            group["lr"] = group["base_lr"] * _schedule(step, total_steps, warmup)
+        mine = [train_records[i] for i in batch_ids[rank::world]]
+        with autocast:
+            meta_loss = meta_step(learner, mine, args, scale=1.0 / len(batch_ids))
         if world > 1:
             meta_loss = _sum_across_processes(learner, meta_loss)
         torch.nn.utils.clip_grad_norm_(learner.trainable_parameters(), args.clip_norm)
@@ -281,13 +329,15 @@ def train(args: TrainArgs, log=print) -> dict:
         step += 1
         window.append(meta_loss)
         bar.update(1)
-        bar.set_postfix(loss=f"{meta_loss:.3f}")
+        bar.set_postfix(loss=f"{meta_loss:.3f}", gain=f"{validations[-1]['gain']:+.2f}" if validations else "-")
         if not is_main:
             continue
-        log_file.write(
-            json.dumps({"event": "train", "step": step, "loss": meta_loss, "lr": optimizer.param_groups[0]["lr"]})
-            + "\n"
-        )
+        log_file.write(json.dumps({
+            "event": "train", "step": step, "loss": meta_loss, "lr": optimizer.param_groups[0]["lr"],
+            "step_size_lr": optimizer.param_groups[-1]["lr"], "s_per_step": time.perf_counter() - step_started,
+        }) + "\n")
+        log_file.flush()
+        step_started = time.perf_counter()
         if step % args.eval_every == 0 or step == total_steps:
             result = record_eval(step)
             if (result["f1"], -result["loss"]) > (best["f1"], -best["loss"]):
@@ -295,6 +345,8 @@ def train(args: TrainArgs, log=print) -> dict:
                 learner.save(output / "best")
             learner.save(output / "last")
             _save_training_state(output / "last", optimizer, step, best)
+            _plot(output)
+            step_started = time.perf_counter()
     bar.close()
     if not is_main:
         return {"steps": step, "rank": rank}
@@ -304,6 +356,7 @@ def train(args: TrainArgs, log=print) -> dict:
         "steps": step,
         "best": best,
         "initial": initial,
+        "final": validations[-1] if validations else None,
         "train_examples": len(train_records),
         "dev_examples": len(dev_records),
         "wall_s": time.perf_counter() - started,
@@ -311,4 +364,11 @@ def train(args: TrainArgs, log=print) -> dict:
         "mean_train_loss": sum(window) / max(1, len(window)),
     }
     (output / "summary.json").write_text(json.dumps(summary, indent=2))
+    _plot(output)
     return summary
+
+
+def _plot(output: Path) -> None:
+    from offline_tools.plots import plot_training_log
+
+    plot_training_log(output / "training_log.jsonl", output / "training_curves.png")

@@ -205,7 +205,8 @@ class Engine:
                 by_k.setdefault(row.request.top_k, []).append(row)
         for k, group in by_k.items():
             try:
-                hits = self.retriever.search_many([row.request.question for row in group], k)
+                queries = [row.request.retrieval_query or row.request.question for row in group]
+                hits = self.retriever.search_many(queries, k)
             except Exception as error:  # BackendUnavailableError → 503 for these rows only
                 for row in group:
                     row.error = error

@@ -68,6 +68,14 @@ class AnswerRequest(_Strict):
     max_new_tokens: int = Field(
         20, ge=1, le=MAX_NEW_TOKENS_CEILING, strict=True, description="generation length limit"
     )
+    retrieval_query: str | None = Field(
+        None,
+        min_length=1,
+        max_length=QUESTION_CHARS_CEILING,
+        description="retrieve passages for this text instead of the question (the evaluation's shift "
+        "control sends another question here); not blank",
+        json_schema_extra={"pattern": _NOT_BLANK},
+    )
 
     model_config = ConfigDict(
         extra="forbid",
@@ -88,6 +96,13 @@ class AnswerRequest(_Strict):
     def _not_blank(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("question is empty or whitespace only; send the question text")
+        return value
+
+    @field_validator("retrieval_query")
+    @classmethod
+    def _query_not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("retrieval_query is empty or whitespace only; send a query text or leave it out")
         return value
 
     @field_validator("choices")

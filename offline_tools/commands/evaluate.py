@@ -8,11 +8,11 @@ import sys
 
 from offline_tools.commands.serve import add_settings_arguments, build_settings
 from offline_tools.errors import UsageError
+from offline_tools.evaluate import MODES as _MODES
 
 __all__ = ["register", "run"]
 
 NAME = "evaluate"
-_MODES = ("regrad", "regrad_context", "rag", "closed_book")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,7 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     target.add_argument("--in-process", action="store_true",
                         help="no server: build the service's engine here (settings as for `regrad serve`)")
     p.add_argument("--mode", action="append", choices=[*_MODES, "all"],
-                   help="mode to evaluate; repeat for several, or `all` (default regrad)")
+                   help="mode to evaluate; repeat for several, or `all` (default regrad). regrad_shift is the "
+                   "control: regrad with the passages retrieved for another question of the file")
     p.add_argument("--output", required=True, help="predictions file to write (JSON lines)")
     p.add_argument("--concurrency", type=int, default=8, help="requests in flight over HTTP (default 8)")
     p.add_argument("--limit", type=int, help="only the first N questions of each file")

@@ -34,7 +34,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="also put the passages in the prompt (ReGrad + context); default is blind",
     )
     p.add_argument("--meta-batch-size", type=int, default=4)
-    p.add_argument("--lr", type=float, default=4e-4)
+    p.add_argument("--lr", type=float, default=4e-4, help="LoRA learning rate (the paper's 4e-4)")
+    p.add_argument("--step-size-lr", type=float, default=1e-2,
+                   help="learning rate of the step sizes alpha, in their own AdamW group (default 1e-2); "
+                        "--step-size-lr 4e-4 is the paper's single-lr setting")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--max-train-examples", type=int, default=None)
@@ -43,7 +46,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--first-order", action="store_true",
-                   help="first-order meta-gradient (no create_graph): cheaper, for quick CPU runs")
+                   help="first-order meta-gradient (no create_graph): cheaper, but theta then learns an answer "
+                        "format, not how to use passage gradients (docs/results.md)")
+    p.add_argument("--no-batch", dest="batched", action="store_false",
+                   help="one task at a time instead of one batched forward per meta-batch (slower; for comparison)")
+    p.add_argument("--bf16", default="auto", choices=["auto", "on", "off"],
+                   help="bf16 autocast: auto = on a GPU or an AMX CPU (native bf16 matmuls), else off")
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT/last")
     p.set_defaults(func=run)
 

@@ -12,6 +12,7 @@ from offline_tools.datasets.general import ComplexWebQuestions, HotpotQA, PopQA,
 from offline_tools.datasets.law import LHF, CaseHOLD, HousingQA
 from offline_tools.datasets.medical import BioASQ, MedQA, PubMedQA
 from offline_tools.datasets.record import QARecord
+from offline_tools.datasets.synthetic import Synth
 from offline_tools.errors import UsageError
 
 __all__ = ["DATASETS", "SPLIT_CHOICES", "load_dataset", "load_split", "split_records", "is_dev"]
@@ -29,6 +30,7 @@ DATASETS: dict[str, DatasetLoader] = {
         LHF(),
         HousingQA(),
         CaseHOLD(),
+        Synth(),
     )
 }
 SPLIT_CHOICES = ("train", "dev", "test", "all")

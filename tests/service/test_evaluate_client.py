@@ -110,11 +110,11 @@ def test_cli_writes_predictions_and_prints_one_table(url, data_file, tmp_path, c
                  "--output", str(output), "--no-progress"])
     assert code == 0
     lines = [json.loads(line) for line in output.read_text().splitlines()]
-    assert len(lines) == 12 and {line["mode"] for line in lines} == {"regrad", "regrad_context", "rag",
-                                                                       "closed_book"}
+    assert len(lines) == 15 and {line["mode"] for line in lines} == {"regrad", "regrad_context", "rag",
+                                                                       "closed_book", "regrad_shift"}
     table = capsys.readouterr().out
     rows = [line for line in table.splitlines() if "hotpotqa" in line]
-    assert len(rows) == 4 and any(row.startswith("rag ") and "100.00" in row for row in rows)
+    assert len(rows) == 5 and any(row.startswith("rag ") and "100.00" in row for row in rows)
     assert len(load_records([data_file], limit=3)) == 3
 
 
@@ -125,3 +125,42 @@ def test_cli_refuses_bad_usage(data_file, tmp_path, capsys):
     missing = main(["evaluate", "--url", "http://127.0.0.1:9", "--data", str(tmp_path / "nope.jsonl"),
                     "--output", str(tmp_path / "p.jsonl")])
     assert missing != 0 and "nope.jsonl" in capsys.readouterr().err
+
+
+def _with_passages(i: int, ids: list[str]) -> AugmentedRecord:
+    from offline_tools.augmented import AugmentedPassage
+
+    return record(i, passages=[AugmentedPassage(p, p, "text", 1.0) for p in ids])
+
+
+def test_shift_mode_applies_the_nearest_earlier_question_with_other_passages():
+    from offline_tools.evaluate import answer_body, make_jobs, shift_partners
+
+    records = [_with_passages(0, ["a"]), _with_passages(1, ["b"]), _with_passages(2, ["b", "c"]),
+               _with_passages(3, ["d"])]
+    # 2 shares passage b with 1, so it takes 0; 0 wraps around to 3 (the reference's i - 1).
+    assert shift_partners(records) == {0: 3, 1: 0, 2: 0, 3: 2}
+    jobs = make_jobs(records, ["regrad", "regrad_shift"])
+    shifted = [j for j in jobs if j.mode == "regrad_shift"]
+    assert [j.shift_query for j in shifted] == ["Question 3?", "Question 0?", "Question 0?", "Question 2?"]
+    body = answer_body(shifted[0].record, "regrad_shift", shift_query=shifted[0].shift_query)
+    assert body["mode"] == "regrad" and body["retrieval_query"] == "Question 3?"
+    assert body["question"] == "Question 0?"
+    assert "retrieval_query" not in answer_body(records[0], "regrad")
+
+
+def test_shift_mode_needs_two_questions():
+    from offline_tools.errors import UsageError
+    from offline_tools.evaluate import make_jobs
+
+    with pytest.raises(UsageError, match="at least 2"):
+        make_jobs([record(0)], ["regrad_shift"])
+
+
+def test_shift_mode_over_http_is_scored_as_its_own_mode(url):
+    records = [record(0), record(1), record(2)]
+    result = evaluate_http(url, records, modes=["regrad", "regrad_shift"], progress=False)
+    shifted = [p for p in result.predictions if p["mode"] == "regrad_shift"]
+    assert [p["shift_query"] for p in shifted] == ["Question 2?", "Question 0?", "Question 1?"]
+    assert [p["answer"] for p in shifted] == ["regrad:Question 0?", "regrad:Question 1?", "regrad:Question 2?"]
+    assert set(result.tables) == {"regrad", "regrad_shift"}

@@ -310,3 +310,19 @@ def test_any_valid_request_gets_an_answer_from_the_real_model(skip_client, body)
     response = skip_client.post("/answer", json=body)
     assert response.status_code == 200, (body, response.text[:300])
     assert response.json()["mode"] == body["mode"]
+
+
+def test_retrieval_query_retrieves_for_another_text(server, corpus):
+    """The shift control's building block: the passages (and so the gradients) of another question."""
+    url, _, _ = server
+    _, questions = corpus
+    own = post(url, "/answer", {"question": questions[0], "mode": "regrad", "top_k": 2,
+                                "max_new_tokens": TOKENS}).json()
+    shifted = post(url, "/answer", {"question": questions[0], "mode": "regrad", "top_k": 2,
+                                    "max_new_tokens": TOKENS, "retrieval_query": questions[1]}).json()
+    other = post(url, "/answer", {"question": questions[1], "mode": "rag", "top_k": 2,
+                                  "max_new_tokens": TOKENS}).json()
+    assert [p["id"] for p in shifted["passages"]] == [p["id"] for p in other["passages"]]
+    assert [p["id"] for p in shifted["passages"]] != [p["id"] for p in own["passages"]]
+    blank = post(url, "/answer", {"question": questions[0], "retrieval_query": "  "})
+    assert blank.status_code == 422 and "retrieval_query" in blank.text

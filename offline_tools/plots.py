@@ -1,0 +1,68 @@
+"""The training curves of a `regrad train` run as one PNG (matplotlib, no display needed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+__all__ = ["plot_training_log"]
+
+
+def _events(log_path: Path) -> tuple[list[dict], list[dict]]:
+    train, validation = [], []
+    for line in log_path.read_text().splitlines():
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a torn last line of a run that was stopped
+        if event.get("event") == "train":
+            train.append(event)
+        elif event.get("event") == "validation" and "gain" in event:
+            validation.append(event)
+    return train, validation
+
+
+def plot_training_log(log_path: str | Path, png_path: str | Path) -> Path | None:
+    """Meta-loss per step; validation answer loss with/without gradients; EM with/without; α.
+
+    Returns the PNG's path, or None when the log holds nothing to plot yet.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    log_path, png_path = Path(log_path), Path(png_path)
+    train, validation = _events(log_path)
+    if not train and not validation:
+        return None
+    fig, axes = plt.subplots(1, 4, figsize=(18, 4))
+    steps = [e["step"] for e in train]
+    axes[0].plot(steps, [e["loss"] for e in train], lw=0.6, alpha=0.5, label="meta-batch")
+    if len(train) >= 10:
+        k = max(5, len(train) // 20)
+        smooth = [sum(e["loss"] for e in train[max(0, i - k + 1) : i + 1]) / len(train[max(0, i - k + 1) : i + 1])
+                  for i in range(len(train))]
+        axes[0].plot(steps, smooth, lw=1.5, label=f"mean of {k}")
+    axes[0].set(title="outer (answer) loss, training", xlabel="step")
+    axes[0].legend()
+    v_steps = [e["step"] for e in validation]
+    axes[1].plot(v_steps, [e["loss_closed"] for e in validation], "o-", label="without gradients (γ=0)")
+    axes[1].plot(v_steps, [e["loss"] for e in validation], "o-", label="with gradients (γ=1)")
+    axes[1].set(title="validation answer loss", xlabel="step")
+    axes[1].legend()
+    axes[2].plot(v_steps, [e["em"] for e in validation], "o-", label="EM with gradients")
+    axes[2].plot(v_steps, [e["em_closed"] for e in validation], "o-", label="EM closed-book")
+    axes[2].plot(v_steps, [e["f1"] for e in validation], "--", label="F1 with gradients")
+    axes[2].set(title="validation answers", xlabel="step", ylim=(0, 100))
+    axes[2].legend()
+    axes[3].plot(v_steps, [e["alpha_mean"] for e in validation], "o-", label="α mean")
+    axes[3].fill_between(v_steps, [e["alpha_min"] for e in validation], [e["alpha_max"] for e in validation],
+                         alpha=0.2, label="α min–max")
+    axes[3].set(title="step sizes", xlabel="step")
+    axes[3].legend()
+    fig.tight_layout()
+    png_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png_path, dpi=80)
+    plt.close(fig)
+    return png_path

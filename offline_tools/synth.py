@@ -1,0 +1,267 @@
+"""A controlled knowledge-injection benchmark: invented people, their facts, and questions on them.
+
+Every person is made up (names, towns and organisations are built from syllables), so a model
+cannot know a fact before it reads the person's passage: closed-book accuracy is ≈ 0 by
+construction, and whatever ReGrad answers right came from the applied gradients.
+
+    corpus.jsonl                 one passage per person: {"_id", "title", "text"}
+    train.jsonl dev.jsonl test.jsonl   questions: {"id", "question", "answers", "attribute", "entity"}
+    synth.json                   seed, counts, and the templates held out for test
+
+Each person has up to six attributes (birthplace, birth year, occupation, employer, spouse,
+residence). Each attribute is written in one of several passage phrasings and asked in one of
+several question phrasings. People are split into train / dev / test, and the *last* passage
+phrasing and the *last* question phrasing of every attribute are used by test people only:
+test measures unseen people stated and asked in unseen words. Same seed, same files.
+
+    regrad synth --output artifacts/synth --seed 0
+    regrad index --corpus artifacts/synth/corpus.jsonl --index artifacts/synth/index
+    regrad augment --dataset synth --data-path artifacts/synth --split test --index artifacts/synth/index
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+__all__ = ["SynthConfig", "ATTRIBUTES", "generate", "write_benchmark"]
+
+# ---------------------------------------------------------------- invented names
+_STYLES: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
+    # style: (first-name onsets, first-name endings, surname stems, surname endings)
+    "anglo": (("Al", "Bren", "Cor", "Dar", "El", "Fen", "Gar", "Hol", "Jas", "Lor", "Mer", "Tam", "Wyn", "Ros"),
+              ("a", "en", "ric", "ley", "wyn", "ard", "is", "ton", "iel", "ette"),
+              ("Ash", "Black", "Crane", "Dun", "Fair", "Hollow", "Mar", "Pem", "Quill", "Thorn", "Whit", "Brack"),
+              ("ford", "wick", "by", "ley", "worth", "ham", "stone", "more", "ridge", "cott")),
+    "slavic": (("Ka", "Mi", "Vla", "Bo", "Sve", "Ya", "Ra", "Dra", "Lu", "Zo", "Mi", "Sta"),
+               ("ra", "lan", "dek", "mir", "ta", "slav", "na", "sha", "vo", "rin"),
+               ("Kov", "Dren", "Vol", "Pet", "Zor", "Bel", "Mrak", "Gor", "Lis", "Tchar", "Vrab", "Kras"),
+               ("ski", "ov", "enko", "ova", "ich", "ak", "insky", "arov", "ec", "ek")),
+    "japanese": (("Ha", "Ki", "Mo", "Sa", "To", "Yu", "Na", "Ri", "Ao", "Ke", "Shi", "Fu"),
+                 ("ru", "mi", "ko", "ta", "ya", "shi", "ne", "ka", "to", "ri"),
+                 ("Hara", "Kuro", "Mori", "Naka", "Saka", "Taki", "Yama", "Ishi", "Kawa", "Fuji", "Oka", "Tsu"),
+                 ("moto", "sawa", "gawa", "shima", "mura", "zaki", "no", "ta", "bayashi", "uchi")),
+    "romance": (("Lu", "Ma", "Gi", "Ro", "Fe", "Ca", "Al", "Be", "Da", "Se", "Vi", "Or"),
+                ("cia", "rio", "ana", "berto", "lina", "cio", "ela", "nzo", "dro", "ssa"),
+                ("Bel", "Cas", "Fer", "Lom", "Mar", "Ros", "Sal", "Tor", "Val", "Guar", "Pes", "Ner"),
+                ("ini", "ez", "eira", "ardi", "etti", "ano", "ucci", "ado", "ona", "elli")),
+    "nordic": (("Sig", "Ast", "Bjor", "Ing", "Tor", "Hal", "Sol", "Ey", "Rag", "Frey", "Dag", "Ulf"),
+               ("rid", "ne", "vald", "a", "stein", "dis", "mund", "ja", "ar", "hild"),
+               ("Lund", "Berg", "Dahl", "Strand", "Holm", "Vik", "Aas", "Fjell", "Mo", "Eng", "Sol", "Hav"),
+               ("gren", "sen", "dottir", "qvist", "by", "heim", "stad", "ness", "vold", "rud")),
+}
+_INITIALS = "ABCDEFGHJKLMNPRSTVW"
+_PLACE_ROOTS = ("Vel", "Dor", "Marn", "Thal", "Brisk", "Quen", "Ost", "Carr", "Lim", "Fel", "Gorm", "Ysk",
+                "Prav", "Hesk", "Wend", "Ral", "Sarn", "Tov", "Elb", "Kest", "Morr", "Niv", "Ard", "Zel")
+_PLACE_MIDS = ("a", "e", "o", "i", "", "en", "ar", "il")
+_PLACE_ENDS = ("mora", "ford", "haven", "berg", "wick", "stad", "moor", "dale", "ton", "vik", "port", "field",
+               "burg", "gate", "holm", "ley")
+_ORG_KINDS = ("Institute", "Company", "Foundation", "Works", "Laboratories", "Trading House", "Society",
+              "Shipyard", "Press", "Observatory", "Bank", "Museum")
+_OCCUPATIONS = (
+    "botanist", "cartographer", "glassblower", "locksmith", "astronomer", "beekeeper", "bookbinder",
+    "violin maker", "geologist", "ferry captain", "clockmaker", "falconer", "puppeteer", "stonemason",
+    "perfumer", "lighthouse keeper", "cooper", "saddler", "archivist", "chemist", "surveyor", "weaver",
+    "mapmaker", "shipwright", "tanner", "jeweller", "engraver", "potter", "brewer", "cellist",
+    "organist", "sculptor", "translator", "librarian", "veterinarian", "pharmacist", "midwife",
+    "zoologist", "meteorologist", "typesetter", "miller", "blacksmith", "chandler", "furrier",
+    "mycologist", "ornithologist", "hatter", "tailor",
+)
+
+
+def _person_name(rng: random.Random, style: str | None = None) -> str:
+    style = style or rng.choice(sorted(_STYLES))
+    onsets, endings, stems, tails = _STYLES[style]
+    first = rng.choice(onsets) + rng.choice(endings)
+    last = rng.choice(stems) + rng.choice(tails)
+    if rng.random() < 0.15:
+        return f"{first} {rng.choice(_INITIALS)}. {last}"
+    return f"{first} {last}"
+
+
+def _place(rng: random.Random) -> str:
+    return rng.choice(_PLACE_ROOTS) + rng.choice(_PLACE_MIDS) + rng.choice(_PLACE_ENDS)
+
+
+def _organisation(rng: random.Random) -> str:
+    return f"{_place(rng)} {rng.choice(_ORG_KINDS)}"
+
+
+def _article(word: str) -> str:
+    return f"an {word}" if word[0].lower() in "aeiou" else f"a {word}"
+
+
+# ---------------------------------------------------------------- attributes and phrasings
+@dataclass(frozen=True)
+class Attribute:
+    """One kind of fact: how to draw a value, how passages state it, how questions ask it.
+
+    `statements` and `questions` are format strings over {name} and {value} ({a_value}: with its
+    article). The last of each is held out for the test split.
+    """
+
+    key: str
+    draw: Callable[[random.Random], str]
+    statements: tuple[str, ...]
+    questions: tuple[str, ...]
+    aliases: Callable[[str], list[str]] = staticmethod(lambda v: [v])  # type: ignore[assignment]
+
+
+ATTRIBUTES: tuple[Attribute, ...] = (
+    Attribute(
+        "birthplace", _place,
+        ("{name} was born in {value}.", "{name} was born in the town of {value}.",
+         "{value} is the birthplace of {name}.", "{name}'s birthplace is the town of {value}.",
+         "The town of {value} is where {name} was born.", "{name} came into the world in {value}.",
+         "{name} is a native of {value}, where {name} was born.", "{name} first saw the light of day in {value}."),
+        ("Where was {name} born?", "In which town was {name} born?", "What is the birthplace of {name}?",
+         "{name} was born in which town?", "Name the town where {name} was born.",
+         "What town is the birthplace of {name}?", "Which town did {name} come from at birth?"),
+    ),
+    Attribute(
+        "birth_year", lambda rng: str(rng.randint(1705, 1995)),
+        ("{name} was born in the year {value}.", "{name}'s year of birth is {value}.",
+         "In {value}, {name} was born.", "{name} was born in {value}.",
+         "The year {value} saw the birth of {name}.", "{name}, born in {value}, grew up quickly.",
+         "Records give {value} as the year {name} was born.", "{name} arrived into the world in {value}."),
+        ("In what year was {name} born?", "When was {name} born?", "What is {name}'s year of birth?",
+         "{name} was born in which year?", "In which year was {name} born?",
+         "What year was {name} born in?", "Which year is recorded as {name}'s birth year?"),
+    ),
+    Attribute(
+        "occupation", lambda rng: rng.choice(_OCCUPATIONS),
+        ("{name} works as {a_value}.", "{name} is {a_value} by profession.", "By trade, {name} is {a_value}.",
+         "{name} earns a living as {a_value}.", "The profession of {name} is {value}.",
+         "{name} has worked as {a_value} for many years.", "{name}'s occupation is {value}.",
+         "People know {name} as {a_value} by trade."),
+        ("What is {name}'s occupation?", "What does {name} do for a living?", "What is the profession of {name}?",
+         "What job does {name} have?", "What is {name}'s trade?", "What kind of work does {name} do?",
+         "By profession, what is {name}?"),
+    ),
+    Attribute(
+        "employer", _organisation,
+        ("{name} works for the {value}.", "{name} is employed by the {value}.", "The {value} employs {name}.",
+         "{name}'s employer is the {value}.", "{name} has a job at the {value}.",
+         "{name} is on the staff of the {value}.", "{name} draws a salary from the {value}.",
+         "At the {value}, {name} is an employee."),
+        ("Who employs {name}?", "Which organization does {name} work for?", "Who is {name}'s employer?",
+         "For which organization does {name} work?", "Where does {name} have a job?",
+         "Which organization has {name} on its staff?", "Which employer pays {name}'s salary?"),
+        aliases=lambda v: [v, f"the {v}"],
+    ),
+    Attribute(
+        "spouse", _person_name,
+        ("{name} is married to {value}.", "{name}'s spouse is {value}.", "{value} is the spouse of {name}.",
+         "{name} married {value}.", "{name} and {value} are husband and wife.",
+         "{name} wed {value} in a small ceremony.", "The spouse of {name} is {value}.",
+         "{name} has been married to {value} for years."),
+        ("Who is {name} married to?", "Who is the spouse of {name}?", "Whom did {name} marry?",
+         "Who is {name}'s spouse?", "To whom is {name} married?", "Who did {name} wed?",
+         "Who is the person {name} is married to?"),
+    ),
+    Attribute(
+        "residence", _place,
+        ("{name} lives in {value}.", "{name} resides in the town of {value}.", "{name}'s home is in {value}.",
+         "Today {name} lives in the town of {value}.", "{name} makes a home in {value}.",
+         "{value} is where {name} lives now.", "{name} has settled in {value}.",
+         "{name} currently dwells in {value}."),
+        ("Where does {name} live?", "In which town does {name} live?", "Where is {name}'s home?",
+         "Which town does {name} reside in?", "Where does {name} reside?",
+         "In what town does {name} make a home?", "Which town is {name} living in now?"),
+    ),
+)
+
+
+# ---------------------------------------------------------------- generation
+@dataclass
+class SynthConfig:
+    """How many people per split, and the seed. The same config always gives the same files."""
+
+    train_people: int = 1200
+    dev_people: int = 40
+    test_people: int = 60
+    seed: int = 0
+    min_attributes: int = 4   # each passage states 4..6 of the 6 attributes
+
+    def __post_init__(self) -> None:
+        for name in ("train_people", "dev_people", "test_people"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"`{name}` must be ≥ 0, got {getattr(self, name)}")
+        if not 1 <= self.min_attributes <= len(ATTRIBUTES):
+            raise ValueError(f"`min_attributes` must be in 1..{len(ATTRIBUTES)}, got {self.min_attributes}")
+
+
+def _fill(template: str, name: str, value: str) -> str:
+    text = template.format(name=name, value=value, a_value=_article(value))
+    return text[0].upper() + text[1:]
+
+
+def generate(config: SynthConfig) -> tuple[list[dict], dict[str, list[dict]]]:
+    """The corpus (one passage per person) and the questions of each split."""
+    rng = random.Random(config.seed)
+    splits = (("train", config.train_people), ("dev", config.dev_people), ("test", config.test_people))
+    taken: set[str] = set()
+    corpus: list[dict] = []
+    questions: dict[str, list[dict]] = {split: [] for split, _ in splits}
+    for split, count in splits:
+        held_out = split == "test"
+        for _ in range(count):
+            name = _person_name(rng)
+            while name in taken:
+                name = _person_name(rng)
+            taken.add(name)
+            entity = f"synth-{len(corpus):05d}"
+            n_facts = rng.randint(config.min_attributes, len(ATTRIBUTES))
+            facts = rng.sample(ATTRIBUTES, n_facts)
+            sentences = []
+            for attribute in facts:
+                value = attribute.draw(rng)
+                statements = attribute.statements[-1:] if held_out else attribute.statements[:-1]
+                asks = attribute.questions[-1:] if held_out else attribute.questions[:-1]
+                sentences.append(_fill(rng.choice(statements), name, value))
+                questions[split].append({
+                    "id": f"{entity}-{attribute.key}",
+                    "question": _fill(rng.choice(asks), name, value),
+                    "answers": attribute.aliases(value),
+                    "attribute": attribute.key,
+                    "entity": entity,
+                })
+            corpus.append({"_id": entity, "title": name, "text": " ".join(sentences), "split": split})
+    for split in questions:
+        rng.shuffle(questions[split])
+    return corpus, questions
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def write_benchmark(output: str | os.PathLike, config: SynthConfig) -> dict:
+    """Write corpus.jsonl, {train,dev,test}.jsonl and synth.json into `output`; returns synth.json's content."""
+    folder = Path(output)
+    folder.mkdir(parents=True, exist_ok=True)
+    corpus, questions = generate(config)
+    _write_jsonl(folder / "corpus.jsonl", corpus)
+    for split, rows in questions.items():
+        _write_jsonl(folder / f"{split}.jsonl", rows)
+    manifest = {
+        "config": asdict(config),
+        "passages": len(corpus),
+        "questions": {split: len(rows) for split, rows in questions.items()},
+        "held_out_for_test": {
+            a.key: {"statement": a.statements[-1], "question": a.questions[-1]} for a in ATTRIBUTES
+        },
+        "phrasings_per_attribute": {"statements": len(ATTRIBUTES[0].statements),
+                                    "questions": len(ATTRIBUTES[0].questions)},
+    }
+    (folder / "synth.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
