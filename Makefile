@@ -7,7 +7,7 @@ REGRAD := $(VENV)/bin/regrad
 PORT   ?= 8000
 STAMP  := $(VENV)/.regrad-installed
 
-.PHONY: setup model test lint demo serve bench clean
+.PHONY: setup model test lint demo train serve bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ lint: setup
 demo: model
 	$(PY) -m offline_tools.demo
 
+# Reproduce the shipped learner from scratch (checkpoints/regrad-smollm2-135m/COMMAND.md), then the demo.
+train: model
+	REGRAD_DEMO_TRAIN=1 $(PY) -m offline_tools.demo
+
 serve: model
 	$(PY) -m offline_tools.demo --serve-only --port $(PORT)
 
@@ -44,6 +48,7 @@ bench: model
 	$(PY) bench/retrieval_bench.py
 	$(PY) bench/serving_bench.py
 	$(PY) bench/generation_profile.py
+	$(PY) bench/train_bench.py
 
 clean:
 	rm -rf artifacts .pytest_cache .ruff_cache

@@ -101,30 +101,56 @@ def generate_answers(learner, requests: list[AnswerRequest], max_new_tokens: int
     """
     if not requests:
         return []
-    from models.adapt import row_deltas
-
     tok = learner.tokenizer
-    prompts = [build_prompt(tok, r.question, r.answer_type, r.choices, r.context) for r in requests]
-    batch = tok(prompts, add_special_tokens=False, padding=True, return_tensors="pt", padding_side="left")
-    batch = {k: v.to(learner.device) for k, v in batch.items()}
-
-    deltas = None
-    if any(r.gradient is not None and r.gamma != 0 for r in requests):
-        dim = learner.layout.dim
-        grads = torch.stack([
-            r.gradient.to(learner.device, torch.float32) if r.gradient is not None else torch.zeros(dim)
-            for r in requests
-        ]).to(learner.device)                                                    # (n, D)
-        gammas = torch.tensor([float(r.gamma) if r.gradient is not None else 0.0 for r in requests],
-                              device=learner.device)                             # (n,)
-        deltas = row_deltas(grads, learner.step_size_vector().detach(), gammas)  # (n, D)
-
+    batch, deltas = _prepare(learner, requests)
     with learner.adapted_rows(deltas):
         token_ids = _greedy(learner, batch, max_new_tokens, _stop_token_ids(tok))
     texts = tok.batch_decode(token_ids, skip_special_tokens=True)
     if return_raw:
         return texts
     return [normalize_answer_type(t, r.answer_type, r.choices) for t, r in zip(texts, requests)]
+
+
+def _prepare(learner, requests: list[AnswerRequest]) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+    """Left-padded prompts and the rows' deltas −γ_i α ⊙ g_i (None when no row is adapted)."""
+    from models.adapt import row_deltas
+
+    tok = learner.tokenizer
+    prompts = [build_prompt(tok, r.question, r.answer_type, r.choices, r.context) for r in requests]
+    batch = tok(prompts, add_special_tokens=False, padding=True, return_tensors="pt", padding_side="left")
+    batch = {k: v.to(learner.device) for k, v in batch.items()}
+    if not any(r.gradient is not None and r.gamma != 0 for r in requests):
+        return batch, None
+    dim = learner.layout.dim
+    grads = torch.stack([
+        r.gradient.to(learner.device, torch.float32) if r.gradient is not None
+        else torch.zeros(dim, device=learner.device)
+        for r in requests
+    ])                                                                           # (n, D)
+    gammas = torch.tensor([float(r.gamma) if r.gradient is not None else 0.0 for r in requests],
+                          device=learner.device)                                 # (n,)
+    return batch, row_deltas(grads, learner.step_size_vector().detach(), gammas)  # (n, D)
+
+
+@torch.no_grad()
+def next_token_logits(learner, requests: list[AnswerRequest]) -> torch.Tensor:
+    """The logits of each request's first answer token, (n, V), exactly as `generate_answers` computes
+    them before its first greedy pick (same prompts, padding, attention and per-row deltas)."""
+    batch, deltas = _prepare(learner, requests)
+    with learner.adapted_rows(deltas):
+        hidden = _prefill(learner, batch)[0]
+    return learner.model.get_base_model().get_output_embeddings()(hidden[:, -1]).float()
+
+
+def _prefill(learner, batch: dict[str, torch.Tensor]):
+    """The decoder over the left-padded prompts with a KV cache: (last hidden states, cache)."""
+    decoder = learner.model.get_base_model().get_decoder()
+    attention = batch["attention_mask"]
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)                  # (n, T)
+    cache_kw = _cache_keyword(decoder)
+    with _attention_implementation(learner.model.get_base_model(), "sdpa"):
+        out = decoder(input_ids=batch["input_ids"], attention_mask=attention, position_ids=positions, use_cache=True)
+    return out.last_hidden_state, getattr(out, cache_kw)
 
 
 @functools.lru_cache(maxsize=8)
@@ -153,12 +179,10 @@ def _greedy(learner, batch: dict[str, torch.Tensor], max_new_tokens: int, stop_i
     base = learner.model.get_base_model()
     decoder, head = base.get_decoder(), base.get_output_embeddings()
     attention = batch["attention_mask"]                                   # (n, T) left-padded
-    positions = (attention.cumsum(-1) - 1).clamp(min=0)                  # (n, T)
     cache_kw = _cache_keyword(decoder)
     with _attention_implementation(base, "sdpa"):
-        out = decoder(input_ids=batch["input_ids"], attention_mask=attention, position_ids=positions, use_cache=True)
-        cache = getattr(out, cache_kw)
-        next_token = head(out.last_hidden_state[:, -1]).argmax(-1)       # (n,)
+        hidden, cache = _prefill(learner, batch)
+        next_token = head(hidden[:, -1]).argmax(-1)                        # (n,)
         active = torch.arange(next_token.shape[0], device=next_token.device)  # row of each live sequence
         stops = torch.tensor(sorted(stop_ids), device=next_token.device)
         generated: list[list[int]] = [[] for _ in range(next_token.shape[0])]

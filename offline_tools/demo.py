@@ -1,13 +1,15 @@
-"""`make demo`: the whole pipeline on real data, on the embedded defaults, on a CPU.
+"""`make demo`: the whole pipeline on real data and the controlled benchmark, with the shipped learner.
 
 Steps (each one reuses what an earlier run built, so a second run is quick):
   1. prepare the bundled SmolLM2-135M-Instruct;
-  2. index the HotpotQA (IRCoT) contexts + the 2Wiki corpus (distractors) with tantivy BM25;
-  3. augment a train and a dev split of the HotpotQA questions (hash-of-id split, disjoint);
-  4. meta-train the bundled preset briefly;
-  5. encode the gradients the dev questions need into a gradient store;
-  6. start the API, ask three questions over HTTP, evaluate the dev split in all four modes,
-     print the table, stop the server.
+  2. write the synthetic benchmark (`regrad synth`: invented people, held-out phrasings for test)
+     and index it with the HotpotQA (IRCoT) contexts and the 2Wiki corpus (tantivy BM25);
+  3. augment the synthetic test questions and a HotpotQA dev split (top-3 passages each);
+  4. the learner: the meta-trained one shipped in `checkpoints/` (its fingerprint is checked), or,
+     with REGRAD_DEMO_TRAIN=1 (`make train`), meta-train it from scratch with the exact recipe;
+  5. encode the gradients the reported questions need into a gradient store;
+  6. start the API, ask three questions over HTTP, evaluate in all five modes (the shift control
+     included), print the table, stop the server.
 `python -m offline_tools.demo --serve-only` serves the demo's artifacts until stopped.
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -30,13 +33,20 @@ ARTIFACTS = Path(os.environ.get("REGRAD_DEMO_DIR", REPO / "artifacts" / "demo"))
 DATA = Path(os.environ.get("REGRAD_DATA_DIR", REPO.parent / "shared" / "data"))
 HOTPOT = DATA / "hotpotqa" / "ircot_hotpotqa_dev_subsampled.jsonl"
 DISTRACTORS = DATA / "hipporag_2wikimultihopqa_corpus" / "2wikimultihopqa_corpus.json"
+SHIPPED = REPO / "checkpoints" / "regrad-smollm2-135m"   # the meta-trained learner `make demo` serves
+TRAIN = os.environ.get("REGRAD_DEMO_TRAIN", "") == "1"   # meta-train from scratch instead
 TOP_K = 3
-TRAIN_STEPS = int(os.environ.get("REGRAD_DEMO_STEPS", 16))   # meta-batches of 4 questions
-TRAIN_LR = 1e-3          # higher than the paper's 4e-4: the demo only has a few steps
-TRAIN_EXAMPLES = 96
-EVAL_EXAMPLES = 12        # validation questions used during training (from the dev split's tail)
-DEV_QUESTIONS = 40        # dev questions evaluated in each of the four modes
-N_EXAMPLE_QUESTIONS = 3   # asked over HTTP with their passages printed (first dev questions)
+SYNTH_SEED = 0
+# The training recipe of the shipped learner (`make train` reproduces it; see its COMMAND.md).
+SYNTH_TRAIN_QUESTIONS = 2600   # synthetic training questions, mixed with ...
+HOTPOT_REPEATS = 3             # ... every HotpotQA train question, 3 times (shuffled, seed 0)
+VAL_SYNTH, VAL_HOTPOT = 24, 12  # checkpoint selection: synth dev head + HotpotQA dev tail
+TRAIN_STEPS = int(os.environ.get("REGRAD_DEMO_STEPS", 400))   # meta-batches of 4 questions
+EVAL_EVERY = 50
+# What the demo reports (the full splits are in docs/results.md).
+SYNTH_QUESTIONS = 60      # synthetic test questions: unseen people, unseen phrasings
+HOTPOT_QUESTIONS = 40     # HotpotQA dev questions (never in training or validation)
+N_EXAMPLE_QUESTIONS = 3   # asked over HTTP with their passages printed
 # -----------------------------------------------------------------------------------------------
 
 
@@ -53,42 +63,78 @@ def step(title: str) -> None:
     print(f"\n=== {title} ===", flush=True)
 
 
-def build(paths: dict[str, Path]) -> None:
-    step("1. bundled model")
-    regrad("model", "prepare")
+def _lines(path: Path) -> list[str]:
+    return path.read_text().splitlines()
 
-    step("2. embedded BM25 index: HotpotQA contexts + 2Wiki corpus as distractors")
+
+def _write_lines(path: Path, lines: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def build_data(paths: dict[str, Path]) -> None:
+    """Steps 2-3: the benchmark, the index, the augmented splits, the training mix."""
+    step("2. synthetic benchmark + embedded BM25 index (HotpotQA contexts, 2Wiki corpus, synthetic people)")
+    if not (paths["synth"] / "synth.json").exists():
+        regrad("synth", "--output", str(paths["synth"]), "--seed", str(SYNTH_SEED))
     if (paths["index"] / ".demo-done").exists():
         print(f"reusing {paths['index']}")
     else:
-        regrad("index", "--corpus", str(HOTPOT), "--corpus", str(DISTRACTORS), "--index", str(paths["index"]))
+        regrad("index", "--corpus", str(HOTPOT), "--corpus", str(DISTRACTORS), "--corpus",
+               str(paths["synth"] / "corpus.jsonl"), "--index", str(paths["index"]), "--no-progress")
         (paths["index"] / ".demo-done").touch()
 
-    step("3. augment train and dev splits (top-3 passages per question)")
-    for split in ("train", "dev"):
-        regrad("augment", "--dataset", "hotpotqa", "--data-path", str(HOTPOT), "--index", str(paths["index"]),
-               "--split", split, "--top-k", str(TOP_K), "--output", str(paths[split]))
-    dev = paths["dev"].read_text().splitlines()
-    # Validation for checkpoint selection must not be the split we report on.
-    paths["val"].write_text("\n".join(dev[-EVAL_EXAMPLES:]) + "\n")
-    paths["dev_eval"].write_text("\n".join(dev[: min(DEV_QUESTIONS, len(dev) - EVAL_EXAMPLES)]) + "\n")
+    step("3. augment: top-3 passages for the synthetic and HotpotQA questions")
+    splits = [("synth", paths["synth"], "test"), ("hotpotqa", HOTPOT, "dev")]
+    if TRAIN:
+        splits += [("synth", paths["synth"], "train"), ("synth", paths["synth"], "dev"), ("hotpotqa", HOTPOT, "train")]
+    for dataset, source, split in splits:
+        regrad("augment", "--dataset", dataset, "--data-path", str(source), "--index", str(paths["index"]),
+               "--split", split, "--top-k", str(TOP_K), "--output", str(paths[f"{dataset}_{split}"]),
+               "--no-progress", quiet=True)
+    hotpot_dev = _lines(paths["hotpotqa_dev"])
+    # Validation (checkpoint selection) is the dev tail; the reported questions are its head.
+    _write_lines(paths["report"], _lines(paths["synth_test"])[:SYNTH_QUESTIONS]
+                 + hotpot_dev[: min(HOTPOT_QUESTIONS, len(hotpot_dev) - VAL_HOTPOT)])
+    if TRAIN:
+        mix = _lines(paths["synth_train"])[:SYNTH_TRAIN_QUESTIONS] + _lines(paths["hotpotqa_train"]) * HOTPOT_REPEATS
+        random.Random(0).shuffle(mix)
+        _write_lines(paths["mix"], mix)
+        _write_lines(paths["val"], _lines(paths["synth_dev"])[:VAL_SYNTH] + hotpot_dev[-VAL_HOTPOT:])
 
-    step(f"4. meta-train the bundled preset ({TRAIN_STEPS} steps, CPU)")
+
+def learner_folder(paths: dict[str, Path]) -> Path:
+    """Step 4: the shipped learner, or one meta-trained here with the shipped learner's recipe."""
+    if not TRAIN:
+        step(f"4. the shipped meta-trained learner: {SHIPPED.relative_to(REPO)}")
+        meta = json.loads((SHIPPED / "learner.json").read_text())
+        print(f"fingerprint {meta['fingerprint'][:16]}… (checked when the server loads it); "
+              f"REGRAD_DEMO_TRAIN=1 make demo (or make train) reproduces it")
+        return SHIPPED
+    step(f"4. meta-train the bundled preset ({TRAIN_STEPS} second-order steps of 4 questions, CPU)")
     if (paths["checkpoint"] / "summary.json").exists():
         print(f"reusing {paths['checkpoint']}")
     else:
-        regrad("train", "--train", str(paths["train"]), "--dev", str(paths["val"]),
-               "--output", str(paths["checkpoint"]), "--max-steps", str(TRAIN_STEPS),
-               "--max-train-examples", str(TRAIN_EXAMPLES), "--max-eval-examples", str(EVAL_EXAMPLES),
-               "--eval-every", str(TRAIN_STEPS), "--meta-batch-size", "4", "--lr", str(TRAIN_LR), "--first-order")
+        regrad("train", "--train", str(paths["mix"]), "--dev", str(paths["val"]), "--output", str(paths["checkpoint"]),
+               "--max-steps", str(TRAIN_STEPS), "--eval-every", str(EVAL_EVERY),
+               "--max-eval-examples", str(VAL_SYNTH + VAL_HOTPOT))
     summary = json.loads((paths["checkpoint"] / "summary.json").read_text())
-    print(f"validation loss: untrained {summary['initial']['loss']:.4f} -> best {summary['best']['loss']:.4f} "
-          f"(step {summary['best']['step']}); {summary['steps']} steps in {summary['wall_s']:.0f} s")
+    best = summary["best"]
+    print(f"best validation F1 {best['f1']:.1f} at step {best['step']}; {summary['steps']} steps in "
+          f"{summary['wall_s']:.0f} s; curves in {paths['checkpoint'] / 'training_curves.png'}")
+    return paths["checkpoint"] / "best"
 
-    step("5. encode the gradients the dev questions need")
-    regrad("encode", "--checkpoint", str(paths["checkpoint"] / "best"), "--store", str(paths["store"]),
-           "--passages-from", str(paths["dev_eval"]), "--top-k", str(TOP_K))
+
+def build(paths: dict[str, Path]) -> Path:
+    step("1. bundled model")
+    regrad("model", "prepare")
+    build_data(paths)
+    checkpoint = learner_folder(paths)
+    step("5. encode the gradients the reported questions need")
+    regrad("encode", "--checkpoint", str(checkpoint), "--store", str(paths["store"]),
+           "--passages-from", str(paths["report"]), "--top-k", str(TOP_K))
     regrad("store", "info", str(paths["store"]))
+    return checkpoint
 
 
 def free_port() -> int:
@@ -97,8 +143,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def serve_command(paths: dict[str, Path], port: int) -> list[str]:
-    return [sys.executable, "-m", "offline_tools", "serve", "--checkpoint", str(paths["checkpoint"] / "best"),
+def serve_command(paths: dict[str, Path], checkpoint: Path, port: int) -> list[str]:
+    return [sys.executable, "-m", "offline_tools", "serve", "--checkpoint", str(checkpoint),
             "--store", str(paths["store"]), "--index", str(paths["index"]), "--host", "127.0.0.1",
             "--port", str(port), "--log-level", "warning"]
 
@@ -119,21 +165,27 @@ def wait_ready(url: str, server: subprocess.Popen, timeout_s: float = 300) -> No
     sys.exit(f"demo: the server was not ready after {timeout_s:.0f} s")
 
 
-def ask(url: str, dev_file: Path) -> None:
+def ask(url: str, report_file: Path) -> None:
+    """Two synthetic questions and one HotpotQA question, answered with and without the gradients."""
     import httpx
 
-    records = [json.loads(line) for line in dev_file.read_text().splitlines()[:N_EXAMPLE_QUESTIONS]]
-    for record in records:
+    lines = report_file.read_text().splitlines()
+    picks = [0, 1, SYNTH_QUESTIONS][:N_EXAMPLE_QUESTIONS]
+    for record in (json.loads(lines[i]) for i in picks if i < len(lines)):
         question = record["question"]
-        response = httpx.post(f"{url}/answer", json={"question": question, "mode": "regrad", "top_k": TOP_K},
-                              timeout=300)
-        response.raise_for_status()
-        body = response.json()
+        bodies = {mode: {"question": question, "mode": mode, "top_k": TOP_K} for mode in ("regrad", "closed_book")}
+        answers = {}
+        for mode, body in bodies.items():
+            response = httpx.post(f"{url}/answer", json=body, timeout=300)
+            response.raise_for_status()
+            answers[mode] = response.json()
+        regrad_answer = answers["regrad"]
         print(f"\nQ: {question}")
-        for p in body["passages"]:
+        for p in regrad_answer["passages"]:
             print(f"   [{p['gradient']:>8}] {p['score']:6.2f}  {p['title']}")
-        timings = ", ".join(f"{k} {v:.0f} ms" for k, v in body["timings_ms"].items())
-        print(f"A: {body['answer']!r}   gold: {record['answers'][0]!r}   ({timings})")
+        timings = ", ".join(f"{k} {v:.0f} ms" for k, v in regrad_answer["timings_ms"].items())
+        print(f"A (regrad): {regrad_answer['answer']!r}   closed-book: {answers['closed_book']['answer']!r}   "
+              f"gold: {record['answers'][0]!r}   ({timings})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,38 +193,45 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--serve-only", action="store_true", help="serve the demo's artifacts until stopped")
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args(argv)
+    aug = ARTIFACTS / "data_aug"
     paths = {
-        "index": ARTIFACTS / "index", "checkpoint": ARTIFACTS / "checkpoint", "store": ARTIFACTS / "store",
-        "train": ARTIFACTS / "data_aug" / "hotpotqa" / "train.jsonl",
-        "dev": ARTIFACTS / "data_aug" / "hotpotqa" / "dev.jsonl",
-        "val": ARTIFACTS / "data_aug" / "hotpotqa" / "val.jsonl",
-        "dev_eval": ARTIFACTS / "data_aug" / "hotpotqa" / "dev_eval.jsonl",
+        "index": ARTIFACTS / "index", "checkpoint": ARTIFACTS / "checkpoint",
+        # A store holds one learner's gradients: the shipped learner's and a re-trained one's apart.
+        "store": ARTIFACTS / ("store-trained" if TRAIN else "store"),
+        "synth": ARTIFACTS / "synth",
+        "synth_train": aug / "synth" / "train.jsonl", "synth_dev": aug / "synth" / "dev.jsonl",
+        "synth_test": aug / "synth" / "test.jsonl",
+        "hotpotqa_train": aug / "hotpotqa" / "train.jsonl", "hotpotqa_dev": aug / "hotpotqa" / "dev.jsonl",
+        "mix": aug / "train_mix.jsonl", "val": aug / "val.jsonl", "report": aug / "report.jsonl",
         "predictions": ARTIFACTS / "predictions.jsonl",
     }
+    checkpoint = paths["checkpoint"] / "best" if TRAIN else SHIPPED
     if args.serve_only:
-        if not (paths["checkpoint"] / "best" / "learner.json").exists():
+        if not (paths["store"] / "manifest.json").exists():
             sys.exit("demo: nothing to serve yet; run `make demo` first")
-        print(f"serving the demo on http://127.0.0.1:{args.port} (docs at /docs); Ctrl-C stops")
-        return subprocess.call(serve_command(paths, args.port), cwd=REPO)
+        print(f"serving the demo on http://127.0.0.1:{args.port} (docs at /docs) with the learner in "
+              f"{checkpoint}; Ctrl-C stops")
+        return subprocess.call(serve_command(paths, checkpoint, args.port), cwd=REPO)
 
     started = time.perf_counter()
     if not HOTPOT.is_file():
         sys.exit(f"demo: {HOTPOT} not found; set REGRAD_DATA_DIR to the shared data folder")
-    build(paths)
+    checkpoint = build(paths)
 
-    step("6. the API: three questions over HTTP, then the dev split in all four modes")
+    step("6. the API: three questions over HTTP, then the reported questions in all five modes")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(serve_command(paths, port), cwd=REPO, start_new_session=True)
+    server = subprocess.Popen(serve_command(paths, checkpoint, port), cwd=REPO, start_new_session=True)
     try:
         wait_ready(url, server)
-        ask(url, paths["dev_eval"])
-        regrad("evaluate", "--url", url, "--data", str(paths["dev_eval"]), "--mode", "all",
-               "--top-k", str(TOP_K), "--output", str(paths["predictions"]))
+        ask(url, paths["report"])
+        regrad("evaluate", "--url", url, "--data", str(paths["report"]), "--mode", "all",
+               "--top-k", str(TOP_K), "--output", str(paths["predictions"]), "--no-progress")
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)
     print(f"\ndemo finished in {time.perf_counter() - started:.0f} s; artifacts in {ARTIFACTS}")
+    print("regrad_shift applies the gradients of another question's passages: it should stay near closed_book.")
     print("`make serve` serves them on http://127.0.0.1:8000")
     return 0
 

@@ -25,7 +25,7 @@ from offline_tools.augmented import AugmentedRecord
 
 __all__ = [
     "task_passages", "answer_target", "prompt_and_target", "inner_delta", "outer_loss",
-    "task_deltas", "outer_losses",
+    "task_deltas", "outer_losses", "answer_logits",
 ]
 
 
@@ -100,14 +100,17 @@ def task_deltas(learner, tasks: list[list[str]], create_graph: bool) -> dict[str
     return deltas
 
 
-def outer_losses(
+def answer_logits(
     learner, records: list[AugmentedRecord], deltas: torch.Tensor | dict[str, torch.Tensor] | None,
     blind: bool, top_k: int,
-) -> torch.Tensor:
-    """Each task's mean CE over its answer tokens, (T,), in one right-padded forward; row t uses δ_t."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[int]]:
+    """The logits that predict each task's answer tokens, in one right-padded forward; row t uses δ_t.
+
+    Returns (logits (N, V), their targets (N,), the task of each (N,), answer lengths per task).
+    The first row of task t is the logit of its first answer token, the one generation picks first.
+    """
     pairs = [prompt_and_target(learner, r, blind, top_k) for r in records]
-    rows = [p + t for p, t in pairs]
-    batch = _pad_right(learner, rows)
+    batch = _pad_right(learner, [p + t for p, t in pairs])
     causal_lm = learner.model.get_base_model()
     with learner.adapted_rows(deltas):
         hidden = causal_lm.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
@@ -115,10 +118,17 @@ def outer_losses(
     where = [(t, len(p) - 1 + j) for t, (p, target) in enumerate(pairs) for j in range(len(target))]
     row_idx = torch.tensor([t for t, _ in where], device=hidden.device)
     pos_idx = torch.tensor([j for _, j in where], device=hidden.device)
-    logits = causal_lm.lm_head(hidden[row_idx, pos_idx])                                  # (N_targets, V)
-    targets = batch["input_ids"][row_idx, pos_idx + 1]
+    logits = causal_lm.lm_head(hidden[row_idx, pos_idx])                                  # (N, V)
+    return logits, batch["input_ids"][row_idx, pos_idx + 1], row_idx, [len(t) for _, t in pairs]
+
+
+def outer_losses(
+    learner, records: list[AugmentedRecord], deltas: torch.Tensor | dict[str, torch.Tensor] | None,
+    blind: bool, top_k: int,
+) -> torch.Tensor:
+    """Each task's mean CE over its answer tokens, (T,), in one right-padded forward; row t uses δ_t."""
+    logits, targets, task_of, lengths = answer_logits(learner, records, deltas, blind, top_k)
     token_loss = F.cross_entropy(logits.float(), targets, reduction="none")
     total = torch.zeros(len(records), device=token_loss.device, dtype=token_loss.dtype)
-    total = total.index_add(0, row_idx, token_loss)
-    counts = torch.tensor([len(t) for _, t in pairs], device=total.device, dtype=total.dtype)
-    return total / counts
+    total = total.index_add(0, task_of, token_loss)
+    return total / torch.tensor(lengths, device=total.device, dtype=total.dtype)
