@@ -33,7 +33,7 @@ import torch
 from tqdm import tqdm
 
 from models import AnswerRequest, Learner, generate_answers, summed_gradient
-from models.base import resolve_device, resolve_dtype
+from models.base import cpu_has_amx, resolve_device, resolve_dtype
 from offline_tools.augmented import AugmentedRecord, read_augmented
 from offline_tools.errors import InputFileError, UsageError
 from offline_tools.meta import (
@@ -197,9 +197,14 @@ def _sum_across_processes(learner: Learner, meta_loss: float) -> float:
 
 
 def _autocast(args: TrainArgs, device: str):
-    """bf16 autocast where the device multiplies bf16 natively (GPU, AMX CPU), or when asked."""
+    """bf16 autocast on a GPU or an AMX CPU (`auto`), or when asked (`on`).
+
+    Not on AVX512-BF16 CPUs under `auto`: there bf16 matmuls are fast, but the second-order step is
+    not matmul-bound and autocast's casts eat most of the gain (bench/train_bench.py).
+    """
     kind = "cuda" if device.startswith("cuda") else "cpu"
-    enabled = args.bf16 == "on" or (args.bf16 == "auto" and resolve_dtype("auto", device) == "bfloat16")
+    native = resolve_dtype("auto", device) == "bfloat16" if kind == "cuda" else cpu_has_amx()
+    enabled = args.bf16 == "on" or (args.bf16 == "auto" and native)
     return torch.autocast(kind, dtype=torch.bfloat16, enabled=enabled)
 
 

@@ -44,12 +44,17 @@ def test_unknown_model_name_is_a_clear_error():
 
 
 def test_resolve_dtype_picks_bf16_only_where_it_is_native(monkeypatch):
+    import models.base
     from models.base import resolve_dtype
 
+    flags: set[str] = set()
+    monkeypatch.setattr(models.base, "_cpu_flag", lambda flag: flag in flags)
     assert resolve_dtype("float32", "cpu") == "float32" and resolve_dtype("bfloat16", "cuda") == "bfloat16"
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
     assert resolve_dtype("auto", "cpu") == "bfloat16"
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
     assert resolve_dtype("auto", "cpu") is None   # the preset's own dtype
+    flags.add("avx512_bf16")                      # e.g. AMD Zen 4/5: native bf16 without AMX
+    assert resolve_dtype("auto", "cpu") == "bfloat16"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_dtype("auto", "cuda") is None
