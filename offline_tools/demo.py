@@ -38,11 +38,10 @@ TRAIN = os.environ.get("REGRAD_DEMO_TRAIN", "") == "1"   # meta-train from scrat
 TOP_K = 3
 SYNTH_SEED = 0
 # The training recipe of the shipped learner (`make train` reproduces it; see its COMMAND.md).
-SYNTH_TRAIN_QUESTIONS = 2600   # synthetic training questions, mixed with ...
-HOTPOT_REPEATS = 3             # ... every HotpotQA train question, 3 times (shuffled, seed 0)
+# Every synthetic training question and every HotpotQA training question, shuffled (seed 0).
 VAL_SYNTH, VAL_HOTPOT = 24, 12  # checkpoint selection: synth dev head + HotpotQA dev tail
-TRAIN_STEPS = int(os.environ.get("REGRAD_DEMO_STEPS", 400))   # meta-batches of 4 questions
-EVAL_EVERY = 50
+TRAIN_STEPS = int(os.environ.get("REGRAD_DEMO_STEPS", 700))   # meta-batches of 4 questions
+EVAL_EVERY = 100
 # What the demo reports (the full splits are in docs/results.md).
 SYNTH_QUESTIONS = 60      # synthetic test questions: unseen people, unseen phrasings
 HOTPOT_QUESTIONS = 40     # HotpotQA dev questions (never in training or validation)
@@ -97,7 +96,7 @@ def build_data(paths: dict[str, Path]) -> None:
     _write_lines(paths["report"], _lines(paths["synth_test"])[:SYNTH_QUESTIONS]
                  + hotpot_dev[: min(HOTPOT_QUESTIONS, len(hotpot_dev) - VAL_HOTPOT)])
     if TRAIN:
-        mix = _lines(paths["synth_train"])[:SYNTH_TRAIN_QUESTIONS] + _lines(paths["hotpotqa_train"]) * HOTPOT_REPEATS
+        mix = _lines(paths["synth_train"]) + _lines(paths["hotpotqa_train"])
         random.Random(0).shuffle(mix)
         _write_lines(paths["mix"], mix)
         _write_lines(paths["val"], _lines(paths["synth_dev"])[:VAL_SYNTH] + hotpot_dev[-VAL_HOTPOT:])

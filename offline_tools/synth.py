@@ -4,15 +4,18 @@ Every person is made up (names, towns and organisations are built from syllables
 cannot know a fact before it reads the person's passage: closed-book accuracy is ≈ 0 by
 construction, and whatever ReGrad answers right came from the applied gradients.
 
-    corpus.jsonl                 one passage per person: {"_id", "title", "text"}
+    corpus.jsonl                 one passage per fact: {"_id", "title", "text", "split"}
     train.jsonl dev.jsonl test.jsonl   questions: {"id", "question", "answers", "attribute", "entity"}
     synth.json                   seed, counts, and the templates held out for test
 
-Each person has up to six attributes (birthplace, birth year, occupation, employer, spouse,
-residence). Each attribute is written in one of several passage phrasings and asked in one of
-several question phrasings. People are split into train / dev / test, and the *last* passage
-phrasing and the *last* question phrasing of every attribute are used by test people only:
-test measures unseen people stated and asked in unseen words. Same seed, same files.
+Each person has 2-3 of six attributes (birthplace, birth year, occupation, employer, spouse,
+residence), and each fact is its own one-sentence passage titled with the person's name, so a
+question's top-3 BM25 passages are (nearly always) that person's facts: the applied gradients
+hold the answer and the person's other facts, and the model must take the one asked. Each
+attribute is written in one of several passage phrasings and asked in one of several question
+phrasings. People are split into train / dev / test, and the *last* passage phrasing and the
+*last* question phrasing of every attribute are used by test people only: test measures unseen
+people stated and asked in unseen words. Same seed, same files.
 
     regrad synth --output artifacts/synth --seed 0
     regrad index --corpus artifacts/synth/corpus.jsonl --index artifacts/synth/index
@@ -186,14 +189,16 @@ class SynthConfig:
     dev_people: int = 40
     test_people: int = 60
     seed: int = 0
-    min_attributes: int = 4   # each passage states 4..6 of the 6 attributes
+    min_attributes: int = 2   # each person has min..max of the 6 attributes, one passage per fact
+    max_attributes: int = 3
 
     def __post_init__(self) -> None:
         for name in ("train_people", "dev_people", "test_people"):
             if getattr(self, name) < 0:
                 raise ValueError(f"`{name}` must be ≥ 0, got {getattr(self, name)}")
-        if not 1 <= self.min_attributes <= len(ATTRIBUTES):
-            raise ValueError(f"`min_attributes` must be in 1..{len(ATTRIBUTES)}, got {self.min_attributes}")
+        if not 1 <= self.min_attributes <= self.max_attributes <= len(ATTRIBUTES):
+            raise ValueError(f"need 1 <= `min_attributes` <= `max_attributes` <= {len(ATTRIBUTES)}, "
+                             f"got {self.min_attributes} and {self.max_attributes}")
 
 
 def _fill(template: str, name: str, value: str) -> str:
@@ -202,7 +207,7 @@ def _fill(template: str, name: str, value: str) -> str:
 
 
 def generate(config: SynthConfig) -> tuple[list[dict], dict[str, list[dict]]]:
-    """The corpus (one passage per person) and the questions of each split."""
+    """The corpus (one passage per fact) and the questions of each split."""
     rng = random.Random(config.seed)
     splits = (("train", config.train_people), ("dev", config.dev_people), ("test", config.test_people))
     taken: set[str] = set()
@@ -215,23 +220,23 @@ def generate(config: SynthConfig) -> tuple[list[dict], dict[str, list[dict]]]:
             while name in taken:
                 name = _person_name(rng)
             taken.add(name)
-            entity = f"synth-{len(corpus):05d}"
-            n_facts = rng.randint(config.min_attributes, len(ATTRIBUTES))
-            facts = rng.sample(ATTRIBUTES, n_facts)
-            sentences = []
+            entity = f"synth-{len(taken) - 1:05d}"
+            facts = rng.sample(ATTRIBUTES, rng.randint(config.min_attributes, config.max_attributes))
             for attribute in facts:
                 value = attribute.draw(rng)
                 statements = attribute.statements[-1:] if held_out else attribute.statements[:-1]
                 asks = attribute.questions[-1:] if held_out else attribute.questions[:-1]
-                sentences.append(_fill(rng.choice(statements), name, value))
+                passage_id = f"{entity}-{attribute.key}"
+                corpus.append({"_id": passage_id, "title": name, "text": _fill(rng.choice(statements), name, value),
+                               "split": split})
                 questions[split].append({
-                    "id": f"{entity}-{attribute.key}",
+                    "id": passage_id,
                     "question": _fill(rng.choice(asks), name, value),
                     "answers": attribute.aliases(value),
                     "attribute": attribute.key,
                     "entity": entity,
+                    "passage": passage_id,
                 })
-            corpus.append({"_id": entity, "title": name, "text": " ".join(sentences), "split": split})
     for split in questions:
         rng.shuffle(questions[split])
     return corpus, questions

@@ -23,14 +23,16 @@ def test_same_seed_same_benchmark_other_seed_other_people():
 def test_people_are_split_and_every_question_is_answered_by_its_passage():
     corpus, questions = generate(_small())
     by_id = {p["_id"]: p for p in corpus}
-    assert len(by_id) == len({p["title"] for p in corpus}) == 58          # unique people and names
+    people = {p["_id"].rsplit("-", 1)[0]: p["title"] for p in corpus}
+    assert len(people) == len(set(people.values())) == 58                 # unique people and names
+    assert all(2 <= sum(p["title"] == name for p in corpus) <= 3 for name in people.values())
     entities = {split: {q["entity"] for q in rows} for split, rows in questions.items()}
     assert not entities["train"] & entities["test"] and not entities["train"] & entities["dev"]
     assert not entities["dev"] & entities["test"]
     for rows in questions.values():
         for q in rows:
-            passage = by_id[q["entity"]]
-            assert passage["title"] in q["question"]
+            passage = by_id[q["passage"]]
+            assert passage["title"] in q["question"] and passage["title"] in passage["text"]
             assert q["answers"][0] in passage["text"]
 
 
@@ -42,7 +44,7 @@ def _statement_pattern(template: str):
 
 
 def test_the_last_phrasing_of_each_attribute_appears_in_test_only():
-    corpus, questions = generate(SynthConfig(train_people=150, dev_people=10, test_people=30))
+    corpus, questions = generate(SynthConfig(train_people=300, dev_people=10, test_people=60))
     for attribute in ATTRIBUTES:
         held_out_question = _statement_pattern(attribute.questions[-1])
         asked = {split: any(q["attribute"] == attribute.key and held_out_question.fullmatch(q["question"])
