@@ -31,8 +31,8 @@ def _tasks(n: int):
     corpus, questions = generate(SynthConfig(train_people=n, dev_people=0, test_people=0, seed=1))
     passages = {p["_id"]: p for p in corpus}
     synth = []
-    for i, q in enumerate(questions["train"][:n]):
-        ids = [q["entity"]] + [p for p in list(passages)[i + 1 : i + 3] if p != q["entity"]][:2]
+    for q in questions["train"][:n]:   # the person's facts (2-3 passages), as top-3 retrieval gives
+        ids = [pid for pid in passages if pid.startswith(q["entity"] + "-")]
         synth.append(AugmentedRecord(id=q["id"], dataset="synth", question=q["question"], answers=q["answers"],
                                      answer_type="short", choices=None,
                                      passages=[AugmentedPassage(p, passages[p]["title"], passages[p]["text"], 1.0)
