@@ -22,10 +22,10 @@ def _load(name: str, path: Path, split: str | None = None) -> list[QARecord]:
     return records
 
 
-def test_registry_has_the_ten_datasets():
+def test_registry_has_the_ten_datasets_and_the_synthetic_benchmark():
     assert set(DATASETS) == {
         "2wikimultihopqa", "hotpotqa", "popqa", "complexwebquestions",
-        "pubmedqa", "medqa", "bioasq", "lhf", "housingqa", "casehold",
+        "pubmedqa", "medqa", "bioasq", "lhf", "housingqa", "casehold", "synth",
     }  # fmt: skip
 
 
