@@ -74,7 +74,7 @@ class TrainArgs:
     device: str = "auto"
     resume: bool = False
     first_order: bool = False         # FOMAML: no Hessian-vector products (cheaper; learns far less, see docs)
-    batched: bool = True              # one forward for all passages / prompts of a meta-batch
+    batched: str = "auto"             # one forward for a meta-batch's passages / prompts: auto = on GPUs only
     bf16: str = "auto"                # autocast: "auto" (GPU or AMX CPU), "on", "off"
 
     def __post_init__(self) -> None:
@@ -84,7 +84,7 @@ class TrainArgs:
             "warmup_ratio": 0 <= self.warmup_ratio < 1, "clip_norm": self.clip_norm > 0,
             "epochs": self.epochs >= 1, "max_steps": self.max_steps is None or self.max_steps >= 1,
             "eval_every": self.eval_every >= 1, "max_eval_examples": self.max_eval_examples >= 1,
-            "bf16": self.bf16 in ("auto", "on", "off"),
+            "bf16": self.bf16 in ("auto", "on", "off"), "batched": self.batched in ("auto", "on", "off"),
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -223,7 +223,8 @@ def meta_step(learner: Learner, records: list[AugmentedRecord], args: TrainArgs,
     if not records:
         return 0.0
     create_graph = not args.first_order
-    if args.batched:
+    batched = args.batched == "on" or (args.batched == "auto" and learner.device.type == "cuda")
+    if batched:  # on a CPU, padding short passages to the longest costs more than batching saves
         deltas = task_deltas(learner, [task_passages(r, args.top_k) for r in records], create_graph)
         loss = outer_losses(learner, records, deltas, args.blind, args.top_k).sum() * scale
         loss.backward()

@@ -48,8 +48,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--first-order", action="store_true",
                    help="first-order meta-gradient (no create_graph): cheaper, but theta then learns an answer "
                         "format, not how to use passage gradients (docs/results.md)")
-    p.add_argument("--no-batch", dest="batched", action="store_false",
-                   help="one task at a time instead of one batched forward per meta-batch (slower; for comparison)")
+    p.add_argument("--batch", dest="batched", default="auto", choices=["auto", "on", "off"],
+                   help="one batched forward for all passages / prompts of a meta-batch: auto = on a GPU; on a "
+                        "CPU one task at a time is faster (padding costs more than batching saves)")
     p.add_argument("--bf16", default="auto", choices=["auto", "on", "off"],
                    help="bf16 autocast: auto = on a GPU or an AMX CPU (native bf16 matmuls), else off")
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT/last")

@@ -83,7 +83,8 @@ def test_batched_meta_step_equals_one_task_at_a_time(tiny_learner_factory, first
     grads, losses = {}, {}
     for batched in (False, True):
         learner = tiny_learner_factory(seed=5, randomize_b=True)
-        args = TrainArgs(output_dir="unused", train_files=[], dev_files=[], first_order=first_order, batched=batched)
+        args = TrainArgs(output_dir="unused", train_files=[], dev_files=[], first_order=first_order,
+                         batched="on" if batched else "off")
         losses[batched] = meta_step(learner, _records(), args, scale=1 / 3)
         grads[batched] = torch.cat([p.grad.reshape(-1) for p in learner.trainable_parameters()])
     assert losses[True] == pytest.approx(losses[False], rel=1e-4)
