@@ -9,8 +9,9 @@ For each task t (a question, its answer and its k passages):
 `task_deltas` + `outer_losses` do a whole meta-batch in two batched forwards: every passage of
 every task is one row with its own zero delta (∂L_i/∂dθ_i at 0 = ∇θ L_i, identically in θ, so
 the second-order terms are right), and every task's prompt is one row adapted by its own δ_t
-(`Learner.adapted_rows`, the path serving uses). `inner_delta` + `outer_loss` are the same
-objective one task at a time: the training-throughput baseline and the parity-test oracle.
+(`Learner.adapted_rows`, the path serving uses); that pays on a GPU. `inner_delta` + `outer_loss`
+are the same objective one task at a time, faster on a CPU, where padding short passages to the
+longest costs more than batching saves (bench/train_bench.py).
 The LM head runs on target positions only (a prompt's other positions never need logits).
 """
 
