@@ -8,6 +8,7 @@ and saved as a safetensors folder under `REGRAD_CACHE` (default `~/.cache/regrad
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -61,6 +62,7 @@ def cpu_has_amx() -> bool:
     return bool(has_amx is not None and has_amx())
 
 
+@functools.cache
 def _cpu_flag(flag: str) -> bool:
     """True when /proc/cpuinfo lists `flag` (Linux; False elsewhere). AVX512-BF16 (e.g. AMD Zen 4/5)
     multiplies bf16 about 4x faster than fp32 here, without AMX."""

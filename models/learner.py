@@ -172,31 +172,20 @@ class Learner(nn.Module):
             out[f"{short}.lora_B"] = module.lora_B["default"].weight
         return out
 
-    def step_size_vector(self) -> torch.Tensor:
-        """alpha expanded to the flat layout, (D,), differentiable w.r.t. the step-size parameters."""
-        mode = self.config.step_size_mode
-        if mode == "fix":
-            return torch.full((self.layout.dim,), float(self.config.init_step_size), device=self.device)
-        if mode == "same":
-            return self.step_sizes["all"].expand(self.layout.dim)
-        parts = []
-        for e in self.layout.entries:
-            alpha = self.step_sizes[e.name.replace(".", "-")]
-            parts.append(alpha.expand(e.numel) if mode == "tie" else alpha.reshape(e.numel))
-        return torch.cat(parts)
-
     def step_size_tensors(self) -> dict[str, torch.Tensor]:
         """alpha per layout tensor, broadcastable to that tensor's shape (a scalar in `tie`/`same`/`fix`)."""
         mode = self.config.step_size_mode
-        out = {}
-        for e in self.layout.entries:
-            if mode == "fix":
-                out[e.name] = torch.tensor(float(self.config.init_step_size), device=self.device)
-            elif mode == "same":
-                out[e.name] = self.step_sizes["all"]
-            else:
-                out[e.name] = self.step_sizes[e.name.replace(".", "-")]
-        return out
+        if mode == "fix":
+            fixed = torch.tensor(float(self.config.init_step_size), device=self.device)
+            return {e.name: fixed for e in self.layout.entries}
+        if mode == "same":
+            return {e.name: self.step_sizes["all"] for e in self.layout.entries}
+        return {e.name: self.step_sizes[e.name.replace(".", "-")] for e in self.layout.entries}
+
+    def step_size_vector(self) -> torch.Tensor:
+        """alpha expanded to the flat layout, (D,), differentiable w.r.t. the step-size parameters."""
+        alphas = self.step_size_tensors()
+        return torch.cat([alphas[e.name].expand(e.shape).reshape(e.numel) for e in self.layout.entries])
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return list(self.lora_tensors().values()) + list(self.step_sizes.parameters())

@@ -103,12 +103,9 @@ def shift_partners(records: Sequence[AugmentedRecord]) -> dict[int, int]:
     retrieved passages share none with it, so the applied gradients hold none of its passages;
     plain i − 1 when no such record exists (e.g. records without stored passages)."""
     n = len(records)
-    partners = {}
-    for i, record in enumerate(records):
-        own = {p.id for p in record.passages}
-        partners[i] = next((j for j in ((i - d) % n for d in range(1, n))
-                            if own and not own & {p.id for p in records[j].passages}), (i - 1) % n)
-    return partners
+    ids = [{p.id for p in record.passages} for record in records]
+    return {i: next((j for j in ((i - d) % n for d in range(1, n)) if ids[i] and not ids[i] & ids[j]), (i - 1) % n)
+            for i in range(n)}
 
 
 def answer_body(record: AugmentedRecord, mode: str, *, top_k: int = 3, gamma: float = 1.0,

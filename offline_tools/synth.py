@@ -29,7 +29,7 @@ import os
 import random
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 __all__ = ["SynthConfig", "ATTRIBUTES", "generate", "write_benchmark"]
@@ -112,7 +112,7 @@ class Attribute:
     draw: Callable[[random.Random], str]
     statements: tuple[str, ...]
     questions: tuple[str, ...]
-    aliases: Callable[[str], list[str]] = staticmethod(lambda v: [v])  # type: ignore[assignment]
+    aliases: Callable[[str], list[str]] = field(default=lambda value: [value])
 
 
 ATTRIBUTES: tuple[Attribute, ...] = (

@@ -134,8 +134,7 @@ def validate(learner: Learner, records: list[AugmentedRecord], args: TrainArgs) 
         table = aggregate((r.dataset, score(a, r.answers, r.answer_type, r.choices)) for r, a in zip(records, answers))
         result[f"em{name}"], result[f"f1{name}"] = table.overall_micro.em, table.overall_micro.f1
     loss, loss_closed = sum(with_g) / len(with_g), sum(without_g) / len(without_g)
-    per_tensor = torch.stack([p.detach().float().mean() for p in learner.step_sizes.parameters()]) \
-        if len(learner.step_sizes) else alpha[:1]
+    per_tensor = torch.stack([a.detach().float().mean() for a in learner.step_size_tensors().values()])
     return {
         "loss": loss, "loss_closed": loss_closed, "gain": loss_closed - loss, **result,
         "alpha_mean": float(per_tensor.mean()), "alpha_min": float(per_tensor.min()),
