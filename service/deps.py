@@ -35,7 +35,7 @@ def get_settings(request: Request) -> Settings:
 
 
 def get_engine(request: Request) -> Any:
-    """The QA engine (`service.engine.Engine`, or a test double with the same methods)."""
+    """The QA engine (`engine.Engine`, or a test double with the same methods)."""
     return request.app.state.engine
 
 

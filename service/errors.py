@@ -17,12 +17,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from engine.errors import DocumentConflictError  # 409; raised by the engine, re-exported here
 from retrieval.errors import BackendUnavailableError, IndexNotFoundError
 from service.batching import BatcherStoppedError, QueueFullError
 
 __all__ = [
     "ServiceError",
-    "ServiceUnavailableError",
     "DocumentConflictError",
     "is_unavailable",
     "install_error_handlers",
@@ -35,31 +35,9 @@ class ServiceError(Exception):
     """Base class of errors raised by `service/`."""
 
 
-class ServiceUnavailableError(ServiceError):
-    """A component the request needs is down; `component` names it (retriever, store, model)."""
-
-    def __init__(self, component: str, message: str) -> None:
-        super().__init__(message)
-        self.component = component
-
-
-class DocumentConflictError(ServiceError):
-    """POST /documents reused an id that already holds a different passage."""
-
-    def __init__(self, ids: list[str]) -> None:
-        shown = ", ".join(repr(i) for i in ids[:5]) + (" …" if len(ids) > 5 else "")
-        super().__init__(
-            f"{len(ids)} document id(s) already hold different text: {shown}; "
-            "send a new id for changed text (ids are immutable), or omit `id` to derive one from the content"
-        )
-        self.ids = list(ids)
-
-
 _UNPARSABLE_BODY = "There was an error parsing the body"  # FastAPI's detail for an undecodable body
 _ECHO_CHARS = 200  # of a rejected input echoed back in a 422
-_UNAVAILABLE = (
-    BackendUnavailableError, IndexNotFoundError, QueueFullError, BatcherStoppedError, ServiceUnavailableError
-)
+_UNAVAILABLE = (BackendUnavailableError, IndexNotFoundError, QueueFullError, BatcherStoppedError)
 
 
 def is_unavailable(error: BaseException) -> bool:
@@ -70,8 +48,6 @@ def is_unavailable(error: BaseException) -> bool:
 def _component(error: BaseException) -> str:
     if isinstance(error, BackendUnavailableError | IndexNotFoundError):
         return "retriever"
-    if isinstance(error, ServiceUnavailableError):
-        return error.component
     return "queue"
 
 

@@ -1,16 +1,23 @@
-"""Request and response bodies of the HTTP API (pydantic; unknown fields are refused with 422)."""
+"""Request and response bodies of the HTTP API (pydantic; unknown fields are refused with 422).
+
+Each body maps onto the engine's dataclasses (`to_question`, `from_answer`, ...); the modes are the
+engine's table (`engine.MODES`), not a list of this module's own.
+"""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from engine.modes import MODE_NAMES, MODES
+from engine.types import Answer, Document, DocumentsResult, GradientSource, Question
 
 __all__ = [
     "Mode",
     "AnswerType",
     "GradientSource",
-    "MODES",
     "MAX_TOP_K",
     "MIN_CHOICES",
     "MAX_CHOICES",
@@ -24,12 +31,9 @@ __all__ = [
     "ErrorResponse",
 ]
 
-Mode = Literal["regrad", "regrad_context", "rag", "closed_book"]
+Mode = Literal[MODE_NAMES]  # type: ignore[valid-type]  # the engine's table, read at import
 AnswerType = Literal["short", "yes_no", "choice"]
-# Where a passage's gradient came from; None when the mode uses no gradients (rag).
-GradientSource = Literal["stored", "computed", "missing"]
-
-MODES: tuple[str, ...] = ("regrad", "regrad_context", "rag", "closed_book")
+_MODE_HELP = "; ".join(f"{name}: {spec.description}" for name, spec in MODES.items())
 MAX_TOP_K = 20
 MIN_CHOICES, MAX_CHOICES = 2, 5
 # Hard ceilings of the schema; the configured, usually lower, limits are checked by the routes.
@@ -57,7 +61,7 @@ class AnswerRequest(_Strict):
     gamma: float = Field(
         1.0, ge=0.0, allow_inf_nan=False, strict=True, description="gradient step scale; finite, >= 0"
     )
-    mode: Mode = Field("regrad", description="regrad | regrad_context | rag | closed_book")
+    mode: Mode = Field("regrad", description=_MODE_HELP)
     answer_type: AnswerType = Field("short", description="short | yes_no | choice")
     choices: list[Annotated[str, Field(json_schema_extra={"pattern": _NOT_BLANK})]] | None = Field(
         None,
@@ -90,6 +94,10 @@ class AnswerRequest(_Strict):
             "else": {"properties": {"choices": {"anyOf": [{"type": "null"}, {"type": "array", "maxItems": 0}]}}},
         },
     )
+
+    def to_question(self) -> Question:
+        """The engine's view of this request."""
+        return Question(**{**self.model_dump(), "choices": tuple(self.choices) if self.choices else None})
 
     @field_validator("question")
     @classmethod
@@ -156,6 +164,10 @@ class AnswerResponse(_Strict):
     learner: str = Field(..., description="fingerprint of the learner that answered")
     batch_size: int = Field(1, description="requests generated together with this one")
 
+    @classmethod
+    def from_answer(cls, answer: Answer) -> AnswerResponse:
+        return cls.model_validate(asdict(answer))
+
 
 class DocumentIn(_Strict):
     """A passage to add at run time; without an id, one is derived from title and text."""
@@ -167,6 +179,9 @@ class DocumentIn(_Strict):
     text: str = Field(
         ..., min_length=1, description="passage text; not blank", json_schema_extra={"pattern": _NOT_BLANK}
     )
+
+    def to_document(self) -> Document:
+        return Document(text=self.text, title=self.title, id=self.id)
 
     @field_validator("text")
     @classmethod
@@ -198,6 +213,10 @@ class DocumentsResponse(_Strict):
     gradients_stored: int = Field(..., description="gradients written to the store")
     learner: str
     timings_ms: dict[str, float]
+
+    @classmethod
+    def from_result(cls, result: DocumentsResult) -> DocumentsResponse:
+        return cls.model_validate(asdict(result))
 
 
 class ErrorResponse(BaseModel):

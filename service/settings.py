@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from engine.config import EngineConfig
 
 __all__ = ["Settings", "MissingGradientPolicy"]
 
@@ -86,6 +89,7 @@ class Settings(BaseSettings):
             )
         return self
 
-    @property
-    def has_api_key(self) -> bool:
-        return self.api_key is not None
+    def engine_config(self) -> EngineConfig:
+        """The engine's part of these settings."""
+        names = {f.name for f in dataclasses.fields(EngineConfig)} & set(type(self).model_fields)
+        return EngineConfig(**{name: getattr(self, name) for name in names})

@@ -48,14 +48,14 @@ async def answer(
     started_s = time.perf_counter()
     status = "500"
     try:
-        batched = await batcher.submit(body)
+        batched = await batcher.submit(body.to_question())
         status = "200"
     except Exception as error:  # counted here, turned into a response by the app's handlers
         status = str(getattr(error, "status_code", 503 if is_unavailable(error) else 500))
         raise
     finally:
         metrics.answer_requests.labels(mode=body.mode, status=status).inc()
-    response: AnswerResponse = batched.result
+    response = AnswerResponse.from_answer(batched.result)
     timings = response.timings_ms.model_copy(
         update={"queue": batched.queue_ms, "total": (time.perf_counter() - started_s) * 1000.0}
     )

@@ -61,6 +61,7 @@ async def add_documents(
 ) -> DocumentsResponse:
     _check_limits(body, settings.max_documents, settings.max_document_chars)
     # On the model thread, between answer batches: encoding runs a backward pass.
-    response: DocumentsResponse = await batcher.run_exclusive(engine.add_documents, body.documents)
+    documents = [document.to_document() for document in body.documents]
+    response = DocumentsResponse.from_result(await batcher.run_exclusive(engine.add_documents, documents))
     metrics.documents_added.inc(response.added)
     return response

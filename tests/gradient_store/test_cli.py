@@ -8,7 +8,7 @@ import struct
 
 import pytest
 
-from offline_tools.commands import store as store_command
+from cli.commands import store as store_command
 from offline_tools.errors import ExitStatus, RegradError
 
 
@@ -56,7 +56,7 @@ def test_verify_exit_status(good_store, capsys):
 
 
 def test_through_the_regrad_entry_point(good_store, capsys):
-    from offline_tools.cli import main
+    from cli.main import main
 
     assert main(["store", "verify", str(good_store.path), "--no-progress"]) == 0
     (good_store.path / "shards" / "shard-00000.safetensors").write_bytes(b"\0" * 64)

@@ -26,7 +26,7 @@ def test_converted_weights_give_the_same_logits_as_the_gguf(bundled_model_dir):
 @pytest.mark.integration
 def test_model_prepare_cli_is_idempotent_and_prints_the_folder(bundled_model_dir):
     started = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "offline_tools", "model", "prepare"],
+    out = subprocess.run([sys.executable, "-m", "cli", "model", "prepare"],
                          capture_output=True, text=True, check=True)
     elapsed = time.perf_counter() - started
     folder = out.stdout.strip().splitlines()[-1]

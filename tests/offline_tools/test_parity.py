@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from engine import Question, mode_spec
+from engine.core import Engine, _Row
 from gradient_store import GradientStore
 from models import format_passage, passage_gradients
 from models.generate import next_token_logits
@@ -17,8 +19,6 @@ from offline_tools.augmented import AugmentedPassage, AugmentedRecord
 from offline_tools.meta import answer_logits, task_deltas, task_passages
 from retrieval import Passage
 from retrieval.tantivy_backend import TantivyRetriever
-from service.engine import Engine, _Row
-from service.schemas import AnswerRequest
 
 CORPUS = [
     Passage("p1", "Kavo Drenski", "Kavo Drenski was born in the town of Velmora in 1873."),
@@ -41,7 +41,7 @@ def test_training_and_serving_compute_the_same_adapted_logits(tiny_learner_facto
     engine = Engine(learner, retriever, store, missing_gradients="skip")
 
     # Serving: retrieve, sum the stored gradients, build the generation request, first-token logits.
-    row = _Row(AnswerRequest(question=QUESTION, mode="regrad", top_k=2))
+    row = _Row(Question(QUESTION, mode="regrad", top_k=2), mode_spec("regrad"))
     engine._retrieve([row])
     engine._gradients([row])
     assert row.error is None and row.sources == ["stored", "stored"]

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from offline_tools.cli import main
+from cli.main import main
 
 
 @pytest.mark.integration

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from offline_tools.cli import main
+from cli.main import main
 from offline_tools.datasets import load_split
 from offline_tools.synth import ATTRIBUTES, SynthConfig, generate, write_benchmark
 

@@ -28,7 +28,7 @@ def scifact_dir(shared_data: Path) -> Path:
 @pytest.fixture(scope="session")
 def scifact_index(tmp_path_factory: pytest.TempPathFactory, scifact_dir: Path) -> Path:
     """A tantivy index of the whole SciFact corpus (5,183 docs, under a second), built once via the CLI."""
-    from offline_tools.cli import main
+    from cli.main import main
 
     index = tmp_path_factory.mktemp("scifact") / "index"
     status = main(["index", "--corpus", str(scifact_dir / "corpus.jsonl"), "--index", str(index), "--no-progress"])

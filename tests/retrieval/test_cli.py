@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from offline_tools.cli import main
+from cli.main import main
 from offline_tools.errors import ExitStatus
 
 

@@ -1,13 +1,13 @@
-"""Elasticsearch backend: request bodies and error mapping against a local MOCK of the server.
+"""Elasticsearch backend: request bodies, results and error mapping against a local MOCK of the server.
 
-Elasticsearch cannot run on these machines; `es_stub` (conftest.py) stands in for the remote and
-records the requests. `test_real_cluster_*` run against a real cluster only when
+Elasticsearch cannot run on these machines; `es_stub` (conftest.py), a tiny local HTTP server that
+mocks the endpoints we call, stands in for the remote and records the requests (it matches words,
+it does not rank like Elasticsearch). `test_real_cluster_*` run against a real cluster only when
 REGRAD_TEST_ES_URL is set (e.g. http://localhost:9200), and are skipped otherwise.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -17,7 +17,6 @@ import uuid
 import pytest
 
 from retrieval import (
-    AsyncElasticsearchRetriever,
     BackendUnavailableError,
     ElasticsearchRetriever,
     IndexingError,
@@ -60,6 +59,17 @@ def test_mapping_uses_english_analyzer_and_strict_fields():
     assert body["mappings"]["properties"]["text"] == {"type": "text", "analyzer": "english"}
     assert body["mappings"]["dynamic"] == "strict"
     assert body["settings"] == {"number_of_shards": 2, "number_of_replicas": 0}
+
+
+def test_query_syntax_is_sent_as_plain_text_and_still_finds_the_passage(es_stub):
+    url, cluster = es_stub
+    retriever = _retriever(url)
+    retriever.add(PASSAGES)
+    query = 'Ed Wood AND "unbalanced ( [ quotes: \\'
+    hits = retriever.search(query, k=3)
+    assert json.loads(cluster.last("_search")["raw"])["query"]["multi_match"]["query"] == query
+    assert [(h.id, h.title) for h in hits] == [("p1", "Ed Wood")]  # the stub matches the words "ed", "wood"
+    assert [[h.id for h in b] for b in retriever.search_many([query, "( [ \\"], k=3)] == [["p1"], []]
 
 
 def test_add_creates_index_bulk_indexes_and_searches(es_stub):
@@ -184,43 +194,6 @@ def test_missing_index_reads_as_empty_when_it_would_be_created(es_stub):
     assert retriever.get(["p1"])[0].title == "Ed Wood"
 
 
-def test_async_retriever_sends_the_same_requests(es_stub):
-    url, cluster = es_stub
-
-    async def scenario():
-        retriever = AsyncElasticsearchRetriever.from_config(
-            RetrieverConfig(index="regrad-test", backend="elasticsearch", es_url=url, es_max_retries=0))
-        try:
-            assert await retriever.add(PASSAGES) == 3
-            hits = await retriever.search("Scott Derrickson director", k=2)
-            many = await retriever.search_many(["Ed Wood", "2016 film"], k=1)
-            got = await retriever.get(["p2"])
-            return hits, many, got, await retriever.count()
-        finally:
-            await retriever.close()
-
-    hits, many, got, count = asyncio.run(scenario())
-    assert hits[0].id == "p2" and [[h.id for h in b] for b in many] == [["p1"], ["p3"]]
-    assert got[0].title == "Scott Derrickson" and count == 3
-    assert json.loads(cluster.last("_search")["raw"]) == search_body("Scott Derrickson director", 2)
-
-
-def test_async_retriever_maps_connection_errors():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-
-    async def scenario():
-        retriever = AsyncElasticsearchRetriever(f"http://127.0.0.1:{port}", "x", max_retries=0)
-        try:
-            await retriever.search("anything", 3)
-        finally:
-            await retriever.close()
-
-    with pytest.raises(BackendUnavailableError):
-        asyncio.run(scenario())
-
-
 # ---------------------------------------------------------------------------------------------
 # A real cluster, only when REGRAD_TEST_ES_URL is set.
 
@@ -239,7 +212,10 @@ def test_real_cluster_indexes_counts_and_ranks(scifact_dir):
         assert report.count_after == 5183
         first = next(iter(CorpusReader(scifact_dir / "corpus.jsonl")))
         assert retriever.search(first.title, 5)[0].id == first.id
-        assert retriever.search('AND "unbalanced ( [ quotes: \\', 5) is not None
+        # Query syntax is plain text: the operators and unbalanced quotes/brackets are analysed away,
+        # so the hostile query ranks exactly as its words do (3 SciFact documents say "unbalanced").
+        hostile = retriever.search('AND "unbalanced ( [ quotes: \\', 5)
+        assert hostile and [p.id for p in hostile] == [p.id for p in retriever.search("unbalanced quotes", 5)]
     finally:
         retriever._client.indices.delete(index=name)
         retriever.close()

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from offline_tools.cli import main
+from cli.main import main
 from retrieval import (
     IndexLockedError,
     IndexMismatchError,

@@ -11,13 +11,13 @@ from collections.abc import Iterator, Sequence
 import pytest
 import uvicorn
 
+from engine import Answer, Document, DocumentsResult, PassageHit, Question, StageTimings
+from engine.errors import DocumentConflictError
 from retrieval.errors import BackendUnavailableError
-from service.errors import DocumentConflictError
-from service.schemas import AnswerRequest, AnswerResponse, DocumentIn, DocumentsResponse, PassageOut, Timings
 
 
 class FakeEngine:
-    """TEST DOUBLE of `service.engine.Engine`: no model; answers `<mode>:<question>`.
+    """TEST DOUBLE of `engine.Engine`: no model; answers `<mode>:<question>`.
 
     `retriever_down = True` makes every retrieval-mode request fail as an unreachable Elasticsearch
     would (closed_book keeps working), so tests can take the backend down and bring it back.
@@ -30,11 +30,11 @@ class FakeEngine:
         self.down_for_batches = 0  # > 0: the next N batches fail as if the retriever were down
         self.retry_after_s = 2.0
         self.batch_sizes: list[int] = []
-        self.documents: dict[str, DocumentIn] = {}
+        self.documents: dict[str, Document] = {}
         self.closed = False
         self.thread_ids: set[int] = set()
 
-    def answer_outcomes(self, requests: Sequence[AnswerRequest]) -> list:
+    def answer_outcomes(self, requests: Sequence[Question]) -> list:
         self.thread_ids.add(threading.get_ident())
         self.batch_sizes.append(len(requests))
         down = self.retriever_down or self.down_for_batches > 0
@@ -49,20 +49,20 @@ class FakeEngine:
             n_passages = 0 if request.mode == "closed_book" else request.top_k
             gradient = "stored" if request.mode in ("regrad", "regrad_context") else None
             outcomes.append(
-                AnswerResponse(
+                Answer(
                     answer=f"{request.mode}:{request.question}",
                     mode=request.mode,
                     passages=[
-                        PassageOut(id=f"p{i}", title=f"T{i}", score=1.0 / (i + 1), gradient=gradient)
+                        PassageHit(id=f"p{i}", title=f"T{i}", score=1.0 / (i + 1), gradient=gradient)
                         for i in range(n_passages)
                     ],
-                    timings_ms=Timings(),
+                    timings_ms=StageTimings(),
                     learner=self.fingerprint,
                 )
             )
         return outcomes
 
-    def add_documents(self, documents: Sequence[DocumentIn]) -> DocumentsResponse:
+    def add_documents(self, documents: Sequence[Document]) -> DocumentsResult:
         ids = [d.id or f"auto-{len(d.text)}" for d in documents]
         conflicts = [i for i, d in zip(ids, documents, strict=True) if i in self.documents and
                      self.documents[i].text != d.text]
@@ -70,7 +70,7 @@ class FakeEngine:
             raise DocumentConflictError(conflicts)
         new = [i for i in dict.fromkeys(ids) if i not in self.documents]
         self.documents.update(zip(ids, documents, strict=True))
-        return DocumentsResponse(ids=ids, added=len(new), existing=len(set(ids)) - len(new),
+        return DocumentsResult(ids=ids, added=len(new), existing=len(set(ids)) - len(new),
                                  gradients_stored=len(new), learner=self.fingerprint, timings_ms={"total": 0.0})
 
     def readiness(self) -> dict[str, str]:

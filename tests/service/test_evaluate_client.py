@@ -11,8 +11,8 @@ import json
 
 import pytest
 
+from cli.main import main
 from offline_tools.augmented import AugmentedRecord, write_augmented
-from offline_tools.cli import main
 from offline_tools.evaluate import (
     ServerError,
     evaluate_http,

@@ -20,14 +20,14 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from engine import Question
+from engine.core import Engine
 from gradient_store import GradientStore
 from models import format_passage, passage_gradients
 from retrieval import read_corpus
 from retrieval.elasticsearch_backend import ElasticsearchRetriever
 from retrieval.tantivy_backend import TantivyRetriever
 from service.app import create_app
-from service.engine import Engine
-from service.schemas import AnswerRequest
 from service.settings import Settings
 
 from .conftest import free_port, running_server
@@ -196,7 +196,7 @@ def test_corrupt_store_row_counts_as_missing(real_learner, corpus, tmp_path):
     data[8 + header_len + 4 * real_learner.layout.dim + 100] ^= 0xFF  # inside row 1 (fp32 rows)
     shard.write_bytes(bytes(data))
     store.clear_cache()
-    request = AnswerRequest(question=questions[2], top_k=2, max_new_tokens=2)
+    request = Question(questions[2], top_k=2, max_new_tokens=2)
     for policy, second in (("compute", "computed"), ("skip", "missing")):
         engine = Engine(real_learner, retriever, store, missing_gradients=policy)
         [response] = engine.answer_batch([request])

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from offline_tools.cli import build_parser
-from offline_tools.commands.serve import build_settings
+from cli.commands.serve import build_settings
+from cli.main import build_parser
 from offline_tools.errors import UsageError
 from service.settings import Settings
 

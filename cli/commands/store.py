@@ -19,7 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="inspect or verify a gradient store",
         description="Inspect or verify a gradient store (see docs/gradient-store.md).",
     )
-    actions = parser.add_subparsers(dest="store_command", metavar="ACTION", required=True)
+    actions = parser.add_subparsers(dest="store_command", metavar="ACTION", required=True,
+                                    help="what to do with the store")
 
     info = actions.add_parser("info", help="passages, codec, size on disk, bytes per passage, fingerprint")
     info.add_argument("dir", metavar="DIR", help="the store directory")

@@ -78,13 +78,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from engine.core import Engine
     from service.app import create_app
-    from service.engine import Engine
 
     settings = build_settings(args, host=args.host, port=args.port)
     # Built before the server starts, so a bad checkpoint, store or index is one `regrad: error:` line
     # (not a traceback inside uvicorn's start-up); the app's lifespan closes it on shut-down.
-    engine = Engine.from_settings(settings)
+    engine = Engine.from_config(settings.engine_config())
     app = create_app(settings, engine_factory=lambda _: engine)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level)
     return 0

@@ -10,7 +10,7 @@ Steps (each one reuses what an earlier run built, so a second run is quick):
   5. encode the gradients the reported questions need into a gradient store;
   6. start the API, ask three questions over HTTP, evaluate in all five modes (the shift control
      included), print the table, stop the server.
-`python -m offline_tools.demo --serve-only` serves the demo's artifacts until stopped.
+`python -m cli.demo --serve-only` serves the demo's artifacts until stopped.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ N_EXAMPLE_QUESTIONS = 3   # asked over HTTP with their passages printed
 
 def regrad(*args: str, quiet: bool = False) -> None:
     """Run a `regrad` CLI step as a user would; stop the demo if it fails."""
-    command = [sys.executable, "-m", "offline_tools", *args]
+    command = [sys.executable, "-m", "cli", *args]
     print(f"\n$ regrad {' '.join(args)}", flush=True)
     result = subprocess.run(command, cwd=REPO, stdout=subprocess.DEVNULL if quiet else None)
     if result.returncode != 0:
@@ -143,7 +143,7 @@ def free_port() -> int:
 
 
 def serve_command(paths: dict[str, Path], checkpoint: Path, port: int) -> list[str]:
-    return [sys.executable, "-m", "offline_tools", "serve", "--checkpoint", str(checkpoint),
+    return [sys.executable, "-m", "cli", "serve", "--checkpoint", str(checkpoint),
             "--store", str(paths["store"]), "--index", str(paths["index"]), "--host", "127.0.0.1",
             "--port", str(port), "--log-level", "warning"]
 

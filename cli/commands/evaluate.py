@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from offline_tools.commands.serve import add_settings_arguments, build_settings
+from cli.commands.serve import add_settings_arguments, build_settings
 from offline_tools.errors import UsageError
 from offline_tools.evaluate import MODES as _MODES
 
@@ -32,6 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="mode to evaluate; repeat for several, or `all` (default regrad). regrad_shift is the "
                    "control: regrad with the passages retrieved for another question of the file")
     p.add_argument("--output", required=True, help="predictions file to write (JSON lines)")
+    p.add_argument("--scores", help="scores file to write (default: scores.json beside --output)")
     p.add_argument("--concurrency", type=int, default=8, help="requests in flight over HTTP (default 8)")
     p.add_argument("--limit", type=int, help="only the first N questions of each file")
     p.add_argument("--top-k", type=int, default=3, help="passages per question (default 3)")
@@ -61,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         load_records,
         write_predictions,
     )
+    from offline_tools.scoring import scores_path_for, write_scores
 
     if args.limit is not None and args.limit < 1:
         raise UsageError(f"--limit must be >= 1, got {args.limit}")
@@ -71,15 +73,18 @@ def run(args: argparse.Namespace) -> int:
     common = dict(modes=modes, top_k=args.top_k, gamma=args.gamma, max_new_tokens=args.max_new_tokens,
                   progress=not args.no_progress)
     if args.in_process:
-        result = evaluate_in_process(build_settings(args), records, **common)
+        settings = build_settings(args)
+        result = evaluate_in_process(settings.engine_config(), records, batch_size=settings.max_batch, **common)
     else:
         api_key = args.api_key or os.environ.get("REGRAD_API_KEY") or None
         result = evaluate_http(args.url, records, concurrency=args.concurrency, api_key=api_key,
                                timeout_s=args.timeout_s, max_retries=args.retries, **common)
     count = write_predictions(args.output, result.predictions)
+    scores = write_scores(args.scores or scores_path_for(args.output), result.tables, source=args.output,
+                          errors=result.errors)
     print(format_mode_table(result.tables))
-    print(f"{count} predictions -> {args.output} ({len(records)} questions x {len(modes)} modes, "
-          f"{result.elapsed_s:.1f} s)", file=sys.stderr)
+    print(f"{count} predictions -> {args.output}, scores -> {scores} ({len(records)} questions x {len(modes)} "
+          f"modes, {result.elapsed_s:.1f} s)", file=sys.stderr)
     if result.errors:
         print(f"regrad: warning: {result.errors} requests failed and were scored 0; see `error` in "
               f"{args.output}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""The `regrad` command line: one small module per subcommand in `offline_tools/commands/`.
+"""The `regrad` command line: one small module per subcommand in `cli/commands/`.
 
 Each command module exposes `register(subparsers)`, which adds its parser and sets
 `func=run` (a function of the parsed args returning an exit code). `main()` turns every
@@ -11,22 +11,24 @@ import argparse
 import importlib
 import sys
 
+from engine import __version__
 from offline_tools.errors import ExitStatus
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
 # Order = order in `regrad --help`.
-COMMANDS = ["model", "synth", "index", "search", "augment", "train", "encode", "store", "serve", "evaluate"]
+COMMANDS = ["model", "synth", "index", "search", "augment", "train", "encode", "store", "serve", "evaluate", "score"]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="regrad", description="Retrievable Gradients: knowledge applied as per-request LoRA updates."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--traceback", action="store_true", help="re-raise errors with a full traceback")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
-        module_name = f"offline_tools.commands.{name}"
+        module_name = f"cli.commands.{name}"
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as e:

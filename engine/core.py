@@ -3,11 +3,12 @@
 Used by the HTTP service (through the batcher, on its single model thread), in-process by
 `regrad evaluate --in-process`, and by the serving benchmark. Shared weights are never written:
 each request's knowledge reaches the model as a per-row adaptation (`models.generate_answers`).
+What each mode does is read from `engine.modes.MODES`.
 
 Example:
-    engine = Engine.from_settings(Settings(index="artifacts/index", store="artifacts/store"))
-    [response] = engine.answer_batch([AnswerRequest(question="Who wrote Hamlet?", mode="regrad")])
-    print(response.answer, [p.id for p in response.passages])
+    engine = Engine.from_config(EngineConfig(index="artifacts/index", store="artifacts/store"))
+    [answer] = engine.answer_batch([Question("Who wrote Hamlet?", mode="regrad")])
+    print(answer.answer, [p.id for p in answer.passages])
     engine.close()
 """
 
@@ -21,37 +22,26 @@ from pathlib import Path
 
 import torch
 
+from engine.config import EngineConfig
+from engine.errors import DocumentConflictError
+from engine.modes import ModeSpec, mode_spec
+from engine.types import Answer, Document, DocumentsResult, PassageHit, Question, StageTimings
 from models import AnswerRequest as GenerationRequest
 from models import Learner, format_passage, generate_answers, load_preset, passage_gradients
 from models.base import resolve_device, resolve_dtype
 from retrieval.passage import Passage, normalize_whitespace, passage_id
-from service.errors import DocumentConflictError
-from service.schemas import (
-    AnswerRequest,
-    AnswerResponse,
-    DocumentIn,
-    DocumentsResponse,
-    PassageOut,
-    Timings,
-)
-from service.settings import Settings
 
-__all__ = ["Engine", "open_store", "resolve_device", "DEFAULT_TANTIVY_INDEX", "DEFAULT_ES_INDEX"]
+__all__ = ["Engine", "open_store"]
 
-logger = logging.getLogger("regrad.service")
-
-DEFAULT_TANTIVY_INDEX = "artifacts/index"
-DEFAULT_ES_INDEX = "regrad"
-_GRADIENT_MODES = ("regrad", "regrad_context")
-_CONTEXT_MODES = ("regrad_context", "rag")
-_RETRIEVAL_MODES = ("regrad", "regrad_context", "rag")
+logger = logging.getLogger("regrad.engine")
 
 
 @dataclass
 class _Row:
-    """One request's state through the pipeline (row i of the batch)."""
+    """One question's state through the pipeline (row i of the batch)."""
 
-    request: AnswerRequest
+    request: Question
+    mode: ModeSpec
     passages: list[Passage] = field(default_factory=list)
     sources: list[str | None] = field(default_factory=list)
     gradient: torch.Tensor | None = None
@@ -93,7 +83,7 @@ class Engine:
 
     # ----------------------------------------------------------------- construction
     @classmethod
-    def from_settings(cls, settings: Settings) -> Engine:
+    def from_config(cls, settings: EngineConfig) -> Engine:
         """Load the learner, open the retriever and the store (created for the learner if missing)."""
         from retrieval import RetrieverConfig, open_retriever
 
@@ -110,13 +100,10 @@ class Engine:
                 settings.preset,
             )
             learner = Learner.create(load_preset(settings.preset), device=device, dtype=dtype)
-        index = settings.index or (
-            DEFAULT_ES_INDEX if settings.retriever_backend == "elasticsearch" else DEFAULT_TANTIVY_INDEX
-        )
         retriever = open_retriever(
             RetrieverConfig(
                 backend=settings.retriever_backend,
-                index=index,
+                index=settings.index_name,
                 es_url=settings.es_url,
                 es_request_timeout_s=settings.es_timeout_s,
                 es_max_retries=settings.es_max_retries,
@@ -134,6 +121,7 @@ class Engine:
             store,
             missing_gradients=settings.missing_gradients,
             write_back=settings.write_back,
+            encode_batch_size=settings.encode_batch_size,
         )
 
     def close(self) -> None:
@@ -146,7 +134,7 @@ class Engine:
                     logger.exception("closing %s failed", type(resource).__name__)
 
     # ----------------------------------------------------------------- answering
-    def answer_batch(self, requests: Sequence[AnswerRequest]) -> list[AnswerResponse]:
+    def answer_batch(self, requests: Sequence[Question]) -> list[Answer]:
         """Answer a batch: one search per distinct top_k, store sums, one backward for the misses,
         one generation per distinct max_new_tokens. Raises the first per-request error, if any."""
         outcomes = self.answer_outcomes(requests)
@@ -155,35 +143,34 @@ class Engine:
                 raise outcome
         return outcomes  # type: ignore[return-value]
 
-    def answer_outcomes(self, requests: Sequence[AnswerRequest]) -> list[AnswerResponse | BaseException]:
+    def answer_outcomes(self, requests: Sequence[Question]) -> list[Answer | BaseException]:
         """Like `answer_batch`, but a request whose stage failed gets its exception in its slot and
         the others still get answers (e.g. closed_book rows while the retriever is down)."""
         started_s = time.perf_counter()
-        rows = [_Row(request) for request in requests]
+        rows = [_Row(request, mode_spec(request.mode)) for request in requests]
         retrieve_s = self._retrieve(rows)
         gradients_s = self._gradients(rows)
         generate_s = self._generate(rows)
         total_ms = (time.perf_counter() - started_s) * 1000.0
-        outcomes: list[AnswerResponse | BaseException] = []
+        outcomes: list[Answer | BaseException] = []
         for row in rows:
             if row.error is not None:
                 outcomes.append(row.error)
                 continue
-            uses_gradients = row.request.mode in _GRADIENT_MODES
             outcomes.append(
-                AnswerResponse(
+                Answer(
                     answer=row.answer,
                     mode=row.request.mode,
                     passages=[
-                        PassageOut(
+                        PassageHit(
                             id=p.id,
                             title=p.title,
                             score=float(p.score),
-                            gradient=source if uses_gradients else None,
+                            gradient=source if row.mode.gradients else None,
                         )
                         for p, source in zip(row.passages, row.sources, strict=True)
                     ],
-                    timings_ms=Timings(
+                    timings_ms=StageTimings(
                         retrieve=retrieve_s * 1000.0,
                         gradients=gradients_s * 1000.0,
                         generate=generate_s * 1000.0,
@@ -201,7 +188,7 @@ class Engine:
         started_s = time.perf_counter()
         by_k: dict[int, list[_Row]] = {}
         for row in rows:
-            if row.request.mode in _RETRIEVAL_MODES:
+            if row.mode.retrieve:
                 by_k.setdefault(row.request.top_k, []).append(row)
         for k, group in by_k.items():
             try:
@@ -220,7 +207,7 @@ class Engine:
         """Summed gradient per gradient-mode row: stored rows summed by the store, misses computed in
         one batched backward (or skipped), optionally written back."""
         started_s = time.perf_counter()
-        active = [row for row in rows if row.error is None and row.request.mode in _GRADIENT_MODES]
+        active = [row for row in rows if row.error is None and row.mode.gradients]
         missing_by_row: list[list[int]] = []
         for row in active:
             ids = [p.id for p in row.passages]
@@ -301,14 +288,14 @@ class Engine:
     def _generation_request(self, row: _Row) -> GenerationRequest:
         request = row.request
         context = None
-        if request.mode in _CONTEXT_MODES:
+        if row.mode.context:
             context = [(p.title, self._clip(p.text)) for p in row.passages]
         return GenerationRequest(
             question=request.question,
             answer_type=request.answer_type,
-            choices=request.choices,
+            choices=list(request.choices) if request.choices else None,
             context=context,
-            gradient=row.gradient if request.mode in _GRADIENT_MODES else None,
+            gradient=row.gradient if row.mode.gradients else None,
             gamma=request.gamma,
         )
 
@@ -322,7 +309,7 @@ class Engine:
         return self.learner.tokenizer.decode(ids["input_ids"])
 
     # ----------------------------------------------------------------- documents
-    def add_documents(self, documents: Sequence[DocumentIn]) -> DocumentsResponse:
+    def add_documents(self, documents: Sequence[Document]) -> DocumentsResult:
         """Compute and store the gradients of new passages, then index them. Idempotent per id: a
         document already present with the same text is left alone (its gradient is stored if it
         was missing); the same id with other text raises DocumentConflictError.
@@ -359,7 +346,7 @@ class Engine:
         if new:
             self.retriever.add(new)
         done_s = time.perf_counter()
-        return DocumentsResponse(
+        return DocumentsResult(
             ids=ids,
             added=len(new),
             existing=len(passages) - len(new),

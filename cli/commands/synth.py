@@ -19,10 +19,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "appear in test only. Closed-book accuracy is about 0 by construction. Deterministic by --seed.",
     )
     p.add_argument("--output", required=True, help="folder for corpus.jsonl, {train,dev,test}.jsonl, synth.json")
-    p.add_argument("--train-people", type=int, default=1200)
-    p.add_argument("--dev-people", type=int, default=40)
-    p.add_argument("--test-people", type=int, default=60)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train-people", type=int, default=2000, help="invented people in train (default 2000)")
+    p.add_argument("--dev-people", type=int, default=40, help="invented people in dev (default 40)")
+    p.add_argument("--test-people", type=int, default=60,
+                   help="invented people in test, stated and asked in held-out phrasings (default 60)")
+    p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same files (default 0)")
     p.set_defaults(func=run)
 
 

@@ -26,10 +26,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--format", dest="corpus_format", default="auto", help="corpus format (as for `regrad index`)")
     p.add_argument("--top-k", type=int, default=None, help="with --passages-from: first k passages per question")
-    p.add_argument("--codec", default="bf16", choices=["bf16", "fp32", "int8"])
+    p.add_argument("--codec", default="bf16", choices=["bf16", "fp32", "int8"],
+                   help="how gradients are stored: bf16 (default), fp32, int8 (blocks of 256)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="passages per backward (default: 16 on a GPU, 1 on a CPU)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="where gradients are computed (default auto: cuda when available)")
     p.add_argument("--limit", type=int, default=None, help="encode at most N new passages")
     p.set_defaults(func=run)
 

@@ -1,0 +1,35 @@
+"""`regrad score`: re-score a predictions file and write scores.json."""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["register", "run"]
+
+NAME = "score"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        NAME,
+        help="re-score a predictions file (from `regrad evaluate`) and write scores.json",
+        description="Score every line of a predictions file again with the current metrics (EM, F1, precision, "
+        "recall per dataset and mode), print the table and write scores.json (the file `evaluate` writes).",
+    )
+    p.add_argument("predictions", help="predictions file (JSON lines) written by `regrad evaluate`")
+    p.add_argument("--output", help="scores file to write (default: scores.json beside the predictions)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from offline_tools.evaluate import format_mode_table
+    from offline_tools.scoring import read_predictions, rescore, scores_path_for, write_scores
+
+    predictions = read_predictions(args.predictions)
+    tables = rescore(predictions)
+    errors = sum(1 for line in predictions if "error" in line)
+    path = write_scores(args.output or scores_path_for(args.predictions), tables, source=args.predictions,
+                        errors=errors)
+    print(format_mode_table(tables))
+    print(f"{len(predictions)} predictions scored -> {path}")
+    return 0

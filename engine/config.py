@@ -1,0 +1,58 @@
+"""How to build an engine: which learner, retriever and store, on which device."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["EngineConfig", "DEFAULT_TANTIVY_INDEX", "DEFAULT_ES_INDEX"]
+
+DEFAULT_TANTIVY_INDEX = "artifacts/index"
+DEFAULT_ES_INDEX = "regrad"
+
+
+@dataclass
+class EngineConfig:
+    """Everything `Engine.from_config` needs (the service's `Settings` maps onto it).
+
+    Args:
+        checkpoint: learner folder; None = an UNTRAINED learner built from `preset`.
+        preset: model preset used when `checkpoint` is None.
+        store: gradient store folder, created for the learner if missing; None = no store.
+        retriever_backend: tantivy, elasticsearch, dense or hybrid.
+        index: index folder (tantivy, dense) or index name (elasticsearch); None = the backend's default.
+        es_url, es_timeout_s, es_max_retries: the Elasticsearch client.
+        device: cpu, cuda or auto. dtype: base weights' dtype (auto: bf16 where native).
+        torch_threads: CPU threads torch may use; None = torch's default.
+        missing_gradients: `compute` (one batched backward for the misses) or `skip`.
+        write_back: append computed gradients to the store.
+        encode_batch_size: passages per backward when computing gradients.
+    """
+
+    checkpoint: Path | None = None
+    preset: str = "smollm2-135m-instruct"
+    store: Path | None = None
+    retriever_backend: str = "tantivy"
+    index: str | None = None
+    es_url: str = "http://localhost:9200"
+    es_timeout_s: float = 10.0
+    es_max_retries: int = 1
+    device: str = "auto"
+    dtype: str = "auto"
+    torch_threads: int | None = None
+    missing_gradients: str = "compute"
+    write_back: bool = False
+    encode_batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        if self.missing_gradients not in ("compute", "skip"):
+            raise ValueError(f"`missing_gradients` must be 'compute' or 'skip', got {self.missing_gradients!r}")
+        if self.encode_batch_size < 1:
+            raise ValueError(f"`encode_batch_size` must be >= 1, got {self.encode_batch_size}")
+
+    @property
+    def index_name(self) -> str:
+        """`index`, or the backend's default."""
+        if self.index:
+            return self.index
+        return DEFAULT_ES_INDEX if self.retriever_backend == "elasticsearch" else DEFAULT_TANTIVY_INDEX

@@ -1,0 +1,113 @@
+"""What goes into and comes out of the engine: plain dataclasses, no HTTP.
+
+The service validates user input at its edge (pydantic schemas: 422s naming the field) and hands
+the engine these; `Question` still refuses what the engine cannot run (ValueError), so a caller
+without the web stack (in-process evaluation) gets the same refusal, in words.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+from engine.modes import mode_spec
+
+__all__ = ["Question", "PassageHit", "StageTimings", "Answer", "Document", "DocumentsResult", "GradientSource"]
+
+# Where a passage's gradient came from; None when the mode uses no gradients (rag).
+GradientSource = Literal["stored", "computed", "missing"]
+
+
+@dataclass(frozen=True)
+class Question:
+    """One question for the engine.
+
+    Args:
+        question: the question text.
+        mode: a key of `engine.MODES`.
+        top_k: passages to retrieve (retrieval modes).
+        gamma: scale of the applied gradient sum (gradient modes).
+        answer_type: `short`, `yes_no` or `choice` (then `choices` holds the options).
+        max_new_tokens: generation length limit.
+        retrieval_query: retrieve for this text instead of the question (the shift control).
+    """
+
+    question: str
+    mode: str = "regrad"
+    top_k: int = 3
+    gamma: float = 1.0
+    answer_type: str = "short"
+    choices: tuple[str, ...] | None = None
+    max_new_tokens: int = 20
+    retrieval_query: str | None = None
+
+    def __post_init__(self) -> None:
+        mode_spec(self.mode)  # ValueError naming the known modes
+        if not self.question.strip():
+            raise ValueError("question is empty or whitespace only")
+        if self.top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
+        if not (math.isfinite(self.gamma) and self.gamma >= 0):
+            raise ValueError(f"gamma must be finite and >= 0, got {self.gamma}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.answer_type not in ("short", "yes_no", "choice"):
+            raise ValueError(f"answer_type must be short, yes_no or choice, got {self.answer_type!r}")
+        if (self.answer_type == "choice") != bool(self.choices):
+            raise ValueError("choices are required for answer_type 'choice' and only then")
+        if self.retrieval_query is not None and not self.retrieval_query.strip():
+            raise ValueError("retrieval_query is empty or whitespace only")
+
+
+@dataclass(frozen=True)
+class PassageHit:
+    """A retrieved passage and where its gradient came from (None: the mode applies none)."""
+
+    id: str
+    title: str
+    score: float
+    gradient: GradientSource | None = None
+
+
+@dataclass(frozen=True)
+class StageTimings:
+    """Milliseconds per stage; stages run per batch, so batch-mates share them."""
+
+    retrieve: float = 0.0
+    gradients: float = 0.0
+    generate: float = 0.0
+    total: float = 0.0
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The engine's answer to one Question."""
+
+    answer: str
+    mode: str
+    passages: list[PassageHit]
+    timings_ms: StageTimings
+    learner: str  # fingerprint of the learner that answered
+    batch_size: int = 1
+
+
+@dataclass(frozen=True)
+class Document:
+    """A passage to add at run time; without an id, one is derived from title and text."""
+
+    text: str
+    title: str = ""
+    id: str | None = None
+
+
+@dataclass(frozen=True)
+class DocumentsResult:
+    """What `Engine.add_documents` did; repeating the call adds nothing (idempotent per id)."""
+
+    ids: list[str]
+    added: int
+    existing: int
+    gradients_stored: int
+    learner: str
+    timings_ms: dict[str, float] = field(default_factory=dict)

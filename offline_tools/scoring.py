@@ -1,0 +1,90 @@
+"""Re-score a predictions file (`regrad score`) and write `scores.json`, the file `evaluate` writes too.
+
+Each prediction line is scored again from its `answer`, `gold`, `answer_type` (and `choices`) with
+the current metrics, so a file written before a metrics change can be compared with a new one.
+
+    tables = rescore(read_predictions("predictions.jsonl"))
+    write_scores("scores.json", tables, source="predictions.jsonl")
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from offline_tools.errors import InputFileError
+from offline_tools.metrics import ScoreTable, aggregate, score
+
+__all__ = ["read_predictions", "rescore", "tables_of", "write_scores", "scores_path_for"]
+
+_REQUIRED = ("dataset", "mode", "answer", "gold")
+
+
+def read_predictions(path: str | Path) -> list[dict[str, Any]]:
+    """The prediction lines of `path`; InputFileError naming the file and line for a bad one."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(str(path), "no such predictions file")
+    lines: list[dict[str, Any]] = []
+    with path.open(encoding="utf-8") as handle:
+        for number, text in enumerate(handle, start=1):
+            if not text.strip():
+                continue
+            try:
+                line = json.loads(text)
+            except json.JSONDecodeError as error:
+                raise InputFileError(str(path), f"not JSON ({error.msg}); expected one prediction object per "
+                                     "line, as `regrad evaluate` writes", number) from None
+            missing = [key for key in _REQUIRED if not isinstance(line, dict) or key not in line]
+            if missing:
+                raise InputFileError(str(path), f"missing field(s) {', '.join(missing)}; expected a line "
+                                     "written by `regrad evaluate`", number)
+            lines.append(line)
+    if not lines:
+        raise InputFileError(str(path), "no predictions in the file")
+    return lines
+
+
+def rescore(predictions: Sequence[dict[str, Any]]) -> dict[str, ScoreTable]:
+    """A score table per mode (in order of first appearance), each line scored anew."""
+    items: dict[str, list] = {}
+    for line in predictions:
+        gold = line["gold"] if isinstance(line["gold"], list) else [line["gold"]]
+        scores = score(line["answer"] or "", gold, line.get("answer_type", "short"), line.get("choices"))
+        items.setdefault(line["mode"], []).append((line["dataset"], scores))
+    return {mode: aggregate(pairs) for mode, pairs in items.items()}
+
+
+def tables_of(tables: dict[str, ScoreTable], *, source: str | Path | None = None, errors: int = 0) -> dict[str, Any]:
+    """The content of scores.json: scores in 0..100 per mode, per dataset and overall."""
+    return {
+        "predictions": str(source) if source is not None else None,
+        "errors": errors,
+        "modes": {mode: table.to_dict() for mode, table in tables.items()},
+    }
+
+
+def write_scores(path: str | Path, tables: dict[str, ScoreTable], *, source: str | Path | None = None,
+                 errors: int = 0) -> Path:
+    """Write scores.json atomically (temp file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(tables_of(tables, source=source, errors=errors), handle, indent=2)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def scores_path_for(predictions: str | Path) -> Path:
+    """Where scores.json goes by default: beside the predictions file."""
+    return Path(predictions).with_name("scores.json")
