@@ -106,7 +106,7 @@ def main() -> None:
     # 3. meta-training (second order)
     if args.train:
         from offline_tools.augmented import read_augmented
-        from offline_tools.train import _inner_deltas, outer_loss, task_passages
+        from offline_tools.meta import inner_delta, outer_loss, task_passages
 
         records = list(read_augmented(args.train))[: TRAIN_STEPS * META_BATCH]
         optimizer = torch.optim.AdamW(learner.trainable_parameters(), lr=4e-4)
@@ -114,7 +114,7 @@ def main() -> None:
         def step(batch):
             for record in batch:
                 with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
-                    d = _inner_deltas(learner, task_passages(record, 3), create_graph=True)
+                    d = inner_delta(learner, task_passages(record, 3), create_graph=True)
                     loss = outer_loss(learner, record, d, True, 3) / len(batch)
                 loss.backward()
             optimizer.step()

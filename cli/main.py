@@ -1,7 +1,8 @@
 """The `regrad` command line: one small module per subcommand in `cli/commands/`.
 
 Each command module exposes `register(subparsers)`, which adds its parser and sets
-`func=run` (a function of the parsed args returning an exit code). `main()` turns every
+`func=run` (a function of the parsed args returning an exit code). `main()` configures logging
+(`--log-level`, `--log-format`, before or after the command; see `cli/logs.py`), then turns every
 known domain error into one `regrad: error: ...` line and a named exit code.
 """
 
@@ -11,6 +12,7 @@ import argparse
 import importlib
 import sys
 
+from cli import logs
 from engine import __version__
 from offline_tools.errors import ExitStatus
 
@@ -20,12 +22,35 @@ __all__ = ["main", "build_parser", "COMMANDS"]
 COMMANDS = ["model", "synth", "index", "search", "augment", "train", "encode", "store", "serve", "evaluate", "score"]
 
 
+def add_logging_arguments(parser: argparse.ArgumentParser, *, default: object = None) -> None:
+    """`--log-level` and `--log-format`; on a command's parser with `default=argparse.SUPPRESS`, so a
+    flag given before the command is not reset by the command's parser when it is not repeated."""
+    parser.add_argument(
+        "--log-level", type=str.lower, choices=logs.LEVELS, default=default,
+        help=f"log level ({logs.LEVEL_ENV}; default info for serve, warning for the other commands)",
+    )
+    parser.add_argument(
+        "--log-format", type=str.lower, choices=logs.FORMATS, default=default,
+        help=f"log lines on stderr: plain text or one JSON object per line ({logs.FORMAT_ENV}; default plain)",
+    )
+
+
+def _add_logging_arguments_to_command(parser: argparse.ArgumentParser) -> None:
+    """The logging flags on a command and on its actions (`regrad store verify ... --log-level info`)."""
+    add_logging_arguments(parser, default=argparse.SUPPRESS)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):  # aliases map to the same parser
+                _add_logging_arguments_to_command(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="regrad", description="Retrievable Gradients: knowledge applied as per-request LoRA updates."
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--traceback", action="store_true", help="re-raise errors with a full traceback")
+    add_logging_arguments(parser)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         module_name = f"cli.commands.{name}"
@@ -36,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue  # command not built in this checkout
         module.register(subparsers)
+        _add_logging_arguments_to_command(subparsers.choices[name])
     return parser
 
 
@@ -70,6 +96,12 @@ def _exit_status_of(error: BaseException) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        level = logs.resolve_level(args.log_level, args.command)
+        log_format = logs.resolve_format(args.log_format)
+    except ValueError as error:  # a bad REGRAD_LOG_LEVEL / REGRAD_LOG_FORMAT
+        parser.error(str(error))
+    logs.configure_logging(level, log_format)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -18,6 +18,11 @@ gradients teach nothing is obvious at a glance.
 Fixes over the reference: one passage format and max length everywhere (`models.gradients`),
 a validation file separate from any reported test split, deterministic targets (answers[0] of
 a deterministic alias list), no weight decay on α, `fix` mode works, one forward per passage.
+
+Layout: `TrainArgs` (each field carries its `regrad train` flag and help text, so a default lives
+only here), the pieces of a run (setup, one step, validation, checkpoints, logging), then `train()`,
+a short script of those. Importing this module does not import torch: `regrad` builds its parser
+from `TrainArgs` for every command.
 """
 
 from __future__ import annotations
@@ -26,56 +31,98 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import torch
-from tqdm import tqdm
-
-from models import AnswerRequest, Learner, generate_answers, summed_gradient
 from models.base import cpu_has_amx, resolve_device, resolve_dtype
 from offline_tools.augmented import AugmentedRecord, read_augmented
 from offline_tools.errors import InputFileError, UsageError
-from offline_tools.meta import (
-    _context,
-    answer_target,
-    inner_delta,
-    outer_loss,
-    outer_losses,
-    task_deltas,
-    task_passages,
-)
 from offline_tools.metrics import aggregate, score
 
+if TYPE_CHECKING:  # torch and the objective are imported where they are used (see the module docstring)
+    import torch
+    from accelerate import PartialState
+    from tqdm import tqdm
+
+    from models import Learner
+    from offline_tools.meta import answer_target, outer_loss, task_passages
+
 __all__ = ["TrainArgs", "train", "task_passages", "answer_target", "outer_loss", "validate"]
+
+_REEXPORTED = ("task_passages", "answer_target", "outer_loss")  # from offline_tools.meta, on first use
+
+
+def __getattr__(name: str):
+    if name in _REEXPORTED:
+        from offline_tools import meta
+
+        return getattr(meta, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# ---------------------------------------------------------------------------------------- options
+AUTO_ON_OFF = ("auto", "on", "off")
+
+
+def _option(default: Any = MISSING, *, help: str, flag: str | None = None, **argparse_kwargs: Any) -> Any:
+    """A `TrainArgs` field and its `regrad train` flag: `help` (argparse expands `%(default)s`), the flag
+    (default `--field-name`) and extra `argparse` keywords (choices, metavar). No default = required."""
+    return field(default=default, metadata={"help": help, "flag": flag, "argparse": argparse_kwargs})
 
 
 @dataclass
 class TrainArgs:
-    output_dir: str
-    train_files: list[str]
-    dev_files: list[str]
-    preset: str = "smollm2-135m-instruct"
-    top_k: int = 3
-    blind: bool = True  # False: passages also in the prompt (ReGrad + context)
-    meta_batch_size: int = 4
-    lr: float = 4e-4
-    step_size_lr: float | None = 1e-2   # None: the LoRA lr (the paper's single lr)
-    weight_decay: float = 0.01  # LoRA only; the step sizes are not decayed
-    warmup_ratio: float = 0.1
-    clip_norm: float = 0.5
-    epochs: int = 1
-    max_steps: int | None = None
-    max_train_examples: int | None = None
-    max_eval_examples: int = 32
-    eval_every: int = 25
-    max_new_tokens: int = 16
-    seed: int = 0
-    device: str = "auto"
-    resume: bool = False
-    first_order: bool = False         # FOMAML: no Hessian-vector products (cheaper; learns far less, see docs)
-    batched: str = "auto"             # one forward for a meta-batch's passages / prompts: auto = on GPUs only
-    bf16: str = "auto"                # autocast: "auto" (GPU or AMX CPU), "on", "off"
+    """Every option of a run; `regrad train` has exactly one flag per field (cli/commands/train.py)."""
+
+    output_dir: str = _option(flag="--output", help="checkpoint folder (best/, last/, logs)")
+    train_files: list[str] = _option(flag="--train", metavar="AUG.jsonl", help="augmented training file (repeatable)")
+    dev_files: list[str] = _option(
+        flag="--dev", metavar="AUG.jsonl",
+        help="augmented validation file, separate from any reported test split (repeatable)")
+    preset: str = _option("smollm2-135m-instruct", help="learner preset to meta-train (default %(default)s)")
+    top_k: int = _option(3, help="passages per question whose gradients are applied (default %(default)s)")
+    blind: bool = _option(  # False: passages also in the prompt (ReGrad + context)
+        True, flag="--with-context",
+        help="also put the passages in the prompt (ReGrad + context); default is blind")
+    meta_batch_size: int = _option(4, help="questions per meta-batch, i.e. per optimizer step (default %(default)s)")
+    lr: float = _option(4e-4, help="LoRA learning rate (the paper's 4e-4)")
+    step_size_lr: float | None = _option(  # None: the LoRA lr (the paper's single lr; not a flag value)
+        1e-2, help="learning rate of the step sizes alpha, in their own AdamW group (default %(default)s); "
+                   "--step-size-lr 4e-4 is the paper's single-lr setting")
+    weight_decay: float = _option(
+        0.01, help="AdamW weight decay of the LoRA tensors; the step sizes are not decayed (default %(default)s)")
+    warmup_ratio: float = _option(
+        0.1, help="fraction of the steps warming the learning rates up, before a linear decay to 0 "
+                  "(default %(default)s)")
+    clip_norm: float = _option(0.5, help="clip the meta-gradient's global norm to this (default %(default)s)")
+    epochs: int = _option(
+        1, help="passes over the training questions (default %(default)s); with 1 epoch, --max-steps alone "
+                "sets the run's length")
+    max_steps: int | None = _option(
+        None, help="train N meta-batches, past one pass if need be (default: --epochs passes); with --epochs above "
+                   "1, at most N")
+    max_train_examples: int | None = _option(None, help="use only the first N training questions (default: all)")
+    max_eval_examples: int = _option(
+        32, help="validate on the first N validation questions (default %(default)s)")
+    eval_every: int = _option(
+        25, help="validate, log and save best/ and last/ every N steps and at the end (default %(default)s)")
+    max_new_tokens: int = _option(16, help="answer tokens generated per validation question (default %(default)s)")
+    seed: int = _option(0, help="seed of the learner's initialisation and of the question order (default %(default)s)")
+    device: str = _option(
+        "auto", choices=["auto", "cpu", "cuda"],
+        help="where to train: auto = cuda when a GPU is visible (under `accelerate launch`, each process's own)")
+    resume: bool = _option(False, help="continue from OUTPUT/last")
+    first_order: bool = _option(  # FOMAML: no Hessian-vector products (cheaper; learns far less, see docs)
+        False, help="first-order meta-gradient (no create_graph): cheaper, but theta then learns an answer "
+                    "format, not how to use passage gradients (docs/results.md)")
+    batched: str = _option(  # one forward for a meta-batch's passages / prompts: auto = on GPUs only
+        "auto", flag="--batch", choices=list(AUTO_ON_OFF),
+        help="one batched forward for all passages / prompts of a meta-batch: auto = on a GPU; on a "
+             "CPU one task at a time is faster (padding costs more than batching saves)")
+    bf16: str = _option(  # autocast: "auto" (GPU or AMX CPU), "on", "off"
+        "auto", choices=list(AUTO_ON_OFF),
+        help="bf16 autocast: auto = on a GPU or an AMX CPU (native bf16 matmuls), else off")
 
     def __post_init__(self) -> None:
         checks = {
@@ -84,17 +131,35 @@ class TrainArgs:
             "warmup_ratio": 0 <= self.warmup_ratio < 1, "clip_norm": self.clip_norm > 0,
             "epochs": self.epochs >= 1, "max_steps": self.max_steps is None or self.max_steps >= 1,
             "eval_every": self.eval_every >= 1, "max_eval_examples": self.max_eval_examples >= 1,
-            "bf16": self.bf16 in ("auto", "on", "off"), "batched": self.batched in ("auto", "on", "off"),
+            "bf16": self.bf16 in AUTO_ON_OFF, "batched": self.batched in AUTO_ON_OFF,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise UsageError(f"invalid training option(s): {', '.join(f'{b}={getattr(self, b)!r}' for b in bad)}")
 
 
-def _schedule(step: int, total: int, warmup: int) -> float:
-    if warmup and step < warmup:
-        return 0.01 + 0.99 * step / warmup
-    return max(0.0, (total - step) / max(1, total - warmup))
+# ------------------------------------------------------------------------------------------ setup
+def _processes() -> PartialState:
+    """Under `accelerate launch` every process takes its share of each meta-batch and the meta-gradients
+    are summed across processes (DDP cannot wrap a double backward); a plain `regrad train` is one process."""
+    from accelerate import PartialState
+
+    return PartialState()
+
+
+def _prepare_output(args: TrainArgs, state: PartialState) -> Path:
+    output = Path(args.output_dir)
+    if output.exists() and any(output.iterdir()) and not args.resume:
+        raise UsageError(f"output folder {output} is not empty; pass --resume to continue, or choose a new folder")
+    state.wait_for_everyone()  # every process has checked before the main one writes there
+    return output
+
+
+def _seed(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    torch.manual_seed(seed)
 
 
 def _load_records(paths: list[str], limit: int | None) -> list[AugmentedRecord]:
@@ -106,109 +171,38 @@ def _load_records(paths: list[str], limit: int | None) -> list[AugmentedRecord]:
     return records[:limit] if limit else records
 
 
-@torch.no_grad()
-def validate(learner: Learner, records: list[AugmentedRecord], args: TrainArgs) -> dict:
-    """Diagnostics on the dev records: is the learner using the passages' gradients?
-
-    loss / loss_closed: answer loss with the gradients (γ = 1) and without them (γ = 0);
-    gain = loss_closed − loss. em/f1 with the gradients (ReGrad, or ReGrad + context when not
-    blind) and em_closed/f1_closed without (closed-book). alpha_*: the step sizes;
-    update_norm: mean ‖α ⊙ G‖ over the records.
-    """
-    alpha = learner.step_size_vector().detach()
-    gradients = [summed_gradient(learner, task_passages(r, args.top_k)).to(alpha.device) for r in records]
-    deltas = torch.stack([-alpha * g for g in gradients])                                  # (n, D)
-    with_g, without_g = [], []
-    for start in range(0, len(records), 8):
-        chunk = records[start : start + 8]
-        with_g += outer_losses(learner, chunk, deltas[start : start + 8], args.blind, args.top_k).tolist()
-        without_g += outer_losses(learner, chunk, None, args.blind, args.top_k).tolist()
-    adapted = [AnswerRequest(r.question, r.answer_type, r.choices, context=_context(r, args.top_k, args.blind),
-                             gradient=g) for r, g in zip(records, gradients)]
-    closed = [AnswerRequest(r.question, r.answer_type, r.choices) for r in records]
-    result = {}
-    for name, requests in (("", adapted), ("_closed", closed)):
-        answers: list[str] = []
-        for start in range(0, len(requests), 8):
-            answers += generate_answers(learner, requests[start : start + 8], max_new_tokens=args.max_new_tokens)
-        table = aggregate((r.dataset, score(a, r.answers, r.answer_type, r.choices)) for r, a in zip(records, answers))
-        result[f"em{name}"], result[f"f1{name}"] = table.overall_micro.em, table.overall_micro.f1
-    loss, loss_closed = sum(with_g) / len(with_g), sum(without_g) / len(without_g)
-    per_tensor = torch.stack([a.detach().float().mean() for a in learner.step_size_tensors().values()])
-    return {
-        "loss": loss, "loss_closed": loss_closed, "gain": loss_closed - loss, **result,
-        "alpha_mean": float(per_tensor.mean()), "alpha_min": float(per_tensor.min()),
-        "alpha_max": float(per_tensor.max()), "update_norm": float(deltas.norm(dim=1).mean()),
-        "n": len(records),
-    }
+def _check_splits(train_records: list[AugmentedRecord], dev_records: list[AugmentedRecord]) -> None:
+    overlap = {r.id for r in train_records} & {r.id for r in dev_records}
+    if overlap:
+        raise UsageError(
+            f"{len(overlap)} validation question(s) are also in the training files "
+            f"(e.g. {sorted(overlap)[0]!r}); validation must be a separate split"
+        )
 
 
-def describe_validation(result: dict) -> str:
-    """One line a person can read at a glance: does applying the gradients help?"""
-    return (f"step {result['step']}: answer loss {result['loss_closed']:.3f} -> {result['loss']:.3f} with gradients "
-            f"(gain {result['gain']:+.3f}); EM {result['em']:.1f} vs closed-book {result['em_closed']:.1f}, "
-            f"F1 {result['f1']:.1f} vs {result['f1_closed']:.1f}; alpha mean {result['alpha_mean']:.3g} "
-            f"[{result['alpha_min']:.3g}, {result['alpha_max']:.3g}], |alpha*G| {result['update_norm']:.3g}")
+def _load_data(args: TrainArgs) -> tuple[list[AugmentedRecord], list[AugmentedRecord]]:
+    train_records = _load_records(args.train_files, args.max_train_examples)
+    dev_records = _load_records(args.dev_files, args.max_eval_examples)
+    _check_splits(train_records, dev_records)
+    return train_records, dev_records
 
 
-def _save_training_state(directory: Path, optimizer: torch.optim.Optimizer, step: int, best: dict) -> None:
-    from safetensors.torch import save_file
-
-    tensors, meta = {}, {"step": step, "best": best, "param_steps": []}
-    for i, group_param in enumerate(p for g in optimizer.param_groups for p in g["params"]):
-        state = optimizer.state.get(group_param, {})
-        if "exp_avg" in state:
-            tensors[f"exp_avg.{i}"] = state["exp_avg"].detach().cpu().contiguous()
-            tensors[f"exp_avg_sq.{i}"] = state["exp_avg_sq"].detach().cpu().contiguous()
-            meta["param_steps"].append([i, float(state["step"])])
-    directory.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(directory / "optimizer.safetensors"))
-    (directory / "trainer_state.json").write_text(json.dumps(meta, indent=2))
+def _device(args: TrainArgs, state: PartialState) -> str:
+    return str(state.device) if state.num_processes > 1 else resolve_device(args.device)
 
 
-def _load_training_state(directory: Path, optimizer: torch.optim.Optimizer) -> tuple[int, dict]:
-    from safetensors.torch import load_file
+def _learner(args: TrainArgs, device: str) -> Learner:
+    """The untrained preset: a bf16 base on CUDA, fp32 on a CPU (the LoRA and step sizes are fp32)."""
+    from models import Learner, load_preset
 
-    meta = json.loads((directory / "trainer_state.json").read_text())
-    tensors = load_file(str(directory / "optimizer.safetensors"))
-    params = [p for g in optimizer.param_groups for p in g["params"]]
-    for i, step in meta["param_steps"]:
-        p = params[i]
-        optimizer.state[p] = {
-            "step": torch.tensor(step),
-            "exp_avg": tensors[f"exp_avg.{i}"].to(p.device),
-            "exp_avg_sq": tensors[f"exp_avg_sq.{i}"].to(p.device),
-        }
-    return int(meta["step"]), meta["best"]
-
-
-def _sum_across_processes(learner: Learner, meta_loss: float) -> float:
-    """All-reduce (sum) the meta-gradients of every trainable tensor, and the logged loss."""
-    import torch.distributed as dist
-
-    for p in learner.trainable_parameters():
-        if p.grad is None:  # this process had no task in the meta-batch
-            p.grad = torch.zeros_like(p)
-        dist.all_reduce(p.grad)
-    total = torch.tensor([meta_loss], device=learner.device)
-    dist.all_reduce(total)
-    return float(total)
-
-
-def _autocast(args: TrainArgs, device: str):
-    """bf16 autocast on a GPU or an AMX CPU (`auto`), or when asked (`on`).
-
-    On AVX512-BF16 CPUs (AMD Zen 4/5) `--bf16 on` is 2.4x faster (bench/train_bench.py), but whether
-    bf16 changes what a second-order run learns was not measured, so `auto` leaves it off there.
-    """
-    kind = "cuda" if device.startswith("cuda") else "cpu"
-    native = resolve_dtype("auto", device) == "bfloat16" if kind == "cuda" else cpu_has_amx()
-    enabled = args.bf16 == "on" or (args.bf16 == "auto" and native)
-    return torch.autocast(kind, dtype=torch.bfloat16, enabled=enabled)
+    dtype = "bfloat16" if device.startswith("cuda") else "float32"
+    return Learner.create(load_preset(args.preset), device=device, dtype=dtype, seed=args.seed)
 
 
 def _optimizer(learner: Learner, args: TrainArgs) -> torch.optim.AdamW:
     """LoRA with weight decay at `lr`; the step sizes in their own group, no decay, at `step_size_lr`."""
+    import torch
+
     groups = [
         {"params": list(learner.lora_tensors().values()), "weight_decay": args.weight_decay, "base_lr": args.lr},
         {"params": list(learner.step_sizes.parameters()), "weight_decay": 0.0,
@@ -217,8 +211,66 @@ def _optimizer(learner: Learner, args: TrainArgs) -> torch.optim.AdamW:
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=args.lr)
 
 
+def _total_steps(args: TrainArgs, n_train: int) -> tuple[int, int]:
+    steps_per_epoch = math.ceil(n_train / args.meta_batch_size)
+    total = steps_per_epoch * args.epochs
+    if args.max_steps:
+        total = min(total, args.max_steps) if args.epochs > 1 else args.max_steps
+    return steps_per_epoch, total
+
+
+def _schedule(step: int, total: int, warmup: int) -> float:
+    if warmup and step < warmup:
+        return 0.01 + 0.99 * step / warmup
+    return max(0.0, (total - step) / max(1, total - warmup))
+
+
+def _autocast(args: TrainArgs, device: str):
+    """bf16 autocast on a GPU or an AMX CPU (`auto`), or when asked (`on`).
+
+    On AVX512-BF16 CPUs (AMD Zen 4/5) `--bf16 on` is 2.4x faster (bench/train_bench.py), but whether
+    bf16 changes what a second-order run learns was not measured, so `auto` leaves it off there.
+    """
+    import torch
+
+    kind = "cuda" if device.startswith("cuda") else "cpu"
+    native = resolve_dtype("auto", device) == "bfloat16" if kind == "cuda" else cpu_has_amx()
+    enabled = args.bf16 == "on" or (args.bf16 == "auto" and native)
+    return torch.autocast(kind, dtype=torch.bfloat16, enabled=enabled)
+
+
+def _resume(args: TrainArgs, output: Path, learner: Learner, optimizer: torch.optim.Optimizer, log) -> tuple[int, dict]:
+    """(step, best) of `output/last` with `--resume`, its weights and optimizer state loaded; else a fresh start."""
+    if args.resume and (output / "last" / "trainer_state.json").is_file():
+        learner.load_weights(output / "last")
+        step, best = _load_training_state(output / "last", optimizer)
+        log(f"resumed from {output / 'last'} at step {step}")
+        return step, best
+    return 0, {"f1": -1.0, "loss": math.inf, "step": 0}
+
+
+# --------------------------------------------------------------------------------------- one step
+def _next_batch(order: list[int], step: int, steps_per_epoch: int, args: TrainArgs) -> list[int]:
+    """The training indices of meta-batch `step`.
+
+    `order` is shuffled in place at every step, by a fresh `Random(seed + epoch)`: not one permutation
+    per epoch (a batch can repeat a question of the same epoch). The shipped learner was trained so;
+    keep it, or its recipe no longer reproduces.
+    """
+    epoch, within = divmod(step, steps_per_epoch)
+    random.Random(args.seed + epoch).shuffle(order)
+    return order[within * args.meta_batch_size : (within + 1) * args.meta_batch_size]
+
+
+def _set_learning_rates(optimizer: torch.optim.Optimizer, step: int, total_steps: int, warmup: int) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = group["base_lr"] * _schedule(step, total_steps, warmup)
+
+
 def meta_step(learner: Learner, records: list[AugmentedRecord], args: TrainArgs, scale: float) -> float:
     """Accumulate the meta-gradient of `records` (× `scale`) into .grad; returns the summed loss × scale."""
+    from offline_tools.meta import inner_delta, outer_loss, outer_losses, task_deltas, task_passages
+
     if not records:
         return 0.0
     create_graph = not args.first_order
@@ -237,23 +289,199 @@ def meta_step(learner: Learner, records: list[AugmentedRecord], args: TrainArgs,
     return total
 
 
-def _check_splits(train_records: list[AugmentedRecord], dev_records: list[AugmentedRecord]) -> None:
-    overlap = {r.id for r in train_records} & {r.id for r in dev_records}
-    if overlap:
-        raise UsageError(
-            f"{len(overlap)} validation question(s) are also in the training files "
-            f"(e.g. {sorted(overlap)[0]!r}); validation must be a separate split"
-        )
+def _sum_across_processes(learner: Learner, meta_loss: float) -> float:
+    """All-reduce (sum) the meta-gradients of every trainable tensor, and the logged loss."""
+    import torch
+    import torch.distributed as dist
+
+    for p in learner.trainable_parameters():
+        if p.grad is None:  # this process had no task in the meta-batch
+            p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad)
+    total = torch.tensor([meta_loss], device=learner.device)
+    dist.all_reduce(total)
+    return float(total)
 
 
-def _total_steps(args: TrainArgs, n_train: int) -> tuple[int, int]:
-    steps_per_epoch = math.ceil(n_train / args.meta_batch_size)
-    total = steps_per_epoch * args.epochs
-    if args.max_steps:
-        total = min(total, args.max_steps) if args.epochs > 1 else args.max_steps
-    return steps_per_epoch, total
+def _train_step(learner: Learner, optimizer: torch.optim.Optimizer, mine: list[AugmentedRecord], args: TrainArgs,
+                autocast, scale: float, world: int) -> float:
+    """One optimizer step: this process's tasks `mine` of a meta-batch (each loss × `scale`), the
+    meta-gradients summed across processes, clipped, AdamW. Returns the meta-batch's loss."""
+    import torch
+
+    with autocast:
+        meta_loss = meta_step(learner, mine, args, scale=scale)
+    if world > 1:
+        meta_loss = _sum_across_processes(learner, meta_loss)
+    torch.nn.utils.clip_grad_norm_(learner.trainable_parameters(), args.clip_norm)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return meta_loss
 
 
+# ------------------------------------------------------------------------------------- validation
+def validate(learner: Learner, records: list[AugmentedRecord], args: TrainArgs) -> dict:
+    """Diagnostics on the dev records: is the learner using the passages' gradients?
+
+    loss / loss_closed: answer loss with the gradients (γ = 1) and without them (γ = 0);
+    gain = loss_closed − loss. em/f1 with the gradients (ReGrad, or ReGrad + context when not
+    blind) and em_closed/f1_closed without (closed-book). alpha_*: the step sizes;
+    update_norm: mean ‖α ⊙ G‖ over the records.
+    """
+    import torch
+
+    from models import AnswerRequest, generate_answers, summed_gradient
+    from offline_tools.meta import _context, outer_losses, task_passages
+
+    with torch.no_grad():
+        alpha = learner.step_size_vector().detach()
+        gradients = [summed_gradient(learner, task_passages(r, args.top_k)).to(alpha.device) for r in records]
+        deltas = torch.stack([-alpha * g for g in gradients])                                  # (n, D)
+        with_g, without_g = [], []
+        for start in range(0, len(records), 8):
+            chunk = records[start : start + 8]
+            with_g += outer_losses(learner, chunk, deltas[start : start + 8], args.blind, args.top_k).tolist()
+            without_g += outer_losses(learner, chunk, None, args.blind, args.top_k).tolist()
+        adapted = [AnswerRequest(r.question, r.answer_type, r.choices, context=_context(r, args.top_k, args.blind),
+                                 gradient=g) for r, g in zip(records, gradients)]
+        closed = [AnswerRequest(r.question, r.answer_type, r.choices) for r in records]
+        result = {}
+        for name, requests in (("", adapted), ("_closed", closed)):
+            answers: list[str] = []
+            for start in range(0, len(requests), 8):
+                answers += generate_answers(learner, requests[start : start + 8], max_new_tokens=args.max_new_tokens)
+            table = aggregate((r.dataset, score(a, r.answers, r.answer_type, r.choices))
+                              for r, a in zip(records, answers))
+            result[f"em{name}"], result[f"f1{name}"] = table.overall_micro.em, table.overall_micro.f1
+        loss, loss_closed = sum(with_g) / len(with_g), sum(without_g) / len(without_g)
+        per_tensor = torch.stack([a.detach().float().mean() for a in learner.step_size_tensors().values()])
+        return {
+            "loss": loss, "loss_closed": loss_closed, "gain": loss_closed - loss, **result,
+            "alpha_mean": float(per_tensor.mean()), "alpha_min": float(per_tensor.min()),
+            "alpha_max": float(per_tensor.max()), "update_norm": float(deltas.norm(dim=1).mean()),
+            "n": len(records),
+        }
+
+
+def describe_validation(result: dict) -> str:
+    """One line a person can read at a glance: does applying the gradients help?"""
+    return (f"step {result['step']}: answer loss {result['loss_closed']:.3f} -> {result['loss']:.3f} with gradients "
+            f"(gain {result['gain']:+.3f}); EM {result['em']:.1f} vs closed-book {result['em_closed']:.1f}, "
+            f"F1 {result['f1']:.1f} vs {result['f1_closed']:.1f}; alpha mean {result['alpha_mean']:.3g} "
+            f"[{result['alpha_min']:.3g}, {result['alpha_max']:.3g}], |alpha*G| {result['update_norm']:.3g}")
+
+
+def _evaluate(learner: Learner, dev_records: list[AugmentedRecord], args: TrainArgs, step: int,
+              run_log: _RunLog) -> dict:
+    """Validate at `step`, log the result (file, one printed line) and return it."""
+    result = {"step": step, "tasks_seen": step * args.meta_batch_size, **validate(learner, dev_records, args)}
+    run_log.validation(result)
+    return result
+
+
+# ------------------------------------------------------------------------------------ checkpoints
+def _is_better(result: dict, best: dict) -> bool:
+    """Higher validation F1; ties → lower answer loss."""
+    return (result["f1"], -result["loss"]) > (best["f1"], -best["loss"])
+
+
+def _save_best(learner: Learner, output: Path, result: dict) -> dict:
+    learner.save(output / "best")
+    return {"f1": result["f1"], "loss": result["loss"], "step": result["step"]}
+
+
+def _save_last(learner: Learner, optimizer: torch.optim.Optimizer, output: Path, step: int, best: dict) -> None:
+    """`output/last`: the learner, the optimizer state and (step, best), for `--resume`."""
+    learner.save(output / "last")
+    _save_training_state(output / "last", optimizer, step, best)
+
+
+def _save_training_state(directory: Path, optimizer: torch.optim.Optimizer, step: int, best: dict) -> None:
+    from safetensors.torch import save_file
+
+    tensors, meta = {}, {"step": step, "best": best, "param_steps": []}
+    for i, group_param in enumerate(p for g in optimizer.param_groups for p in g["params"]):
+        state = optimizer.state.get(group_param, {})
+        if "exp_avg" in state:
+            tensors[f"exp_avg.{i}"] = state["exp_avg"].detach().cpu().contiguous()
+            tensors[f"exp_avg_sq.{i}"] = state["exp_avg_sq"].detach().cpu().contiguous()
+            meta["param_steps"].append([i, float(state["step"])])
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(directory / "optimizer.safetensors"))
+    (directory / "trainer_state.json").write_text(json.dumps(meta, indent=2))
+
+
+def _load_training_state(directory: Path, optimizer: torch.optim.Optimizer) -> tuple[int, dict]:
+    import torch
+    from safetensors.torch import load_file
+
+    meta = json.loads((directory / "trainer_state.json").read_text())
+    tensors = load_file(str(directory / "optimizer.safetensors"))
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    for i, step in meta["param_steps"]:
+        p = params[i]
+        optimizer.state[p] = {
+            "step": torch.tensor(step),
+            "exp_avg": tensors[f"exp_avg.{i}"].to(p.device),
+            "exp_avg_sq": tensors[f"exp_avg_sq.{i}"].to(p.device),
+        }
+    return int(meta["step"]), meta["best"]
+
+
+# ---------------------------------------------------------------------------------------- logging
+class _RunLog:
+    """The main process's record of a run: `train_args.json`, one JSON event a line in
+    `training_log.jsonl` (train / validation / done), a printed line per validation, the validations."""
+
+    def __init__(self, output: Path, args: TrainArgs, log) -> None:
+        output.mkdir(parents=True, exist_ok=True)
+        (output / "train_args.json").write_text(json.dumps(asdict(args), indent=2))
+        self.file = (output / "training_log.jsonl").open("a")
+        self.log = log
+        self.validations: list[dict] = []
+
+    def event(self, **fields: Any) -> None:
+        self.file.write(json.dumps(fields) + "\n")
+        self.file.flush()
+
+    def train_step(self, step: int, meta_loss: float, optimizer: torch.optim.Optimizer, seconds: float) -> None:
+        self.event(event="train", step=step, loss=meta_loss, lr=optimizer.param_groups[0]["lr"],
+                   step_size_lr=optimizer.param_groups[-1]["lr"], s_per_step=seconds)
+
+    def validation(self, result: dict) -> None:
+        self.event(event="validation", **result)
+        self.log(describe_validation(result))
+        self.validations.append(result)
+
+    def close(self, best: dict) -> None:
+        self.event(event="done", best=best)
+        self.file.close()
+
+
+def _progress_bar(total_steps: int, step: int, is_main: bool) -> tqdm:
+    from tqdm import tqdm
+
+    return tqdm(total=total_steps, initial=step, desc="meta-train", unit="step", disable=not is_main)
+
+
+def _show_progress(bar: tqdm, meta_loss: float, validations: list[dict]) -> None:
+    bar.update(1)
+    bar.set_postfix(loss=f"{meta_loss:.3f}", gain=f"{validations[-1]['gain']:+.2f}" if validations else "-")
+
+
+def _plot(output: Path) -> None:
+    from offline_tools.plots import plot_training_log
+
+    plot_training_log(output / "training_log.jsonl", output / "training_curves.png")
+
+
+def _write_summary(output: Path, summary: dict) -> dict:
+    (output / "summary.json").write_text(json.dumps(summary, indent=2))
+    _plot(output)
+    return summary
+
+
+# ------------------------------------------------------------------------------------------ train
 def train(args: TrainArgs, log=print) -> dict:
     """Run meta-training; returns a summary (steps, losses, validations, best, wall time).
 
@@ -261,119 +489,56 @@ def train(args: TrainArgs, log=print) -> dict:
     (learner + optimizer state, for `resume`), `output_dir/training_log.jsonl`,
     `output_dir/training_curves.png`, `train_args.json` and `summary.json`.
     """
-    from accelerate import PartialState
-
-    from models import load_preset
-
-    # Under `accelerate launch` every process takes its share of each meta-batch and the
-    # meta-gradients are summed across processes (DDP cannot wrap a double backward); a plain
-    # `regrad train` is one process and this is a no-op.
-    state = PartialState()
+    state = _processes()
     is_main, world, rank = state.is_main_process, state.num_processes, state.process_index
     started = time.perf_counter()
-    output = Path(args.output_dir)
-    if output.exists() and any(output.iterdir()) and not args.resume:
-        raise UsageError(f"output folder {output} is not empty; pass --resume to continue, or choose a new folder")
-    state.wait_for_everyone()  # every process has checked before the main one writes there
-    random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    train_records = _load_records(args.train_files, args.max_train_examples)
-    dev_records = _load_records(args.dev_files, args.max_eval_examples)
-    _check_splits(train_records, dev_records)
-
-    device = str(state.device) if world > 1 else resolve_device(args.device)
-    learner = Learner.create(load_preset(args.preset), device=device,
-                             dtype="bfloat16" if device.startswith("cuda") else "float32", seed=args.seed)
+    output = _prepare_output(args, state)
+    _seed(args.seed)
+    train_records, dev_records = _load_data(args)
+    device = _device(args, state)
+    learner = _learner(args, device)
     optimizer = _optimizer(learner, args)
     steps_per_epoch, total_steps = _total_steps(args, len(train_records))
     warmup = int(args.warmup_ratio * total_steps)
+    step, best = _resume(args, output, learner, optimizer, log)
+    run_log = _RunLog(output, args, log) if is_main else None
+    validations = run_log.validations if is_main else []
 
-    step, best = 0, {"f1": -1.0, "loss": math.inf, "step": 0}
-    if args.resume and (output / "last" / "trainer_state.json").is_file():
-        learner.load_weights(output / "last")
-        step, best = _load_training_state(output / "last", optimizer)
-        log(f"resumed from {output / 'last'} at step {step}")
-    if is_main:
-        output.mkdir(parents=True, exist_ok=True)
-        (output / "train_args.json").write_text(json.dumps(asdict(args), indent=2))
-    log_file = (output / "training_log.jsonl").open("a") if is_main else None
-    validations: list[dict] = []
-
-    def record_eval(at_step: int) -> dict:
-        result = {"step": at_step, "tasks_seen": at_step * args.meta_batch_size,
-                  **validate(learner, dev_records, args)}
-        log_file.write(json.dumps({"event": "validation", **result}) + "\n")
-        log_file.flush()
-        log(describe_validation(result))
-        validations.append(result)
-        return result
-
-    initial = record_eval(step) if step == 0 and is_main else None
-    if initial is not None:
-        best = {"f1": initial["f1"], "loss": initial["loss"], "step": 0}
-        learner.save(output / "best")
+    initial = None
+    if step == 0 and is_main:
+        initial = _evaluate(learner, dev_records, args, step, run_log)
+        best = _save_best(learner, output, initial)
     order = list(range(len(train_records)))
     autocast = _autocast(args, device)
-    bar = tqdm(total=total_steps, initial=step, desc="meta-train", unit="step", disable=not is_main)
-    window: list[float] = []
+    bar = _progress_bar(total_steps, step, is_main)
+    losses: list[float] = []
     step_started = time.perf_counter()
     while step < total_steps:
-        epoch, within = divmod(step, steps_per_epoch)
-        random.Random(args.seed + epoch).shuffle(order)
-        batch_ids = order[within * args.meta_batch_size : (within + 1) * args.meta_batch_size]
-        for group in optimizer.param_groups:
-            group["lr"] = group["base_lr"] * _schedule(step, total_steps, warmup)
-        mine = [train_records[i] for i in batch_ids[rank::world]]
-        with autocast:
-            meta_loss = meta_step(learner, mine, args, scale=1.0 / len(batch_ids))
-        if world > 1:
-            meta_loss = _sum_across_processes(learner, meta_loss)
-        torch.nn.utils.clip_grad_norm_(learner.trainable_parameters(), args.clip_norm)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        batch = _next_batch(order, step, steps_per_epoch, args)
+        _set_learning_rates(optimizer, step, total_steps, warmup)
+        mine = [train_records[i] for i in batch[rank::world]]
+        meta_loss = _train_step(learner, optimizer, mine, args, autocast, scale=1.0 / len(batch), world=world)
         step += 1
-        window.append(meta_loss)
-        bar.update(1)
-        bar.set_postfix(loss=f"{meta_loss:.3f}", gain=f"{validations[-1]['gain']:+.2f}" if validations else "-")
+        losses.append(meta_loss)
+        _show_progress(bar, meta_loss, validations)
         if not is_main:
             continue
-        log_file.write(json.dumps({
-            "event": "train", "step": step, "loss": meta_loss, "lr": optimizer.param_groups[0]["lr"],
-            "step_size_lr": optimizer.param_groups[-1]["lr"], "s_per_step": time.perf_counter() - step_started,
-        }) + "\n")
-        log_file.flush()
+        run_log.train_step(step, meta_loss, optimizer, time.perf_counter() - step_started)
         step_started = time.perf_counter()
         if step % args.eval_every == 0 or step == total_steps:
-            result = record_eval(step)
-            if (result["f1"], -result["loss"]) > (best["f1"], -best["loss"]):
-                best = {"f1": result["f1"], "loss": result["loss"], "step": step}
-                learner.save(output / "best")
-            learner.save(output / "last")
-            _save_training_state(output / "last", optimizer, step, best)
+            result = _evaluate(learner, dev_records, args, step, run_log)
+            if _is_better(result, best):
+                best = _save_best(learner, output, result)
+            _save_last(learner, optimizer, output, step, best)
             _plot(output)
             step_started = time.perf_counter()
     bar.close()
     if not is_main:
         return {"steps": step, "rank": rank}
-    log_file.write(json.dumps({"event": "done", "best": best}) + "\n")
-    log_file.close()
-    summary = {
-        "steps": step,
-        "best": best,
-        "initial": initial,
-        "final": validations[-1] if validations else None,
-        "train_examples": len(train_records),
-        "dev_examples": len(dev_records),
-        "wall_s": time.perf_counter() - started,
-        "checkpoint": str(output / "best"),
-        "mean_train_loss": sum(window) / max(1, len(window)),
-    }
-    (output / "summary.json").write_text(json.dumps(summary, indent=2))
-    _plot(output)
-    return summary
-
-
-def _plot(output: Path) -> None:
-    from offline_tools.plots import plot_training_log
-
-    plot_training_log(output / "training_log.jsonl", output / "training_curves.png")
+    run_log.close(best)
+    return _write_summary(output, {
+        "steps": step, "best": best, "initial": initial, "final": validations[-1] if validations else None,
+        "train_examples": len(train_records), "dev_examples": len(dev_records),
+        "wall_s": time.perf_counter() - started, "checkpoint": str(output / "best"),
+        "mean_train_loss": sum(losses) / max(1, len(losses)),
+    })

@@ -5,6 +5,7 @@ Building a config imports nothing heavy; `__post_init__` rejects bad values nami
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import asdict, dataclass
 from typing import Literal
@@ -38,9 +39,12 @@ class RetrieverConfig:
     es_number_of_shards: primary shards of a created ES index.
     es_number_of_replicas: replicas of a created ES index (0 keeps a single node green).
     es_chunk_size: documents per bulk request.
-    embedder_path: sentence-embedding model folder; None = the bundled all-MiniLM-L6-v2.
+    embedder_path: sentence-transformers model folder for `dense`/`hybrid`; its pooling, Normalize
+        module, max_seq_length and query/document prompts are honoured (see `retrieval.embedder`).
+        None = the folder an existing index was built with, else the bundled all-MiniLM-L6-v2.
     embed_batch_size: passages per embedding forward pass.
-    embed_max_tokens: passages are truncated to this many tokens before embedding.
+    embed_max_tokens: inputs are truncated to this many tokens before embedding; None = the model's
+        `max_seq_length` (sentence_bert_config.json; 256 for all-MiniLM-L6-v2).
     device: torch device for the embedder (`cpu`, `cuda`).
     dense_index: faiss index kind: `flat` (exact), `ivf<nlist>` or `hnsw<M>`.
     rrf_k: reciprocal rank fusion constant: score = sum over rankings of 1 / (rrf_k + rank).
@@ -63,7 +67,7 @@ class RetrieverConfig:
     es_chunk_size: int = 500
     embedder_path: str | None = None
     embed_batch_size: int = 64
-    embed_max_tokens: int = 256  # all-MiniLM-L6-v2 was trained with 256-token inputs
+    embed_max_tokens: int | None = None  # None = the model folder's max_seq_length
     device: str = "cpu"
     dense_index: str = "flat"
     rrf_k: int = 60  # the constant of Cormack et al. (2009); robust across collections
@@ -87,7 +91,16 @@ class RetrieverConfig:
                     f"not starting with -, _ or +); got {self.index!r}",
                 )
         _positive(self, "title_boost", "es_request_timeout_s", "writer_heap_bytes", "embed_batch_size",
-                  "embed_max_tokens", "rrf_depth", "es_number_of_shards", "es_chunk_size")
+                  "rrf_depth", "es_number_of_shards", "es_chunk_size")
+        if self.embed_max_tokens is not None:
+            _positive(self, "embed_max_tokens")
+        if isinstance(self.embedder_path, os.PathLike):
+            self.embedder_path = os.fspath(self.embedder_path)
+        if self.embedder_path is not None and (not isinstance(self.embedder_path, str)
+                                               or not self.embedder_path.strip()):
+            raise RetrieverConfigError(
+                "embedder_path", f"must be a model folder path or None; got {self.embedder_path!r}"
+            )
         if not 0.0 <= self.tie_breaker <= 1.0:
             raise RetrieverConfigError("tie_breaker", f"must be in [0, 1]; got {self.tie_breaker!r}")
         if self.writer_heap_bytes < 15_000_000:

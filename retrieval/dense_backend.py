@@ -1,11 +1,13 @@
-"""Dense retrieval: MiniLM embeddings in a faiss index, passages in SQLite, all in one folder.
+"""Dense retrieval: sentence embeddings in a faiss index, passages in SQLite, all in one folder.
 
 Folder layout:
-    regrad_index.json   backend, embedder, dimension, faiss index kind
+    regrad_index.json   backend, embedder (name, folder, pooling/normalise/prompts), dimension, faiss kind
     passages.sqlite     row (faiss id, never reused) -> id, title, text
     vectors.faiss       faiss IndexIDMap2 over `flat` (exact inner product), `ivf<n>` or `hnsw<M>`
 
-Embeddings are unit length, so inner product = cosine similarity (the score). SQLite is the
+The score is the inner product of the query and passage embeddings: cosine similarity when the
+model normalises (a Normalize module, as the bundled all-MiniLM-L6-v2 has). Passages are embedded
+with the model's document prompt, queries with its query prompt (`Embedder`). SQLite is the
 source of truth: a vector whose row is gone (replaced or deleted) is filtered out at search
 time, which is how HNSW (no removal in faiss) supports replace and delete.
 
@@ -30,7 +32,7 @@ import numpy as np
 
 from retrieval._indexdir import prepare_dir, write_info
 from retrieval.config import RetrieverConfig
-from retrieval.embedder import Embedder, passage_embedding_text
+from retrieval.embedder import Embedder, bundled_embedder_path, passage_embedding_text
 from retrieval.errors import IndexLockedError, IndexMismatchError, RetrievalError
 from retrieval.passage import Passage
 from retrieval.validation import check_k, check_passage, clean_text
@@ -70,7 +72,8 @@ class DenseRetriever:
     Args:
         path: the index folder (created when missing and `create_if_missing`).
         embedder: a loaded `Embedder` (shared with the hybrid backend); None = build one from the args.
-        embedder_path, device, embed_batch_size, embed_max_tokens: used when `embedder` is None.
+        embedder_path, device, embed_batch_size, embed_max_tokens: used when `embedder` is None;
+            embedder_path None = the folder recorded when the index was built, else the bundled model.
         dense_index: faiss index kind for a NEW index (an existing one keeps its own).
         create_if_missing: create an empty index instead of raising `IndexNotFoundError`.
         lock_timeout_s: how long a write waits for another writer.
@@ -86,7 +89,7 @@ class DenseRetriever:
         embedder_path: str | None = None,
         device: str = "cpu",
         embed_batch_size: int = 64,
-        embed_max_tokens: int = 256,
+        embed_max_tokens: int | None = None,
         dense_index: str = "flat",
         create_if_missing: bool = True,
         lock_timeout_s: float = 30.0,
@@ -94,15 +97,27 @@ class DenseRetriever:
         self.path = Path(path)
         self.lock_timeout_s = lock_timeout_s
         info = prepare_dir(self.path, self.backend, create_if_missing)
+        if embedder is None and embedder_path is None and info is not None:
+            embedder_path = info.get("embedder_path")  # the folder this index was built with (None: bundled)
+            if embedder_path is not None and not Path(embedder_path).is_dir():
+                raise IndexMismatchError(
+                    f"{self.path} was built with the embedder folder {embedder_path}, which is gone; "
+                    "pass the same model's folder as `embedder_path` (--embedder) or rebuild"
+                )
         self.embedder = embedder or Embedder(embedder_path, device=device, max_tokens=embed_max_tokens,
                                              batch_size=embed_batch_size)
+        settings = self.embedder.settings.describe()
         if info is None:
             info = write_info(self.path, self.backend, embedder=self.embedder.name, dim=self.embedder.dim,
+                              embedder_path=_recorded_path(self.embedder.path), embedder_settings=settings,
                               faiss_index=dense_index)
-        if info.get("dim") != self.embedder.dim or info.get("embedder") != self.embedder.name:
+        recorded = info.get("embedder_settings")  # absent in indexes built before it was recorded
+        if (info.get("dim") != self.embedder.dim or info.get("embedder") != self.embedder.name
+                or (recorded is not None and recorded != settings)):
             raise IndexMismatchError(
-                f"{self.path} was built with embedder {info.get('embedder')!r} (dim {info.get('dim')}), "
-                f"not {self.embedder.name!r} (dim {self.embedder.dim}); use the same `embedder_path` or rebuild"
+                f"{self.path} was built with embedder {info.get('embedder')!r} (dim {info.get('dim')}, "
+                f"{recorded or 'settings not recorded'}), not {self.embedder.name!r} (dim {self.embedder.dim}, "
+                f"{settings}); use the same `embedder_path` (--embedder) or rebuild"
             )
         self.index_kind = str(info.get("faiss_index", "flat"))
         self._lock = threading.RLock()  # guards the faiss object and the SQLite connection
@@ -138,7 +153,7 @@ class DenseRetriever:
         todo = [i for i, q in enumerate(queries) if isinstance(q, str) and q.strip()]
         if not todo:
             return results
-        vectors = self.embedder.embed([queries[i] for i in todo])
+        vectors = self.embedder.embed_queries([queries[i] for i in todo])  # with the query prompt
         with self._lock:
             self._load_vectors()
             index = self._faiss
@@ -285,6 +300,16 @@ class DenseRetriever:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
+def _recorded_path(path: Path) -> str | None:
+    """The embedder folder to record in the index: None for the bundled model (found again by package)."""
+    try:
+        if path.resolve() == bundled_embedder_path().resolve():
+            return None
+    except RetrievalError:
+        pass
+    return str(path.resolve())
+
+
 class _DenseWriter:
     """Embeds and upserts batches for a `DenseRetriever` that holds its write lock."""
 
@@ -300,7 +325,8 @@ class _DenseWriter:
             check_passage(passage, self.sent + offset)
         latest = {clean_text(p.id): p for p in passages}  # a repeated id within the batch: last wins
         batch = list(latest.values())
-        vectors = self._r.embedder.embed([passage_embedding_text(p) for p in batch])  # outside the locks
+        # With the document prompt; outside the locks.
+        vectors = self._r.embedder.embed_documents([passage_embedding_text(p) for p in batch])
         r = self._r
         with r._lock:
             self._remove(list(latest))

@@ -11,8 +11,12 @@ Example:
 from __future__ import annotations
 
 import logging
+import re
+import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -26,9 +30,16 @@ from service.metrics import ServiceMetrics
 from service.routes import answer, documents, health
 from service.settings import Settings
 
-__all__ = ["create_app", "lifespan", "EngineFactory"]
+__all__ = ["create_app", "lifespan", "EngineFactory", "RequestIdFilter", "current_request_id", "REQUEST_ID_HEADER"]
 
 logger = logging.getLogger("regrad.service")
+access_logger = logging.getLogger("regrad.access")
+
+REQUEST_ID_HEADER = "X-Request-ID"
+# A client's X-Request-ID is kept only when it is a plain token (no spaces, quotes or control
+# characters to forge or break log lines, at most 128 characters); anything else gets a new id.
+_CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+_request_id: ContextVar[str | None] = ContextVar("regrad_request_id", default=None)
 
 EngineFactory = Callable[[Settings], Any]
 
@@ -68,6 +79,85 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         await batcher.stop()
         engine.close()  # closes the Elasticsearch client and the store
+
+
+def current_request_id() -> str | None:
+    """The id of the HTTP request being handled by this task (None outside one)."""
+    return _request_id.get()
+
+
+class RequestIdFilter(logging.Filter):
+    """Stamps `record.request_id` with the id of the request being handled where the record was made
+    (None outside a request); a record that already carries one (an access line) keeps it.
+
+    Put it on a handler: `regrad serve` adds it to its root handler. Model work runs on the batcher's
+    worker thread for a whole batch, so the engine's lines carry no single request's id.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "request_id", None) is None:
+            record.request_id = _request_id.get()
+        return True
+
+
+class _RequestIdMiddleware:
+    """Gives every HTTP request an id and writes one access line for it (pure ASGI).
+
+    The id is the client's `X-Request-ID` when that is a plain token, else a fresh uuid4 hex; it is
+    set in a context variable for the request's duration (see `RequestIdFilter`), returned in the
+    response's `X-Request-ID` header and written in the access line on the `regrad.access` logger
+    (INFO): `client "METHOD path" status duration ms`, with `method`, `path`, `status`,
+    `duration_ms`, `client` and `request_id` as record attributes (fields of a JSON log line).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = self._client_request_id(scope) or uuid.uuid4().hex
+        token = _request_id.set(request_id)
+        started = time.perf_counter()
+        state: dict[str, Any] = {"status": 500, "logged": False}
+
+        def log_access() -> None:
+            if state["logged"]:
+                return
+            state["logged"] = True
+            duration_ms = round((time.perf_counter() - started) * 1000, 1)
+            host_port = scope.get("client")
+            client = f"{host_port[0]}:{host_port[1]}" if host_port else "-"
+            method, path = scope.get("method", "?"), scope.get("path", "?")
+            access_logger.info(
+                '%s "%s %s" %d %.1f ms', client, method, path, state["status"], duration_ms,
+                extra={"method": method, "path": path, "status": state["status"], "duration_ms": duration_ms,
+                       "client": client, "request_id": request_id},
+            )
+
+        async def send_with_request_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                state["status"] = message["status"]
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
+                message = {**message, "headers": [*headers, (b"x-request-id", request_id.encode("ascii"))]}
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                log_access()  # before the last byte leaves: whoever has the response can find its line
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_request_id)
+        finally:
+            log_access()  # the response never completed (an error, a client gone): still one line
+            _request_id.reset(token)
+
+    @staticmethod
+    def _client_request_id(scope: Scope) -> str | None:
+        for key, value in scope.get("headers", []):
+            if key.lower() == b"x-request-id":
+                text = value.decode("latin-1").strip()
+                return text if _CLIENT_REQUEST_ID.fullmatch(text) else None
+        return None
 
 
 class _RequestMetricsMiddleware:
@@ -150,5 +240,18 @@ def create_app(settings: Settings | None = None, *, engine_factory: EngineFactor
     app.include_router(documents.router)
     app.include_router(health.router)
     app.add_middleware(_RequestMetricsMiddleware, metrics=metrics)
+    _wrap_with_request_ids(app)
     _install_openapi_limits(app, settings)
     return app
+
+
+def _wrap_with_request_ids(app: FastAPI) -> None:
+    """Put `_RequestIdMiddleware` outside the whole stack, Starlette's ServerErrorMiddleware included
+    (`add_middleware` would put it inside): so a 500 from an unhandled error carries the id too, and
+    the handler's "unhandled error" line is logged while the id is set."""
+    build_stack = app.build_middleware_stack
+
+    def build_middleware_stack() -> ASGIApp:
+        return _RequestIdMiddleware(build_stack())
+
+    app.build_middleware_stack = build_middleware_stack  # type: ignore[method-assign]

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from offline_tools.errors import InputFileError, UsageError
 
-__all__ = ["register", "run"]
+__all__ = ["register", "run", "check_embedder_arg"]
 
 NAME = "index"
 BACKENDS = ("tantivy", "elasticsearch", "dense", "hybrid")
@@ -31,10 +32,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--skip-bad-lines", action="store_true",
                    help="skip malformed records (counted and reported) instead of stopping")
     p.add_argument("--dense-index", default="flat", help="faiss index for dense/hybrid: flat, ivf<n>, hnsw<M>")
+    p.add_argument("--embedder", default=None, metavar="PATH",
+                   help="sentence-transformers model folder that embeds passages for dense/hybrid (default: "
+                   "the bundled all-MiniLM-L6-v2); its pooling, Normalize module, max_seq_length and "
+                   "document prompt are honoured, and the index records the folder for `regrad search`")
     p.add_argument("--device", default="cpu", help="embedder device for dense/hybrid (cpu, cuda)")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
+
+
+def check_embedder_arg(args: argparse.Namespace) -> None:
+    """`--embedder` only means something for dense/hybrid, and must name a folder."""
+    if args.embedder is None:
+        return
+    if args.backend not in ("dense", "hybrid"):
+        raise UsageError(f"--embedder applies to --backend dense or hybrid, not {args.backend}")
+    if not Path(args.embedder).is_dir():
+        raise InputFileError(args.embedder, "embedder folder not found; pass a sentence-transformers model folder")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,9 +57,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.backend == "elasticsearch" and not args.es_url:
         raise UsageError("--backend elasticsearch needs --es-url, e.g. --es-url http://localhost:9200")
+    check_embedder_arg(args)
     try:
         config = RetrieverConfig(index=args.index, backend=args.backend, es_url=args.es_url,
-                                 dense_index=args.dense_index, device=args.device)
+                                 dense_index=args.dense_index, device=args.device, embedder_path=args.embedder)
     except RetrieverConfigError as error:
         raise UsageError(f"{error} (from the command-line options)") from error
     retriever = open_retriever(config)

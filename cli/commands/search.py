@@ -8,6 +8,7 @@ import sys
 from contextlib import nullcontext
 from pathlib import Path
 
+from cli.commands.index import check_embedder_arg
 from offline_tools.errors import InputFileError, UsageError
 
 __all__ = ["register", "run"]
@@ -37,6 +38,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--qrels", metavar="FILE",
                    help="BEIR qrels TSV: search only the judged queries and report nDCG@k and recall@k")
     p.add_argument("--json", action="store_true", help="with --query: print hits as one JSON object")
+    p.add_argument("--embedder", default=None, metavar="PATH",
+                   help="sentence-transformers model folder that embeds queries for dense/hybrid (default: the "
+                   "folder the index was built with, else the bundled all-MiniLM-L6-v2); its query prompt, "
+                   "pooling and normalisation are honoured, and it must match the one that built the index")
     p.add_argument("--device", default="cpu", help="embedder device for dense/hybrid (cpu, cuda)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -53,9 +58,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--backend elasticsearch needs --es-url, e.g. --es-url http://localhost:9200")
     if args.backend != "elasticsearch" and not Path(args.index).is_dir():
         raise InputFileError(args.index, "index folder not found; build it with `regrad index --corpus FILE`")
+    check_embedder_arg(args)
     try:
         config = RetrieverConfig(index=args.index, backend=args.backend, es_url=args.es_url, device=args.device,
-                                 create_if_missing=False)
+                                 embedder_path=args.embedder, create_if_missing=False)
     except RetrieverConfigError as error:
         raise UsageError(f"{error} (from the command-line options)") from error
     retriever = open_retriever(config)

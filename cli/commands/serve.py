@@ -1,4 +1,10 @@
-"""`regrad serve`: run the HTTP service (uvicorn) with settings from REGRAD_* / .env and flags."""
+"""`regrad serve`: run the HTTP service (uvicorn) with settings from REGRAD_* / .env and flags.
+
+Logging is set up by `cli.main` (`--log-level`, `--log-format`, default `info`, see `cli/logs.py`);
+uvicorn is started with `log_config=None`, so its lines go through that same handler and format, and
+`access_log=False`, because the app writes its own access line (with the request id) on
+`regrad.access`.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,7 @@ import argparse
 
 from offline_tools.errors import UsageError
 
-__all__ = ["register", "run", "add_settings_arguments", "build_settings"]
+__all__ = ["register", "run", "add_settings_arguments", "build_settings", "UVICORN_LOG_OPTIONS"]
 
 NAME = "serve"
 
@@ -71,20 +77,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_settings_arguments(p)
     p.add_argument("--host", help="listen address (REGRAD_HOST, default 127.0.0.1)")
     p.add_argument("--port", type=int, help="listen port (REGRAD_PORT, default 8000)")
-    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    # --log-level / --log-format: added to every command by cli.main (REGRAD_LOG_LEVEL, default info here).
     p.set_defaults(func=run)
+
+
+# uvicorn keeps its hands off logging: no dictConfig of its own (its loggers propagate to the root
+# handler `cli.logs` installed, in the same format) and no access log (the app writes one per request).
+UVICORN_LOG_OPTIONS = {"log_config": None, "access_log": False}
 
 
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from cli import logs
     from engine.core import Engine
-    from service.app import create_app
+    from service.app import RequestIdFilter, create_app
+
+    logs.add_handler_filter(RequestIdFilter())  # lines logged while a request is handled carry its id
 
     settings = build_settings(args, host=args.host, port=args.port)
     # Built before the server starts, so a bad checkpoint, store or index is one `regrad: error:` line
     # (not a traceback inside uvicorn's start-up); the app's lifespan closes it on shut-down.
     engine = Engine.from_config(settings.engine_config())
     app = create_app(settings, engine_factory=lambda _: engine)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level)
+    uvicorn.run(app, host=settings.host, port=settings.port, **UVICORN_LOG_OPTIONS)
     return 0

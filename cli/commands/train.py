@@ -1,66 +1,64 @@
-"""`regrad train`: meta-train the learner on augmented files."""
+"""`regrad train`: meta-train the learner on augmented files.
+
+The flags are built from `TrainArgs`' fields (offline_tools/train.py): each field carries its flag
+name, help text and default, so a default lives in one place, and the parsed flags are read back
+into `TrainArgs` field by field, so a field and its flag cannot drift apart silently.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import types
+import typing
+
+from offline_tools.train import TrainArgs  # no torch: the training code imports it where it runs
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("train", help="meta-train LoRA + step sizes so one gradient step teaches a passage")
-    p.add_argument(
-        "--train",
-        dest="train_files",
-        action="append",
-        required=True,
-        metavar="AUG.jsonl",
-        help="augmented training file (repeatable)",
-    )
-    p.add_argument(
-        "--dev",
-        dest="dev_files",
-        action="append",
-        required=True,
-        metavar="AUG.jsonl",
-        help="augmented validation file, separate from any reported test split (repeatable)",
-    )
-    p.add_argument("--output", dest="output_dir", required=True, help="checkpoint folder (best/, last/, logs)")
-    p.add_argument("--preset", default="smollm2-135m-instruct")
-    p.add_argument("--top-k", type=int, default=3)
-    p.add_argument(
-        "--with-context",
-        dest="blind",
-        action="store_false",
-        help="also put the passages in the prompt (ReGrad + context); default is blind",
-    )
-    p.add_argument("--meta-batch-size", type=int, default=4)
-    p.add_argument("--lr", type=float, default=4e-4, help="LoRA learning rate (the paper's 4e-4)")
-    p.add_argument("--step-size-lr", type=float, default=1e-2,
-                   help="learning rate of the step sizes alpha, in their own AdamW group (default 1e-2); "
-                        "--step-size-lr 4e-4 is the paper's single-lr setting")
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--max-steps", type=int, default=None)
-    p.add_argument("--max-train-examples", type=int, default=None)
-    p.add_argument("--max-eval-examples", type=int, default=32)
-    p.add_argument("--eval-every", type=int, default=25)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--first-order", action="store_true",
-                   help="first-order meta-gradient (no create_graph): cheaper, but theta then learns an answer "
-                        "format, not how to use passage gradients (docs/results.md)")
-    p.add_argument("--batch", dest="batched", default="auto", choices=["auto", "on", "off"],
-                   help="one batched forward for all passages / prompts of a meta-batch: auto = on a GPU; on a "
-                        "CPU one task at a time is faster (padding costs more than batching saves)")
-    p.add_argument("--bf16", default="auto", choices=["auto", "on", "off"],
-                   help="bf16 autocast: auto = on a GPU or an AMX CPU (native bf16 matmuls), else off")
-    p.add_argument("--resume", action="store_true", help="continue from OUTPUT/last")
+    add_train_flags(p)
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from offline_tools.train import TrainArgs, train
+def flag_of(f: dataclasses.Field) -> str:
+    """The flag of a `TrainArgs` field: its `flag` metadata, or `--field-name`."""
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
 
-    fields = TrainArgs.__dataclass_fields__
-    summary = train(TrainArgs(**{k: v for k, v in vars(args).items() if k in fields}))
+
+def add_train_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per `TrainArgs` field, dest = the field's name; the type, default and required-ness come
+    from the field, booleans are switches that flip the default (`--resume`, `--with-context`)."""
+    hints = typing.get_type_hints(TrainArgs)
+    for f in dataclasses.fields(TrainArgs):
+        if not f.metadata.get("help", "").strip():
+            raise TypeError(f"TrainArgs.{f.name} has no help text (declare it with _option(..., help=...))")
+        kind = hints[f.name]
+        if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:  # `int | None`
+            kind = next(k for k in typing.get_args(kind) if k is not type(None))
+        kwargs = {"dest": f.name, "help": f.metadata["help"], **f.metadata.get("argparse", {})}
+        if f.default is dataclasses.MISSING:
+            kwargs["required"] = True
+        else:
+            kwargs["default"] = f.default
+        if kind is bool:
+            kwargs["action"] = "store_false" if f.default else "store_true"
+        elif typing.get_origin(kind) is list:
+            kwargs.update(action="append", type=typing.get_args(kind)[0])
+        else:
+            kwargs["type"] = kind
+        parser.add_argument(flag_of(f), **kwargs)
+
+
+def train_args_from(args: argparse.Namespace) -> TrainArgs:
+    """`TrainArgs` of the parsed flags, every field by name (validated by `TrainArgs.__post_init__`)."""
+    return TrainArgs(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainArgs)})
+
+
+def run(args: argparse.Namespace) -> int:
+    from offline_tools.train import train
+
+    summary = train(train_args_from(args))
     print(json.dumps(summary))
     return 0

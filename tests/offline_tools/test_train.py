@@ -1,4 +1,14 @@
-"""Meta-training: the meta-gradient reaches LoRA and step sizes, and training lowers the outer loss."""
+"""Meta-training: the meta-gradient reaches LoRA and step sizes, training lowers the outer loss, `train()`
+runs exactly the recipe, and `regrad train` has one flag per `TrainArgs` field with the same defaults."""
+
+import argparse
+import dataclasses
+import json
+import math
+import random
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -7,7 +17,16 @@ from offline_tools.augmented import AugmentedPassage, AugmentedRecord
 from offline_tools.errors import UsageError
 from offline_tools.meta import inner_delta as _inner_deltas
 from offline_tools.meta import outer_losses, prompt_and_target, task_deltas
-from offline_tools.train import TrainArgs, _optimizer, _schedule, meta_step, outer_loss, task_passages
+from offline_tools.train import (
+    TrainArgs,
+    _optimizer,
+    _schedule,
+    meta_step,
+    outer_loss,
+    task_passages,
+    train,
+    validate,
+)
 
 
 def _record(i: int = 0) -> AugmentedRecord:
@@ -132,3 +151,170 @@ def test_step_sizes_have_their_own_learning_rate(tiny_learner):
 def test_invalid_training_options_are_refused_by_name():
     with pytest.raises(UsageError, match="meta_batch_size=0"):
         TrainArgs(output_dir="o", train_files=[], dev_files=[], meta_batch_size=0)
+
+
+# ------------------------------------------------------------------------- train(): the exact recipe
+def _train_files(tmp_path):
+    from offline_tools.augmented import read_augmented, write_augmented
+
+    train_records = _records()
+    train_records[2] = dataclasses.replace(train_records[2], question="Who was US Chief of Protocol?")
+    dev_records = [dataclasses.replace(train_records[1], id="d9", question="In which town was Kavo Drenski born?"),
+                   dataclasses.replace(_record(7), question="What was Shirley Temple's office?")]
+    write_augmented(tmp_path / "train.jsonl", train_records)
+    write_augmented(tmp_path / "dev.jsonl", dev_records)
+    return list(read_augmented(tmp_path / "train.jsonl")), list(read_augmented(tmp_path / "dev.jsonl"))
+
+
+def _recipe(learner, train_records, dev_records, args):
+    """The meta-training recipe written out from the lower-level pieces: (train losses, validations)."""
+    optimizer = _optimizer(learner, args)
+    steps_per_epoch = math.ceil(len(train_records) / args.meta_batch_size)
+    total = args.max_steps  # one epoch: --max-steps alone sets the length
+    warmup = int(args.warmup_ratio * total)
+    validations = [validate(learner, dev_records, args)]
+    order, losses = list(range(len(train_records))), []
+    for step in range(total):
+        epoch, within = divmod(step, steps_per_epoch)
+        random.Random(args.seed + epoch).shuffle(order)  # in place at every step, as the shipped learner was
+        ids = order[within * args.meta_batch_size : (within + 1) * args.meta_batch_size]
+        for group in optimizer.param_groups:
+            group["lr"] = group["base_lr"] * _schedule(step, total, warmup)
+        losses.append(meta_step(learner, [train_records[i] for i in ids], args, scale=1.0 / len(ids)))
+        torch.nn.utils.clip_grad_norm_(learner.trainable_parameters(), args.clip_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if (step + 1) % args.eval_every == 0 or step + 1 == total:
+            validations.append(validate(learner, dev_records, args))
+    return losses, validations
+
+
+def test_train_logs_exactly_the_recipe(tmp_path, monkeypatch, tiny_learner_factory):
+    """A short run of `train()` (2 passes over 3 questions, 2 a batch) logs bit for bit the losses and
+    validations of the recipe computed by hand, and writes every file a run is known by."""
+    from models.learner import Learner
+
+    train_records, dev_records = _train_files(tmp_path)
+    created = []
+
+    def create(cls, config, *, device="cpu", dtype=None, seed=0):
+        created.append((config.name, device, dtype, seed))
+        return tiny_learner_factory(seed=seed)
+
+    monkeypatch.setattr(Learner, "create", classmethod(create))
+    output = tmp_path / "run"
+    args = TrainArgs(output_dir=str(output), train_files=[str(tmp_path / "train.jsonl")],
+                     dev_files=[str(tmp_path / "dev.jsonl")], meta_batch_size=2, max_steps=3, eval_every=2,
+                     max_new_tokens=4, seed=1, warmup_ratio=0.34, bf16="off")  # warm-up: 1 step
+    printed = []
+    summary = train(args, log=printed.append)
+
+    torch.manual_seed(12345)  # the run seeds everything itself: what was drawn before must not matter
+    random.seed(12345)
+    losses, validations = _recipe(tiny_learner_factory(seed=args.seed), train_records, dev_records, args)
+
+    assert created == [("smollm2-135m-instruct", "cpu", "float32", 1)]
+    log = [json.loads(line) for line in (output / "training_log.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in log] == ["validation", "train", "train", "validation", "train", "validation", "done"]
+    assert [e["loss"] for e in log if e["event"] == "train"] == losses  # exactly, not approximately
+    logged = [e for e in log if e["event"] == "validation"]
+    assert [e["step"] for e in logged] == [0, 2, 3] and [e["tasks_seen"] for e in logged] == [0, 4, 6]
+    assert [{k: e[k] for k in validations[0]} for e in logged] == validations
+    assert len(set(losses)) == len(losses)  # the batches really differ
+    assert [e["lr"] for e in log if e["event"] == "train"] == pytest.approx([4e-6, 4e-4, 2e-4])
+    assert [e["step_size_lr"] for e in log if e["event"] == "train"] == pytest.approx([1e-4, 1e-2, 5e-3])
+
+    assert sorted(p.name for p in output.iterdir()) == [
+        "best", "last", "summary.json", "train_args.json", "training_curves.png", "training_log.jsonl"]
+    assert (output / "best" / "learner.safetensors").is_file()
+    assert (output / "last" / "optimizer.safetensors").is_file()
+    assert json.loads((output / "last" / "trainer_state.json").read_text())["step"] == 3
+    assert json.loads((output / "train_args.json").read_text()) == dataclasses.asdict(args)
+    assert json.loads((output / "summary.json").read_text()) == summary
+    assert summary["steps"] == 3 and summary["train_examples"] == 3 and summary["dev_examples"] == 2
+    assert summary["initial"] == {k: v for k, v in logged[0].items() if k != "event"}
+    assert summary["final"] == {k: v for k, v in logged[-1].items() if k != "event"}
+    assert summary["mean_train_loss"] == sum(losses) / 3
+    assert log[-1]["best"] == summary["best"] and summary["best"]["step"] in (0, 2, 3)
+    assert printed[0].startswith("step 0: answer loss ") and len(printed) == 3
+
+
+# ------------------------------------------------------------------ `regrad train`: flags = TrainArgs
+# Every TrainArgs field and its flag. README, Makefile/demo and bench/ use these names: renaming a
+# field or a flag, or adding a field, fails here until this table (and the docs) say so.
+FLAGS = {
+    "output_dir": "--output", "train_files": "--train", "dev_files": "--dev", "preset": "--preset",
+    "top_k": "--top-k", "blind": "--with-context", "meta_batch_size": "--meta-batch-size", "lr": "--lr",
+    "step_size_lr": "--step-size-lr", "weight_decay": "--weight-decay", "warmup_ratio": "--warmup-ratio",
+    "clip_norm": "--clip-norm", "epochs": "--epochs", "max_steps": "--max-steps",
+    "max_train_examples": "--max-train-examples", "max_eval_examples": "--max-eval-examples",
+    "eval_every": "--eval-every", "max_new_tokens": "--max-new-tokens", "seed": "--seed", "device": "--device",
+    "resume": "--resume", "first_order": "--first-order", "batched": "--batch", "bf16": "--bf16",
+}
+REQUIRED = ["--train", "a.jsonl", "--dev", "d.jsonl", "--output", "out"]
+
+
+def _train_parser() -> argparse.ArgumentParser:
+    """The parser `cli/commands/train.py` builds (without the flags `cli.main` adds to every command)."""
+    from cli.commands.train import register
+
+    subparsers = argparse.ArgumentParser().add_subparsers()
+    register(subparsers)
+    return subparsers.choices["train"]
+
+
+def _parsed(argv: list[str]) -> TrainArgs:
+    from cli.commands.train import train_args_from
+
+    return train_args_from(_train_parser().parse_args(argv))
+
+
+def test_every_train_args_field_is_one_flag_with_help():
+    actions = [a for a in _train_parser()._actions if not isinstance(a, argparse._HelpAction)]
+    assert {a.dest: a.option_strings for a in actions} == {name: [flag] for name, flag in FLAGS.items()}
+    assert [f.name for f in dataclasses.fields(TrainArgs)] == [a.dest for a in actions] == list(FLAGS)
+    assert all((a.help or "").strip() for a in actions)
+
+
+def test_train_flag_defaults_are_the_train_args_defaults():
+    parsed = _parsed(REQUIRED)
+    assert parsed == TrainArgs(output_dir="out", train_files=["a.jsonl"], dev_files=["d.jsonl"])
+    # the shipped recipe: second order, step sizes at 1e-2 in their own group, batched and bf16 auto
+    assert (parsed.first_order, parsed.step_size_lr, parsed.lr, parsed.batched, parsed.bf16, parsed.blind) == (
+        False, 1e-2, 4e-4, "auto", "auto", True)
+    for action in _train_parser()._actions:
+        field = TrainArgs.__dataclass_fields__.get(action.dest)
+        if field is not None and field.default is not dataclasses.MISSING:
+            assert action.default == field.default, action.dest
+
+
+def test_train_flags_keep_their_meaning():
+    argv = REQUIRED + [
+        "--train", "b.jsonl", "--preset", "p", "--top-k", "2", "--with-context", "--meta-batch-size", "8",
+        "--lr", "1e-3", "--step-size-lr", "4e-4", "--weight-decay", "0", "--warmup-ratio", "0.2",
+        "--clip-norm", "1", "--epochs", "3", "--max-steps", "700", "--max-train-examples", "10",
+        "--max-eval-examples", "36", "--eval-every", "100", "--max-new-tokens", "8", "--seed", "7",
+        "--device", "cpu", "--resume", "--first-order", "--batch", "on", "--bf16", "off",
+    ]
+    assert _parsed(argv) == TrainArgs(
+        output_dir="out", train_files=["a.jsonl", "b.jsonl"], dev_files=["d.jsonl"], preset="p", top_k=2,
+        blind=False, meta_batch_size=8, lr=1e-3, step_size_lr=4e-4, weight_decay=0.0, warmup_ratio=0.2,
+        clip_norm=1.0, epochs=3, max_steps=700, max_train_examples=10, max_eval_examples=36, eval_every=100,
+        max_new_tokens=8, seed=7, device="cpu", resume=True, first_order=True, batched="on", bf16="off",
+    )
+
+
+def test_an_invalid_train_option_is_one_error_line(tmp_path, capsys):
+    from cli.main import main
+
+    assert main(["train", *REQUIRED[:4], "--output", str(tmp_path / "o"), "--meta-batch-size", "0"]) == 2
+    assert capsys.readouterr().err == "regrad: error: invalid training option(s): meta_batch_size=0\n"
+    assert not (tmp_path / "o").exists()
+
+
+def test_building_the_cli_does_not_import_torch():
+    """`regrad` builds the `train` flags from TrainArgs for every command: that must stay cheap."""
+    code = "import sys, cli.main; cli.main.build_parser(); print(sorted({'torch', 'tqdm'} & set(sys.modules)))"
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root).stdout
+    assert out.strip() == "[]"

