@@ -142,6 +142,14 @@ def main() -> None:
                 generate_answers(learner, [AnswerRequest(q)], max_new_tokens=16)
 
     t_inplace = timed(inplace, repeat=2)
+    # A batch mixing adapted rows with rows that carry no gradient (regrad next to rag / closed_book):
+    # every row's answer must equal the one it gets in its own kind of batch.
+    mixed = [adapted[i] if i % 2 == 0 else plain[i] for i in range(len(questions))]
+    mixed_answers = generate_answers(learner, mixed, max_new_tokens=16)
+    alone = [generate_answers(learner, [request], max_new_tokens=16)[0] for request in mixed]
+    report["mixed_batch_rows_equal_alone"] = sum(a == b for a, b in zip(mixed_answers, alone))
+    print(f"mixed batch (4 adapted + 4 plain rows): {report['mixed_batch_rows_equal_alone']}/8 answers equal "
+          "to the same request alone")
     report.update({"generate_batch8_adapted_s": round(t_adapted, 4), "generate_batch8_unadapted_s": round(t_plain, 4),
                    "generate_8_inplace_singles_s": round(t_inplace, 4),
                    "adapted_fraction_of_unadapted": round(t_plain / t_adapted, 3),

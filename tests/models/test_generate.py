@@ -81,3 +81,18 @@ def test_real_model_greedy_equals_hf_generate(real_learner):
     questions = ["What is the capital of France?", "Who wrote Hamlet?", "What government position was held by "
                  "the woman who portrayed Corliss Archer in the film Kiss and Tell?", "Is the sky blue?"]
     _assert_same_as_hf_generate(real_learner, questions, 12)
+
+
+def test_a_mixed_batch_builds_every_row_on_the_learner_device(tiny_learner):
+    """A batch mixing rows with and without gradients (regrad next to rag / closed_book) stacks its
+    rows on the learner's device. Run on the `meta` device, so a tensor made on the CPU (the old zero
+    gradient of a row without one) fails here exactly as it failed on a GPU."""
+    from models.generate import _prepare
+
+    tiny_learner.model.to("meta")
+    tiny_learner.step_sizes.to("meta")
+    gradient = torch.ones(tiny_learner.layout.dim, device="meta")
+    requests = [AnswerRequest("q1", gradient=gradient), AnswerRequest("q2"), AnswerRequest("q3", gradient=gradient)]
+    batch, deltas = _prepare(tiny_learner, requests)
+    assert deltas is not None and deltas.device.type == "meta" and deltas.shape == (3, tiny_learner.layout.dim)
+    assert all(tensor.device.type == "meta" for tensor in batch.values())

@@ -116,14 +116,19 @@ def test_bad_documents_input_is_422_naming_the_field(client, payload, field):
     assert field in fields_of(client.post("/documents", json=payload))
 
 
-def test_documents_are_idempotent_per_id_and_conflicts_are_409(client, fake_engine):
+def test_documents_route_maps_the_engine_result_and_its_conflict_to_409(client, fake_engine):
+    """The HTTP mapping only: what the engine did comes back as the response body, and its
+    DocumentConflictError as a 409. Idempotency itself is the real engine's, tested in
+    tests/engine/test_documents.py."""
     doc = {"id": "d1", "title": "New", "text": "A new passage."}
-    first = client.post("/documents", json={"documents": [doc]}).json()
-    again = client.post("/documents", json={"documents": [doc]}).json()
-    assert (first["added"], again["added"], again["existing"]) == (1, 0, 1)
-    assert list(fake_engine.documents) == ["d1"]
+    first = client.post("/documents", json={"documents": [doc]})
+    assert first.status_code == 200
+    assert first.json() == {"ids": ["d1"], "added": 1, "existing": 0, "gradients_stored": 1,
+                            "learner": fake_engine.fingerprint, "timings_ms": {"total": 0.0}}
+    assert [d.text for d in fake_engine.documents.values()] == ["A new passage."]  # an engine Document
     clash = client.post("/documents", json={"documents": [{**doc, "text": "Different text."}]})
     assert clash.status_code == 409 and "d1" in clash.json()["detail"]
+    assert clash.json()["component"] == "documents"
 
 
 def test_api_key_is_required_when_configured(fake_engine):
