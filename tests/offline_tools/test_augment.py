@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from offline_tools import cli
+import cli.main as cli
 from offline_tools.augment import augment_records
 from offline_tools.augmented import read_augmented
 from offline_tools.datasets import QARecord, load_dataset
