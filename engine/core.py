@@ -83,35 +83,35 @@ class Engine:
 
     # ----------------------------------------------------------------- construction
     @classmethod
-    def from_config(cls, settings: EngineConfig) -> Engine:
+    def from_config(cls, config: EngineConfig) -> Engine:
         """Load the learner, open the retriever and the store (created for the learner if missing)."""
         from retrieval import RetrieverConfig, open_retriever
 
-        if settings.torch_threads is not None:
-            torch.set_num_threads(settings.torch_threads)
-        device = resolve_device(settings.device)
-        dtype = resolve_dtype(settings.dtype, device)
+        if config.torch_threads is not None:
+            torch.set_num_threads(config.torch_threads)
+        device = resolve_device(config.device)
+        dtype = resolve_dtype(config.dtype, device)
         logger.info("model on %s, base weights in %s", device, dtype or "the preset's dtype")
-        if settings.checkpoint is not None:
-            learner = Learner.load(settings.checkpoint, device=device, dtype=dtype)
+        if config.checkpoint is not None:
+            learner = Learner.load(config.checkpoint, device=device, dtype=dtype)
         else:
             logger.warning(
                 "no REGRAD_CHECKPOINT: serving an UNTRAINED learner from preset %r (not meta-trained)",
-                settings.preset,
+                config.preset,
             )
-            learner = Learner.create(load_preset(settings.preset), device=device, dtype=dtype)
+            learner = Learner.create(load_preset(config.preset), device=device, dtype=dtype)
         retriever = open_retriever(
             RetrieverConfig(
-                backend=settings.retriever_backend,
-                index=settings.index_name,
-                es_url=settings.es_url,
-                es_request_timeout_s=settings.es_timeout_s,
-                es_max_retries=settings.es_max_retries,
+                backend=config.retriever_backend,
+                index=config.index_name,
+                es_url=config.es_url,
+                es_request_timeout_s=config.es_timeout_s,
+                es_max_retries=config.es_max_retries,
                 device=device,
             )
         )
         try:
-            store = open_store(settings.store, learner) if settings.store is not None else None
+            store = open_store(config.store, learner) if config.store is not None else None
         except BaseException:
             retriever.close()
             raise
@@ -119,9 +119,9 @@ class Engine:
             learner,
             retriever,
             store,
-            missing_gradients=settings.missing_gradients,
-            write_back=settings.write_back,
-            encode_batch_size=settings.encode_batch_size,
+            missing_gradients=config.missing_gradients,
+            write_back=config.write_back,
+            encode_batch_size=config.encode_batch_size,
         )
 
     def close(self) -> None:
