@@ -44,12 +44,6 @@ class EngineConfig:
     write_back: bool = False
     encode_batch_size: int = 8
 
-    def __post_init__(self) -> None:
-        if self.missing_gradients not in ("compute", "skip"):
-            raise ValueError(f"`missing_gradients` must be 'compute' or 'skip', got {self.missing_gradients!r}")
-        if self.encode_batch_size < 1:
-            raise ValueError(f"`encode_batch_size` must be >= 1, got {self.encode_batch_size}")
-
     @property
     def index_name(self) -> str:
         """`index`, or the backend's default."""

@@ -73,6 +73,8 @@ class Engine:
     ) -> None:
         if missing_gradients not in ("compute", "skip"):
             raise ValueError(f"`missing_gradients` must be 'compute' or 'skip', got {missing_gradients!r}")
+        if encode_batch_size < 1:
+            raise ValueError(f"`encode_batch_size` must be >= 1, got {encode_batch_size}")
         self.learner = learner
         self.retriever = retriever
         self.store = store

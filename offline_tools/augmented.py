@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import IO, Any
 
 from offline_tools.datasets.record import QARecord, record_fields
 from offline_tools.errors import InputFileError
+from offline_tools.files import atomic_text
 
 __all__ = [
     "AugmentedPassage",
@@ -231,19 +231,9 @@ def write_augmented(path: str | Path, records: Iterable[AugmentedRecord]) -> int
     Returns:
         The number of records written.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     count = 0
-    fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            for record in records:
-                handle.write(_dumps(record))
-                count += 1
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    with atomic_text(path) as handle:
+        for record in records:
+            handle.write(_dumps(record))
+            count += 1
     return count

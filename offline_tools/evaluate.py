@@ -17,10 +17,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import os
 import random
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -30,6 +28,7 @@ from typing import Any
 from engine.modes import MODE_NAMES
 from offline_tools.augmented import AugmentedRecord, read_augmented
 from offline_tools.errors import ExitStatus, RegradError, UsageError
+from offline_tools.files import atomic_text
 from offline_tools.metrics import Scores, ScoreTable, aggregate, score
 
 __all__ = [
@@ -358,19 +357,11 @@ def evaluate_in_process(
 
 def write_predictions(path: str | Path, predictions: Iterable[dict[str, Any]]) -> int:
     """Write predictions as JSON lines, atomically (temp file, then rename). Returns the count."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     count = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            for prediction in predictions:
-                handle.write(json.dumps(prediction, ensure_ascii=False) + "\n")
-                count += 1
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_text(path) as handle:
+        for prediction in predictions:
+            handle.write(json.dumps(prediction, ensure_ascii=False) + "\n")
+            count += 1
     return count
 
 

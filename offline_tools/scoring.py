@@ -10,13 +10,12 @@ the current metrics, so a file written before a metrics change can be compared w
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from offline_tools.errors import InputFileError
+from offline_tools.files import atomic_text
 from offline_tools.metrics import ScoreTable, aggregate, score
 
 __all__ = ["read_predictions", "rescore", "tables_of", "write_scores", "scores_path_for"]
@@ -71,18 +70,10 @@ def tables_of(tables: dict[str, ScoreTable], *, source: str | Path | None = None
 def write_scores(path: str | Path, tables: dict[str, ScoreTable], *, source: str | Path | None = None,
                  errors: int = 0) -> Path:
     """Write scores.json atomically (temp file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(tables_of(tables, source=source, errors=errors), handle, indent=2)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_text(path) as handle:
+        json.dump(tables_of(tables, source=source, errors=errors), handle, indent=2)
+        handle.write("\n")
+    return Path(path)
 
 
 def scores_path_for(predictions: str | Path) -> Path:

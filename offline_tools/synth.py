@@ -27,10 +27,11 @@ from __future__ import annotations
 import json
 import os
 import random
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from offline_tools.files import atomic_text
 
 __all__ = ["SynthConfig", "ATTRIBUTES", "generate", "write_benchmark"]
 
@@ -277,11 +278,8 @@ def generate(config: SynthConfig) -> tuple[list[dict], dict[str, list[dict]]]:
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    with atomic_text(path) as handle:
+        handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
 
 
 def write_benchmark(output: str | os.PathLike, config: SynthConfig) -> dict:
