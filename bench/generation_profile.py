@@ -54,7 +54,8 @@ def model_timings(report: dict, questions: list[str], dtype: str) -> None:
     import torch
 
     from models import Learner, build_prompt, load_preset
-    from models.generate import _attention_implementation, _cache_keyword
+    from models.decoding import _cache_keyword
+    from models.decoding import attention_implementation as _attention_implementation
 
     learner = Learner.create(load_preset("smollm2-135m-instruct"), dtype=dtype)
     base = learner.model.get_base_model()

@@ -45,8 +45,12 @@ class _Row:
     passages: list[Passage] = field(default_factory=list)
     sources: list[str | None] = field(default_factory=list)
     gradient: torch.Tensor | None = None
+    missing: list[int] = field(default_factory=list)   # passages whose gradient is not stored
     error: BaseException | None = None
+    generation: GenerationRequest | None = None        # what the decoder was given (continuous)
     answer: str = ""
+    retrieve_s: float = 0.0
+    gradients_s: float = 0.0
 
 
 class Engine:
@@ -153,36 +157,50 @@ class Engine:
         retrieve_s = self._retrieve(rows)
         gradients_s = self._gradients(rows)
         generate_s = self._generate(rows)
-        total_ms = (time.perf_counter() - started_s) * 1000.0
-        outcomes: list[Answer | BaseException] = []
+        timings = StageTimings(
+            retrieve=retrieve_s * 1000.0, gradients=gradients_s * 1000.0, generate=generate_s * 1000.0,
+            total=(time.perf_counter() - started_s) * 1000.0,
+        )
+        return [row.error if row.error is not None else self.answer_of(row, timings, len(rows)) for row in rows]
+
+    # ----------------------------------------------------------------- stages (the continuous scheduler's)
+    def begin(self, requests: Sequence[Question]) -> list[_Row]:
+        """Stage 1, no model work (the scheduler runs it beside the decoding rows): retrieve, and sum
+        the stored gradients. A row whose stage failed carries its `error`; `missing` says which of
+        its passages still need a computed gradient (`complete`)."""
+        rows = [_Row(request, mode_spec(request.mode)) for request in requests]
+        retrieve_s = self._retrieve(rows)
+        gradients_s = self._stored_gradients(rows)
         for row in rows:
-            if row.error is not None:
-                outcomes.append(row.error)
-                continue
-            outcomes.append(
-                Answer(
-                    answer=row.answer,
-                    mode=row.request.mode,
-                    passages=[
-                        PassageHit(
-                            id=p.id,
-                            title=p.title,
-                            score=float(p.score),
-                            gradient=source if row.mode.gradients else None,
-                        )
-                        for p, source in zip(row.passages, row.sources, strict=True)
-                    ],
-                    timings_ms=StageTimings(
-                        retrieve=retrieve_s * 1000.0,
-                        gradients=gradients_s * 1000.0,
-                        generate=generate_s * 1000.0,
-                        total=total_ms,
-                    ),
-                    learner=self.fingerprint,
-                    batch_size=len(rows),
-                )
-            )
-        return outcomes
+            row.retrieve_s, row.gradients_s = retrieve_s, gradients_s
+        return rows
+
+    def complete(self, rows: list[_Row]) -> None:
+        """Stage 2, on the model thread: compute the rows' missing gradients in one batched backward
+        (or skip them, per `missing_gradients`)."""
+        started_s = time.perf_counter()
+        self._missing_gradients([row for row in rows if row.error is None and row.missing])
+        for row in rows:
+            row.gradients_s += time.perf_counter() - started_s
+
+    def generation_request(self, row: _Row) -> GenerationRequest:
+        """What the decoder needs for this row: prompt parts and the summed gradient (or none)."""
+        return self._generation_request(row)
+
+    def answer_of(self, row: _Row, timings: StageTimings, batch_size: int) -> Answer:
+        """The row's `Answer` (its `answer` text already set)."""
+        return Answer(
+            answer=row.answer,
+            mode=row.request.mode,
+            passages=[
+                PassageHit(id=p.id, title=p.title, score=float(p.score),
+                           gradient=source if row.mode.gradients else None)
+                for p, source in zip(row.passages, row.sources, strict=True)
+            ],
+            timings_ms=timings,
+            learner=self.fingerprint,
+            batch_size=batch_size,
+        )
 
     def _retrieve(self, rows: list[_Row]) -> float:
         """Top-k passages per row; one `search_many` per distinct top_k (so a batched row gets
@@ -209,23 +227,32 @@ class Engine:
         """Summed gradient per gradient-mode row: stored rows summed by the store, misses computed in
         one batched backward (or skipped), optionally written back."""
         started_s = time.perf_counter()
-        active = [row for row in rows if row.error is None and row.mode.gradients]
-        missing_by_row: list[list[int]] = []
-        for row in active:
+        self._stored_gradients(rows)
+        self._missing_gradients([row for row in rows if row.error is None and row.missing])
+        return time.perf_counter() - started_s
+
+    def _stored_gradients(self, rows: list[_Row]) -> float:
+        """Each gradient-mode row's stored gradients, summed; the others are listed in `row.missing`."""
+        started_s = time.perf_counter()
+        for row in rows:
+            if row.error is not None or not row.mode.gradients:
+                continue
             ids = [p.id for p in row.passages]
             stored_sum, stored_ids = self._stored_sum(ids)
             row.gradient = stored_sum
             row.sources = ["stored" if pid in stored_ids else "missing" for pid in ids]
-            missing_by_row.append([i for i, pid in enumerate(ids) if pid not in stored_ids])
-        if self.missing_gradients == "compute":
-            try:
-                self._compute_misses(active, missing_by_row)
-            except Exception as error:  # e.g. out of memory: these rows fail, the others still answer
-                logger.exception("computing missing gradients failed")
-                for row, missing in zip(active, missing_by_row, strict=True):
-                    if missing:
-                        row.error = error
+            row.missing = [i for i, pid in enumerate(ids) if pid not in stored_ids]
         return time.perf_counter() - started_s
+
+    def _missing_gradients(self, rows: list[_Row]) -> None:
+        if self.missing_gradients != "compute" or not rows:
+            return
+        try:
+            self._compute_misses(rows, [row.missing for row in rows])
+        except Exception as error:  # e.g. out of memory: these rows fail, the others still answer
+            logger.exception("computing missing gradients failed")
+            for row in rows:
+                row.error = error
 
     def _stored_sum(self, ids: list[str]) -> tuple[torch.Tensor | None, set[str]]:
         """(sum of the stored gradients or None, ids that contributed). A corrupt row counts as missing,

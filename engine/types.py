@@ -72,8 +72,10 @@ class PassageHit:
 
 @dataclass(frozen=True)
 class StageTimings:
-    """Milliseconds per stage; stages run per batch, so batch-mates share them."""
+    """Milliseconds per stage. `queue`: waiting for a batch (static) or a free row (continuous).
+    Under static batching, batch-mates share the stage times."""
 
+    queue: float = 0.0
     retrieve: float = 0.0
     gradients: float = 0.0
     generate: float = 0.0

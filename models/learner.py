@@ -5,8 +5,8 @@ base-model identity, fingerprint). Loading refuses a file whose fingerprint or l
 match. No pickle anywhere.
 
 Per-request adaptation never mutates shared weights: `with learner.adapted_rows(deltas):` makes
-row i of the next forward passes use A + dA_i, B + dB_i (see `models/adapt.py`), through a
-forward hook on each LoRA layer.
+row i of the next forward passes use A + dA_i, B + dB_i (see `models/adapt.py`): every LoRA layer
+is a `models.row_lora.RowLoraLinear`, which reads the step's row metadata from the learner's slot.
 """
 
 from __future__ import annotations
@@ -21,11 +21,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from models.adapt import lora_row_correction, stack_row_adapters
+from models.adapt import stack_row_adapters
 from models.base import load_base_model, resolve_model_path
 from models.config import LearnerConfig
 from models.errors import LearnerMismatchError, ModelError
 from models.layout import ParamLayout
+from models.row_lora import RowAdapters, RowAdapterSlot, RowLoraLinear
 
 __all__ = ["Learner", "LEARNER_JSON", "LEARNER_WEIGHTS"]
 
@@ -100,10 +101,14 @@ class Learner(nn.Module):
             shapes.append((f"{short}.lora_B", tuple(module.lora_B["default"].weight.shape)))
         self.layout = ParamLayout(shapes)
         self.step_sizes = self._make_step_sizes()
-        self._row_deltas: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
-        self._row_inputs: dict[str, torch.Tensor] = {}
-        for short, module in self.lora_modules.items():
-            self._add_row_hooks(short, module)
+        # Each peft LoRA layer becomes an explicit row-adapted layer (same children, same names).
+        self.row_slot = RowAdapterSlot()
+        for short, _path in module_paths:
+            peft_layer = self.lora_modules[short]
+            parent_path, _, attribute = next(n for n, m in named.items() if m is peft_layer).rpartition(".")
+            row_layer = RowLoraLinear(short, peft_layer, self.row_slot)
+            setattr(self.model.get_submodule(parent_path), attribute, row_layer)
+            self.lora_modules[short] = row_layer
 
     # ----------------------------------------------------------------- construction
     @staticmethod
@@ -203,66 +208,47 @@ class Learner(nn.Module):
         return h.hexdigest()
 
     # ----------------------------------------------------------------- per-row adaptation
-    def _add_row_hooks(self, short: str, module) -> None:
-        """Inside `adapted_rows`, add row i's correction to the LoRA up-projection's fp32 output.
+    def row_adapters(self, deltas: torch.Tensor | dict[str, torch.Tensor], rows: torch.Tensor | None = None,
+                     batch_size: int | None = None) -> RowAdapters:
+        """The row metadata for a batch: adapted row j uses LoRA weights + `deltas[j]`.
 
-        peft computes `base(x) + lora_B(lora_A(x)) * s` with the LoRA part in fp32 and rounds the sum
-        to the base dtype once. The correction joins the LoRA part *before* that rounding, so with a
-        bf16 base a row is rounded once, as when its adapted weights are written into lora_A/lora_B
-        (the reference's in-place way), not twice (on the real model, alone: 16/16 same answers).
+        Args:
+            deltas: flat (m, D), or per tensor `{layout name: (m, *shape)}` (meta-training: slicing a
+                flat (m, D) vector into 60 views costs a full zero-fill per view in backward).
+            rows: (m,) ascending batch rows the deltas belong to; default all rows, 0..m-1.
+            batch_size: rows in the batch; default m.
         """
-        def keep_input(_lora_a, args):
-            if self._row_deltas is not None:
-                self._row_inputs[short] = args[0]
-
-        def add_correction(_lora_b, _args, output):
-            if self._row_deltas is None:
-                return None
-            down, up = self._row_deltas[short]
-            x = self._row_inputs.pop(short)
-            if x.shape[0] != down.shape[0]:
-                raise ModelError(f"batch has {x.shape[0]} rows but {down.shape[0]} adaptations were given")
-            return output + lora_row_correction(x.to(down.dtype), down, up, 1.0)  # peft scales the sum
-
-        module.lora_A["default"].register_forward_pre_hook(keep_input)
-        module.lora_B["default"].register_forward_hook(add_correction)
-
-    @contextlib.contextmanager
-    def adapted_rows(self, deltas: torch.Tensor | dict[str, torch.Tensor] | None):
-        """Within the block, row i of every forward uses LoRA weights + `deltas[i]` (flat, (n, D)).
-
-        `deltas` may also be given per tensor, `{layout name: (n, *shape)}`: meta-training does, since
-        slicing a flat (n, D) vector into 60 views costs a full (n, D) zero-fill per view in backward.
-
-        `None` means no adaptation (the hooks do nothing). Shared weights are never written.
-        """
-        if deltas is None:
-            yield
-            return
-        if isinstance(deltas, dict):  # already per tensor: {layout name: (n, *shape)}
+        if isinstance(deltas, dict):
             views = deltas
+            m = next(iter(views.values())).shape[0]
         elif deltas.dim() != 2 or deltas.shape[1] != self.layout.dim:
             raise ModelError(f"deltas must be (n, {self.layout.dim}), got {tuple(deltas.shape)}")
         else:
-            views = self.layout.split(deltas)
-        previous = self._row_deltas
-        self._row_deltas = {
+            views, m = self.layout.split(deltas), deltas.shape[0]
+        device = self.device if isinstance(deltas, dict) else deltas.device
+        rows = torch.arange(m, device=device) if rows is None else rows.to(device)
+        if rows.numel() != m:
+            raise ModelError(f"{m} row deltas were given for {rows.numel()} rows")
+        stacks = {
             short: stack_row_adapters(
                 module.lora_A["default"].weight, module.lora_B["default"].weight,
                 views[f"{short}.lora_A"], views[f"{short}.lora_B"],
             )
             for short, module in self.lora_modules.items()
         }
-        try:
-            yield
-        finally:
-            self._row_deltas = previous
-            self._row_inputs.clear()
+        return RowAdapters(stacks, rows, m if batch_size is None else batch_size)
 
-    def keep_rows(self, keep: torch.Tensor) -> None:
-        """Inside `adapted_rows`: keep only these rows' adapters (rows that finished generating leave)."""
-        if self._row_deltas is not None:
-            self._row_deltas = {k: (down[keep], up[keep]) for k, (down, up) in self._row_deltas.items()}
+    def using_rows(self, adapters: RowAdapters | None):
+        """Context: forwards inside it adapt the rows of `adapters` (set once per step; None = none)."""
+        return self.row_slot.use(adapters)
+
+    @contextlib.contextmanager
+    def adapted_rows(self, deltas: torch.Tensor | dict[str, torch.Tensor] | None):
+        """Within the block, row i of every forward uses LoRA weights + `deltas[i]` (flat (n, D), or
+        per tensor as in `row_adapters`). `None` means no adaptation. Shared weights are never written.
+        """
+        with self.using_rows(None if deltas is None else self.row_adapters(deltas)):
+            yield
 
     @contextlib.contextmanager
     def patched_in_place(self, delta: torch.Tensor):

@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engine import MODES, __version__
-from service.batching import MicroBatcher
+from service.batching import ContinuousBatcher, MicroBatcher
 from service.errors import install_error_handlers
 from service.metrics import ServiceMetrics
 from service.routes import answer, documents, health
@@ -63,17 +63,24 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     metrics: ServiceMetrics = app.state.metrics
     engine = app.state.engine_factory(settings)
-    batcher = MicroBatcher(
-        engine.answer_outcomes,
-        max_batch=settings.max_batch,
-        max_wait_ms=settings.max_wait_ms,
-        max_queue=settings.max_queue,
-        on_batch=metrics.batch_size.observe,
-    )
+    batcher: MicroBatcher | ContinuousBatcher
+    if settings.scheduler == "continuous":
+        batcher = ContinuousBatcher(
+            engine, max_batch=settings.max_batch, max_queue=settings.max_queue, on_batch=metrics.batch_size.observe
+        )
+    else:
+        batcher = MicroBatcher(
+            engine.answer_outcomes,
+            max_batch=settings.max_batch,
+            max_wait_ms=settings.max_wait_ms,
+            max_queue=settings.max_queue,
+            on_batch=metrics.batch_size.observe,
+        )
     await batcher.start()
     metrics.queue_depth.set_function(lambda: batcher.queued)
     app.state.engine, app.state.batcher = engine, batcher
-    logger.info("regrad service ready (learner %s)", getattr(engine, "fingerprint", "?")[:16])
+    logger.info("regrad service ready (learner %s, %s scheduler)", getattr(engine, "fingerprint", "?")[:16],
+                settings.scheduler)
     try:
         yield
     finally:

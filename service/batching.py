@@ -1,4 +1,9 @@
-"""Micro-batching bookkeeping: requests that arrive together are answered by one call on one thread.
+"""Batching bookkeeping. Two schedulers with one interface (`submit`, `run_exclusive`, `queued`):
+
+* `ContinuousBatcher` (the default, `REGRAD_SCHEDULER=continuous`): the engine's iteration-level
+  scheduler; a request joins the running generation at the next decode step (see its class).
+* `MicroBatcher` (`REGRAD_SCHEDULER=static`): requests that arrive together are answered by one
+  call on one thread, and a batch lasts as long as its longest answer. Described below.
 
 Pure bookkeeping (vLLM's split): a queue, a batch size limit and a gathering window. The batcher
 never touches weights; it hands a list of items (row i = the i-th request) to a `process` function
@@ -28,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-__all__ = ["MicroBatcher", "Batched", "QueueFullError", "BatcherStoppedError"]
+__all__ = ["MicroBatcher", "ContinuousBatcher", "Batched", "QueueFullError", "BatcherStoppedError"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -220,3 +225,63 @@ class MicroBatcher(Generic[T, R]):
                     queue_ms = (started_s - pending.enqueued_s) * 1000.0
                     pending.future.set_result(Batched(outcome, queue_ms, len(batch)))
 
+
+
+class ContinuousBatcher:
+    """`MicroBatcher`'s interface over the engine's iteration-level scheduler
+    (`engine.scheduler.ContinuousScheduler`): a request joins the running generation at the next
+    decode step and leaves it the step it finishes; there is no gathering window.
+
+    The queue bound is this class's: `submit` raises QueueFullError when `max_queue` requests are
+    already waiting for a row. A cancelled `submit` (client gone) withdraws the request; if it was
+    decoding, its row leaves the batch at the next step.
+    """
+
+    def __init__(self, engine, *, max_batch: int = 8, max_queue: int = 256,
+                 on_batch: Callable[[int], None] | None = None) -> None:
+        from engine.scheduler import ContinuousScheduler
+
+        self.max_batch = max_batch
+        self.max_queue = max_queue
+        self._scheduler = ContinuousScheduler(engine, max_rows=max_batch, on_join=on_batch)
+        self._started = False
+
+    @property
+    def queued(self) -> int:
+        return self._scheduler.waiting
+
+    @property
+    def is_running(self) -> bool:
+        return self._started and self._scheduler.is_running
+
+    async def start(self) -> None:
+        self._scheduler.start()
+        self._started = True
+
+    async def stop(self) -> None:
+        """Refuse new requests, fail the waiting ones, let the decoding rows finish."""
+        self._started = False
+        await asyncio.to_thread(self._scheduler.stop)
+
+    async def submit(self, item: Any) -> Batched:
+        """Queue one question and wait for its answer (raises its exception, if any)."""
+        from engine.scheduler import SchedulerStoppedError
+
+        if not self._started:
+            raise BatcherStoppedError("the service is not running (starting or shutting down); retry")
+        if self._scheduler.waiting >= self.max_queue:
+            raise QueueFullError(self._scheduler.waiting, self.max_queue)
+        try:
+            answer = await asyncio.wrap_future(self._scheduler.submit(item))
+        except SchedulerStoppedError as error:
+            raise BatcherStoppedError(str(error)) from error
+        return Batched(answer, answer.timings_ms.queue, answer.batch_size)
+
+    async def run_exclusive(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run `fn(*args, **kwargs)` on the model thread, between two decode steps."""
+        from engine.scheduler import SchedulerStoppedError
+
+        try:
+            return await asyncio.wrap_future(self._scheduler.run_exclusive(fn, *args, **kwargs))
+        except SchedulerStoppedError as error:
+            raise BatcherStoppedError(str(error)) from error

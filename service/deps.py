@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from service.batching import MicroBatcher
+from service.batching import ContinuousBatcher, MicroBatcher
 from service.metrics import ServiceMetrics
 from service.settings import Settings
 
@@ -39,7 +39,7 @@ def get_engine(request: Request) -> Any:
     return request.app.state.engine
 
 
-def get_batcher(request: Request) -> MicroBatcher:
+def get_batcher(request: Request) -> MicroBatcher | ContinuousBatcher:
     return request.app.state.batcher
 
 
@@ -49,7 +49,7 @@ def get_metrics(request: Request) -> ServiceMetrics:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 EngineDep = Annotated[Any, Depends(get_engine)]
-BatcherDep = Annotated[MicroBatcher, Depends(get_batcher)]
+BatcherDep = Annotated[MicroBatcher | ContinuousBatcher, Depends(get_batcher)]
 MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
 
 # auto_error=False: a missing key is only an error when a key is configured (checked below).

@@ -34,8 +34,11 @@ class Settings(BaseSettings):
         dtype: base model dtype; `auto` = bfloat16 where the device multiplies bf16 natively (CUDA
             with bf16, a CPU with AMX), else the preset's dtype. LoRA weights stay fp32 either way.
         torch_threads: CPU threads torch may use (set it when several processes share a machine).
-        max_batch: most requests generated together in one batch.
-        max_wait_ms: how long the first request of a batch waits for others to join it.
+        scheduler: `continuous` (a request joins the running generation at the next decode step and
+            leaves it the step it finishes) or `static` (requests that arrive together form a batch
+            that lasts as long as its longest answer).
+        max_batch: most requests generated together (rows decoding at once, for `continuous`).
+        max_wait_ms: `static` only: how long the first request of a batch waits for others to join it.
         max_queue: most requests waiting for the model; more are refused with 503 + Retry-After.
         missing_gradients: `compute` (one batched backward for the misses) or `skip` (answer without them).
         write_back: write computed gradients back to the store (the store as a cache).
@@ -62,6 +65,7 @@ class Settings(BaseSettings):
     device: Literal["cpu", "cuda", "auto"] = Field("auto", description="cpu | cuda | auto")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="base model dtype")
     torch_threads: int | None = Field(None, ge=1, description="torch CPU threads; unset = torch's default")
+    scheduler: Literal["continuous", "static"] = Field("continuous", description="continuous | static batching")
     max_batch: int = Field(8, ge=1, le=256, description="most requests in one generation batch")
     max_wait_ms: float = Field(10.0, ge=0, le=10_000, description="batch gathering window, ms")
     max_queue: int = Field(256, ge=1, description="most requests waiting; more get 503")

@@ -62,7 +62,7 @@ def test_wrong_number_of_rows_is_refused(tiny_learner):
 
     deltas = torch.zeros(2, tiny_learner.layout.dim)
     ids = tiny_learner.tokenizer(["one question"], return_tensors="pt")["input_ids"]
-    with pytest.raises(ModelError, match="1 rows but 2 adaptations"):
+    with pytest.raises(ModelError, match="batch has 1 rows but its row adapters were built for 2"):
         _logits(tiny_learner, ids, deltas)
 
 

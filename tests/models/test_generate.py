@@ -84,15 +84,19 @@ def test_real_model_greedy_equals_hf_generate(real_learner):
 
 
 def test_a_mixed_batch_builds_every_row_on_the_learner_device(tiny_learner):
-    """A batch mixing rows with and without gradients (regrad next to rag / closed_book) stacks its
-    rows on the learner's device. Run on the `meta` device, so a tensor made on the CPU (the old zero
-    gradient of a row without one) fails here exactly as it failed on a GPU."""
-    from models.generate import _prepare
+    """A batch mixing rows with and without gradients (regrad next to rag / closed_book) builds its
+    row adapters on the learner's device, for the adapted rows only. Run on the `meta` device, so a
+    tensor made on the CPU (the old zero gradient of a row without one) fails here exactly as it
+    failed on a GPU."""
+    from models.generate import prepare_rows
 
     tiny_learner.model.to("meta")
     tiny_learner.step_sizes.to("meta")
     gradient = torch.ones(tiny_learner.layout.dim, device="meta")
     requests = [AnswerRequest("q1", gradient=gradient), AnswerRequest("q2"), AnswerRequest("q3", gradient=gradient)]
-    batch, deltas = _prepare(tiny_learner, requests)
-    assert deltas is not None and deltas.device.type == "meta" and deltas.shape == (3, tiny_learner.layout.dim)
+    batch, adapters = prepare_rows(tiny_learner, requests)
+    assert adapters is not None and adapters.batch_size == 3
+    assert adapters.rows.device.type == "meta" and adapters.rows.shape == (2,)
+    for down, up in adapters.stacks.values():
+        assert down.device.type == up.device.type == "meta" and down.shape[0] == up.shape[0] == 2
     assert all(tensor.device.type == "meta" for tensor in batch.values())

@@ -17,7 +17,9 @@ from retrieval.errors import BackendUnavailableError
 
 
 class FakeEngine:
-    """TEST DOUBLE of `engine.Engine`: no model; answers `<mode>:<question>`.
+    """TEST DOUBLE of `engine.Engine`: no model; answers `<mode>:<question>`. It offers the static
+    scheduler's interface (`answer_outcomes`), so apps built on it use `scheduler="static"`; the
+    continuous scheduler needs a model and is tested on the real engine.
 
     `retriever_down = True` makes every retrieval-mode request fail as an unreachable Elasticsearch
     would (closed_book keeps working), so tests can take the backend down and bring it back.

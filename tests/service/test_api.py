@@ -11,7 +11,7 @@ from service.settings import Settings
 
 
 def make_client(engine, **settings) -> TestClient:
-    app = create_app(Settings(_env_file=None, max_question_chars=200, max_wait_ms=1, **settings),
+    app = create_app(Settings(_env_file=None, scheduler="static", max_question_chars=200, max_wait_ms=1, **settings),
                      engine_factory=lambda _: engine)
     return TestClient(app)
 

@@ -41,7 +41,7 @@ def fake():
 
 @pytest.fixture(scope="module")
 def url(fake):
-    settings = Settings(_env_file=None, max_wait_ms=5, max_question_chars=100)
+    settings = Settings(_env_file=None, scheduler="static", max_wait_ms=5, max_question_chars=100)
     with running_server(create_app(settings, engine_factory=lambda _: fake)) as base_url:
         yield base_url
 
@@ -96,7 +96,8 @@ def test_unreachable_server_and_bad_key_are_clear_errors(fake):
     with pytest.raises(ServerError, match="stayed unavailable after 2 tries"):
         evaluate_http(f"http://127.0.0.1:{free_port()}", [record(0)], max_retries=1, max_wait_s=0.05,
                       progress=False)
-    app = create_app(Settings(_env_file=None, api_key="k3y-for-tests"), engine_factory=lambda _: fake)
+    app = create_app(Settings(_env_file=None, scheduler="static", api_key="k3y-for-tests"),
+                     engine_factory=lambda _: fake)
     with running_server(app) as base_url:
         with pytest.raises(ServerError, match="401"):
             evaluate_http(base_url, [record(0)], progress=False)

@@ -137,7 +137,7 @@ def test_request_id_is_echoed_or_generated_in_header_and_access_line(
 ) -> None:
     caplog.set_level(logging.INFO, logger="regrad.access")
     caplog.handler.addFilter(RequestIdFilter())  # as `regrad serve` does on its handler
-    app = create_app(Settings(_env_file=None), engine_factory=lambda _: fake_engine)
+    app = create_app(Settings(_env_file=None, scheduler="static"), engine_factory=lambda _: fake_engine)
 
     async def boom() -> None:
         raise RuntimeError("boom")
@@ -198,6 +198,7 @@ def _serve_through_cli(monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> Iter
     stub = types.ModuleType("engine.core")
     stub.Engine = _ChattyEngine  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "engine.core", stub)
+    monkeypatch.setenv("REGRAD_SCHEDULER", "static")  # the stub offers the static interface only
     monkeypatch.setattr(uvicorn, "run", run_in_thread)
     port = free_port()
     assert main([*argv, "--port", str(port), "--env-file", os.devnull]) == 0

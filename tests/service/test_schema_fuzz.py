@@ -30,7 +30,8 @@ CHECKS = [
     response_schema_conformance,
 ]
 
-app = create_app(Settings(_env_file=None, max_wait_ms=0, max_question_chars=300), engine_factory=lambda _: FakeEngine())
+app = create_app(Settings(_env_file=None, scheduler="static", max_wait_ms=0, max_question_chars=300),
+                 engine_factory=lambda _: FakeEngine())
 schema = schemathesis.openapi.from_asgi("/openapi.json", app)
 
 

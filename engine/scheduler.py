@@ -1,0 +1,292 @@
+"""Iteration-level (continuous) scheduling: requests join the running generation at the next decode
+step and leave it the step they finish, each row with its own adapter (Orca, vLLM, S-LoRA).
+
+Two threads. The model is only ever used from the model thread.
+
+    staging thread (no model work, runs beside decoding):
+        take newcomers; retrieve their passages and sum their stored gradients (`Engine.begin`)
+        hand them to the model thread (at most `max_rows` staged ahead)
+
+    model thread:
+        while running:
+            run queued exclusive work (e.g. POST /documents), between two steps
+            rows whose client left (future cancelled) leave the batch
+            while rows are free and newcomers are staged:
+                compute their missing gradients, one batched backward (`Engine.complete`)
+                prefill them with their adapters; they join the running batch
+            one decode step for every live row; a finished row leaves, its future resolves
+
+What stalls the decoding rows, and for how long: a newcomer's prefill (one forward over its prompt,
+as in vLLM without chunked prefill) and, only when a passage's gradient is not in the store, that
+gradient's backward. Retrieval and store reads never stall them: they run on the staging thread.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, InvalidStateError
+from dataclasses import dataclass
+from typing import Any
+
+from engine.errors import EngineError
+from engine.types import Answer, Question, StageTimings
+
+__all__ = ["ContinuousScheduler", "SchedulerStoppedError"]
+
+logger = logging.getLogger("regrad.scheduler")
+
+
+class SchedulerStoppedError(EngineError):
+    """The scheduler is not running (not started, or shutting down); the request was not run."""
+
+
+@dataclass
+class _Job:
+    key: int
+    question: Question
+    future: Future
+    submitted_s: float
+    row: Any = None              # the engine's row, once staged
+    joined_s: float = 0.0
+    batch_size: int = 0          # live rows right after it joined, itself included
+
+
+class ContinuousScheduler:
+    """Answers `Question`s with continuous batching on an `Engine`.
+
+    Args:
+        engine: the engine (`begin`, `complete`, `generation_request`, `answer_of`, `learner`).
+        max_rows: most rows decoding together (`REGRAD_MAX_BATCH`).
+        on_join: called with the live row count each time rows join (metrics).
+
+    Example:
+        scheduler = ContinuousScheduler(engine, max_rows=8)
+        scheduler.start()
+        answer = scheduler.submit(Question("Who wrote Hamlet?")).result()
+        scheduler.stop()
+    """
+
+    def __init__(self, engine, *, max_rows: int = 8, on_join: Callable[[int], None] | None = None) -> None:
+        if max_rows < 1:
+            raise ValueError(f"`max_rows` must be >= 1, got {max_rows}")
+        self.engine = engine
+        self.max_rows = max_rows
+        self._on_join = on_join
+        self._lock = threading.Condition()
+        self._incoming: collections.deque[_Job] = collections.deque()   # submitted, not staged
+        self._staged: collections.deque[_Job] = collections.deque()     # staged, waiting for a row
+        self._exclusive: collections.deque[tuple[Callable[[], Any], Future]] = collections.deque()
+        self._live: dict[int, _Job] = {}
+        self._keys = itertools.count()
+        self._running = False
+        self._threads: list[threading.Thread] = []
+
+    # ------------------------------------------------------------------ public
+    @property
+    def waiting(self) -> int:
+        """Requests submitted and not yet decoding."""
+        with self._lock:
+            return len(self._incoming) + len(self._staged)
+
+    @property
+    def live(self) -> int:
+        """Rows decoding now."""
+        return len(self._live)
+
+    @property
+    def is_running(self) -> bool:
+        return self._running and all(t.is_alive() for t in self._threads)
+
+    def start(self) -> None:
+        self._running = True
+        self._threads = [
+            threading.Thread(target=self._stage_loop, name="regrad-staging", daemon=True),
+            threading.Thread(target=self._model_loop, name="regrad-model", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self, timeout_s: float = 60.0) -> None:
+        """Refuse new requests, fail the waiting ones, let the decoding rows finish, stop the threads."""
+        with self._lock:
+            self._running = False
+            waiting = list(self._incoming) + list(self._staged)
+            self._incoming.clear()
+            self._staged.clear()
+            self._lock.notify_all()
+        for job in waiting:
+            _fail(job.future, SchedulerStoppedError("the service is shutting down; retry"))
+        for thread in self._threads:
+            thread.join(timeout_s)
+        self._threads = []
+
+    def submit(self, question: Question) -> Future:
+        """Queue a question; the future resolves to its `Answer` (or its error). Cancel the future to
+        withdraw it: a decoding row then leaves the batch at the next step."""
+        future: Future = Future()
+        with self._lock:
+            if not self._running:
+                raise SchedulerStoppedError("the scheduler is not running (starting or shutting down); retry")
+            self._incoming.append(_Job(next(self._keys), question, future, time.perf_counter()))
+            self._lock.notify_all()
+        return future
+
+    def run_exclusive(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
+        """Run `fn(*args, **kwargs)` on the model thread between two decode steps."""
+        future: Future = Future()
+        with self._lock:
+            if not self._running:
+                raise SchedulerStoppedError("the scheduler is not running (starting or shutting down); retry")
+            self._exclusive.append((lambda: fn(*args, **kwargs), future))
+            self._lock.notify_all()
+        return future
+
+    # ------------------------------------------------------------------ staging thread
+    def _stage_loop(self) -> None:
+        while True:
+            with self._lock:
+                while self._running and (not self._incoming or len(self._staged) >= self.max_rows):
+                    self._lock.wait()
+                if not self._running:
+                    return
+                room = self.max_rows - len(self._staged)
+                jobs = [self._incoming.popleft() for _ in range(min(room, len(self._incoming)))]
+            jobs = [job for job in jobs if not job.future.cancelled()]  # clients that left
+            if not jobs:
+                continue
+            try:
+                rows = self.engine.begin([job.question for job in jobs])
+            except Exception as error:  # a bug or a backend failure not caught per row
+                logger.exception("staging %d requests failed", len(jobs))
+                for job in jobs:
+                    _fail(job.future, error)
+                continue
+            with self._lock:
+                for job, row in zip(jobs, rows, strict=True):
+                    job.row = row
+                    if row.error is not None:            # e.g. the retriever is down: answer at once
+                        _fail(job.future, row.error)
+                    elif not self._running:
+                        _fail(job.future, SchedulerStoppedError("the service is shutting down; retry"))
+                    else:
+                        self._staged.append(job)
+                self._lock.notify_all()
+
+    # ------------------------------------------------------------------ model thread
+    def _model_loop(self) -> None:
+        from models.decoding import BatchDecoder
+
+        decoder = BatchDecoder(self.engine.learner)
+        while True:
+            with self._lock:
+                while self._running and not (self._live or self._staged or self._exclusive):
+                    self._lock.wait()
+                if not self._running and not self._live and not self._exclusive:
+                    return
+                exclusive = list(self._exclusive)
+                self._exclusive.clear()
+                room = self.max_rows - len(self._live)
+                joining = [self._staged.popleft() for _ in range(min(room, len(self._staged)))]
+                if joining:
+                    self._lock.notify_all()  # the staging thread may stage more
+            for fn, future in exclusive:
+                _run_into(future, fn)
+            gone = [key for key, job in self._live.items() if job.future.cancelled()]
+            if gone:
+                decoder.leave(gone)
+                for key in gone:
+                    del self._live[key]
+            if joining:
+                self._join(decoder, joining)
+            if not self._live:
+                continue
+            try:
+                finished = decoder.step()
+            except Exception as error:  # e.g. out of memory: every live row fails, the loop goes on
+                logger.exception("a decode step failed; failing %d rows", len(self._live))
+                for job in self._live.values():
+                    _fail(job.future, error)
+                self._live.clear()
+                decoder = BatchDecoder(self.engine.learner)
+                continue
+            for key, token_ids in finished:
+                self._finish(self._live.pop(key), token_ids)
+
+    def _join(self, decoder, jobs: list[_Job]) -> None:
+        from models.generate import prepare_rows
+
+        jobs = [job for job in jobs if not job.future.cancelled()]
+        self.engine.complete([job.row for job in jobs])
+        ready = []
+        for job in jobs:
+            if job.row.error is not None:
+                _fail(job.future, job.row.error)
+            else:
+                ready.append(job)
+        if not ready:
+            return
+        try:
+            requests = [self.engine.generation_request(job.row) for job in ready]
+            batch, adapters = prepare_rows(self.engine.learner, requests)
+            decoder.join([job.key for job in ready], batch, adapters,
+                         [job.question.max_new_tokens for job in ready])
+        except Exception as error:
+            logger.exception("prefilling %d joining rows failed", len(ready))
+            for job in ready:
+                _fail(job.future, error)
+            return
+        joined_s = time.perf_counter()
+        for job, request in zip(ready, requests, strict=True):
+            job.joined_s, job.row.generation = joined_s, request
+            self._live[job.key] = job
+        for job in ready:
+            job.batch_size = len(self._live)
+        if self._on_join is not None:
+            self._on_join(len(self._live))
+
+    def _finish(self, job: _Job, token_ids: list[int]) -> None:
+        from models.generate import answer_text
+
+        row = job.row
+        row.answer = answer_text(self.engine.learner.tokenizer, token_ids, row.generation)
+        done_s = time.perf_counter()
+        retrieve_ms, gradients_ms = row.retrieve_s * 1000.0, row.gradients_s * 1000.0
+        timings = StageTimings(
+            queue=max(0.0, (job.joined_s - job.submitted_s) * 1000.0 - retrieve_ms - gradients_ms),
+            retrieve=retrieve_ms,
+            gradients=gradients_ms,
+            generate=(done_s - job.joined_s) * 1000.0,
+            total=(done_s - job.submitted_s) * 1000.0,
+        )
+        answer: Answer = self.engine.answer_of(row, timings, job.batch_size)
+        _resolve(job.future, answer)
+
+
+def _resolve(future: Future, value: Any) -> None:
+    try:
+        if not future.cancelled():
+            future.set_result(value)
+    except InvalidStateError:  # cancelled in between: the client left
+        pass
+
+
+def _fail(future: Future, error: BaseException) -> None:
+    try:
+        if not future.cancelled():
+            future.set_exception(error)
+    except InvalidStateError:
+        pass
+
+
+def _run_into(future: Future, fn: Callable[[], Any]) -> None:
+    try:
+        result = fn()
+    except Exception as error:
+        _fail(future, error)
+    else:
+        _resolve(future, result)

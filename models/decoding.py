@@ -1,0 +1,227 @@
+"""Greedy decoding of a running batch that rows join and leave at every step.
+
+`BatchDecoder` is iteration-level scheduling's model half (Orca, vLLM): the batch is not fixed when
+it starts. At any step, new rows are prefilled and join (their KV cache rows, attention mask and
+LoRA row adapters are appended to the running batch's), and a row that has finished leaves at once
+(its cache row and adapter are dropped). Each row's adapter travels with its KV-cache row. Batch
+generation (`generate_answers`) is the special case where every row joins at step 0.
+
+    decoder = BatchDecoder(learner)
+    decoder.join(["a", "b"], batch, adapters, max_new_tokens=[12, 12])   # prefill, first tokens
+    while decoder:
+        for key, token_ids in decoder.step():                              # one token per live row
+            ...                                                            # row `key` finished
+        # other rows may join here, mid-generation
+
+What keeps a step cheap on a CPU: the LM head runs on each row's last position only; attention is
+SDPA for the duration of each call (the learner loads with eager attention, which meta-training's
+gradient of a gradient needs); padding columns no live row needs are trimmed when rows leave.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from models.row_lora import RowAdapters
+
+__all__ = ["BatchDecoder", "prefill", "stop_token_ids", "attention_implementation"]
+
+
+@dataclass
+class _Row:
+    key: Hashable
+    max_new_tokens: int
+    tokens: list[int] = field(default_factory=list)
+
+
+class BatchDecoder:
+    """A running greedy batch with a KV cache; rows join (`join`) and leave (`step`, `leave`).
+
+    Args:
+        learner: the learner whose model decodes (its weights are only read).
+    """
+
+    def __init__(self, learner) -> None:
+        self.learner = learner
+        base = learner.model.get_base_model()
+        self._base, self._decoder, self._head = base, base.get_decoder(), base.get_output_embeddings()
+        self._cache_kw = _cache_keyword(self._decoder)
+        self._stops = stop_token_ids(learner.tokenizer)
+        self._stop_tensor: torch.Tensor | None = None
+        self._rows: list[_Row] = []
+        self._cache = None                               # DynamicCache, batch = live rows
+        self._attention: torch.Tensor | None = None      # (n, T) 1 = real token, left-padded
+        self._next: torch.Tensor | None = None           # (n,) each row's next token, not yet emitted
+        self._adapters: RowAdapters | None = None        # the live rows' adapters (None: none adapted)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @property
+    def keys(self) -> list[Hashable]:
+        return [row.key for row in self._rows]
+
+    @torch.no_grad()
+    def join(self, keys: Sequence[Hashable], batch: dict[str, torch.Tensor], adapters: RowAdapters | None,
+             max_new_tokens: Sequence[int]) -> None:
+        """Prefill new rows (left-padded `input_ids`/`attention_mask`, their own `adapters` or None)
+        and append them to the running batch; their first token is emitted by the next `step`."""
+        if not keys:
+            return
+        if len(keys) != batch["input_ids"].shape[0] or len(keys) != len(max_new_tokens):
+            raise ValueError("join needs one key and one max_new_tokens per batch row")
+        if any(n < 1 for n in max_new_tokens):
+            raise ValueError(f"max_new_tokens must be >= 1, got {list(max_new_tokens)}")
+        with attention_implementation(self._base, "sdpa"), self.learner.using_rows(adapters):
+            hidden, cache = prefill(self.learner, batch)
+        next_token = self._head(hidden[:, -1]).argmax(-1)                        # (m,)
+        new_rows = [_Row(key, int(n)) for key, n in zip(keys, max_new_tokens)]
+        if not self._rows:
+            self._rows, self._cache, self._attention, self._next = new_rows, cache, batch["attention_mask"], next_token
+            self._adapters = adapters
+            return
+        self._adapters = _extend(self._adapters, len(self._rows), adapters, len(new_rows))
+        width = max(self._attention.shape[1], batch["attention_mask"].shape[1])
+        mask = batch["attention_mask"]
+        self._attention = torch.cat([_pad_left(self._attention, width, 1), _pad_left(mask, width, 1)])
+        for old, new in zip(self._cache.layers, cache.layers, strict=True):
+            old.keys = torch.cat([_pad_left(old.keys, width, 2), _pad_left(new.keys, width, 2)])
+            old.values = torch.cat([_pad_left(old.values, width, 2), _pad_left(new.values, width, 2)])
+        self._next = torch.cat([self._next, next_token])
+        self._rows += new_rows
+
+    @torch.no_grad()
+    def step(self) -> list[tuple[Hashable, list[int]]]:
+        """Emit each live row's next token; rows that finished leave (returned with all their tokens);
+        the others run one decoder step together."""
+        if not self._rows:
+            return []
+        if self._stop_tensor is None:
+            self._stop_tensor = torch.tensor(sorted(self._stops), device=self._next.device)
+        finished_mask = torch.isin(self._next, self._stop_tensor)
+        finished: list[tuple[Hashable, list[int]]] = []
+        keep: list[int] = []
+        for i, (row, token, stop) in enumerate(zip(self._rows, self._next.tolist(), finished_mask.tolist())):
+            row.tokens.append(token)
+            if stop or len(row.tokens) >= row.max_new_tokens:
+                finished.append((row.key, row.tokens))
+            else:
+                keep.append(i)
+        if finished:
+            self._keep(keep)
+        if self._rows:
+            self._decode_one()
+        return finished
+
+    def leave(self, keys: Sequence[Hashable]) -> None:
+        """Drop rows before they finish (their clients left): their cache rows and adapters go."""
+        gone = set(keys)
+        if gone & set(self.keys):
+            self._keep([i for i, row in enumerate(self._rows) if row.key not in gone])
+
+    # ------------------------------------------------------------------ internals
+    def _keep(self, keep: list[int]) -> None:
+        if not keep:
+            self._rows, self._cache, self._attention, self._next, self._adapters = [], None, None, None, None
+            return
+        index = torch.tensor(keep, device=self._next.device)
+        self._rows = [self._rows[i] for i in keep]
+        self._cache.batch_select_indices(index)
+        self._attention, self._next = self._attention[index], self._next[index]
+        if self._adapters is not None:
+            self._adapters = self._adapters.select(index)
+            if not self._adapters.rows.numel():
+                self._adapters = None
+        # Columns that are padding in every live row (left by rows with longer prompts) go.
+        first = int(self._attention.any(0).int().argmax())
+        if first > 0:
+            self._attention = self._attention[:, first:]
+            for layer in self._cache.layers:
+                layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
+
+    def _decode_one(self) -> None:
+        self._attention = torch.cat([self._attention, self._attention.new_ones(len(self._rows), 1)], dim=1)
+        position = self._attention.sum(-1, keepdim=True) - 1                          # (n, 1)
+        with attention_implementation(self._base, "sdpa"), self.learner.using_rows(self._adapters):
+            out = self._decoder(input_ids=self._next[:, None], attention_mask=self._attention,
+                                position_ids=position, use_cache=True, **{self._cache_kw: self._cache})
+        self._next = self._head(out.last_hidden_state[:, -1]).argmax(-1)
+
+
+def _pad_left(tensor: torch.Tensor, width: int, dim: int) -> torch.Tensor:
+    """Zero-pad `tensor` on the left of `dim` to `width` (a mask: 0 = padding; a cache: masked out)."""
+    missing = width - tensor.shape[dim]
+    if missing == 0:
+        return tensor
+    pad = [0, 0] * (tensor.dim() - 1 - dim) + [missing, 0]
+    return F.pad(tensor, pad)
+
+
+def _extend(old: RowAdapters | None, n_old: int, new: RowAdapters | None, n_new: int) -> RowAdapters | None:
+    if old is None and new is None:
+        return None
+    old = old if old is not None else RowAdapters.unadapted(n_old, like=new)
+    new = new if new is not None else RowAdapters.unadapted(n_new, like=old)
+    return old.extend(new)
+
+
+def prefill(learner, batch: dict[str, torch.Tensor]):
+    """The decoder over left-padded prompts with a KV cache: (last hidden states, cache).
+    Row adapters, if any, are whatever `learner.using_rows` set around the call."""
+    decoder = learner.model.get_base_model().get_decoder()
+    attention = batch["attention_mask"]
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)                  # (n, T)
+    cache_kw = _cache_keyword(decoder)
+    with attention_implementation(learner.model.get_base_model(), "sdpa"):
+        out = decoder(input_ids=batch["input_ids"], attention_mask=attention, position_ids=positions, use_cache=True)
+    return out.last_hidden_state, getattr(out, cache_kw)
+
+
+@functools.lru_cache(maxsize=8)
+def stop_token_ids(tok) -> frozenset[int]:
+    """End-of-turn tokens and every token whose text holds a newline (computed once per tokenizer)."""
+    stops = {tok.eos_token_id}
+    im_end = tok.convert_tokens_to_ids("<|im_end|>")
+    if isinstance(im_end, int) and im_end != tok.unk_token_id:
+        stops.add(im_end)
+    # Every token whose text holds a newline ends the answer (answers are one line).
+    vocab_ids = range(len(tok))
+    stops.update(i for i, text in zip(vocab_ids, tok.batch_decode([[i] for i in vocab_ids])) if "\n" in text)
+    return frozenset(i for i in stops if i is not None)
+
+
+def _cache_keyword(decoder) -> str:
+    """The KV cache's argument (and output) name: `cache` in recent transformers, `past_key_values` before."""
+    return _cache_keyword_of(type(decoder))
+
+
+@functools.lru_cache(maxsize=8)
+def _cache_keyword_of(decoder_class: type) -> str:
+    """Read once per decoder class, not on every request."""
+    return "cache" if "cache" in inspect.signature(decoder_class.forward).parameters else "past_key_values"
+
+
+@contextlib.contextmanager
+def attention_implementation(model, name: str):
+    """Use attention implementation `name` inside the block (where the architecture has it), then
+    restore the model's own."""
+    previous = model.config._attn_implementation
+    switched = False
+    if previous != name:
+        try:
+            model.set_attn_implementation(name)
+            switched = True
+        except (ValueError, ImportError):  # not available for this architecture: keep its own
+            pass
+    try:
+        yield
+    finally:
+        if switched:
+            model.set_attn_implementation(previous)

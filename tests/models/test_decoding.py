@@ -1,0 +1,84 @@
+"""Iteration-level decoding: rows that join a running batch mid-generation, or leave it early,
+get exactly the tokens they get alone."""
+
+import torch
+
+from models import AnswerRequest, generate_answers, summed_gradient
+from models.decoding import BatchDecoder
+from models.generate import answer_text, prepare_rows
+
+
+def _requests(learner, passages) -> list[AnswerRequest]:
+    g1 = summed_gradient(learner, passages[:2]) * 200   # strong enough to change the greedy path
+    g2 = summed_gradient(learner, passages[2:4]) * 200
+    return [
+        AnswerRequest("Who was Shirley Temple?", gradient=g1),
+        AnswerRequest("What is Paris?"),
+        AnswerRequest("Is it?", answer_type="yes_no", gradient=g2, gamma=0.5),
+        AnswerRequest("Which one of these is it, in the end?", answer_type="choice", choices=["a", "b", "c"],
+                      context=[("T", "a long passage that makes this prompt the longest of all")]),
+        AnswerRequest("Who was Shirley Temple?", gradient=g2),
+        AnswerRequest("Where?", gradient=g1, gamma=0.0),
+    ]
+
+
+def _join(decoder, learner, keys, requests, max_new_tokens):
+    batch, adapters = prepare_rows(learner, requests)
+    decoder.join(keys, batch, adapters, max_new_tokens)
+
+
+def test_rows_joining_mid_generation_get_their_solo_tokens(tiny_learner, passages):
+    learner = tiny_learner
+    requests = _requests(learner, passages)
+    lengths = [9, 3, 7, 5, 9, 6]
+    solo = [generate_answers(learner, [r], max_new_tokens=n, return_raw=True)[0] for r, n in zip(requests, lengths)]
+
+    decoder = BatchDecoder(learner)
+    done: dict[int, list[int]] = {}
+    _join(decoder, learner, [0, 1], requests[0:2], lengths[0:2])           # regrad + closed-book rows
+    done.update(decoder.step())
+    done.update(decoder.step())
+    _join(decoder, learner, [2, 3], requests[2:4], lengths[2:4])           # join after 2 steps
+    done.update(decoder.step())
+    _join(decoder, learner, [4], requests[4:5], lengths[4:5])              # one more, one step later
+    sizes, late_join_size = [], None
+    while decoder:
+        sizes.append(len(decoder))
+        done.update(decoder.step())
+        if done and late_join_size is None and decoder:                    # joins a batch that shrank
+            late_join_size = len(decoder)
+            _join(decoder, learner, [5], requests[5:6], lengths[5:6])
+    assert sorted(done) == list(range(6))
+    joined = [answer_text(learner.tokenizer, done[i], r, raw=True) for i, r in enumerate(requests)]
+    assert joined == solo
+    assert late_join_size is not None and late_join_size >= 1              # row 5 joined mid-generation
+    assert max(sizes) >= 3 and min(sizes) < max(sizes)                     # rows really came and went
+    assert all(len(done[i]) <= n for i, n in enumerate(lengths))
+
+
+def test_a_row_that_leaves_early_does_not_change_the_others(tiny_learner, passages):
+    learner = tiny_learner
+    requests = _requests(learner, passages)[:4]
+    solo = [generate_answers(learner, [r], max_new_tokens=8, return_raw=True)[0] for r in requests]
+    decoder = BatchDecoder(learner)
+    _join(decoder, learner, list(range(4)), requests, [8] * 4)
+    done = dict(decoder.step())
+    decoder.leave([3])                     # the longest prompt's client left: its row and padding go
+    assert 3 not in decoder.keys
+    while decoder:
+        done.update(decoder.step())
+    assert 3 not in done or len(done[3]) == 1
+    for i in range(3):
+        assert answer_text(learner.tokenizer, done[i], requests[i], raw=True) == solo[i]
+
+
+def test_unadapted_rows_of_a_mixed_batch_are_exactly_unadapted(tiny_learner, passages):
+    """A closed-book row next to regrad rows gets the logits it gets alone with no adapter at all."""
+    from models.generate import next_token_logits
+
+    learner = tiny_learner
+    g = summed_gradient(learner, passages[:2]) * 200
+    mixed = next_token_logits(learner, [AnswerRequest("What is Paris?", gradient=g), AnswerRequest("What is Paris?")])
+    plain = next_token_logits(learner, [AnswerRequest("What is Paris?"), AnswerRequest("What is Paris?")])
+    assert torch.equal(mixed[1], plain[1])
+    assert float((mixed[0] - plain[0]).abs().max()) > 1e-3
