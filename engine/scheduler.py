@@ -62,7 +62,8 @@ class ContinuousScheduler:
     Args:
         engine: the engine (`begin`, `complete`, `generation_request`, `answer_of`, `learner`).
         max_rows: most rows decoding together (`REGRAD_MAX_BATCH`).
-        on_join: called with the live row count each time rows join (metrics).
+        on_join: called each time rows join, with the live row count after the join and how many of
+            the joining rows joined a generation already running (metrics).
 
     Example:
         scheduler = ContinuousScheduler(engine, max_rows=8)
@@ -71,7 +72,7 @@ class ContinuousScheduler:
         scheduler.stop()
     """
 
-    def __init__(self, engine, *, max_rows: int = 8, on_join: Callable[[int], None] | None = None) -> None:
+    def __init__(self, engine, *, max_rows: int = 8, on_join: Callable[[int, int], None] | None = None) -> None:
         if max_rows < 1:
             raise ValueError(f"`max_rows` must be >= 1, got {max_rows}")
         self.engine = engine
@@ -85,6 +86,7 @@ class ContinuousScheduler:
         self._keys = itertools.count()
         self._running = False
         self._threads: list[threading.Thread] = []
+        self.joined_running = 0      # rows that joined while other rows were decoding (mid-generation)
 
     # ------------------------------------------------------------------ public
     @property
@@ -241,13 +243,15 @@ class ContinuousScheduler:
                 _fail(job.future, error)
             return
         joined_s = time.perf_counter()
+        joined_running = len(ready) if self._live else 0
+        self.joined_running += joined_running
         for job, request in zip(ready, requests, strict=True):
             job.joined_s, job.row.generation = joined_s, request
             self._live[job.key] = job
         for job in ready:
             job.batch_size = len(self._live)
         if self._on_join is not None:
-            self._on_join(len(self._live))
+            self._on_join(len(self._live), joined_running)
 
     def _finish(self, job: _Job, token_ids: list[int]) -> None:
         from models.generate import answer_text

@@ -238,13 +238,25 @@ class ContinuousBatcher:
     """
 
     def __init__(self, engine, *, max_batch: int = 8, max_queue: int = 256,
-                 on_batch: Callable[[int], None] | None = None) -> None:
+                 on_batch: Callable[[int], None] | None = None,
+                 on_joined_running: Callable[[int], None] | None = None) -> None:
         from engine.scheduler import ContinuousScheduler
+
+        def on_join(live_rows: int, joined_running: int) -> None:
+            if on_batch is not None:
+                on_batch(live_rows)
+            if on_joined_running is not None and joined_running:
+                on_joined_running(joined_running)
 
         self.max_batch = max_batch
         self.max_queue = max_queue
-        self._scheduler = ContinuousScheduler(engine, max_rows=max_batch, on_join=on_batch)
+        self._scheduler = ContinuousScheduler(engine, max_rows=max_batch, on_join=on_join)
         self._started = False
+
+    @property
+    def live(self) -> int:
+        """Rows decoding now."""
+        return self._scheduler.live
 
     @property
     def queued(self) -> int:

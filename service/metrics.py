@@ -29,6 +29,8 @@ class ServiceMetrics:
         regrad_gradient_lookups_total{result}: passages whose gradient was stored / computed / missing.
         regrad_documents_added_total: documents indexed through POST /documents.
         regrad_queue_depth: requests waiting for the model.
+        regrad_live_rows: rows decoding now (continuous scheduler).
+        regrad_rows_joined_running_total: requests that joined a generation already running (continuous).
     """
 
     def __init__(self) -> None:
@@ -58,6 +60,13 @@ class ServiceMetrics:
         )
         self.queue_depth = Gauge(
             "regrad_queue_depth", "Requests waiting for the model", registry=self.registry
+        )
+        self.live_rows = Gauge(
+            "regrad_live_rows", "Rows decoding now (continuous scheduler)", registry=self.registry
+        )
+        self.rows_joined_running = Counter(
+            "regrad_rows_joined_running", "Requests that joined a generation already running (continuous)",
+            registry=self.registry,
         )
 
     def observe_stages(self, timings_ms: dict[str, float]) -> None:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Awaitable
+from typing import TypeVar
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
 
 from service.deps import ApiKeyDep, BatcherDep, MetricsDep, SettingsDep
 from service.errors import is_unavailable
@@ -14,6 +18,30 @@ from service.schemas import AnswerRequest, AnswerResponse, ErrorResponse
 __all__ = ["router"]
 
 router = APIRouter(tags=["answer"])
+
+T = TypeVar("T")
+CLIENT_CLOSED = 499           # nginx's code for "the client closed the connection first"
+_DISCONNECT_POLL_S = 0.1
+
+
+class ClientDisconnectedError(Exception):
+    """The client closed the connection before its answer was ready; its request was withdrawn."""
+
+
+async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """Await `work`, but cancel it as soon as the client disconnects (a load balancer's timeout, a
+    user who gave up): a waiting request leaves the queue, a decoding one frees its row."""
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=_DISCONNECT_POLL_S)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                raise ClientDisconnectedError()
+    finally:
+        if not task.done():
+            task.cancel()
 
 
 def _too_long(field: str, value: str, limit: int) -> RequestValidationError:
@@ -41,15 +69,19 @@ def _too_long(field: str, value: str, limit: int) -> RequestValidationError:
     summary="Answer a question with retrieved knowledge applied as gradients, in the prompt, or both",
 )
 async def answer(
-    body: AnswerRequest, batcher: BatcherDep, settings: SettingsDep, metrics: MetricsDep, _: ApiKeyDep
-) -> AnswerResponse:
+    body: AnswerRequest, request: Request, batcher: BatcherDep, settings: SettingsDep, metrics: MetricsDep,
+    _: ApiKeyDep,
+) -> AnswerResponse | Response:
     if len(body.question) > settings.max_question_chars:
         raise _too_long("question", body.question, settings.max_question_chars)
     started_s = time.perf_counter()
     status = "500"
     try:
-        batched = await batcher.submit(body.to_question())
+        batched = await _unless_disconnected(request, batcher.submit(body.to_question()))
         status = "200"
+    except ClientDisconnectedError:
+        status = str(CLIENT_CLOSED)
+        return Response(status_code=CLIENT_CLOSED)  # nobody reads it; the access log and metrics do
     except Exception as error:  # counted here, turned into a response by the app's handlers
         status = str(getattr(error, "status_code", 503 if is_unavailable(error) else 500))
         raise

@@ -126,11 +126,21 @@ def test_document_added_at_run_time_is_retrieved_with_its_gradient(server):
     assert changed.status_code == 409
 
 
+def _metric(url: str, name: str) -> float:
+    """The value of one unlabelled sample in GET /metrics (0 when absent)."""
+    for line in httpx.get(url + "/metrics", timeout=30).text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
 def test_32_concurrent_requests_each_get_their_solo_answer(server, corpus):
+    """fp32, continuous batching (the default scheduler), 8 rows: answers of 1-6 tokens leave at
+    different steps and the other requests join the running generation in their place."""
     url, _, _ = server
     questions = corpus[1]
     variants = [
-        {"question": questions[i % 4], "mode": mode, "gamma": gamma, "top_k": 1, "max_new_tokens": TOKENS}
+        {"question": questions[i % 4], "mode": mode, "gamma": gamma, "top_k": 1, "max_new_tokens": 1 + (5 * i) % 6}
         for i, (mode, gamma) in enumerate(
             [("regrad", 1.0), ("regrad", 50.0), ("regrad", 0.0), ("closed_book", 1.0),
              ("regrad", 200.0), ("regrad", 20.0), ("regrad", 5.0), ("closed_book", 1.0)]
@@ -139,11 +149,13 @@ def test_32_concurrent_requests_each_get_their_solo_answer(server, corpus):
     solo = [post(url, "/answer", body).json() for body in variants]  # one at a time: batch size 1
     assert all(body["batch_size"] == 1 for body in solo)
     assert {p["gradient"] for body in solo if body["mode"] == "regrad" for p in body["passages"]} == {"stored"}
+    joined_before = _metric(url, "regrad_rows_joined_running_total")
 
     async def burst() -> tuple[list[httpx.Response], bool]:
         async with httpx.AsyncClient(base_url=url, timeout=300) as client:
-            # A client that gives up mid-batch must not break the batch for the others.
-            quitter = asyncio.create_task(client.post("/answer", json=variants[1], timeout=0.2))
+            # A client that gives up mid-generation must not break the batch for the others.
+            quitter = asyncio.create_task(client.post("/answer", json={**variants[1], "max_new_tokens": 64},
+                                                      timeout=0.2))
             responses = await asyncio.gather(*(client.post("/answer", json=body) for body in variants * 4))
             try:
                 await quitter
@@ -161,6 +173,9 @@ def test_32_concurrent_requests_each_get_their_solo_answer(server, corpus):
         assert body["answer"] == expected["answer"], f"request {i} ({variants[i % 8]}) differs from its solo answer"
         assert [p["id"] for p in body["passages"]] == [p["id"] for p in expected["passages"]]
     assert max(r.json()["batch_size"] for r in responses) > 1
+    assert _metric(url, "regrad_rows_joined_running_total") > joined_before  # joins mid-generation happened
+    # The quitter's request was withdrawn when its connection closed (its row freed), not run to the end.
+    assert _metric(url, 'regrad_answer_requests_total{mode="regrad",status="499"}') == 1
     assert len({s["answer"] for s in solo}) > 1  # the adaptations really differ per row
 
 
