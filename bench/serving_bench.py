@@ -1,14 +1,24 @@
-"""Serving throughput: micro-batched per-request adaptation vs the reference's in-place way.
+"""Serving throughput and latency: continuous batching vs static micro-batching vs in-place.
 
-Three ways to answer the same questions (mode `regrad`, k = 3, same learner, same store):
-  * service:   `POST /answer` over HTTP (uvicorn on 127.0.0.1) at 1, 4, 8 and 16 concurrent
-               clients; requests that arrive together run as one batched generation where
-               each row carries its own adapter (shared weights never change);
-  * in-place:  the reference's way, one request at a time: retrieve, sum the stored gradients,
-               patch the LoRA weights in place, generate, restore;
-  * unadapted: the same service at 8 clients in mode `closed_book` (same blind prompt, no
-               gradients): the batched generation with no adaptation at all, the upper bound.
-Last line: one JSON object with `speedup_vs_inplace_at_8` and `fraction_of_unadapted_at_8`.
+The same questions (mode `regrad`, k = 3, the shipped trained learner, answers of varying length,
+one store) answered four ways:
+  * continuous: `POST /answer` over HTTP (uvicorn on 127.0.0.1), `REGRAD_SCHEDULER=continuous`: a
+                request joins the running generation at the next decode step and leaves it the
+                step it finishes, each row with its own adapter;
+  * static:     the same server with `REGRAD_SCHEDULER=static`: requests that arrive together form
+                a batch that lasts as long as its longest answer;
+  * in-place:   the reference's way, one request at a time: retrieve, sum the stored gradients,
+                patch the LoRA weights in place, generate, restore;
+  * unadapted:  the continuous server in mode `closed_book` (same blind prompt, no gradients).
+
+Load: closed-loop clients (each sends its next request when its answer arrives) at 1, 8, 16 and
+32 clients, and open-loop Poisson arrivals at `--rate` requests/s (arrivals do not wait for
+answers, as behind a load balancer). Each way runs in a fresh interpreter.
+Last line: one JSON object with `continuous_vs_static_at_8`, `continuous_vs_static_at_16`,
+`continuous_speedup_vs_inplace_at_8` and `p95_ms_at_8` for both schedulers.
+
+    .venv/bin/python bench/serving_bench.py                      # the shipped learner
+    .venv/bin/python bench/serving_bench.py --checkpoint DIR --rate 6
 """
 
 from __future__ import annotations
@@ -17,6 +27,8 @@ import argparse
 import asyncio
 import json
 import os
+import platform
+import random
 import statistics
 import subprocess
 import sys
@@ -26,19 +38,21 @@ import time
 from pathlib import Path
 
 # ---- knobs ----------------------------------------------------------------------------------
-N_QUESTIONS = 16
-CONCURRENCY = [1, 4, 8, 16]
-REQUESTS_PER_LEVEL = 32         # each level answers this many requests (questions cycle)
+N_QUESTIONS = 32
+CONCURRENCY = [1, 8, 16, 32]
 TOP_K = 3
-MAX_NEW_TOKENS = 12
-DATA = Path(os.environ.get("REGRAD_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+MAX_NEW_TOKENS = 20             # the service's default: answers stop where the model stops them
+MAX_BATCH = 16                  # rows decoding together (both schedulers)
+REPO = Path(__file__).resolve().parents[1]
+CHECKPOINT = REPO / "checkpoints" / "regrad-smollm2-135m"
+DATA = Path(os.environ.get("REGRAD_DATA_DIR", REPO.parent / "shared" / "data"))
 # ---------------------------------------------------------------------------------------------
 
 
-def build_artifacts(root: Path, checkpoint: str | None, n_questions: int) -> tuple[list[str], Path]:
-    """Index the questions' HotpotQA contexts, save the learner, encode the passages they retrieve."""
+def build_artifacts(root: Path, checkpoint: str, n_questions: int) -> list[str]:
+    """Index the questions' HotpotQA contexts, copy the learner, encode the passages they retrieve."""
     from gradient_store import GradientStore
-    from models import Learner, format_passage, load_preset, passage_gradients
+    from models import Learner, format_passage, passage_gradients
     from retrieval import RetrieverConfig, open_retriever
     from retrieval.corpus import read_corpus
 
@@ -50,18 +64,18 @@ def build_artifacts(root: Path, checkpoint: str | None, n_questions: int) -> tup
     hits = retriever.search_many(questions, TOP_K)
     retriever.close()
 
-    learner = Learner.load(checkpoint) if checkpoint else Learner.create(load_preset("smollm2-135m-instruct"))
+    learner = Learner.load(checkpoint)
     learner.save(root / "checkpoint")
     passages = {p.id: format_passage(p.title, p.text) for row in hits for p in row}
     ids = list(passages)
     store = GradientStore.create(root / "store", layout=learner.layout.to_json(), fingerprint=learner.fingerprint)
     store.append(ids, passage_gradients(learner, [passages[i] for i in ids]))
     store.close()
-    print(f"built: {len(questions)} questions, {len(ids)} passages encoded")
-    return questions, root / "checkpoint"
+    print(f"built: {len(questions)} questions, {len(ids)} passages encoded, learner {learner.fingerprint[:12]}")
+    return questions
 
 
-def start_server(root: Path, dtype: str):
+def start_server(root: Path, dtype: str, scheduler: str):
     import socket
 
     import uvicorn
@@ -69,8 +83,9 @@ def start_server(root: Path, dtype: str):
     from service.app import create_app
     from service.settings import Settings
 
-    settings = Settings(checkpoint=root / "checkpoint", store=root / "store", index=str(root / "index"),
-                        device="cpu", dtype=dtype, max_batch=16, max_wait_ms=10)
+    settings = Settings(_env_file=None, checkpoint=root / "checkpoint", store=root / "store",
+                        index=str(root / "index"), device="cpu", dtype=dtype, scheduler=scheduler,
+                        max_batch=MAX_BATCH, max_wait_ms=10, max_queue=1024)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -84,33 +99,99 @@ def start_server(root: Path, dtype: str):
     return server, thread, f"http://127.0.0.1:{port}"
 
 
-async def http_level(url: str, questions: list[str], concurrency: int, n_requests: int, mode: str):
+def _summary(latencies: list[float], elapsed_s: float, batch_sizes: list[int]) -> dict:
+    cuts = statistics.quantiles(latencies, n=20, method="inclusive") if len(latencies) > 1 else latencies * 19
+    return {"rps": len(latencies) / elapsed_s, "p50_ms": statistics.median(latencies) * 1000,
+            "p95_ms": cuts[18] * 1000, "batch": statistics.mean(batch_sizes)}
+
+
+async def _post(http, url: str, question: str, mode: str) -> tuple[float, dict]:
+    started = time.perf_counter()
+    r = await http.post(f"{url}/answer", json={"question": question, "mode": mode, "top_k": TOP_K,
+                                               "max_new_tokens": MAX_NEW_TOKENS})
+    r.raise_for_status()
+    return time.perf_counter() - started, r.json()
+
+
+async def closed_loop(url: str, questions: list[str], clients: int, n_requests: int, mode: str):
+    """`clients` clients, each sending its next request as soon as its answer arrives."""
     import httpx
 
     queue = list(range(n_requests))
+    latencies: list[float] = []
+    batch_sizes: list[int] = []
     answers: dict[int, str] = {}
+
+    async def client(http) -> None:
+        while queue:
+            i = queue.pop(0)
+            latency, body = await _post(http, url, questions[i % len(questions)], mode)
+            latencies.append(latency)
+            batch_sizes.append(body["batch_size"])
+            answers[i % len(questions)] = body["answer"]
+
+    async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=64)) as http:
+        started = time.perf_counter()
+        await asyncio.gather(*(client(http) for _ in range(clients)))
+        elapsed = time.perf_counter() - started
+    return _summary(latencies, elapsed, batch_sizes), answers
+
+
+async def open_loop(url: str, questions: list[str], rate: float, n_requests: int, seed: int = 0) -> dict:
+    """Poisson arrivals at `rate` requests/s, whatever the server's pace."""
+    import httpx
+
+    rng = random.Random(seed)
     latencies: list[float] = []
     batch_sizes: list[int] = []
 
-    async def client(http: httpx.AsyncClient) -> None:
-        while queue:
-            i = queue.pop(0)
-            started = time.perf_counter()
-            r = await http.post(f"{url}/answer", json={"question": questions[i % len(questions)], "mode": mode,
-                                                       "top_k": TOP_K, "max_new_tokens": MAX_NEW_TOKENS})
-            r.raise_for_status()
-            latencies.append(time.perf_counter() - started)
-            answers[i % len(questions)] = r.json()["answer"]
-            batch_sizes.append(r.json()["batch_size"])
+    async def one(http, i: int) -> None:
+        latency, body = await _post(http, url, questions[i % len(questions)], "regrad")
+        latencies.append(latency)
+        batch_sizes.append(body["batch_size"])
 
-    async with httpx.AsyncClient(timeout=600) as http:
+    async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=1024)) as http:
         started = time.perf_counter()
-        await asyncio.gather(*(client(http) for _ in range(concurrency)))
+        tasks = []
+        for i in range(n_requests):
+            tasks.append(asyncio.create_task(one(http, i)))
+            await asyncio.sleep(rng.expovariate(rate))
+        await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - started
-    return n_requests / elapsed, statistics.median(latencies) * 1000, statistics.mean(batch_sizes), answers
+    return _summary(latencies, elapsed, batch_sizes)
 
 
-def in_place_baseline(root: Path, questions: list[str], dtype: str) -> tuple[float, dict[int, str]]:
+def service_phase(root: Path, questions: list[str], args: argparse.Namespace) -> dict:
+    server, thread, url = start_server(root, args.dtype, args.scheduler)
+    results: dict = {"closed": {}}
+    name = f"{args.scheduler:<10}"
+    try:
+        asyncio.run(closed_loop(url, questions, 4, 8, "regrad"))  # warm-up
+        for c in args.levels:
+            n = max(args.requests, 2 * c)
+            summary, answers = asyncio.run(closed_loop(url, questions, c, n, "regrad"))
+            results["closed"][str(c)] = summary
+            if c == 1:
+                results["answers_alone"] = [answers.get(i) for i in range(len(questions))]
+            if c == 8:
+                results["answers_at_8"] = [answers.get(i) for i in range(len(questions))]
+            print(f"{name} regrad      clients {c:>2}: {summary['rps']:6.2f} req/s   p50 {summary['p50_ms']:6.0f} ms"
+                  f"   p95 {summary['p95_ms']:6.0f} ms   batch {summary['batch']:4.1f}", flush=True)
+        summary, _ = asyncio.run(closed_loop(url, questions, 8, args.requests, "closed_book"))
+        results["unadapted_8"] = summary
+        print(f"{name} closed_book clients  8: {summary['rps']:6.2f} req/s   p50 {summary['p50_ms']:6.0f} ms"
+              f"   p95 {summary['p95_ms']:6.0f} ms   (no adaptation)", flush=True)
+        summary = asyncio.run(open_loop(url, questions, args.rate, args.requests))
+        results["open"] = summary
+        print(f"{name} open loop {args.rate:4.1f}/s: {summary['rps']:6.2f} req/s   p50 {summary['p50_ms']:6.0f} ms"
+              f"   p95 {summary['p95_ms']:6.0f} ms   batch {summary['batch']:4.1f}", flush=True)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=60)
+    return results
+
+
+def in_place_phase(root: Path, questions: list[str], dtype: str) -> dict:
     """The reference's serving loop: one request at a time, weights patched in place and restored."""
     import torch
 
@@ -118,113 +199,125 @@ def in_place_baseline(root: Path, questions: list[str], dtype: str) -> tuple[flo
     from models import AnswerRequest, Learner, generate_answers
     from models.adapt import row_deltas
     from models.base import resolve_dtype
+    from models.generate import normalize_answer_type
     from retrieval import RetrieverConfig, open_retriever
 
     learner = Learner.load(root / "checkpoint", dtype=resolve_dtype(dtype, "cpu"))  # the service's dtype
     retriever = open_retriever(RetrieverConfig(backend="tantivy", index=str(root / "index")))
     store = GradientStore.open(root / "store", expect_fingerprint=learner.fingerprint)
     alpha = learner.step_size_vector().detach()
-    answers = {}
+    answers, latencies, lengths = [], [], []
     started = time.perf_counter()
-    for i, question in enumerate(questions):
+    for question in questions:
+        t0 = time.perf_counter()
         ids = [p.id for p in retriever.search(question, TOP_K)]
         vector, _, _ = store.sum(ids)
         delta = row_deltas(vector[None], alpha, torch.tensor([1.0]))[0]
         with learner.patched_in_place(delta):
-            answers[i] = generate_answers(learner, [AnswerRequest(question)], max_new_tokens=MAX_NEW_TOKENS)[0]
-    throughput = len(questions) / (time.perf_counter() - started)
+            [raw] = generate_answers(learner, [AnswerRequest(question)], MAX_NEW_TOKENS, return_raw=True)
+        latencies.append(time.perf_counter() - t0)
+        answers.append(normalize_answer_type(raw, "short"))
+        lengths.append(len(learner.tokenizer(raw, add_special_tokens=False)["input_ids"]))
+    summary = _summary(latencies, time.perf_counter() - started, [1])
     retriever.close()
     store.close()
-    return throughput, answers
+    print(f"in-place   one at a time:          {summary['rps']:6.2f} req/s   p50 {summary['p50_ms']:6.0f} ms"
+          f"   p95 {summary['p95_ms']:6.0f} ms", flush=True)
+    print(f"answer lengths (tokens): min {min(lengths)}, median {statistics.median(lengths)}, max {max(lengths)}")
+    return {**summary, "answers": answers, "lengths": lengths}
 
 
-def service_phase(root: Path, questions: list[str], n_requests: int, dtype: str) -> dict:
-    server, thread, url = start_server(root, dtype)
-    results: dict = {"regrad": {}}
-    try:
-        asyncio.run(http_level(url, questions, 4, 4, "regrad"))  # warm-up
-        for c in CONCURRENCY:
-            rps, p50, batch, answers = asyncio.run(http_level(url, questions, c, n_requests, "regrad"))
-            results["regrad"][str(c)] = {"rps": rps, "p50_ms": p50}
-            if c == 1 and len(answers) == len(questions):
-                results["answers_alone"] = [answers[i] for i in range(len(questions))]
-            print(f"service  regrad      clients {c:>2}: {rps:6.2f} req/s   p50 {p50:7.0f} ms  batch {batch:4.1f}")
-        rps, p50, batch, _ = asyncio.run(http_level(url, questions, 8, n_requests, "closed_book"))
-        results["unadapted_8"] = {"rps": rps, "p50_ms": p50}
-        print(f"service  closed_book clients  8: {rps:6.2f} req/s   p50 {p50:7.0f} ms  batch {batch:4.1f}"
-              "  (no adaptation)")
-        _, _, _, answers = asyncio.run(http_level(url, questions, 8, len(questions), "regrad"))
-    finally:
-        server.should_exit = True
-        thread.join(timeout=60)
-    results["answers"] = [answers[i] for i in range(len(questions))]
-    return results
-
-
-def run_phase(phase: str, root: Path, args: argparse.Namespace) -> dict:
-    """Run one phase in a fresh interpreter and read its JSON result.
-
-    Each way is measured in a process of its own: on this CPU a process that has already built the
-    artifacts (a learner, a backward pass) ran the next generations markedly slower.
-    """
+def run_phase(phase: str, root: Path, args: argparse.Namespace, scheduler: str = "continuous") -> dict:
+    """Run one phase in a fresh interpreter and read its JSON result (a process that has already
+    built the artifacts, a backward pass, ran later generations markedly slower on these CPUs)."""
     command = [sys.executable, __file__, "--phase", phase, "--root", str(root), "--dtype", args.dtype,
-               "--questions", str(args.questions), "--requests", str(args.requests)]
-    if args.checkpoint:
-        command += ["--checkpoint", args.checkpoint]
+               "--questions", str(args.questions), "--requests", str(args.requests), "--rate", str(args.rate),
+               "--scheduler", scheduler, "--checkpoint", args.checkpoint, "--concurrency", args.concurrency]
     subprocess.run(command, check=True)
-    return json.loads((root / f"{phase}.json").read_text())
+    return json.loads((root / f"{phase}-{scheduler}.json").read_text())
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 def main() -> None:
-    from models.base import resolve_dtype
+    from models.base import cpu_has_amx, resolve_dtype
 
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--checkpoint", default=None, help="trained learner (default: untrained bundled preset)")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", default=str(CHECKPOINT), help="learner folder (default: the shipped one)")
     parser.add_argument("--questions", type=int, default=N_QUESTIONS)
-    parser.add_argument("--requests", type=int, default=REQUESTS_PER_LEVEL)
+    parser.add_argument("--requests", type=int, default=64, help="requests per closed-loop level and open loop")
+    parser.add_argument("--rate", type=float, default=6.0, help="open-loop Poisson arrival rate, requests/s")
+    parser.add_argument("--concurrency", default=",".join(map(str, CONCURRENCY)),
+                        help="closed-loop client counts, comma-separated (must include 8 and 16)")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
-                        help="base weights for both ways (auto: bfloat16 on an AMX CPU, else the preset's)")
+                        help="base weights for every way (auto: bfloat16 on an AMX or AVX512-BF16 CPU)")
     parser.add_argument("--phase", choices=["build", "service", "inplace"], help=argparse.SUPPRESS)
+    parser.add_argument("--scheduler", default="continuous", help=argparse.SUPPRESS)
     parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.levels = [int(c) for c in args.concurrency.split(",")]
 
     if args.phase:  # a child process: one phase, its result written as JSON under --root
         if args.phase == "build":
-            questions, _ = build_artifacts(args.root, args.checkpoint, args.questions)
-            result: dict = {"questions": questions}
+            result: dict = {"questions": build_artifacts(args.root, args.checkpoint, args.questions)}
         else:
-            questions = json.loads((args.root / "build.json").read_text())["questions"]
+            questions = json.loads((args.root / "build-continuous.json").read_text())["questions"]
             if args.phase == "service":
-                result = service_phase(args.root, questions, args.requests, args.dtype)
+                result = service_phase(args.root, questions, args)
             else:
-                rps, answers = in_place_baseline(args.root, questions, args.dtype)
-                print(f"in-place one at a time:          {rps:6.2f} req/s")
-                result = {"rps": rps, "answers": [answers[i] for i in range(len(questions))]}
-        (args.root / f"{args.phase}.json").write_text(json.dumps(result))
+                result = in_place_phase(args.root, questions, args.dtype)
+        (args.root / f"{args.phase}-{args.scheduler}.json").write_text(json.dumps(result))
         return
 
     with tempfile.TemporaryDirectory(prefix="regrad-serving-bench-") as tmp:
         root = Path(tmp)
         n = len(run_phase("build", root, args)["questions"])
-        service = run_phase("service", root, args)
+        continuous = run_phase("service", root, args, "continuous")
+        static = run_phase("service", root, args, "static")
         inplace = run_phase("inplace", root, args)
-    same = sum(a == b for a, b in zip(service["answers"], inplace["answers"]))
-    same_alone = sum(a == b for a, b in zip(service.get("answers_alone", []), inplace["answers"]))
-    rps_8, unadapted_8 = service["regrad"]["8"]["rps"], service["unadapted_8"]["rps"]
-    speedup, fraction = rps_8 / inplace["rps"], rps_8 / unadapted_8
+
+    def rps(result: dict, c: int) -> float:
+        return result["closed"][str(c)]["rps"]
+
+    same = {name: sum(a == b for a, b in zip(result["answers_alone"], inplace["answers"]))
+            for name, result in (("continuous", continuous), ("static", static))}
+    same_8 = {name: sum(a == b for a, b in zip(result["answers_at_8"], inplace["answers"]))
+              for name, result in (("continuous", continuous), ("static", static))}
     dtype = resolve_dtype(args.dtype, "cpu") or "preset (float32)"
     threads = os.environ.get("REGRAD_TORCH_THREADS") or os.cpu_count()
-    print(f"same answers as in-place: {same}/{n} in batches of 8, {same_alone}/{n} alone (1 client)")
-    print(f"speedup vs in-place at 8 clients: {speedup:.2f}x; fraction of unadapted at 8: {fraction:.2f} "
-          f"(cpus {threads}, max_new_tokens {MAX_NEW_TOKENS}, base weights {dtype})")
-    print(json.dumps({
-        **{f"rps_at_{c}": round(v["rps"], 3) for c, v in service["regrad"].items()},
-        **{f"p50_ms_at_{c}": round(v["p50_ms"], 1) for c, v in service["regrad"].items()},
-        "inplace_rps": round(inplace["rps"], 3), "unadapted_rps_at_8": round(unadapted_8, 3),
-        "speedup_vs_inplace_at_8": round(speedup, 2), "fraction_of_unadapted_at_8": round(fraction, 3),
-        "same_answers_as_inplace": f"{same}/{n}", "same_answers_as_inplace_alone": f"{same_alone}/{n}",
-        "base_dtype": dtype,
-    }))
+    machine = f"{cpu_name()} ({'AMX' if cpu_has_amx() else 'no AMX'}), {threads} cpus"
+    print(f"machine: {machine}; base weights {dtype}; max_batch {MAX_BATCH}; max_new_tokens {MAX_NEW_TOKENS}")
+    print(f"same answers as in-place, alone: continuous {same['continuous']}/{n}, static {same['static']}/{n}; "
+          f"at 8 clients: continuous {same_8['continuous']}/{n}, static {same_8['static']}/{n}")
+    record = {
+        **{f"continuous_rps_at_{c}": round(rps(continuous, c), 3) for c in args.levels},
+        **{f"static_rps_at_{c}": round(rps(static, c), 3) for c in args.levels},
+        **{f"continuous_p95_ms_at_{c}": round(continuous["closed"][str(c)]["p95_ms"], 1) for c in args.levels},
+        **{f"static_p95_ms_at_{c}": round(static["closed"][str(c)]["p95_ms"], 1) for c in args.levels},
+        "inplace_rps": round(inplace["rps"], 3),
+        "unadapted_rps_at_8": round(continuous["unadapted_8"]["rps"], 3),
+        "open_loop_rate": args.rate,
+        "continuous_open_loop": {k: round(v, 1) for k, v in continuous["open"].items()},
+        "static_open_loop": {k: round(v, 1) for k, v in static["open"].items()},
+        "continuous_vs_static_at_8": round(rps(continuous, 8) / rps(static, 8), 2),
+        "continuous_vs_static_at_16": round(rps(continuous, 16) / rps(static, 16), 2),
+        "continuous_speedup_vs_inplace_at_8": round(rps(continuous, 8) / inplace["rps"], 2),
+        "static_speedup_vs_inplace_at_8": round(rps(static, 8) / inplace["rps"], 2),
+        "p95_ms_at_8": {"continuous": round(continuous["closed"]["8"]["p95_ms"], 1),
+                        "static": round(static["closed"]["8"]["p95_ms"], 1)},
+        "answer_tokens": {"min": min(inplace["lengths"]), "median": statistics.median(inplace["lengths"]),
+                          "max": max(inplace["lengths"])},
+        "machine": machine, "base_dtype": dtype,
+    }
+    print(json.dumps(record))
 
 
 if __name__ == "__main__":

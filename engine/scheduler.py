@@ -11,9 +11,10 @@ Two threads. The model is only ever used from the model thread.
         while running:
             run queued exclusive work (e.g. POST /documents), between two steps
             rows whose client left (future cancelled) leave the batch
-            while rows are free and newcomers are staged:
+            if rows are free and newcomers are staged (and they fill the free rows, or the oldest
+            has waited `join_wait_ms`, or nothing is decoding):
                 compute their missing gradients, one batched backward (`Engine.complete`)
-                prefill them with their adapters; they join the running batch
+                prefill them together with their adapters; they join the running batch
             one decode step for every live row; a finished row leaves, its future resolves
 
 What stalls the decoding rows, and for how long: a newcomer's prefill (one forward over its prompt,
@@ -52,6 +53,7 @@ class _Job:
     future: Future
     submitted_s: float
     row: Any = None              # the engine's row, once staged
+    staged_s: float = 0.0
     joined_s: float = 0.0
     batch_size: int = 0          # live rows right after it joined, itself included
 
@@ -62,6 +64,9 @@ class ContinuousScheduler:
     Args:
         engine: the engine (`begin`, `complete`, `generation_request`, `answer_of`, `learner`).
         max_rows: most rows decoding together (`REGRAD_MAX_BATCH`).
+        join_wait_ms: while rows are decoding, staged newcomers fewer than the free rows wait up to
+            this long for company, so that several are prefilled in one forward (a prompt alone
+            costs several times its share of a batched prefill on a CPU); `REGRAD_MAX_WAIT_MS`.
         on_join: called each time rows join, with the live row count after the join and how many of
             the joining rows joined a generation already running (metrics).
 
@@ -72,11 +77,15 @@ class ContinuousScheduler:
         scheduler.stop()
     """
 
-    def __init__(self, engine, *, max_rows: int = 8, on_join: Callable[[int, int], None] | None = None) -> None:
+    def __init__(self, engine, *, max_rows: int = 8, join_wait_ms: float = 0.0,
+                 on_join: Callable[[int, int], None] | None = None) -> None:
         if max_rows < 1:
             raise ValueError(f"`max_rows` must be >= 1, got {max_rows}")
+        if join_wait_ms < 0:
+            raise ValueError(f"`join_wait_ms` must be >= 0, got {join_wait_ms}")
         self.engine = engine
         self.max_rows = max_rows
+        self.join_wait_s = join_wait_ms / 1000.0
         self._on_join = on_join
         self._lock = threading.Condition()
         self._incoming: collections.deque[_Job] = collections.deque()   # submitted, not staged
@@ -170,7 +179,7 @@ class ContinuousScheduler:
                 continue
             with self._lock:
                 for job, row in zip(jobs, rows, strict=True):
-                    job.row = row
+                    job.row, job.staged_s = row, time.perf_counter()
                     if row.error is not None:            # e.g. the retriever is down: answer at once
                         _fail(job.future, row.error)
                     elif not self._running:
@@ -192,8 +201,7 @@ class ContinuousScheduler:
                     return
                 exclusive = list(self._exclusive)
                 self._exclusive.clear()
-                room = self.max_rows - len(self._live)
-                joining = [self._staged.popleft() for _ in range(min(room, len(self._staged)))]
+                joining = [self._staged.popleft() for _ in range(self._admit())]
                 if joining:
                     self._lock.notify_all()  # the staging thread may stage more
             for fn, future in exclusive:
@@ -218,6 +226,17 @@ class ContinuousScheduler:
                 continue
             for key, token_ids in finished:
                 self._finish(self._live.pop(key), token_ids)
+
+    def _admit(self) -> int:
+        """How many staged newcomers join now (under the lock): all that fit when no row is decoding,
+        when they fill the free rows, or when the oldest has waited `join_wait_ms`; else none yet."""
+        room = min(self.max_rows - len(self._live), len(self._staged))
+        if room <= 0:
+            return 0
+        if not self._live or len(self._staged) >= self.max_rows - len(self._live) or not self._running:
+            return room
+        waited_s = time.perf_counter() - self._staged[0].staged_s
+        return room if waited_s >= self.join_wait_s else 0
 
     def _join(self, decoder, jobs: list[_Job]) -> None:
         from models.generate import prepare_rows

@@ -66,8 +66,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     batcher: MicroBatcher | ContinuousBatcher
     if settings.scheduler == "continuous":
         batcher = ContinuousBatcher(
-            engine, max_batch=settings.max_batch, max_queue=settings.max_queue, on_batch=metrics.batch_size.observe,
-            on_joined_running=metrics.rows_joined_running.inc,
+            engine, max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms, max_queue=settings.max_queue,
+            on_batch=metrics.batch_size.observe, on_joined_running=metrics.rows_joined_running.inc,
         )
         metrics.live_rows.set_function(lambda: batcher.live)
     else:

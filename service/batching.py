@@ -230,14 +230,15 @@ class MicroBatcher(Generic[T, R]):
 class ContinuousBatcher:
     """`MicroBatcher`'s interface over the engine's iteration-level scheduler
     (`engine.scheduler.ContinuousScheduler`): a request joins the running generation at the next
-    decode step and leaves it the step it finishes; there is no gathering window.
+    decode step and leaves it the step it finishes. `max_wait_ms` is how long a newcomer that
+    cannot fill the free rows alone waits for company while other rows decode (one prefill for several).
 
     The queue bound is this class's: `submit` raises QueueFullError when `max_queue` requests are
     already waiting for a row. A cancelled `submit` (client gone) withdraws the request; if it was
     decoding, its row leaves the batch at the next step.
     """
 
-    def __init__(self, engine, *, max_batch: int = 8, max_queue: int = 256,
+    def __init__(self, engine, *, max_batch: int = 8, max_wait_ms: float = 10.0, max_queue: int = 256,
                  on_batch: Callable[[int], None] | None = None,
                  on_joined_running: Callable[[int], None] | None = None) -> None:
         from engine.scheduler import ContinuousScheduler
@@ -250,7 +251,7 @@ class ContinuousBatcher:
 
         self.max_batch = max_batch
         self.max_queue = max_queue
-        self._scheduler = ContinuousScheduler(engine, max_rows=max_batch, on_join=on_join)
+        self._scheduler = ContinuousScheduler(engine, max_rows=max_batch, join_wait_ms=max_wait_ms, on_join=on_join)
         self._started = False
 
     @property

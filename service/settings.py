@@ -38,7 +38,9 @@ class Settings(BaseSettings):
             leaves it the step it finishes) or `static` (requests that arrive together form a batch
             that lasts as long as its longest answer).
         max_batch: most requests generated together (rows decoding at once, for `continuous`).
-        max_wait_ms: `static` only: how long the first request of a batch waits for others to join it.
+        max_wait_ms: how long a request waits for company: `static`, the first request of a batch
+            for others to join it; `continuous`, newcomers too few to fill the free rows, while
+            other rows decode, so that several are prefilled together.
         max_queue: most requests waiting for the model; more are refused with 503 + Retry-After.
         missing_gradients: `compute` (one batched backward for the misses) or `skip` (answer without them).
         write_back: write computed gradients back to the store (the store as a cache).

@@ -26,6 +26,7 @@ _OVERRIDES = {
     "es_url": "es_url",
     "device": "device",
     "dtype": "dtype",
+    "scheduler": "scheduler",
     "max_batch": "max_batch",
     "max_wait_ms": "max_wait_ms",
     "missing_gradients": "missing_gradients",
@@ -43,8 +44,8 @@ def add_settings_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--es-url", help="Elasticsearch URL (REGRAD_ES_URL)")
     p.add_argument("--device", choices=["cpu", "cuda", "auto"], help="REGRAD_DEVICE (default auto)")
     p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], help="REGRAD_DTYPE")
-    p.add_argument("--max-batch", type=int, help="most requests per generation batch (REGRAD_MAX_BATCH)")
-    p.add_argument("--max-wait-ms", type=float, help="batch gathering window (REGRAD_MAX_WAIT_MS)")
+    p.add_argument("--max-batch", type=int, help="most rows decoding together (REGRAD_MAX_BATCH)")
+    p.add_argument("--max-wait-ms", type=float, help="how long a request waits for company (REGRAD_MAX_WAIT_MS)")
     p.add_argument("--missing-gradients", choices=["compute", "skip"], help="REGRAD_MISSING_GRADIENTS")
     p.add_argument("--env-file", default=".env", help="settings file (default .env); REGRAD_* variables win")
 
@@ -75,6 +76,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "file; the flags below override them. See docs/service.md.",
     )
     add_settings_arguments(p)
+    p.add_argument("--scheduler", choices=["continuous", "static"],
+                   help="continuous (join the running generation each step) or static batching (REGRAD_SCHEDULER)")
     p.add_argument("--host", help="listen address (REGRAD_HOST, default 127.0.0.1)")
     p.add_argument("--port", type=int, help="listen port (REGRAD_PORT, default 8000)")
     # --log-level / --log-format: added to every command by cli.main (REGRAD_LOG_LEVEL, default info here).
