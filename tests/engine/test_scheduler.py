@@ -130,3 +130,26 @@ def test_exclusive_work_runs_on_the_model_thread_between_steps(engine):
     finally:
         scheduler.stop()
     assert name == "regrad-model"
+
+
+def test_newcomers_too_few_for_the_free_rows_wait_for_company(engine, long_answers):
+    """While a row decodes, one newcomer for two free rows waits (up to join_wait_ms) and joins with
+    the next one: one prefill for both."""
+    scheduler = ContinuousScheduler(engine, max_rows=3, join_wait_ms=60_000)
+    scheduler.start()
+    try:
+        running = scheduler.submit(Question("What is the capital of Veltoria?", mode="closed_book",
+                                            max_new_tokens=4000))
+        deadline = time.monotonic() + 60
+        while scheduler.live == 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        first = scheduler.submit(Question("What is Dunmere known for?", mode="closed_book", max_new_tokens=3))
+        time.sleep(0.5)
+        assert scheduler.live == 1 and scheduler.waiting == 1 and not first.done()   # held for company
+        second = scheduler.submit(Question("When was Marrowick founded?", mode="closed_book", max_new_tokens=3))
+        answers = [first.result(timeout=60), second.result(timeout=60)]
+        running.cancel()
+    finally:
+        scheduler.stop()
+    assert [a.batch_size for a in answers] == [3, 3]          # both joined the running row in one step
