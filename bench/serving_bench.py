@@ -75,7 +75,7 @@ def build_artifacts(root: Path, checkpoint: str, n_questions: int) -> list[str]:
     return questions
 
 
-def start_server(root: Path, dtype: str, scheduler: str):
+def start_server(root: Path, dtype: str, scheduler: str, max_wait_ms: float):
     import socket
 
     import uvicorn
@@ -85,7 +85,7 @@ def start_server(root: Path, dtype: str, scheduler: str):
 
     settings = Settings(_env_file=None, checkpoint=root / "checkpoint", store=root / "store",
                         index=str(root / "index"), device="cpu", dtype=dtype, scheduler=scheduler,
-                        max_batch=MAX_BATCH, max_wait_ms=10, max_queue=1024)
+                        max_batch=MAX_BATCH, max_wait_ms=max_wait_ms, max_queue=1024)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -162,7 +162,7 @@ async def open_loop(url: str, questions: list[str], rate: float, n_requests: int
 
 
 def service_phase(root: Path, questions: list[str], args: argparse.Namespace) -> dict:
-    server, thread, url = start_server(root, args.dtype, args.scheduler)
+    server, thread, url = start_server(root, args.dtype, args.scheduler, args.max_wait_ms)
     results: dict = {"closed": {}}
     name = f"{args.scheduler:<10}"
     try:
@@ -232,7 +232,8 @@ def run_phase(phase: str, root: Path, args: argparse.Namespace, scheduler: str =
     built the artifacts, a backward pass, ran later generations markedly slower on these CPUs)."""
     command = [sys.executable, __file__, "--phase", phase, "--root", str(root), "--dtype", args.dtype,
                "--questions", str(args.questions), "--requests", str(args.requests), "--rate", str(args.rate),
-               "--scheduler", scheduler, "--checkpoint", args.checkpoint, "--concurrency", args.concurrency]
+               "--scheduler", scheduler, "--checkpoint", args.checkpoint, "--concurrency", args.concurrency,
+               "--max-wait-ms", str(args.max_wait_ms)]
     subprocess.run(command, check=True)
     return json.loads((root / f"{phase}-{scheduler}.json").read_text())
 
@@ -257,6 +258,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=6.0, help="open-loop Poisson arrival rate, requests/s")
     parser.add_argument("--concurrency", default=",".join(map(str, CONCURRENCY)),
                         help="closed-loop client counts, comma-separated (must include 8 and 16)")
+    parser.add_argument("--max-wait-ms", type=float, default=10.0, help="REGRAD_MAX_WAIT_MS of both servers")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
                         help="base weights for every way (auto: bfloat16 on an AMX or AVX512-BF16 CPU)")
     parser.add_argument("--phase", choices=["build", "service", "inplace"], help=argparse.SUPPRESS)

@@ -42,7 +42,8 @@ SYNTH_SEED = 0
 # shuffled (seed 0).
 HOTPOT_REPEATS = 3   # the 289 real questions would be 6 % of the mix once; 15 % three times
 VAL_SYNTH, VAL_HOTPOT = 24, 12  # checkpoint selection: synth dev head + HotpotQA dev tail
-TRAIN_STEPS = int(os.environ.get("REGRAD_DEMO_STEPS", 1600))   # meta-batches of 4 questions
+TRAIN_PRESET = "smollm2-135m-instruct-l8"   # LoRA r 8 on the MLPs of layers 8-29
+TRAIN_STEPS = int(os.environ.get("REGRAD_DEMO_STEPS", 1000))   # meta-batches of 4 questions
 EVAL_EVERY = 200
 TRAIN_FLAGS = ("--bf16", "on")  # the shipped run's; see its COMMAND.md
 # What the demo reports (the full splits are in docs/results.md).
@@ -113,12 +114,12 @@ def learner_folder(paths: dict[str, Path]) -> Path:
         print(f"fingerprint {meta['fingerprint'][:16]}… (checked when the server loads it); "
               f"REGRAD_DEMO_TRAIN=1 make demo (or make train) reproduces it")
         return SHIPPED
-    step(f"4. meta-train the bundled preset ({TRAIN_STEPS} second-order steps of 4 questions, CPU)")
+    step(f"4. meta-train the bundled preset {TRAIN_PRESET} ({TRAIN_STEPS} second-order steps of 4 questions, CPU)")
     if (paths["checkpoint"] / "summary.json").exists():
         print(f"reusing {paths['checkpoint']}")
     else:
         regrad("train", "--train", str(paths["mix"]), "--dev", str(paths["val"]), "--output", str(paths["checkpoint"]),
-               "--max-steps", str(TRAIN_STEPS), "--eval-every", str(EVAL_EVERY),
+               "--preset", TRAIN_PRESET, "--max-steps", str(TRAIN_STEPS), "--eval-every", str(EVAL_EVERY),
                "--max-eval-examples", str(VAL_SYNTH + VAL_HOTPOT), *TRAIN_FLAGS)
     summary = json.loads((paths["checkpoint"] / "summary.json").read_text())
     best = summary["best"]

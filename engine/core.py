@@ -165,23 +165,26 @@ class Engine:
 
     # ----------------------------------------------------------------- stages (the continuous scheduler's)
     def begin(self, requests: Sequence[Question]) -> list[_Row]:
-        """Stage 1, no model work (the scheduler runs it beside the decoding rows): retrieve, and sum
-        the stored gradients. A row whose stage failed carries its `error`; `missing` says which of
-        its passages still need a computed gradient (`complete`)."""
+        """Stage 1, no torch work (the scheduler runs it on another thread, beside the decoding rows):
+        retrieve. A row whose retrieval failed carries its `error`."""
         rows = [_Row(request, mode_spec(request.mode)) for request in requests]
         retrieve_s = self._retrieve(rows)
-        gradients_s = self._stored_gradients(rows)
         for row in rows:
-            row.retrieve_s, row.gradients_s = retrieve_s, gradients_s
+            row.retrieve_s = retrieve_s
         return rows
 
     def complete(self, rows: list[_Row]) -> None:
-        """Stage 2, on the model thread: compute the rows' missing gradients in one batched backward
-        (or skip them, per `missing_gradients`)."""
+        """Stage 2, on the model thread: sum the stored gradients, and compute the missing ones in
+        one batched backward (or skip them, per `missing_gradients`).
+
+        The store sums are torch work, so they run here too: on a CPU, torch work driven from a
+        second thread makes a second OpenMP pool, and with two pools on two cores every op of the
+        model thread ran ~1.9x slower (docs/benchmarks.md)."""
         started_s = time.perf_counter()
+        self._stored_gradients(rows)
         self._missing_gradients([row for row in rows if row.error is None and row.missing])
         for row in rows:
-            row.gradients_s += time.perf_counter() - started_s
+            row.gradients_s = time.perf_counter() - started_s
 
     def generation_request(self, row: _Row) -> GenerationRequest:
         """What the decoder needs for this row: prompt parts and the summed gradient (or none)."""

@@ -3,8 +3,8 @@ step and leave it the step they finish, each row with its own adapter (Orca, vLL
 
 Two threads. The model is only ever used from the model thread.
 
-    staging thread (no model work, runs beside decoding):
-        take newcomers; retrieve their passages and sum their stored gradients (`Engine.begin`)
+    staging thread (no torch work, runs beside decoding):
+        take newcomers; retrieve their passages (`Engine.begin`)
         hand them to the model thread (at most `max_rows` staged ahead)
 
     model thread:
@@ -13,13 +13,17 @@ Two threads. The model is only ever used from the model thread.
             rows whose client left (future cancelled) leave the batch
             if rows are free and newcomers are staged (and they fill the free rows, or the oldest
             has waited `join_wait_ms`, or nothing is decoding):
-                compute their missing gradients, one batched backward (`Engine.complete`)
+                sum their stored gradients, compute the missing ones in one backward (`Engine.complete`)
                 prefill them together with their adapters; they join the running batch
             one decode step for every live row; a finished row leaves, its future resolves
 
 What stalls the decoding rows, and for how long: a newcomer's prefill (one forward over its prompt,
-as in vLLM without chunked prefill) and, only when a passage's gradient is not in the store, that
-gradient's backward. Retrieval and store reads never stall them: they run on the staging thread.
+as in vLLM without chunked prefill), its store sum (milliseconds) and, only when a passage's
+gradient is not in the store, that gradient's backward. Retrieval never stalls them.
+
+Every torch op runs on the model thread, the engine's construction included (`start(build)`): on
+a CPU, torch driven from two threads makes two OpenMP pools, and on a 2-core machine every op then
+ran ~1.9x slower (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -62,7 +66,8 @@ class ContinuousScheduler:
     """Answers `Question`s with continuous batching on an `Engine`.
 
     Args:
-        engine: the engine (`begin`, `complete`, `generation_request`, `answer_of`, `learner`).
+        engine: the engine (`begin`, `complete`, `generation_request`, `answer_of`, `learner`), or
+            None when `start(build)` builds it on the model thread.
         max_rows: most rows decoding together (`REGRAD_MAX_BATCH`).
         join_wait_ms: while rows are decoding, staged newcomers fewer than the free rows wait up to
             this long for company, so that several are prefilled in one forward (a prompt alone
@@ -77,7 +82,7 @@ class ContinuousScheduler:
         scheduler.stop()
     """
 
-    def __init__(self, engine, *, max_rows: int = 8, join_wait_ms: float = 0.0,
+    def __init__(self, engine=None, *, max_rows: int = 8, join_wait_ms: float = 0.0,
                  on_join: Callable[[int, int], None] | None = None) -> None:
         if max_rows < 1:
             raise ValueError(f"`max_rows` must be >= 1, got {max_rows}")
@@ -113,14 +118,36 @@ class ContinuousScheduler:
     def is_running(self) -> bool:
         return self._running and all(t.is_alive() for t in self._threads)
 
-    def start(self) -> None:
+    def start(self, build: Callable[[], Any] | None = None) -> None:
+        """Start the threads. `build()`, if given, makes the engine on the model thread first (so the
+        model is loaded by the thread that will run it); its error, if any, is raised here."""
+        if build is None and self.engine is None:
+            raise ValueError("ContinuousScheduler needs an engine, or start(build) to make one")
+        built = threading.Event()
+        failure: list[BaseException] = []
+
+        def model_thread() -> None:
+            try:
+                if build is not None:
+                    self.engine = build()
+            except BaseException as error:
+                failure.append(error)
+                return
+            finally:
+                built.set()
+            self._model_loop()
+
         self._running = True
-        self._threads = [
-            threading.Thread(target=self._stage_loop, name="regrad-staging", daemon=True),
-            threading.Thread(target=self._model_loop, name="regrad-model", daemon=True),
-        ]
-        for thread in self._threads:
-            thread.start()
+        model = threading.Thread(target=model_thread, name="regrad-model", daemon=True)
+        model.start()
+        built.wait()
+        if failure:
+            self._running = False
+            model.join()
+            raise failure[0]
+        staging = threading.Thread(target=self._stage_loop, name="regrad-staging", daemon=True)
+        staging.start()
+        self._threads = [staging, model]
 
     def stop(self, timeout_s: float = 60.0) -> None:
         """Refuse new requests, fail the waiting ones, let the decoding rows finish, stop the threads."""

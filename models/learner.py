@@ -21,7 +21,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from models.adapt import stack_row_adapters
 from models.base import load_base_model, resolve_model_path
 from models.config import LearnerConfig
 from models.errors import LearnerMismatchError, ModelError
@@ -219,24 +218,20 @@ class Learner(nn.Module):
             batch_size: rows in the batch; default m.
         """
         if isinstance(deltas, dict):
-            views = deltas
-            m = next(iter(views.values())).shape[0]
+            m = next(iter(deltas.values())).shape[0]
         elif deltas.dim() != 2 or deltas.shape[1] != self.layout.dim:
             raise ModelError(f"deltas must be (n, {self.layout.dim}), got {tuple(deltas.shape)}")
         else:
-            views, m = self.layout.split(deltas), deltas.shape[0]
+            m = deltas.shape[0]
         device = self.device if isinstance(deltas, dict) else deltas.device
         rows = torch.arange(m, device=device) if rows is None else rows.to(device)
         if rows.numel() != m:
             raise ModelError(f"{m} row deltas were given for {rows.numel()} rows")
-        stacks = {
-            short: stack_row_adapters(
-                module.lora_A["default"].weight, module.lora_B["default"].weight,
-                views[f"{short}.lora_A"], views[f"{short}.lora_B"],
-            )
-            for short, module in self.lora_modules.items()
-        }
-        return RowAdapters(stacks, rows, m if batch_size is None else batch_size)
+        size = m if batch_size is None else batch_size
+        if not isinstance(deltas, dict):  # views of one flat tensor: leaving and joining copy it once
+            return RowAdapters.from_flat(deltas, rows, size, self.layout.split)
+        views = {short: (deltas[f"{short}.lora_A"], deltas[f"{short}.lora_B"]) for short in self.lora_modules}
+        return RowAdapters(views, rows, size)
 
     def using_rows(self, adapters: RowAdapters | None):
         """Context: forwards inside it adapt the rows of `adapters` (set once per step; None = none)."""

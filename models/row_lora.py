@@ -1,12 +1,13 @@
 """A LoRA linear layer whose batch rows may each carry their own adapter.
 
 Modelled on vLLM's LoRA layers and its punica wrapper: the per-step row metadata (each adapted
-row's stacked projections and which batch rows they belong to) is set *once per step* on a
+row's LoRA deltas and which batch rows they belong to) is set *once per step* on a
 `RowAdapterSlot` shared by every layer of a learner; each layer's `forward` reads its own entry.
-The math is `models/adapt.py`'s, written out where it runs:
+The math is `models/adapt.py`'s (`lora_row_correction`):
 
     y   = W x + s * (B A x + c)                     # W frozen, A/B the shared LoRA, s = alpha / r
-    c_i = (dB_i A_i + B dA_i) x_i   for an adapted batch row i, else 0
+    c_i = dB_i (A x_i + dA_i x_i) + B (dA_i x_i)   for an adapted batch row i, else 0
+        = (dB_i A_i + B dA_i) x_i                  with A_i = A + dA_i
 
 `RowLoraLinear` replaces peft's `lora.Linear` in the model and keeps its children (`base_layer`,
 `lora_A`, `lora_B`), so parameter names, saved weights and peft's initialisation are unchanged.
@@ -15,7 +16,7 @@ The math is `models/adapt.py`'s, written out where it runs:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -29,18 +30,30 @@ __all__ = ["RowAdapters", "RowAdapterSlot", "RowLoraLinear"]
 
 @dataclass(frozen=True)
 class RowAdapters:
-    """The adapted rows of one batch: per layer, `(down, up)` stacked for those rows only.
+    """The adapted rows of one batch: per layer, each adapted row's LoRA deltas `(dA, dB)`.
 
     Args:
-        stacks: layer name → `(down (m, 2r, d_in), up (m, d_out, 2r))` from `stack_row_adapters`.
+        deltas: layer name → `(dA (m, r, d_in), dB (m, d_out, r))`; views of `flat` when it is set.
         rows: (m,) the batch rows they belong to, ascending; a batch row not listed is unadapted
             (its output is the shared LoRA's, bit for bit).
         batch_size: rows in the batch, adapted or not.
+        flat: the (m, D) deltas the views come from, and `split` the layout's `{name: view}` split
+            (then rows leave and join with one copy of (m, D), not one per tensor).
     """
 
-    stacks: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    deltas: dict[str, tuple[torch.Tensor, torch.Tensor]]
     rows: torch.Tensor
     batch_size: int
+    flat: torch.Tensor | None = None
+    split: Callable[[torch.Tensor], dict[str, torch.Tensor]] | None = None
+
+    @classmethod
+    def from_flat(cls, flat: torch.Tensor, rows: torch.Tensor, batch_size: int,
+                  split: Callable[[torch.Tensor], dict[str, torch.Tensor]]) -> RowAdapters:
+        views = split(flat)
+        names = {name.rsplit(".", 1)[0] for name in views}
+        deltas = {name: (views[f"{name}.lora_A"], views[f"{name}.lora_B"]) for name in sorted(names)}
+        return cls(deltas, rows, batch_size, flat, split)
 
     @property
     def covers_every_row(self) -> bool:
@@ -52,28 +65,30 @@ class RowAdapters:
         new_index[keep.to(self.rows.device)] = torch.arange(keep.numel(), device=self.rows.device)
         mapped = new_index[self.rows]
         kept = (mapped >= 0).nonzero().squeeze(1)
-        return RowAdapters(
-            {name: (down[kept], up[kept]) for name, (down, up) in self.stacks.items()},
-            mapped[kept],
-            int(keep.numel()),
-        )
+        if self.flat is not None and self.split is not None:
+            return RowAdapters.from_flat(self.flat[kept], mapped[kept], int(keep.numel()), self.split)
+        deltas = {name: (dA[kept], dB[kept]) for name, (dA, dB) in self.deltas.items()}
+        return RowAdapters(deltas, mapped[kept], int(keep.numel()))
 
     def extend(self, other: RowAdapters) -> RowAdapters:
         """This batch followed by `other`'s rows: rows that join."""
-        stacks = {
-            name: (torch.cat([down, other.stacks[name][0]]), torch.cat([up, other.stacks[name][1]]))
-            for name, (down, up) in self.stacks.items()
+        rows = torch.cat([self.rows, other.rows + self.batch_size])
+        size = self.batch_size + other.batch_size
+        if self.flat is not None and other.flat is not None and self.split is not None:
+            return RowAdapters.from_flat(torch.cat([self.flat, other.flat]), rows, size, self.split)
+        deltas = {
+            name: (torch.cat([dA, other.deltas[name][0]]), torch.cat([dB, other.deltas[name][1]]))
+            for name, (dA, dB) in self.deltas.items()
         }
-        return RowAdapters(stacks, torch.cat([self.rows, other.rows + self.batch_size]),
-                           self.batch_size + other.batch_size)
+        return RowAdapters(deltas, rows, size)
 
     @staticmethod
     def unadapted(batch_size: int, like: RowAdapters) -> RowAdapters:
         """A batch of `batch_size` rows none of which is adapted (shaped like `like`, for `extend`)."""
+        flat = like.flat[:0] if like.flat is not None else None
         return RowAdapters(
-            {name: (down[:0], up[:0]) for name, (down, up) in like.stacks.items()},
-            like.rows[:0],
-            batch_size,
+            {name: (dA[:0], dB[:0]) for name, (dA, dB) in like.deltas.items()},
+            like.rows[:0], batch_size, flat, like.split,
         )
 
 
@@ -112,17 +127,20 @@ class RowLoraLinear(nn.Module):
         result = self.base_layer(x)                                   # W x, in the base dtype
         lora_A, lora_B = self.lora_A["default"], self.lora_B["default"]
         x = x.to(lora_A.weight.dtype)                                 # LoRA runs in fp32
-        lora = lora_B(lora_A(x))                                      # B A x, shared by every row
+        ax = lora_A(x)                                                # A x
+        lora = lora_B(ax)                                             # B A x, shared by every row
         rows = self.slot.current
         if rows is not None and rows.batch_size != x.shape[0]:
             raise ModelError(f"batch has {x.shape[0]} rows but its row adapters were built for {rows.batch_size}")
         if rows is not None and rows.rows.numel():
-            down, up = rows.stacks[self.name]
+            dA, dB = rows.deltas[self.name]
             if rows.covers_every_row:
-                lora = lora + lora_row_correction(x, down, up, 1.0)
+                lora = lora + lora_row_correction(x, ax, dA, dB, lora_B.weight)
             else:                                                     # only the adapted rows pay
-                correction = lora_row_correction(x.index_select(0, rows.rows), down, up, 1.0)
-                lora = lora.index_add(0, rows.rows, correction)
+                index = rows.rows
+                correction = lora_row_correction(x.index_select(0, index), ax.index_select(0, index), dA, dB,
+                                                 lora_B.weight)
+                lora = lora.index_add(0, index, correction)
         # One rounding to the base dtype, after the LoRA part is complete (as peft, and as when a
         # row's adapted weights are written into lora_A/lora_B: the reference's in-place way).
         return (result + lora * self.scaling).to(result.dtype)

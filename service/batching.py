@@ -238,7 +238,7 @@ class ContinuousBatcher:
     decoding, its row leaves the batch at the next step.
     """
 
-    def __init__(self, engine, *, max_batch: int = 8, max_wait_ms: float = 10.0, max_queue: int = 256,
+    def __init__(self, engine=None, *, max_batch: int = 8, max_wait_ms: float = 10.0, max_queue: int = 256,
                  on_batch: Callable[[int], None] | None = None,
                  on_joined_running: Callable[[int], None] | None = None) -> None:
         from engine.scheduler import ContinuousScheduler
@@ -267,8 +267,13 @@ class ContinuousBatcher:
     def is_running(self) -> bool:
         return self._started and self._scheduler.is_running
 
-    async def start(self) -> None:
-        self._scheduler.start()
+    @property
+    def engine(self):
+        return self._scheduler.engine
+
+    async def start(self, build: Callable[[], Any] | None = None) -> None:
+        """Start the scheduler; `build()`, if given, makes the engine on its model thread."""
+        await asyncio.to_thread(self._scheduler.start, build)
         self._started = True
 
     async def stop(self) -> None:

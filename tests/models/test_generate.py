@@ -97,6 +97,6 @@ def test_a_mixed_batch_builds_every_row_on_the_learner_device(tiny_learner):
     batch, adapters = prepare_rows(tiny_learner, requests)
     assert adapters is not None and adapters.batch_size == 3
     assert adapters.rows.device.type == "meta" and adapters.rows.shape == (2,)
-    for down, up in adapters.stacks.values():
-        assert down.device.type == up.device.type == "meta" and down.shape[0] == up.shape[0] == 2
+    for dA, dB in adapters.deltas.values():
+        assert dA.device.type == dB.device.type == "meta" and dA.shape[0] == dB.shape[0] == 2
     assert all(tensor.device.type == "meta" for tensor in batch.values())
