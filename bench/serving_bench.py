@@ -105,10 +105,14 @@ def _summary(latencies: list[float], elapsed_s: float, batch_sizes: list[int]) -
             "p95_ms": cuts[18] * 1000, "batch": statistics.mean(batch_sizes)}
 
 
-async def _post(http, url: str, question: str, mode: str) -> tuple[float, dict]:
+UNEVEN_LENGTHS = (4, 32, 8, 24, 4, 16, 32, 8)   # --uneven: the i-th request's max_new_tokens, cycled
+_lengths: tuple[int, ...] = (MAX_NEW_TOKENS,)
+
+
+async def _post(http, url: str, question: str, mode: str, i: int = 0) -> tuple[float, dict]:
     started = time.perf_counter()
     r = await http.post(f"{url}/answer", json={"question": question, "mode": mode, "top_k": TOP_K,
-                                               "max_new_tokens": MAX_NEW_TOKENS})
+                                               "max_new_tokens": _lengths[i % len(_lengths)]})
     r.raise_for_status()
     return time.perf_counter() - started, r.json()
 
@@ -125,7 +129,7 @@ async def closed_loop(url: str, questions: list[str], clients: int, n_requests: 
     async def client(http) -> None:
         while queue:
             i = queue.pop(0)
-            latency, body = await _post(http, url, questions[i % len(questions)], mode)
+            latency, body = await _post(http, url, questions[i % len(questions)], mode, i)
             latencies.append(latency)
             batch_sizes.append(body["batch_size"])
             answers[i % len(questions)] = body["answer"]
@@ -146,7 +150,7 @@ async def open_loop(url: str, questions: list[str], rate: float, n_requests: int
     batch_sizes: list[int] = []
 
     async def one(http, i: int) -> None:
-        latency, body = await _post(http, url, questions[i % len(questions)], "regrad")
+        latency, body = await _post(http, url, questions[i % len(questions)], "regrad", i)
         latencies.append(latency)
         batch_sizes.append(body["batch_size"])
 
@@ -233,7 +237,7 @@ def run_phase(phase: str, root: Path, args: argparse.Namespace, scheduler: str =
     command = [sys.executable, __file__, "--phase", phase, "--root", str(root), "--dtype", args.dtype,
                "--questions", str(args.questions), "--requests", str(args.requests), "--rate", str(args.rate),
                "--scheduler", scheduler, "--checkpoint", args.checkpoint, "--concurrency", args.concurrency,
-               "--max-wait-ms", str(args.max_wait_ms)]
+               "--max-wait-ms", str(args.max_wait_ms)] + (["--uneven"] if args.uneven else [])
     subprocess.run(command, check=True)
     return json.loads((root / f"{phase}-{scheduler}.json").read_text())
 
@@ -261,11 +265,17 @@ def main() -> None:
     parser.add_argument("--max-wait-ms", type=float, default=10.0, help="REGRAD_MAX_WAIT_MS of both servers")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
                         help="base weights for every way (auto: bfloat16 on an AMX or AVX512-BF16 CPU)")
+    parser.add_argument("--uneven", action="store_true",
+                        help=f"per-request max_new_tokens cycling {UNEVEN_LENGTHS} (use an untrained learner, "
+                        "whose answers run to the cap): long, uneven answers")
     parser.add_argument("--phase", choices=["build", "service", "inplace"], help=argparse.SUPPRESS)
     parser.add_argument("--scheduler", default="continuous", help=argparse.SUPPRESS)
     parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.levels = [int(c) for c in args.concurrency.split(",")]
+    global _lengths
+    if args.uneven:
+        _lengths = UNEVEN_LENGTHS
 
     if args.phase:  # a child process: one phase, its result written as JSON under --root
         if args.phase == "build":

@@ -142,7 +142,7 @@ class Engine:
     # ----------------------------------------------------------------- answering
     def answer_batch(self, requests: Sequence[Question]) -> list[Answer]:
         """Answer a batch: one search per distinct top_k, store sums, one backward for the misses,
-        one generation per distinct max_new_tokens. Raises the first per-request error, if any."""
+        one generation (each row its own length limit). Raises the first per-request error, if any."""
         outcomes = self.answer_outcomes(requests)
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
@@ -298,21 +298,18 @@ class Engine:
             logger.exception("writing %d computed gradients back to the store failed", len(ids))
 
     def _generate(self, rows: list[_Row]) -> float:
-        """One `generate_answers` call per distinct max_new_tokens; each row its own adaptation."""
+        """One `generate_answers` call for the batch; each row its own adaptation and length limit."""
         started_s = time.perf_counter()
-        by_length: dict[int, list[_Row]] = {}
-        for row in rows:
-            if row.error is None:
-                by_length.setdefault(row.request.max_new_tokens, []).append(row)
-        for max_new_tokens, group in by_length.items():
-            try:
-                answers = generate_answers(
-                    self.learner, [self._generation_request(row) for row in group], max_new_tokens=max_new_tokens
-                )
-            except Exception as error:
-                for row in group:
-                    row.error = error
-                continue
+        group = [row for row in rows if row.error is None]
+        if not group:
+            return 0.0
+        try:
+            answers = generate_answers(self.learner, [self._generation_request(row) for row in group],
+                                       max_new_tokens=[row.request.max_new_tokens for row in group])
+        except Exception as error:
+            for row in group:
+                row.error = error
+        else:
             for row, answer in zip(group, answers, strict=True):
                 row.answer = answer
         return time.perf_counter() - started_s

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import string
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -91,9 +92,10 @@ def normalize_answer_type(text: str, answer_type: str, choices: list[str] | None
 
 
 @torch.no_grad()
-def generate_answers(learner, requests: list[AnswerRequest], max_new_tokens: int = 20,
+def generate_answers(learner, requests: list[AnswerRequest], max_new_tokens: int | Sequence[int] = 20,
                      return_raw: bool = False) -> list[str]:
-    """Greedy answers for a batch of requests in ONE generation; row i uses its own adaptation.
+    """Greedy answers for a batch of requests in ONE generation; row i uses its own adaptation and
+    its own length limit (`max_new_tokens`: one for all rows, or one per row).
 
     Example:
         >>> generate_answers(learner, [AnswerRequest("What is the capital of France?")])
@@ -103,7 +105,8 @@ def generate_answers(learner, requests: list[AnswerRequest], max_new_tokens: int
         return []
     batch, adapters = prepare_rows(learner, requests)
     decoder = BatchDecoder(learner)
-    decoder.join(list(range(len(requests))), batch, adapters, [max_new_tokens] * len(requests))
+    limits = [max_new_tokens] * len(requests) if isinstance(max_new_tokens, int) else list(max_new_tokens)
+    decoder.join(list(range(len(requests))), batch, adapters, limits)
     token_ids: dict[int, list[int]] = {}
     while decoder:
         token_ids.update(decoder.step())
