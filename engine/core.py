@@ -183,12 +183,9 @@ class Engine:
         started_s = time.perf_counter()
         self._stored_gradients(rows)
         self._missing_gradients([row for row in rows if row.error is None and row.missing])
+        gradients_s = time.perf_counter() - started_s
         for row in rows:
-            row.gradients_s = time.perf_counter() - started_s
-
-    def generation_request(self, row: _Row) -> GenerationRequest:
-        """What the decoder needs for this row: prompt parts and the summed gradient (or none)."""
-        return self._generation_request(row)
+            row.gradients_s = gradients_s
 
     def answer_of(self, row: _Row, timings: StageTimings, batch_size: int) -> Answer:
         """The row's `Answer` (its `answer` text already set)."""
@@ -234,9 +231,8 @@ class Engine:
         self._missing_gradients([row for row in rows if row.error is None and row.missing])
         return time.perf_counter() - started_s
 
-    def _stored_gradients(self, rows: list[_Row]) -> float:
+    def _stored_gradients(self, rows: list[_Row]) -> None:
         """Each gradient-mode row's stored gradients, summed; the others are listed in `row.missing`."""
-        started_s = time.perf_counter()
         for row in rows:
             if row.error is not None or not row.mode.gradients:
                 continue
@@ -245,7 +241,6 @@ class Engine:
             row.gradient = stored_sum
             row.sources = ["stored" if pid in stored_ids else "missing" for pid in ids]
             row.missing = [i for i, pid in enumerate(ids) if pid not in stored_ids]
-        return time.perf_counter() - started_s
 
     def _missing_gradients(self, rows: list[_Row]) -> None:
         if self.missing_gradients != "compute" or not rows:
@@ -304,7 +299,7 @@ class Engine:
         if not group:
             return 0.0
         try:
-            answers = generate_answers(self.learner, [self._generation_request(row) for row in group],
+            answers = generate_answers(self.learner, [self.generation_request(row) for row in group],
                                        max_new_tokens=[row.request.max_new_tokens for row in group])
         except Exception as error:
             for row in group:
@@ -314,7 +309,8 @@ class Engine:
                 row.answer = answer
         return time.perf_counter() - started_s
 
-    def _generation_request(self, row: _Row) -> GenerationRequest:
+    def generation_request(self, row: _Row) -> GenerationRequest:
+        """What the decoder needs for this row: prompt parts and the summed gradient (or none)."""
         request = row.request
         context = None
         if row.mode.context:

@@ -79,8 +79,8 @@ class BatchDecoder:
             raise ValueError("join needs one key and one max_new_tokens per batch row")
         if any(n < 1 for n in max_new_tokens):
             raise ValueError(f"max_new_tokens must be >= 1, got {list(max_new_tokens)}")
-        with attention_implementation(self._base, "sdpa"), self.learner.using_rows(adapters):
-            hidden, cache = prefill(self.learner, batch)
+        with self.learner.using_rows(adapters):
+            hidden, cache = prefill(self.learner, batch)      # SDPA for its duration
         next_token = self._head(hidden[:, -1]).argmax(-1)                        # (m,)
         new_rows = [_Row(key, int(n)) for key, n in zip(keys, max_new_tokens)]
         if not self._rows:

@@ -238,7 +238,7 @@ class ContinuousBatcher:
     decoding, its row leaves the batch at the next step.
     """
 
-    def __init__(self, engine=None, *, max_batch: int = 8, max_wait_ms: float = 10.0, max_queue: int = 256,
+    def __init__(self, *, max_batch: int = 8, max_wait_ms: float = 10.0, max_queue: int = 256,
                  on_batch: Callable[[int], None] | None = None,
                  on_joined_running: Callable[[int], None] | None = None) -> None:
         from engine.scheduler import ContinuousScheduler
@@ -251,7 +251,7 @@ class ContinuousBatcher:
 
         self.max_batch = max_batch
         self.max_queue = max_queue
-        self._scheduler = ContinuousScheduler(engine, max_rows=max_batch, join_wait_ms=max_wait_ms, on_join=on_join)
+        self._scheduler = ContinuousScheduler(max_rows=max_batch, join_wait_ms=max_wait_ms, on_join=on_join)
         self._started = False
 
     @property
@@ -271,8 +271,8 @@ class ContinuousBatcher:
     def engine(self):
         return self._scheduler.engine
 
-    async def start(self, build: Callable[[], Any] | None = None) -> None:
-        """Start the scheduler; `build()`, if given, makes the engine on its model thread."""
+    async def start(self, build: Callable[[], Any]) -> None:
+        """Start the scheduler; `build()` makes the engine on its model thread."""
         await asyncio.to_thread(self._scheduler.start, build)
         self._started = True
 
