@@ -45,7 +45,7 @@ def test_training_and_serving_compute_the_same_adapted_logits(tiny_learner_facto
     engine._retrieve([row])
     engine._gradients([row])
     assert row.error is None and row.sources == ["stored", "stored"]
-    served = next_token_logits(learner, [engine._generation_request(row)])[0]
+    served = next_token_logits(learner, [engine.generation_request(row)])[0]
 
     # Training: the same question and passages as an augmented record, δ = −α ⊙ G from `task_deltas`.
     record = AugmentedRecord(id="q", dataset="synth", question=QUESTION, answers=["Velmora"], answer_type="short",
