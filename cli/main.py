@@ -19,7 +19,8 @@ from offline_tools.errors import ExitStatus
 __all__ = ["main", "build_parser", "COMMANDS"]
 
 # Order = order in `regrad --help`.
-COMMANDS = ["model", "synth", "index", "search", "augment", "train", "encode", "store", "serve", "evaluate", "score"]
+COMMANDS = ["model", "synth", "index", "search", "augment", "train", "export", "encode", "store", "serve", "evaluate",
+            "score"]
 
 
 def add_logging_arguments(parser: argparse.ArgumentParser, *, default: object = None) -> None:

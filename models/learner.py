@@ -32,6 +32,7 @@ __all__ = ["Learner", "LEARNER_JSON", "LEARNER_WEIGHTS"]
 LEARNER_JSON = "learner.json"
 LEARNER_WEIGHTS = "learner.safetensors"
 FORMAT_VERSION = 1
+WEIGHTS_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}  # how `save` may store LoRA
 
 
 # Config keys that say where or how a model was loaded, not what it is: excluded from the identity,
@@ -268,13 +269,34 @@ class Learner(nn.Module):
         state.update({f"step_size.{name}": p for name, p in self.step_sizes.items()})
         return state
 
-    def save(self, directory: str | os.PathLike) -> Path:
-        """Write learner.safetensors + learner.json atomically (temp files, then rename)."""
+    def round_lora_weights(self, dtype: torch.dtype) -> None:
+        """Round the LoRA tensors in place to the values `dtype` can hold (they stay float32).
+
+        A learner saved with `weights_dtype="bfloat16"` is rounded first, so the fingerprint recorded
+        is that of the weights `load` gives back, and gradients computed before and after saving agree.
+        """
+        with torch.no_grad():
+            for t in self.lora_tensors().values():
+                t.copy_(t.to(dtype))
+
+    def save(self, directory: str | os.PathLike, *, weights_dtype: str = "float32") -> Path:
+        """Write learner.safetensors + learner.json atomically (temp files, then rename).
+
+        `weights_dtype="bfloat16"` stores the LoRA tensors in half the bytes (a shipped learner); it
+        rounds this learner's LoRA weights in place first (`round_lora_weights`). Step sizes stay
+        float32. Loading reads either.
+        """
         from safetensors.torch import save_file
 
+        if weights_dtype not in WEIGHTS_DTYPES:
+            raise ModelError(f"weights_dtype must be one of {sorted(WEIGHTS_DTYPES)}, got {weights_dtype!r}")
+        lora_dtype = WEIGHTS_DTYPES[weights_dtype]
+        if lora_dtype != torch.float32:
+            self.round_lora_weights(lora_dtype)
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in self._state_tensors().items()}
+        tensors = {k: v.detach().to("cpu", lora_dtype if k.startswith("lora.") else torch.float32).contiguous()
+                   for k, v in self._state_tensors().items()}
         meta = {
             "format_version": FORMAT_VERSION,
             "fingerprint": self.fingerprint,
@@ -282,6 +304,7 @@ class Learner(nn.Module):
             "base_model": self.base_identity,
             "layout": self.layout.to_json(),
             "dim": self.layout.dim,
+            "weights_dtype": weights_dtype,
         }
         for filename, write in (
             (LEARNER_WEIGHTS, lambda p: save_file(tensors, str(p), metadata={"fingerprint": meta["fingerprint"]})),

@@ -55,6 +55,34 @@ def test_save_load_roundtrip_and_fingerprint(tiny_learner_factory, tmp_path):
         assert torch.equal(t, other.lora_tensors()[name])
 
 
+def test_bf16_save_halves_the_lora_bytes_and_loads_what_was_fingerprinted(tiny_learner_factory, tmp_path, passages):
+    from safetensors import safe_open
+
+    from models import summed_gradient
+
+    learner = tiny_learner_factory(seed=3)
+    exact = {name: t.detach().clone() for name, t in learner.lora_tensors().items()}
+    learner.save(tmp_path / "fp32")
+    learner.save(tmp_path / "bf16", weights_dtype="bfloat16")
+    meta = json.loads((tmp_path / "bf16" / "learner.json").read_text())
+    assert meta["weights_dtype"] == "bfloat16" and meta["fingerprint"] == learner.fingerprint
+    with safe_open(str(tmp_path / "bf16" / "learner.safetensors"), "pt") as f:
+        names = f.keys()
+        dtypes = {k: f.get_slice(k).get_dtype() for k in names}
+    assert {d for k, d in dtypes.items() if k.startswith("lora.")} == {"BF16"}
+    assert {d for k, d in dtypes.items() if k.startswith("step_size.")} == {"F32"}
+    size = {d: (tmp_path / d / "learner.safetensors").stat().st_size for d in ("fp32", "bf16")}
+    assert size["bf16"] < size["fp32"]
+    # saving rounded the learner itself, so what it computes now is what the loaded copy computes
+    for name, t in learner.lora_tensors().items():
+        assert torch.equal(t, exact[name].to(torch.bfloat16).float()) and t.dtype == torch.float32
+    loaded = tiny_learner_factory(seed=3, randomize_b=False)
+    loaded.load_weights(tmp_path / "bf16", expect_fingerprint=meta["fingerprint"])
+    assert torch.equal(summed_gradient(loaded, passages[:2]), summed_gradient(learner, passages[:2]))
+    with pytest.raises(ModelError, match="weights_dtype"):
+        learner.save(tmp_path / "x", weights_dtype="int8")
+
+
 def test_load_refuses_tampered_weights_and_wrong_fingerprint(tiny_learner_factory, tmp_path):
     from safetensors.torch import load_file, save_file
 
