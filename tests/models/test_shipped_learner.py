@@ -8,6 +8,7 @@ passages applied and does not without them: the knowledge comes from the gradien
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -52,3 +53,17 @@ def test_the_shipped_learner_answers_unseen_facts_from_their_gradients_only(ship
     # Closed-book may guess one (an occupation from a common list); the gradients must add many.
     assert em["closed_book"] <= 1, em
     assert em["regrad"] >= em["closed_book"] + N_FACTS // 3, em   # 55 % on the whole test split (docs/results.md)
+
+
+@pytest.mark.skipif("REGRAD_DEMO_STEPS" in os.environ, reason="REGRAD_DEMO_STEPS overrides the recipe's length")
+def test_make_train_reproduces_the_shipped_recipe():
+    """`make train` (cli/demo.py with REGRAD_DEMO_TRAIN=1) trains with the arguments the shipped run used."""
+    import cli.demo as demo
+
+    shipped = json.loads((SHIPPED / "train_args.json").read_text())
+    meta = json.loads((SHIPPED / "learner.json").read_text())
+    assert shipped["preset"] == meta["config"]["name"] == demo.TRAIN_PRESET
+    assert (shipped["max_steps"], shipped["eval_every"], shipped["top_k"]) == (
+        demo.TRAIN_STEPS, demo.EVAL_EVERY, demo.TOP_K)
+    assert shipped["max_eval_examples"] == demo.VAL_SYNTH + demo.VAL_HOTPOT
+    assert ("--bf16", shipped["bf16"]) == demo.TRAIN_FLAGS
