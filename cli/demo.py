@@ -44,6 +44,7 @@ HOTPOT_REPEATS = 3   # the 289 real questions would be 6 % of the mix once; 15 %
 VAL_SYNTH, VAL_HOTPOT = 48, 24  # checkpoint selection: synth dev head + HotpotQA dev tail
 TRAIN_PRESET = "smollm2-135m-instruct-l8-r16"   # LoRA r 16 on the MLPs of layers 8-29
 TRAIN_STEPS = int(os.environ.get("REGRAD_DEMO_STEPS", 1000))   # meta-batches of 4 questions
+EXTEND_TO = int(os.environ.get("REGRAD_DEMO_EXTEND_TO", 1500))  # then `--resume` to this many steps (0: no)
 EVAL_EVERY = 250
 TRAIN_FLAGS = ("--bf16", "on")  # the shipped run's; see its COMMAND.md
 # What the demo reports (the full splits are in docs/results.md).
@@ -114,14 +115,21 @@ def learner_folder(paths: dict[str, Path]) -> Path:
         print(f"fingerprint {meta['fingerprint'][:16]}… (checked when the server loads it); "
               f"REGRAD_DEMO_TRAIN=1 make demo (or make train) reproduces it")
         return SHIPPED
-    step(f"4. meta-train the bundled preset {TRAIN_PRESET} ({TRAIN_STEPS} second-order steps of 4 questions, CPU)")
-    if (paths["checkpoint"] / "summary.json").exists():
+    total = max(TRAIN_STEPS, EXTEND_TO)
+    step(f"4. meta-train the bundled preset {TRAIN_PRESET} ({total} second-order steps of 4 questions, CPU)")
+    summary_file = paths["checkpoint"] / "summary.json"
+    arguments = ["--train", str(paths["mix"]), "--dev", str(paths["val"]), "--output", str(paths["checkpoint"]),
+                 "--preset", TRAIN_PRESET, "--eval-every", str(EVAL_EVERY),
+                 "--max-eval-examples", str(VAL_SYNTH + VAL_HOTPOT), *TRAIN_FLAGS]
+    if summary_file.exists():
         print(f"reusing {paths['checkpoint']}")
     else:
-        regrad("train", "--train", str(paths["mix"]), "--dev", str(paths["val"]), "--output", str(paths["checkpoint"]),
-               "--preset", TRAIN_PRESET, "--max-steps", str(TRAIN_STEPS), "--eval-every", str(EVAL_EVERY),
-               "--max-eval-examples", str(VAL_SYNTH + VAL_HOTPOT), *TRAIN_FLAGS)
-    summary = json.loads((paths["checkpoint"] / "summary.json").read_text())
+        regrad("train", *arguments, "--max-steps", str(TRAIN_STEPS))
+    # The shipped run was extended: resumed from its step-TRAIN_STEPS state (optimizer included),
+    # with the learning-rate schedule now spanning EXTEND_TO steps.
+    if EXTEND_TO > TRAIN_STEPS and json.loads(summary_file.read_text())["steps"] < EXTEND_TO:
+        regrad("train", *arguments, "--max-steps", str(EXTEND_TO), "--resume")
+    summary = json.loads(summary_file.read_text())
     best = summary["best"]
     print(f"best validation F1 {best['f1']:.1f} at step {best['step']}; {summary['steps']} steps in "
           f"{summary['wall_s']:.0f} s; curves in {paths['checkpoint'] / 'training_curves.png'}")

@@ -55,7 +55,8 @@ def test_the_shipped_learner_answers_unseen_facts_from_their_gradients_only(ship
     assert em["regrad"] >= em["closed_book"] + N_FACTS // 3, em   # 55 % on the whole test split (docs/results.md)
 
 
-@pytest.mark.skipif("REGRAD_DEMO_STEPS" in os.environ, reason="REGRAD_DEMO_STEPS overrides the recipe's length")
+@pytest.mark.skipif({"REGRAD_DEMO_STEPS", "REGRAD_DEMO_EXTEND_TO"} & set(os.environ),
+                    reason="the environment overrides the recipe's length")
 def test_make_train_reproduces_the_shipped_recipe():
     """`make train` (cli/demo.py with REGRAD_DEMO_TRAIN=1) trains with the arguments the shipped run used."""
     import cli.demo as demo
@@ -63,7 +64,9 @@ def test_make_train_reproduces_the_shipped_recipe():
     shipped = json.loads((SHIPPED / "train_args.json").read_text())
     meta = json.loads((SHIPPED / "learner.json").read_text())
     assert shipped["preset"] == meta["config"]["name"] == demo.TRAIN_PRESET
-    assert (shipped["max_steps"], shipped["eval_every"], shipped["top_k"]) == (
-        demo.TRAIN_STEPS, demo.EVAL_EVERY, demo.TOP_K)
+    # trained for TRAIN_STEPS, then resumed to EXTEND_TO: train_args.json is the resumed call's
+    assert (shipped["max_steps"], shipped["resume"], shipped["eval_every"], shipped["top_k"]) == (
+        demo.EXTEND_TO, True, demo.EVAL_EVERY, demo.TOP_K)
+    assert demo.TRAIN_STEPS < demo.EXTEND_TO
     assert shipped["max_eval_examples"] == demo.VAL_SYNTH + demo.VAL_HOTPOT
     assert ("--bf16", shipped["bf16"]) == demo.TRAIN_FLAGS
