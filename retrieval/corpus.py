@@ -8,6 +8,12 @@ Formats:
     hotpotqa  HotpotQA (and 2Wiki dev) questions: `context: [[title, [sentences]]]`.
     ircot     IRCoT processed questions: `contexts: [{title, paragraph_text, ...}]`.
     2wiki     a JSON list of `{title, text}` paragraphs (HippoRAG's 2Wiki corpus).
+    pubmedqa  PubMedQA `ori_pqal.json` (`{PMID: {QUESTION, CONTEXTS, ...}}`): one passage per PMID,
+              its abstract sections (`CONTEXTS`) joined, id `pubmed-<PMID>`. `LONG_ANSWER` (the
+              abstract's conclusion, which states the answer) is left out, as in PubMedQA's
+              reasoning-required setting.
+    bioasq    BioASQ Task B JSON (`{questions: [{snippets: [{text, document}]}]}`): one passage per
+              distinct snippet, titled with its PubMed id.
 
 Question files (hotpotqa, ircot) repeat a paragraph under every question that cites it, and their
 per-question ids ("0".."9") are not stable, so every paragraph gets `passage_id(title, text)`:
@@ -15,7 +21,9 @@ one paragraph, one id, wherever it appears (the index replaces a repeated id, so
 
 Memory stays flat: JSONL and TSV are read line by line, and a file holding one big JSON array
 (2Wiki, HotpotQA's original layout) is parsed one element at a time. Only one element is ever in
-memory, so a single element larger than `max_element_chars` is refused. `.gz` files are read as-is.
+memory, so a single element larger than `max_element_chars` is refused. The two formats stored as
+one JSON object (pubmedqa, bioasq; a few MB each) are read whole, under the same limit, and errors
+name the PMID or question. `.gz` files are read as-is.
 
 A malformed record raises `CorpusFormatError(path, line, message)`, or with `skip_bad_lines=True`
 is counted in `reader.stats.skipped` and skipped. A JSON syntax error inside a JSON array cannot be
@@ -38,7 +46,8 @@ from retrieval.passage import Passage, normalize_whitespace, passage_id
 
 __all__ = ["CorpusReader", "CorpusStats", "read_corpus", "detect_format", "FORMATS"]
 
-FORMATS = ("dpr", "jsonl", "beir", "hotpotqa", "ircot", "2wiki")
+FORMATS = ("dpr", "jsonl", "beir", "hotpotqa", "ircot", "2wiki", "pubmedqa", "bioasq")
+_DOCUMENT_FORMATS = ("pubmedqa", "bioasq")  # one JSON object per file, read whole
 _CHUNK_CHARS = 1 << 20
 _MAX_ELEMENT_CHARS = 64 << 20
 _MAX_ERRORS_KEPT = 5
@@ -109,7 +118,12 @@ class CorpusReader:
     def __iter__(self) -> Iterator[Passage]:
         to_passages = _RECORD_READERS[self.format]
         max_chars = self.max_element_chars
-        records = _iter_tsv(self.path) if self.format == "dpr" else _iter_records(self.path, max_chars)
+        if self.format == "dpr":
+            records = _iter_tsv(self.path)
+        elif self.format in _DOCUMENT_FORMATS:
+            records = _iter_document(self.path, self.format, max_chars)
+        else:
+            records = _iter_records(self.path, max_chars)
         for line, record in records:
             self.stats.records += 1
             if isinstance(record, _SyntaxErrorRecord):
@@ -124,7 +138,7 @@ class CorpusReader:
                 self.stats.passages += 1
                 yield passage
 
-    def _bad(self, line: int, reason: str) -> None:
+    def _bad(self, line: int | None, reason: str) -> None:
         if not self.skip_bad_lines:
             raise CorpusFormatError(
                 str(self.path),
@@ -133,7 +147,8 @@ class CorpusReader:
             )
         self.stats.skipped += 1
         if len(self.stats.errors) < _MAX_ERRORS_KEPT:
-            self.stats.errors.append(f"{self.path}:{line}: {reason}")
+            where = self.path if line is None else f"{self.path}:{line}"
+            self.stats.errors.append(f"{where}: {reason}")
 
 
 def read_corpus(path: str | Path, format: str = "auto", skip_bad_lines: bool = False) -> Iterator[Passage]:
@@ -157,10 +172,16 @@ def detect_format(path: str | Path) -> str:
     if first is None:
         raise CorpusFormatError(str(path), None, "is empty; expected passages or QA contexts")
     line, record = first
+    if isinstance(record, _SyntaxErrorRecord) and not is_array:  # perhaps one pretty-printed JSON object
+        document = _read_document(path, _MAX_ELEMENT_CHARS, required=False)
+        record = document if isinstance(document, dict) else record
     if isinstance(record, _SyntaxErrorRecord):
         raise CorpusFormatError(str(path), line, f"{record.message}; cannot detect the format")
     if not isinstance(record, dict):
         raise CorpusFormatError(str(path), line, f"expected a JSON object, got {type(record).__name__}")
+    document = _document_format(record)
+    if document:
+        return document
     if "contexts" in record:
         return "ircot"
     if "context" in record:
@@ -282,6 +303,49 @@ def _2wiki_passages(record: Any) -> list[Passage]:
     return [_paragraph(record.get("title", ""), record["text"])]
 
 
+def _document_format(record: dict) -> str | None:
+    """pubmedqa or bioasq when `record` is such a file's whole JSON object, else None."""
+    if isinstance(record.get("questions"), list):
+        return "bioasq"
+    first = next(iter(record.values()), None)
+    if isinstance(first, dict) and "CONTEXTS" in first:
+        return "pubmedqa"
+    return None
+
+
+def _pubmedqa_passages(record: Any) -> list[Passage]:
+    pmid, item = record
+    if not isinstance(item, dict) or "CONTEXTS" not in item:
+        raise _BadRecord(f"PMID {pmid}: missing `CONTEXTS`")
+    contexts = item["CONTEXTS"]
+    if not isinstance(contexts, list) or not all(isinstance(c, str) for c in contexts):
+        raise _BadRecord(f"PMID {pmid}: `CONTEXTS` must be a list of strings")
+    text = normalize_whitespace(" ".join(contexts))
+    if not text:
+        raise _BadRecord(f"PMID {pmid}: empty `CONTEXTS`")
+    return [Passage(id=f"pubmed-{pmid}", title="", text=text)]
+
+
+def _bioasq_passages(record: Any) -> list[Passage]:
+    question = _require_object(record)
+    name = f"question {question.get('id', '?')}"
+    snippets = question.get("snippets", [])
+    if not isinstance(snippets, list):
+        raise _BadRecord(f"{name}: `snippets` must be a list")
+    passages = []
+    for snippet in snippets:
+        if not isinstance(snippet, dict) or not isinstance(snippet.get("text"), str):
+            raise _BadRecord(f"{name}: each snippet needs a string `text`")
+        text = normalize_whitespace(snippet["text"])
+        if not text:
+            continue  # a blank snippet carries nothing to retrieve
+        document = snippet.get("document", "")
+        pmid = document.rstrip("/").rsplit("/", 1)[-1] if isinstance(document, str) else ""
+        title = f"PubMed {pmid}" if pmid else ""
+        passages.append(Passage(id=passage_id(title, text), title=title, text=text))
+    return passages
+
+
 def _dpr_passages(row: list[str]) -> list[Passage]:
     if len(row) < 3:
         raise _BadRecord(f"expected 3 tab-separated columns (id, text, title), got {len(row)}")
@@ -300,6 +364,8 @@ _RECORD_READERS = {
     "hotpotqa": _hotpotqa_passages,
     "ircot": _ircot_passages,
     "2wiki": _2wiki_passages,
+    "pubmedqa": _pubmedqa_passages,
+    "bioasq": _bioasq_passages,
 }
 
 
@@ -339,6 +405,39 @@ def _iter_tsv(path: Path) -> Iterator[tuple[int, list[str]]]:
                 continue
             line = rows.line_num
             yield line, ([row[i] for i in order] if len(row) >= 3 else row)
+
+
+def _read_document(path: Path, max_chars: int, required: bool = True) -> Any:
+    """The one JSON value a whole file holds (at most `max_chars` long).
+
+    With `required=False` (format detection), a file that is too long or not one JSON value gives None.
+    """
+    with _open_text(path) as handle:
+        text = handle.read(max_chars + 1)
+    if len(text) > max_chars:
+        if not required:
+            return None
+        raise CorpusFormatError(str(path), None, f"is longer than {max_chars} chars, the limit for a file read whole")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        if not required:
+            return None
+        raise CorpusFormatError(str(path), error.lineno, f"invalid JSON: {error.msg}") from None
+
+
+def _iter_document(path: Path, format: str, max_chars: int) -> Iterator[tuple[int | None, Any]]:
+    """The records of a file holding one JSON object: PubMedQA's (PMID, item) pairs, BioASQ's questions."""
+    document = _read_document(path, max_chars)
+    if format == "bioasq":
+        questions = document.get("questions") if isinstance(document, dict) else None
+        if not isinstance(questions, list):
+            raise CorpusFormatError(str(path), None, "expected a JSON object `{questions: [...]}` (BioASQ Task B)")
+        yield from ((None, question) for question in questions)
+        return
+    if not isinstance(document, dict):
+        raise CorpusFormatError(str(path), None, "expected a JSON object `{PMID: {CONTEXTS, ...}}` (PubMedQA)")
+    yield from ((None, item) for item in document.items())
 
 
 def _iter_records(path: Path, max_element_chars: int) -> Iterator[tuple[int, Any]]:

@@ -13,13 +13,13 @@ __all__ = ["register", "run", "check_embedder_arg"]
 
 NAME = "index"
 BACKENDS = ("tantivy", "elasticsearch", "dense", "hybrid")
-FORMATS = ("auto", "dpr", "jsonl", "beir", "hotpotqa", "ircot", "2wiki")
+FORMATS = ("auto", "dpr", "jsonl", "beir", "hotpotqa", "ircot", "2wiki", "pubmedqa", "bioasq")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         NAME,
-        help="index corpus files (DPR TSV, JSONL, BEIR, HotpotQA, IRCoT, 2Wiki) for retrieval",
+        help="index corpus files (DPR TSV, JSONL, BEIR, HotpotQA, IRCoT, 2Wiki, PubMedQA, BioASQ) for retrieval",
         description="Stream passages from corpus files into a retrieval index. Re-running with the same "
         "files replaces passages by id (never duplicates), so an interrupted run can simply be repeated.",
     )

@@ -161,3 +161,51 @@ def test_passage_id_ignores_whitespace_only():
     assert passage_id("Ed  Wood", " Ed Wood was\na filmmaker. ") == passage_id("Ed Wood", "Ed Wood was a filmmaker.")
     assert passage_id("Ed Wood", "x") != passage_id("Ed Wood (film)", "x")
     assert len(passage_id("a", "b")) == 16
+
+
+def test_pubmedqa_abstracts_are_one_passage_per_pmid(shared_data: Path):
+    path = shared_data / "pubmedqa" / "ori_pqal.json"
+    items = json.loads(path.read_text())
+    reader = CorpusReader(path)
+    passages = {p.id: p for p in reader}
+    assert reader.format == "pubmedqa" and len(passages) == len(items) == reader.stats.passages
+    pmid, item = next(iter(items.items()))
+    passage = passages[f"pubmed-{pmid}"]
+    assert passage.text == " ".join(" ".join(item["CONTEXTS"]).split())
+    assert item["LONG_ANSWER"][:60] not in passage.text  # the conclusion states the answer: left out
+
+
+def test_bioasq_snippets_are_deduplicated_passages(shared_data: Path, tmp_path: Path):
+    path = shared_data / "bioasq" / "10B1_golden.json"
+    questions = json.loads(path.read_text())["questions"]
+    snippets = [s for q in questions for s in q["snippets"]]
+    reader = CorpusReader(path)
+    passages = list(reader)
+    assert reader.format == "bioasq" and reader.stats.records == len(questions)
+    assert len(passages) == len(snippets)  # one per snippet read; repeats share an id (the index keeps one)
+    first = snippets[0]
+    assert passages[0].title == "PubMed " + first["document"].rsplit("/", 1)[-1]
+    assert passages[0].text == " ".join(first["text"].split())
+    assert passages[0].id == passage_id(passages[0].title, passages[0].text)
+    pretty = tmp_path / "pretty.json"  # a pretty-printed file is detected too
+    pretty.write_text(json.dumps({"questions": questions[:2]}, indent=2))
+    assert detect_format(pretty) == "bioasq" and len(list(read_corpus(pretty))) == sum(
+        len(q["snippets"]) for q in questions[:2])
+
+
+def test_document_formats_name_the_bad_record(tmp_path: Path):
+    path = tmp_path / "ori_pqal.json"
+    path.write_text(json.dumps({"1": {"CONTEXTS": ["Fine abstract."]}, "2": {"QUESTION": "no contexts?"},
+                                "3": {"CONTEXTS": ["Also fine."]}}))
+    with pytest.raises(CorpusFormatError, match="PMID 2: missing `CONTEXTS`") as caught:
+        list(CorpusReader(path))
+    assert caught.value.line is None and "--skip-bad-lines" in str(caught.value)
+    reader = CorpusReader(path, skip_bad_lines=True)
+    assert [p.id for p in reader] == ["pubmed-1", "pubmed-3"]
+    assert reader.stats.skipped == 1 and reader.stats.errors == [f"{path}: PMID 2: missing `CONTEXTS`"]
+    path.write_text('[{"CONTEXTS": ["an array, not a PubMedQA object"]}]')
+    with pytest.raises(CorpusFormatError, match="PubMedQA"):
+        list(CorpusReader(path, format="pubmedqa"))
+    path.write_text('{"questions": [{"id": "q1", "snippets": [{"document": "x"}]}]}')
+    with pytest.raises(CorpusFormatError, match="question q1: each snippet needs a string `text`"):
+        list(CorpusReader(path))
