@@ -143,3 +143,18 @@ def test_cli_errors_name_the_file_and_line_without_traceback(tmp_path, monkeypat
     )
     err = capsys.readouterr().err
     assert status == ExitStatus.INPUT and "no-index" in err and "regrad index" in err
+
+
+def test_pubmedqa_questions_retrieve_their_own_abstracts(tmp_path, monkeypatch, capsys, shared_data):
+    """`regrad index` reads PubMedQA's abstracts; `regrad augment` then finds each question's own."""
+    monkeypatch.setattr(cli, "COMMANDS", ["index", "augment"])
+    folder, index_dir, output = shared_data / "pubmedqa", tmp_path / "index", tmp_path / "dev.jsonl"
+    assert cli.main(["index", "--corpus", str(folder / "ori_pqal.json"), "--index", str(index_dir),
+                     "--no-progress"]) == 0
+    assert cli.main(["augment", "--dataset", "pubmedqa", "--data-path", str(folder), "--index", str(index_dir),
+                     "--split", "dev", "--top-k", "3", "--output", str(output), "--no-progress"]) == 0
+    capsys.readouterr()
+    records = list(read_augmented(output))
+    assert len(records) > 50
+    own_first = [r.passages[0].id == f"pubmed-{r.id}" for r in records]
+    assert sum(own_first) >= 0.85 * len(records)  # 95 of 99 on the shared file
