@@ -27,7 +27,8 @@ from __future__ import annotations
 import json
 import os
 import random
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -226,8 +227,11 @@ class SynthConfig:
     seed: int = 0
     min_attributes: int = 2   # each person has min..max of the 6 attributes, one passage per fact
     max_attributes: int = 3
+    id_prefix: str = "synth"  # ids are `<prefix>-<00042>-<attribute>`; another prefix can share an index
 
     def __post_init__(self) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9_]+", self.id_prefix):
+            raise ValueError(f"`id_prefix` must be letters, digits or _, got {self.id_prefix!r}")
         for name in ("train_people", "dev_people", "test_people"):
             if getattr(self, name) < 0:
                 raise ValueError(f"`{name}` must be ≥ 0, got {getattr(self, name)}")
@@ -241,10 +245,15 @@ def _fill(template: str, name: str, value: str) -> str:
     return text[0].upper() + text[1:]
 
 
-def generate(config: SynthConfig) -> tuple[list[dict], dict[str, list[dict]]]:
-    """The corpus (one passage per fact) and the questions of each split."""
+def generate(config: SynthConfig, avoid_names: Iterable[str] = ()) -> tuple[list[dict], dict[str, list[dict]]]:
+    """The corpus (one passage per fact) and the questions of each split.
+
+    `avoid_names`: names never given to a person here (another benchmark's people, so that a second
+    training set shares an index with the first without two people of one name).
+    """
     rng = random.Random(config.seed)
     splits = (("train", config.train_people), ("dev", config.dev_people), ("test", config.test_people))
+    avoided = set(avoid_names)
     taken: set[str] = set()
     corpus: list[dict] = []
     questions: dict[str, list[dict]] = {split: [] for split, _ in splits}
@@ -252,10 +261,10 @@ def generate(config: SynthConfig) -> tuple[list[dict], dict[str, list[dict]]]:
         held_out = split == "test"
         for _ in range(count):
             name = _person_name(rng)
-            while name in taken:
+            while name in taken or name in avoided:
                 name = _person_name(rng)
             taken.add(name)
-            entity = f"synth-{len(taken) - 1:05d}"
+            entity = f"{config.id_prefix}-{len(taken) - 1:05d}"
             facts = rng.sample(ATTRIBUTES, rng.randint(config.min_attributes, config.max_attributes))
             for attribute in facts:
                 value = attribute.draw(rng)
@@ -282,16 +291,18 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
         handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
 
 
-def write_benchmark(output: str | os.PathLike, config: SynthConfig) -> dict:
+def write_benchmark(output: str | os.PathLike, config: SynthConfig, avoid_names: Iterable[str] = ()) -> dict:
     """Write corpus.jsonl, {train,dev,test}.jsonl and synth.json into `output`; returns synth.json's content."""
     folder = Path(output)
     folder.mkdir(parents=True, exist_ok=True)
-    corpus, questions = generate(config)
+    avoid_names = set(avoid_names)
+    corpus, questions = generate(config, avoid_names)
     _write_jsonl(folder / "corpus.jsonl", corpus)
     for split, rows in questions.items():
         _write_jsonl(folder / f"{split}.jsonl", rows)
     manifest = {
         "config": asdict(config),
+        "avoided_names": len(avoid_names),
         "passages": len(corpus),
         "questions": {split: len(rows) for split, rows in questions.items()},
         "held_out_for_test": {

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
-from offline_tools.errors import UsageError
+from offline_tools.errors import InputFileError, UsageError
 
 __all__ = ["register", "run"]
 
@@ -24,6 +25,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--test-people", type=int, default=60,
                    help="invented people in test, stated and asked in held-out phrasings (default 60)")
     p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same files (default 0)")
+    p.add_argument("--id-prefix", default="synth",
+                   help="ids are PREFIX-00042-attribute (default synth); a second set with another prefix "
+                   "can be indexed beside the first")
+    p.add_argument("--avoid", metavar="FOLDER",
+                   help="another benchmark's folder: none of its people's names is used here (fresh "
+                   "training people that never share a name with its dev or test people)")
     p.set_defaults(func=run)
 
 
@@ -32,9 +39,28 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         config = SynthConfig(train_people=args.train_people, dev_people=args.dev_people,
-                             test_people=args.test_people, seed=args.seed)
+                             test_people=args.test_people, seed=args.seed, id_prefix=args.id_prefix)
     except ValueError as error:
         raise UsageError(str(error)) from error
-    manifest = write_benchmark(args.output, config)
+    avoid = _names_in(Path(args.avoid)) if args.avoid else set()
+    if args.avoid and Path(args.output).resolve() == Path(args.avoid).resolve():
+        raise UsageError(f"--avoid {args.avoid} is the --output folder; name another benchmark")
+    manifest = write_benchmark(args.output, config, avoid_names=avoid)
     print(json.dumps({"output": args.output, "passages": manifest["passages"], "questions": manifest["questions"]}))
     return 0
+
+
+def _names_in(folder: Path) -> set[str]:
+    """The people's names (passage titles) of the benchmark in `folder`."""
+    path = folder / "corpus.jsonl"
+    if not path.is_file():
+        raise InputFileError(str(path), "no such file; --avoid takes a folder written by `regrad synth`")
+    names = set()
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                names.add(json.loads(line)["title"])
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise InputFileError(str(path), "expected a `regrad synth` passage with a `title`",
+                                     line=number) from None
+    return names

@@ -82,3 +82,33 @@ def test_cli_writes_the_benchmark_and_refuses_negative_counts(tmp_path: Path, ca
 def test_each_attribute_has_several_phrasings(attribute):
     assert len(attribute.statements) >= 6 and len(attribute.questions) >= 6
     assert len(set(attribute.statements)) == len(attribute.statements)
+
+
+def _titles(folder: Path) -> set[str]:
+    return {json.loads(line)["title"] for line in (folder / "corpus.jsonl").read_text().splitlines()}
+
+
+def test_a_second_training_set_avoids_the_first_ones_people_and_ids(tmp_path: Path, capsys):
+    first, second = tmp_path / "first", tmp_path / "second"
+    counts = ["--train-people", "30", "--dev-people", "3", "--test-people", "5"]
+    assert main(["synth", "--output", str(first), *counts]) == 0
+    # The same seed would draw exactly the same people; --avoid makes every one of them new.
+    assert main(["synth", "--output", str(second), *counts, "--id-prefix", "fresh", "--avoid", str(first)]) == 0
+    capsys.readouterr()
+    assert len(_titles(second)) == 38 and not _titles(first) & _titles(second)
+    ids = [json.loads(line)["_id"] for line in (second / "corpus.jsonl").read_text().splitlines()]
+    assert all(i.startswith("fresh-") for i in ids)
+    assert not set(ids) & {json.loads(line)["_id"] for line in (first / "corpus.jsonl").read_text().splitlines()}
+    manifest = json.loads((second / "synth.json").read_text())
+    assert manifest["avoided_names"] == 38 and manifest["config"]["id_prefix"] == "fresh"
+    # The held-out phrasings do not depend on the seed or the prefix: test stays unseen for both.
+    assert manifest["held_out_for_test"] == json.loads((first / "synth.json").read_text())["held_out_for_test"]
+
+
+def test_bad_prefix_or_avoid_folder_is_refused_before_writing(tmp_path: Path, capsys):
+    out = tmp_path / "out"
+    assert main(["synth", "--output", str(out), "--id-prefix", "no spaces"]) != 0
+    assert "id_prefix" in capsys.readouterr().err
+    assert main(["synth", "--output", str(out), "--avoid", str(tmp_path / "absent")]) != 0
+    assert str(tmp_path / "absent" / "corpus.jsonl") in capsys.readouterr().err
+    assert not out.exists()
