@@ -45,6 +45,9 @@ def run(args: argparse.Namespace) -> int:
     avoid = _names_in(Path(args.avoid)) if args.avoid else set()
     if args.avoid and Path(args.output).resolve() == Path(args.avoid).resolve():
         raise UsageError(f"--avoid {args.avoid} is the --output folder; name another benchmark")
+    if args.avoid and _prefix_of(Path(args.avoid)) == args.id_prefix:
+        raise UsageError(f"--id-prefix {args.id_prefix} is also the prefix of --avoid {args.avoid}: the two "
+                         "would overwrite each other's passages in a shared index; choose another prefix")
     manifest = write_benchmark(args.output, config, avoid_names=avoid)
     print(json.dumps({"output": args.output, "passages": manifest["passages"], "questions": manifest["questions"]}))
     return 0
@@ -64,3 +67,11 @@ def _names_in(folder: Path) -> set[str]:
                 raise InputFileError(str(path), "expected a `regrad synth` passage with a `title`",
                                      line=number) from None
     return names
+
+
+def _prefix_of(folder: Path) -> str:
+    """The id prefix of the benchmark in `folder` (files written before prefixes existed used "synth")."""
+    try:
+        return json.loads((folder / "synth.json").read_text())["config"].get("id_prefix", "synth")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return "synth"

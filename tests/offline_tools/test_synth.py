@@ -111,4 +111,10 @@ def test_bad_prefix_or_avoid_folder_is_refused_before_writing(tmp_path: Path, ca
     assert "id_prefix" in capsys.readouterr().err
     assert main(["synth", "--output", str(out), "--avoid", str(tmp_path / "absent")]) != 0
     assert str(tmp_path / "absent" / "corpus.jsonl") in capsys.readouterr().err
+    first = tmp_path / "first"
+    assert main(["synth", "--output", str(first), "--train-people", "3", "--dev-people", "0",
+                 "--test-people", "0"]) == 0
+    capsys.readouterr()
+    assert main(["synth", "--output", str(out), "--avoid", str(first)]) != 0  # both "synth-…": ids would collide
+    assert "--id-prefix synth" in capsys.readouterr().err
     assert not out.exists()
