@@ -42,9 +42,9 @@ def run(args: argparse.Namespace) -> int:
                              test_people=args.test_people, seed=args.seed, id_prefix=args.id_prefix)
     except ValueError as error:
         raise UsageError(str(error)) from error
-    avoid = _names_in(Path(args.avoid)) if args.avoid else set()
     if args.avoid and Path(args.output).resolve() == Path(args.avoid).resolve():
         raise UsageError(f"--avoid {args.avoid} is the --output folder; name another benchmark")
+    avoid = _names_in(Path(args.avoid)) if args.avoid else set()
     if args.avoid and _prefix_of(Path(args.avoid)) == args.id_prefix:
         raise UsageError(f"--id-prefix {args.id_prefix} is also the prefix of --avoid {args.avoid}: the two "
                          "would overwrite each other's passages in a shared index; choose another prefix")
@@ -55,18 +55,16 @@ def run(args: argparse.Namespace) -> int:
 
 def _names_in(folder: Path) -> set[str]:
     """The people's names (passage titles) of the benchmark in `folder`."""
+    from retrieval import CorpusFormatError, read_corpus
+
     path = folder / "corpus.jsonl"
     if not path.is_file():
         raise InputFileError(str(path), "no such file; --avoid takes a folder written by `regrad synth`")
-    names = set()
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            try:
-                names.add(json.loads(line)["title"])
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise InputFileError(str(path), "expected a `regrad synth` passage with a `title`",
-                                     line=number) from None
-    return names
+    try:
+        return {passage.title for passage in read_corpus(path, format="jsonl")}
+    except CorpusFormatError as error:
+        raise InputFileError(error.path, "not a `regrad synth` corpus line (JSON with `title` and `text`)",
+                             error.line) from error
 
 
 def _prefix_of(folder: Path) -> str:
