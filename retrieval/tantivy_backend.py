@@ -36,6 +36,7 @@ ANALYZER_NAME = "regrad_en"
 MAX_QUERY_TERMS = 1024  # Lucene's default clause limit; longer queries keep their first terms
 MAX_TOKEN_CHARS = 40  # tantivy's en_stem default: longer tokens are URLs, hashes, junk
 COMMIT_EVERY = 100_000  # passages between commits while streaming a large corpus
+MAX_TIED_HITS = 1024  # hits read past the k-th while scores still tie with it (id order decides)
 
 
 def english_analyzer(remove_stopwords: bool = True) -> tantivy.TextAnalyzer:
@@ -127,8 +128,18 @@ class TantivyRetriever:
         if tantivy_query is None:
             return []
         searcher = self._searcher()
-        hits = searcher.search(tantivy_query, limit=k).hits
-        return [self._to_passage(searcher.doc(address), score) for score, address in hits]
+        # Equal scores come back in the order the documents sit in the index's segments, which
+        # depends on how the index was written (threads, commits): equal scores are ordered by id,
+        # so two builds of the same corpus retrieve the same passages in the same order.
+        limit = k + 1
+        while True:
+            hits = searcher.search(tantivy_query, limit=limit).hits
+            if len(hits) < limit or hits[-1][0] < hits[k - 1][0] or limit > k + MAX_TIED_HITS:
+                break
+            limit *= 2
+        passages = [self._to_passage(searcher.doc(address), score) for score, address in hits]
+        passages.sort(key=lambda p: (-p.score, p.id))
+        return passages[:k]
 
     def search_many(self, queries: Sequence[str], k: int = 10) -> list[list[Passage]]:
         return [self.search(query, k) for query in queries]

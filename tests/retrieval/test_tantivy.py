@@ -185,3 +185,17 @@ def test_open_rules(tmp_path: Path):
     TantivyRetriever(tmp_path / "bm25")
     with pytest.raises(IndexMismatchError, match="--backend tantivy"):
         open_retriever(RetrieverConfig(index=str(tmp_path / "bm25"), backend="dense"))
+
+
+def test_equal_scores_are_ordered_by_id_so_every_build_retrieves_alike(tmp_path: Path):
+    """Tied passages come back by id, not in the order they were written (which differs between builds)."""
+    twins = [Passage(f"twin-{i}", "Orcia Pesucci", "Orcia Pesucci was born in Limahaven.") for i in range(12)]
+    other = [Passage("other", "Sessa Marn", "Sessa Marn lives in Ostarburg.")]
+    results = []
+    for name, order in (("forward", twins), ("reversed", twins[::-1])):
+        retriever = TantivyRetriever(tmp_path / name)
+        retriever.add(other + order)
+        results.append(retriever.search("Where was Orcia Pesucci born?", k=3))
+    assert [[p.id for p in hits] for hits in results] == [["twin-0", "twin-1", "twin-10"]] * 2
+    assert len({p.score for p in results[0]}) == 1                       # a true tie
+    assert [p.id for p in results[1]] != [p.id for p in twins[::-1][:3]]  # not the write order
