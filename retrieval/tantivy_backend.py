@@ -128,9 +128,8 @@ class TantivyRetriever:
         if tantivy_query is None:
             return []
         searcher = self._searcher()
-        # Equal scores come back in the order the documents sit in the index's segments, which
-        # depends on how the index was written (threads, commits): equal scores are ordered by id,
-        # so two builds of the same corpus retrieve the same passages in the same order.
+        # tantivy returns equal scores in segment order, which depends on how the index was written
+        # (threads, commits); ordering ties by id makes every build of a corpus retrieve alike.
         limit = k + 1
         while True:
             hits = searcher.search(tantivy_query, limit=limit).hits
