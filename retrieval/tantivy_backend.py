@@ -136,7 +136,8 @@ class TantivyRetriever:
             if len(hits) < limit or hits[-1][0] < hits[k - 1][0] or limit > k + MAX_TIED_HITS:
                 break
             limit *= 2
-        passages = [self._to_passage(searcher.doc(address), score) for score, address in hits]
+        kth = hits[min(k, len(hits)) - 1][0] if hits else 0.0  # hits below it are not read from disk
+        passages = [self._to_passage(searcher.doc(address), score) for score, address in hits if score >= kth]
         passages.sort(key=lambda p: (-p.score, p.id))
         return passages[:k]
 
