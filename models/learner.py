@@ -377,3 +377,37 @@ class Learner(nn.Module):
             )
         learner.load_weights(directory, expect_fingerprint=expect_fingerprint)
         return learner.to(device)
+
+    @classmethod
+    def load_average(
+        cls, directories: list[str | os.PathLike], *, device: str = "cpu", dtype: str | None = None,
+    ) -> Learner:
+        """The elementwise mean of several checkpoints of one preset: a uniform model soup.
+
+        LoRA A, LoRA B and the step sizes are each averaged (not the products B·A). Every checkpoint
+        is checked as `load` checks one (layout, fingerprint) and must share the first one's preset
+        and base model. Soups of independently meta-trained runs from the same initialisation
+        answer better than either run (docs/results.md); the result has a fingerprint of its own.
+        """
+        directories = [Path(d) for d in directories]
+        if not directories:
+            raise ModelError("no checkpoint to average")
+        learner = cls.load(directories[0], dtype=dtype)
+        state = learner._state_tensors()
+        total = {name: t.detach().clone() for name, t in state.items()}
+        for directory in directories[1:]:
+            meta = cls.read_meta(directory)
+            if meta.get("config") != learner.config.to_dict() or meta.get("base_model") != learner.base_identity:
+                raise LearnerMismatchError(
+                    f"{directory / LEARNER_JSON}: preset {meta.get('config', {}).get('name')!r} on "
+                    f"{meta.get('base_model', {}).get('name')!r} differs from {directories[0]}'s "
+                    f"{learner.config.name!r} on {learner.base_identity.get('name')!r}; only learners of one "
+                    f"preset and base model can be averaged"
+                )
+            learner.load_weights(directory)
+            for name, t in state.items():
+                total[name] += t.detach()
+        with torch.no_grad():
+            for name, t in state.items():
+                t.copy_(total[name] / len(directories))
+        return learner.to(device)
