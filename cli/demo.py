@@ -91,21 +91,14 @@ def build_data(paths: dict[str, Path]) -> None:
     step("2. synthetic benchmark + embedded BM25 index (HotpotQA contexts, 2Wiki corpus, synthetic people)")
     if not (paths["synth"] / "synth.json").exists():
         regrad("synth", "--output", str(paths["synth"]), "--seed", str(SYNTH_SEED))
-    if (paths["index"] / ".demo-done").exists():
-        print(f"reusing {paths['index']}")
-    else:
-        regrad("index", "--corpus", str(HOTPOT), "--corpus", str(DISTRACTORS), "--corpus",
-               str(paths["synth"] / "corpus.jsonl"), "--index", str(paths["index"]), "--no-progress")
-        (paths["index"] / ".demo-done").touch()
+    index_once(paths["index"], [HOTPOT, DISTRACTORS, paths["synth"] / "corpus.jsonl"])
 
     step("3. augment: top-3 passages for the synthetic and HotpotQA questions")
     splits = [("synth", paths["synth"], "test"), ("hotpotqa", HOTPOT, "dev")]
     if TRAIN:
         splits += [("synth", paths["synth"], "train"), ("synth", paths["synth"], "dev"), ("hotpotqa", HOTPOT, "train")]
     for dataset, source, split in splits:
-        regrad("augment", "--dataset", dataset, "--data-path", str(source), "--index", str(paths["index"]),
-               "--split", split, "--top-k", str(TOP_K), "--output", str(paths[f"{dataset}_{split}"]),
-               "--no-progress", quiet=True)
+        augment(dataset, source, split, paths["index"], paths[f"{dataset}_{split}"])
     hotpot_dev = _lines(paths["hotpotqa_dev"])
     # Validation (checkpoint selection) is the dev tail; the reported questions are its head.
     _write_lines(paths["report"], _lines(paths["synth_test"])[:SYNTH_QUESTIONS]
@@ -115,6 +108,21 @@ def build_data(paths: dict[str, Path]) -> None:
         _write_lines(paths["mix"], _shuffled(mix))
         _write_lines(paths["val"], _lines(paths["synth_dev"])[:VAL_SYNTH] + hotpot_dev[-VAL_HOTPOT:])
         build_fresh_data(paths)
+
+
+def index_once(index: Path, corpora: list[Path]) -> None:
+    """`regrad index` the corpora into `index`, unless an earlier run finished that already."""
+    if (index / ".demo-done").exists():
+        print(f"reusing {index}")
+        return
+    regrad("index", *(arg for corpus in corpora for arg in ("--corpus", str(corpus))), "--index", str(index),
+           "--no-progress")
+    (index / ".demo-done").touch()
+
+
+def augment(dataset: str, source: Path, split: str, index: Path, output: Path) -> None:
+    regrad("augment", "--dataset", dataset, "--data-path", str(source), "--index", str(index), "--split", split,
+           "--top-k", str(TOP_K), "--output", str(output), "--no-progress", quiet=True)
 
 
 def _shuffled(lines: list[str]) -> list[str]:
@@ -129,16 +137,9 @@ def build_fresh_data(paths: dict[str, Path]) -> None:
     if not (paths["synth_fresh"] / "synth.json").exists():
         regrad("synth", "--output", str(paths["synth_fresh"]), "--seed", str(FRESH_SEED), "--id-prefix", FRESH_PREFIX,
                "--avoid", str(paths["synth"]), "--dev-people", "0", "--test-people", "0")
-    if (paths["index_fresh"] / ".demo-done").exists():
-        print(f"reusing {paths['index_fresh']}")
-    else:
-        regrad("index", "--corpus", str(HOTPOT), "--corpus", str(DISTRACTORS), "--corpus",
-               str(paths["synth"] / "corpus.jsonl"), "--corpus", str(paths["synth_fresh"] / "corpus.jsonl"),
-               "--index", str(paths["index_fresh"]), "--no-progress")
-        (paths["index_fresh"] / ".demo-done").touch()
-    regrad("augment", "--dataset", "synth", "--data-path", str(paths["synth_fresh"]), "--index",
-           str(paths["index_fresh"]), "--split", "train", "--top-k", str(TOP_K), "--output",
-           str(paths["synth_fresh_train"]), "--no-progress", quiet=True)
+    index_once(paths["index_fresh"], [HOTPOT, DISTRACTORS, paths["synth"] / "corpus.jsonl",
+                                      paths["synth_fresh"] / "corpus.jsonl"])
+    augment("synth", paths["synth_fresh"], "train", paths["index_fresh"], paths["synth_fresh_train"])
     _write_lines(paths["mix_fresh"], _shuffled(_lines(paths["synth_train"]) + _lines(paths["synth_fresh_train"])
                                                + _lines(paths["hotpotqa_train"]) * FRESH_HOTPOT_REPEATS))
 

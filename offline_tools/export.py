@@ -52,12 +52,8 @@ def export_learner(checkpoint: str | os.PathLike | Sequence[str | os.PathLike], 
     for source in sources:
         if output.resolve() == source.resolve():
             raise ModelError(f"--output {output} is the checkpoint folder {source} itself; export into a new folder")
-    if len(sources) == 1:
-        learner = Learner.load(sources[0])
-        source_fingerprints = [learner.fingerprint]
-    else:
-        source_fingerprints = [Learner.read_meta(s).get("fingerprint") for s in sources]
-        learner = Learner.load_average(sources)   # checks each one's fingerprint against these
+    learner = Learner.load_average(sources)   # one checkpoint: `load`; each one's fingerprint is checked
+    source_fingerprints = [Learner.read_meta(s)["fingerprint"] for s in sources]
     learner.save(output, weights_dtype=weights_dtype)
     report = {"output": str(output), "weights_dtype": weights_dtype, "fingerprint": learner.fingerprint}
     if len(sources) == 1:
