@@ -228,6 +228,7 @@ class SynthConfig:
     min_attributes: int = 2   # each person has min..max of the 6 attributes, one passage per fact
     max_attributes: int = 3
     id_prefix: str = "synth"  # ids are `<prefix>-<00042>-<attribute>`; another prefix can share an index
+    varied: bool = False      # training-only people in many more phrasings and kinds of fact (synth_varied.py)
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_]+", self.id_prefix):
@@ -238,6 +239,9 @@ class SynthConfig:
         if not 1 <= self.min_attributes <= self.max_attributes <= len(ATTRIBUTES):
             raise ValueError(f"need 1 <= `min_attributes` <= `max_attributes` <= {len(ATTRIBUTES)}, "
                              f"got {self.min_attributes} and {self.max_attributes}")
+        if self.varied and self.test_people:
+            raise ValueError("a `varied` set has no test people (its phrasings are for training and its own "
+                             f"dev split; the benchmark's test split is the test), got test_people={self.test_people}")
 
 
 def _fill(template: str, name: str, value: str) -> str:
@@ -251,6 +255,8 @@ def generate(config: SynthConfig, avoid_names: Iterable[str] = ()) -> tuple[list
     `avoid_names`: names never given to a person here (another benchmark's people, so that a second
     training set shares an index with the first without two people of one name).
     """
+    from offline_tools.synth_varied import varied_attributes, varied_phrasings  # it builds on this module
+
     rng = random.Random(config.seed)
     splits = (("train", config.train_people), ("dev", config.dev_people), ("test", config.test_people))
     avoided = set(avoid_names)
@@ -265,11 +271,15 @@ def generate(config: SynthConfig, avoid_names: Iterable[str] = ()) -> tuple[list
                 name = _person_name(rng)
             taken.add(name)
             entity = f"{config.id_prefix}-{len(taken) - 1:05d}"
-            facts = rng.sample(ATTRIBUTES, rng.randint(config.min_attributes, config.max_attributes))
+            kinds = varied_attributes(split) if config.varied else ATTRIBUTES
+            facts = rng.sample(kinds, rng.randint(config.min_attributes, config.max_attributes))
             for attribute in facts:
                 value = attribute.draw(rng)
-                statements = attribute.statements[-1:] if held_out else attribute.statements[:-1]
-                asks = attribute.questions[-1:] if held_out else attribute.questions[:-1]
+                if config.varied:
+                    statements, asks = varied_phrasings(attribute, split)
+                else:
+                    statements = attribute.statements[-1:] if held_out else attribute.statements[:-1]
+                    asks = attribute.questions[-1:] if held_out else attribute.questions[:-1]
                 passage_id = f"{entity}-{attribute.key}"
                 corpus.append({"_id": passage_id, "title": name, "text": _fill(rng.choice(statements), name, value),
                                "split": split})
@@ -305,6 +315,7 @@ def write_benchmark(output: str | os.PathLike, config: SynthConfig, avoid_names:
         "avoided_names": len(avoid_names),
         "passages": len(corpus),
         "questions": {split: len(rows) for split, rows in questions.items()},
+        "varied": config.varied,
         "held_out_for_test": {
             a.key: {"statement": a.statements[-1], "question": a.questions[-1]} for a in ATTRIBUTES
         },

@@ -113,6 +113,11 @@ class TrainArgs:
         "auto", choices=["auto", "cpu", "cuda"],
         help="where to train: auto = cuda when a GPU is visible (under `accelerate launch`, each process's own)")
     resume: bool = _option(False, help="continue from OUTPUT/last")
+    init_from: str | None = _option(  # warm start: weights only; the optimizer and the schedule start afresh
+        None, metavar="CHECKPOINT",
+        help="start from this learner's weights (a best/ folder or a shipped checkpoint of the same --preset) "
+             "with a fresh optimizer and schedule, e.g. to continue the shipped learner on new data; "
+             "--resume from OUTPUT/last takes precedence")
     first_order: bool = _option(  # FOMAML: no Hessian-vector products (cheaper; learns far less, see docs)
         False, help="first-order meta-gradient (no create_graph): cheaper, but theta then learns an answer "
                     "format, not how to use passage gradients (docs/results.md)")
@@ -196,7 +201,24 @@ def _learner(args: TrainArgs, device: str) -> Learner:
     from models import Learner, load_preset
 
     dtype = "bfloat16" if device.startswith("cuda") else "float32"
-    return Learner.create(load_preset(args.preset), device=device, dtype=dtype, seed=args.seed)
+    learner = Learner.create(load_preset(args.preset), device=device, dtype=dtype, seed=args.seed)
+    if args.init_from:
+        _warm_start(learner, Path(args.init_from))
+    return learner
+
+
+def _warm_start(learner: Learner, checkpoint: Path) -> None:
+    """Load `checkpoint`'s weights into the fresh `learner`, refusing another preset or base model."""
+    from models import Learner, LearnerMismatchError
+
+    meta = Learner.read_meta(checkpoint)
+    if meta.get("config") != learner.config.to_dict() or meta.get("base_model") != learner.base_identity:
+        raise LearnerMismatchError(
+            f"--init-from {checkpoint}: its learner is preset {meta.get('config', {}).get('name')!r} on "
+            f"{meta.get('base_model', {}).get('name')!r}, not --preset {learner.config.name!r} on "
+            f"{learner.base_identity.get('name')!r}"
+        )
+    learner.load_weights(checkpoint)
 
 
 def _optimizer(learner: Learner, args: TrainArgs) -> torch.optim.AdamW:

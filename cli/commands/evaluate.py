@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from cli.commands.serve import add_settings_arguments, build_settings
 from offline_tools.errors import UsageError
@@ -67,6 +68,9 @@ def run(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise UsageError(f"--limit must be >= 1, got {args.limit}")
     modes = _modes(args.mode)
+    for flag, path in (("--output", args.output), ("--scores", args.scores or scores_path_for(args.output))):
+        if Path(path).is_dir():  # checked before the run, not after it: a folder here would lose its answers
+            raise UsageError(f"{flag} {path} is a folder; give the path of a file to write")
     records = load_records(args.data, limit=args.limit)
     if not records:
         raise UsageError(f"no questions in {', '.join(args.data)}; check --data")

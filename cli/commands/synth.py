@@ -31,6 +31,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--avoid", metavar="FOLDER",
                    help="another benchmark's folder: none of its people's names is used here (fresh "
                    "training people that never share a name with its dev or test people)")
+    p.add_argument("--varied", action="store_true",
+                   help="training people stated and asked in many more phrasings, with four more kinds of fact; "
+                   "their dev people use phrasings seen nowhere else (no test split: the benchmark's test is the "
+                   "test). See offline_tools/synth_varied.py")
     p.set_defaults(func=run)
 
 
@@ -39,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         config = SynthConfig(train_people=args.train_people, dev_people=args.dev_people,
-                             test_people=args.test_people, seed=args.seed, id_prefix=args.id_prefix)
+                             test_people=args.test_people, seed=args.seed, id_prefix=args.id_prefix,
+                             varied=args.varied)
     except ValueError as error:
         raise UsageError(str(error)) from error
     if args.avoid and Path(args.output).resolve() == Path(args.avoid).resolve():

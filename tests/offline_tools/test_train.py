@@ -239,6 +239,36 @@ def test_train_logs_exactly_the_recipe(tmp_path, monkeypatch, tiny_learner_facto
     assert printed[0].startswith("step 0: answer loss ") and len(printed) == 3
 
 
+def test_init_from_starts_from_a_saved_learner_and_refuses_another_preset(tmp_path, monkeypatch,
+                                                                          tiny_learner_factory):
+    """--init-from: the run starts from the saved weights (its step-0 validation is theirs, not the fresh
+    init's) with a fresh optimizer; a learner of another preset is refused before anything is written."""
+    from models import LearnerMismatchError
+    from models.learner import Learner
+
+    _, dev_records = _train_files(tmp_path)
+    monkeypatch.setattr(Learner, "create", classmethod(
+        lambda cls, config, *, device="cpu", dtype=None, seed=0: tiny_learner_factory(seed=seed)))
+    saved = tiny_learner_factory(seed=5)
+    saved.save(tmp_path / "shipped")
+    args = TrainArgs(output_dir=str(tmp_path / "run"), train_files=[str(tmp_path / "train.jsonl")],
+                     dev_files=[str(tmp_path / "dev.jsonl")], meta_batch_size=2, max_steps=1, eval_every=1,
+                     max_new_tokens=4, seed=1, bf16="off", init_from=str(tmp_path / "shipped"))
+    summary = train(args, log=lambda line: None)
+    warm = tiny_learner_factory(seed=1)  # the run's own base model (a tiny base is random per seed) ...
+    fresh = validate(warm, dev_records, args)
+    warm.load_weights(tmp_path / "shipped")  # ... with the saved LoRA and step sizes
+    expected = validate(warm, dev_records, args)
+    assert {k: summary["initial"][k] for k in expected} == expected != fresh
+    assert json.loads((tmp_path / "run" / "train_args.json").read_text())["init_from"] == str(tmp_path / "shipped")
+
+    tiny_learner_factory(step_size_mode="same", seed=5).save(tmp_path / "other")
+    other = dataclasses.replace(args, output_dir=str(tmp_path / "run2"), init_from=str(tmp_path / "other"))
+    with pytest.raises(LearnerMismatchError, match="--init-from .*other"):
+        train(other, log=lambda line: None)
+    assert not (tmp_path / "run2").exists()
+
+
 # ------------------------------------------------------------------ `regrad train`: flags = TrainArgs
 # Every TrainArgs field and its flag. README, Makefile/demo and bench/ use these names: renaming a
 # field or a flag, or adding a field, fails here until this table (and the docs) say so.
@@ -249,7 +279,8 @@ FLAGS = {
     "clip_norm": "--clip-norm", "epochs": "--epochs", "max_steps": "--max-steps",
     "max_train_examples": "--max-train-examples", "max_eval_examples": "--max-eval-examples",
     "eval_every": "--eval-every", "max_new_tokens": "--max-new-tokens", "seed": "--seed", "device": "--device",
-    "resume": "--resume", "first_order": "--first-order", "batched": "--batch", "bf16": "--bf16",
+    "resume": "--resume", "init_from": "--init-from", "first_order": "--first-order", "batched": "--batch",
+    "bf16": "--bf16",
 }
 REQUIRED = ["--train", "a.jsonl", "--dev", "d.jsonl", "--output", "out"]
 
@@ -294,13 +325,13 @@ def test_train_flags_keep_their_meaning():
         "--lr", "1e-3", "--step-size-lr", "4e-4", "--weight-decay", "0", "--warmup-ratio", "0.2",
         "--clip-norm", "1", "--epochs", "3", "--max-steps", "700", "--max-train-examples", "10",
         "--max-eval-examples", "36", "--eval-every", "100", "--max-new-tokens", "8", "--seed", "7",
-        "--device", "cpu", "--resume", "--first-order", "--batch", "on", "--bf16", "off",
+        "--device", "cpu", "--resume", "--init-from", "ck", "--first-order", "--batch", "on", "--bf16", "off",
     ]
     assert _parsed(argv) == TrainArgs(
         output_dir="out", train_files=["a.jsonl", "b.jsonl"], dev_files=["d.jsonl"], preset="p", top_k=2,
         blind=False, meta_batch_size=8, lr=1e-3, step_size_lr=4e-4, weight_decay=0.0, warmup_ratio=0.2,
         clip_norm=1.0, epochs=3, max_steps=700, max_train_examples=10, max_eval_examples=36, eval_every=100,
-        max_new_tokens=8, seed=7, device="cpu", resume=True, first_order=True, batched="on", bf16="off",
+        max_new_tokens=8, seed=7, device="cpu", resume=True, init_from="ck", first_order=True, batched="on", bf16="off",
     )
 
 

@@ -126,6 +126,18 @@ def test_cli_refuses_bad_usage(data_file, tmp_path, capsys):
     missing = main(["evaluate", "--url", "http://127.0.0.1:9", "--data", str(tmp_path / "nope.jsonl"),
                     "--output", str(tmp_path / "p.jsonl")])
     assert missing != 0 and "nope.jsonl" in capsys.readouterr().err
+    # A folder where the predictions or scores file should go is refused before any question is asked
+    # (the unreachable URL is never called), not after the run with a traceback and the answers lost.
+    folder = tmp_path / "out"
+    folder.mkdir()
+    assert main(["evaluate", "--url", "http://127.0.0.1:9", "--data", str(data_file),
+                 "--output", str(folder)]) == 2
+    refused = capsys.readouterr().err
+    assert refused == f"regrad: error: --output {folder} is a folder; give the path of a file to write\n"
+    assert main(["evaluate", "--url", "http://127.0.0.1:9", "--data", str(data_file),
+                 "--output", str(tmp_path / "p.jsonl"), "--scores", str(folder)]) == 2
+    assert f"--scores {folder} is a folder" in capsys.readouterr().err
+    assert list(folder.iterdir()) == [] and not (tmp_path / "p.jsonl").exists()
 
 
 def _with_passages(i: int, ids: list[str]) -> AugmentedRecord:

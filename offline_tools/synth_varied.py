@@ -1,0 +1,170 @@
+"""Extra phrasings and attribute types for *training-only* invented people (`regrad synth --varied`).
+
+The benchmark (`offline_tools.synth.ATTRIBUTES`) states each attribute in 13 training phrasings and
+asks it in 11; its test people are stated and asked in one more phrasing each, held out. A learner
+trained on few phrasings answers new facts in them and not in others, so a training set that is meant
+to generalise needs many more ways of saying and asking the same thing. `--varied` people draw:
+
+- train: the benchmark's training phrasings *plus* `TRAIN_PHRASINGS` below, and besides the six
+  benchmark attributes four more (`EXTRA_ATTRIBUTES`), two of which share a value type with a
+  benchmark attribute (a sibling is a person like a spouse, the year someone moved is a year like a
+  birth year): a fact of the wrong attribute is then a real distractor, as the two towns already are.
+- dev: only `DEV_PHRASINGS`, which no training person and no test person uses, and only the six
+  benchmark attributes: a validation split that measures unseen phrasings the way the benchmark's
+  test split does, without touching the test split.
+
+None of these equals a benchmark test phrasing (held out), and the benchmark's own files (`--varied`
+off) do not change: `tests/offline_tools/test_synth_varied.py` checks both.
+"""
+
+from __future__ import annotations
+
+from offline_tools.synth import ATTRIBUTES, Attribute, _person_name, _place
+
+__all__ = ["TRAIN_PHRASINGS", "DEV_PHRASINGS", "EXTRA_ATTRIBUTES", "varied_phrasings", "varied_attributes"]
+
+# attribute key -> (extra statements, extra questions), training people only
+TRAIN_PHRASINGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "birthplace": (
+        ("{name}'s birth took place in {value}.", "In {value}, {name} was born.",
+         "{name}, a child of {value}, was born there.", "It was in {value} that {name} was born.",
+         "{name} was born not far from the market square of {value}.",
+         "{value}: the town where {name} was born.", "The birth of {name} happened in {value}.",
+         "Before moving away, {name} was born and spent a childhood in {value}.",
+         "{name} (born in {value}) keeps a house elsewhere.", "Birthplace of {name}: {value}."),
+        ("Where did {name} come into the world?", "{name}'s birthplace is which town?",
+         "Where was {name} born, which town?", "In what place was {name} born?", "Which town saw the birth of {name}?",
+         "Tell me where {name} was born.", "What town was {name} born in?"),
+    ),
+    "birth_year": (
+        ("It was in {value} that {name} was born.",
+         "Born in {value}, {name} is the subject of this note.", "{value} was the year of {name}'s birth.",
+         "{name}'s birth year: {value}.", "The parish register dates {name}'s birth to {value}.",
+         "In the year {value}, {name} was born to a large family.", "{name} was born during the year {value}.",
+         "Year of birth of {name}: {value}.", "The records show that {name} was born in {value}."),
+        ("When was {name} born, in what year?", "In which year did {name} come into the world?",
+         "Which year was {name} born in?", "{name}'s birth year is what?", "Tell me the year {name} was born.",
+         "What was the year of {name}'s birth?", "How many years ago, in what year, was {name} born?",
+         "The birth of {name} took place in which year?"),
+    ),
+    "occupation": (
+        ("{name}'s trade is that of {a_value}.", "As {a_value}, {name} is well regarded.",
+         "{name} has long been {a_value}.", "For a living, {name} works as {a_value}.",
+         "Occupation of {name}: {value}.", "{name}, {a_value}, keeps a workshop in town.",
+         "The work {name} does is that of {a_value}.",
+         "{name} spends each working day as {a_value}.", "{name} took up work as {a_value} early on."),
+        ("What is {name}'s line of work?", "What trade does {name} follow?", "What does {name} do for work?",
+         "{name} works as what?", "What kind of job does {name} hold?", "What is the occupation of {name}?",
+         "As what does {name} earn a living?", "In what profession does {name} work?"),
+    ),
+    "employer": (
+        ("The {value} has employed {name} for years.",
+         "{name} earns wages at the {value}.", "Employer of {name}: the {value}.",
+         "It is the {value} that employs {name}.", "{name} went to work for the {value}.",
+         "Each morning {name} reports to the {value}, the employer.", "{name}'s job is with the {value}.",
+         "The {value} counts {name} among its staff.", "{name} is paid by the {value}."),
+        ("Which organization is {name}'s employer?", "Where is {name} employed?",
+         "{name} works for which organization?", "Which organization is {name} employed by?",
+         "Who gives {name} a job?", "By which organization is {name} employed?",
+         "Which organization does {name} draw wages from?"),
+    ),
+    "spouse": (
+        ("{value} is married to {name}.", "{name}'s husband or wife is {value}.",
+         "Married to {value}, {name} lives a quiet life.", "{name} and {value} got married long ago.",
+         "Spouse of {name}: {value}.", "The marriage of {name} and {value} took place in spring.",
+         "{value} wed {name}.", "{name} is the spouse of {value}.",
+         "{name} shares a home with {value}, the person {name} married.", "It was {value} whom {name} married."),
+        ("Whom has {name} married?", "Who is {name} wed to?", "{name} is married to whom?",
+         "Who is the husband or wife of {name}?", "Which person did {name} marry?", "Who married {name}?",
+         "Who is the spouse of {name}, by name?", "To whom did {name} get married?"),
+    ),
+    "residence": (
+        ("{name} lives today in {value}.", "The town {name} lives in is {value}.",
+         "{value} is home to {name}.", "Residence of {name}: {value}.",
+         "These days, {value} is where {name} resides.", "{name} moved to {value} and lives there still.",
+         "In {value}, {name} keeps a home.", "{name} is a resident of {value}.",
+         "At present {name} lives in {value}."),
+        ("In what town does {name} live?", "Where does {name} have a home?", "Where is {name}'s residence?",
+         "{name} lives in which town?", "What is {name}'s town of residence?", "Where does {name} reside now?",
+         "Which town is home to {name}?", "In which town is {name}'s home?"),
+    ),
+}
+
+# attribute key -> (statements, questions) of the varied set's dev people only: unseen in training and test
+DEV_PHRASINGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "birthplace": (("The birth records of {value} include {name}.", "{name} began life in {value}."),
+                   ("Which town was the place of {name}'s birth?", "Where did {name}'s life begin?")),
+    "birth_year": (("{name} was born in the year of {value}.", "The year {name} was born was {value}."),
+                   ("What year saw {name} born?", "Born in which year was {name}?")),
+    "occupation": (("By occupation {name} is {a_value}.", "{name} follows the trade of {a_value}."),
+                   ("What is the trade of {name}?", "What line of work is {name} in?")),
+    "employer": (("{name} is employed at the {value}.", "The {value} is {name}'s employer."),
+                 ("Which organization gives {name} work?", "Who is the employer of {name}?")),
+    "spouse": (("{name} lives in marriage with {value}.", "{value} is {name}'s spouse."),
+               ("Who is {name}'s partner in life?", "Who became {name}'s spouse?")),
+    "residence": (("{value} is the town {name} lives in.", "{name} makes a life in {value}."),
+                  ("Which town does {name} call home?", "Where is {name}'s home town now?")),
+}
+
+_SCHOOL_KINDS = ("College", "Academy", "University", "School of Arts", "Polytechnic", "Seminary")
+_INSTRUMENTS = ("oboe", "harp", "lute", "accordion", "bassoon", "zither", "trombone", "viola", "mandolin",
+                "bagpipes", "harpsichord", "clarinet", "tuba", "banjo", "dulcimer", "flute", "cornet", "sitar")
+
+# more kinds of fact, training people only (the last phrasing of each is theirs too: nothing is held out)
+EXTRA_ATTRIBUTES: tuple[Attribute, ...] = (
+    Attribute(
+        "sibling", _person_name,
+        ("{name}'s sibling is {value}.", "{name} has a sibling named {value}.", "{value} is {name}'s sibling.",
+         "{name} and {value} are siblings.", "{name} grew up with a sibling, {value}.",
+         "The sibling of {name} is {value}.", "{value} is the brother or sister of {name}."),
+        ("Who is {name}'s sibling?", "What is the name of {name}'s sibling?", "Who is the sibling of {name}?",
+         "Who is {name}'s brother or sister?", "Which person is {name}'s sibling?"),
+    ),
+    Attribute(
+        "school", lambda rng: f"{_place(rng)} {rng.choice(_SCHOOL_KINDS)}",
+        ("{name} studied at the {value}.", "{name} is a graduate of the {value}.",
+         "{name} was educated at the {value}.", "The {value} is where {name} studied.",
+         "{name} attended the {value}.", "{name}'s alma mater is the {value}.",
+         "{name} took a degree at the {value}."),
+        ("Where did {name} study?", "Which school did {name} attend?", "Where was {name} educated?",
+         "What is {name}'s alma mater?", "Which school did {name} graduate from?"),
+        aliases=lambda v: [v, f"the {v}"],
+    ),
+    Attribute(
+        "instrument", lambda rng: rng.choice(_INSTRUMENTS),
+        ("{name} plays the {value}.", "{name}'s instrument is the {value}.", "The {value} is {name}'s instrument.",
+         "{name} has played the {value} since childhood.", "In the evenings {name} plays the {value}.",
+         "{name} is a keen player of the {value}.", "The instrument {name} plays is the {value}."),
+        ("What instrument does {name} play?", "Which instrument is {name}'s?", "What does {name} play?",
+         "Which musical instrument does {name} play?", "What is {name}'s instrument?"),
+    ),
+    Attribute(
+        "moved_year", lambda rng: str(rng.randint(1720, 2015)),
+        ("{name} moved house in {value}.", "In {value}, {name} moved to a new town.",
+         "{name} changed towns in {value}.", "The year {name} moved away was {value}.",
+         "{name} relocated in {value}.", "{value} is the year {name} moved.",
+         "{name} left for another town in {value}."),
+        ("In what year did {name} move?", "When did {name} move to a new town?", "Which year did {name} relocate?",
+         "In which year did {name} change towns?", "What year did {name} move away?"),
+    ),
+)
+
+
+def varied_phrasings(attribute: Attribute, split: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(statements, questions) a `--varied` person of `split` is written in.
+
+    train: the benchmark's training phrasings and the extra ones (an extra attribute: all its own);
+    dev: the dev-only phrasings. A varied set has no test split (the benchmark's test is the test).
+    """
+    if split == "dev":
+        return DEV_PHRASINGS[attribute.key]
+    if attribute.key not in TRAIN_PHRASINGS:
+        return attribute.statements, attribute.questions
+    statements, questions = TRAIN_PHRASINGS[attribute.key]
+    return attribute.statements[:-1] + statements, attribute.questions[:-1] + questions
+
+
+def varied_attributes(split: str) -> tuple[Attribute, ...]:
+    """The kinds of fact a `--varied` person of `split` may have: dev keeps to the benchmark's six."""
+    return ATTRIBUTES + EXTRA_ATTRIBUTES if split == "train" else ATTRIBUTES
+

@@ -1,0 +1,88 @@
+"""`regrad synth --varied`: training people in many more phrasings and kinds of fact, a dev split in
+phrasings seen nowhere else, never a benchmark test phrasing, and the benchmark itself unchanged."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from cli.main import main
+from offline_tools.synth import ATTRIBUTES, SynthConfig, generate
+from offline_tools.synth_varied import DEV_PHRASINGS, EXTRA_ATTRIBUTES, TRAIN_PHRASINGS
+from tests.offline_tools.test_synth import _statement_pattern
+
+HELD_OUT = [t for a in ATTRIBUTES for t in (a.statements[-1], a.questions[-1])]
+BENCHMARK_TRAIN = [t for a in ATTRIBUTES for t in a.statements[:-1] + a.questions[:-1]]
+EXTRA_TRAIN = [t for s, q in TRAIN_PHRASINGS.values() for t in s + q]
+EXTRA_TRAIN += [t for a in EXTRA_ATTRIBUTES for t in a.statements + a.questions]
+DEV = [t for s, q in DEV_PHRASINGS.values() for t in s + q]
+
+
+def _matches(templates: list[str], text: str) -> set[str]:
+    return {t for t in templates if _statement_pattern(t).fullmatch(text)}
+
+
+def test_the_phrasing_sets_are_disjoint_and_never_a_test_phrasing():
+    assert not set(EXTRA_TRAIN) & set(HELD_OUT) and not set(DEV) & set(HELD_OUT)
+    assert not set(DEV) & (set(EXTRA_TRAIN) | set(BENCHMARK_TRAIN))
+    for attribute in ATTRIBUTES:  # at least 8 statements and 7 questions new for their attribute (one birth
+        statements, questions = TRAIN_PHRASINGS[attribute.key]  # year question repeats a benchmark one)
+        assert len(set(statements) - set(attribute.statements)) >= 8, attribute.key
+        assert len(set(questions) - set(attribute.questions)) >= 7, attribute.key
+    # the fragments that mark each test phrasing appear in no varied statement either
+    for fragment in ("first saw the light of day", "arrived into the world", "currently dwells in",
+                     "is an employee", "by trade", "has been married to"):
+        assert not [t for t in EXTRA_TRAIN + DEV if fragment in t.lower()], fragment
+    assert set(TRAIN_PHRASINGS) == set(DEV_PHRASINGS) == {a.key for a in ATTRIBUTES}
+    assert not {a.key for a in EXTRA_ATTRIBUTES} & {a.key for a in ATTRIBUTES}
+
+
+def test_varied_people_use_their_own_phrasings_and_kinds_of_fact():
+    corpus, questions = generate(SynthConfig(train_people=600, dev_people=80, test_people=0, varied=True))
+    by_id = {p["_id"]: p for p in corpus}
+    seen = {"train": set(), "dev": set()}
+    for split in ("train", "dev"):
+        for q in questions[split]:
+            passage = by_id[q["passage"]]
+            assert q["answers"][0] in passage["text"] and passage["title"] in q["question"]
+            allowed = EXTRA_TRAIN + BENCHMARK_TRAIN if split == "train" else DEV
+            for text in (passage["text"], q["question"]):
+                assert _matches(allowed, text), (split, text)
+                assert not _matches(HELD_OUT, text), text
+                seen[split] |= _matches(allowed, text)
+    assert len(seen["train"] & set(EXTRA_TRAIN)) > 0.9 * len(EXTRA_TRAIN)  # the extra phrasings are used
+    assert seen["dev"] == set(DEV)
+    kinds = {split: {q["attribute"] for q in rows} for split, rows in questions.items() if rows}
+    assert kinds["train"] == {a.key for a in ATTRIBUTES + EXTRA_ATTRIBUTES}
+    assert kinds["dev"] == {a.key for a in ATTRIBUTES}  # dev measures the benchmark's own six
+
+
+def test_the_benchmark_is_unchanged_by_the_varied_option():
+    """The seed-0 benchmark every figure in docs/results.md was measured on: its test questions, byte
+    for byte as `regrad synth --seed 0` writes them (the shipped files' md5)."""
+    _, questions = generate(SynthConfig())
+    text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in questions["test"])
+    assert hashlib.md5(text.encode()).hexdigest() == "ab7e4d76513688b2caffef5e35258d83"
+
+
+def test_cli_writes_a_varied_set_and_refuses_test_people(tmp_path: Path, capsys):
+    out = tmp_path / "varied"
+    assert main(["synth", "--output", str(out), "--varied", "--train-people", "20", "--dev-people", "5",
+                 "--test-people", "0", "--id-prefix", "v1"]) == 0
+    manifest = json.loads((out / "synth.json").read_text())
+    assert manifest["varied"] is True and manifest["questions"]["test"] == 0
+    capsys.readouterr()
+    refused = tmp_path / "refused"
+    assert main(["synth", "--output", str(refused), "--varied"]) == 2  # the default 60 test people
+    assert "test_people=60" in capsys.readouterr().err and not refused.exists()
+
+
+@pytest.mark.parametrize("attribute", EXTRA_ATTRIBUTES, ids=lambda a: a.key)
+def test_extra_attributes_state_their_value(attribute):
+    import random
+
+    value = attribute.draw(random.Random(0))
+    for template in attribute.statements:
+        assert "{name}" in template and "{value}" in template or "{a_value}" in template
+    assert value in attribute.aliases(value)
