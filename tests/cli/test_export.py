@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -19,13 +20,14 @@ def test_export_writes_a_loadable_bf16_learner_with_its_run_record(tmp_path: Pat
     (run / "training_log.jsonl").write_text('{"event": "validation", "step": 0}\n')
     assert main(["export", "--checkpoint", str(run / "best"), "--output", str(tmp_path / "shipped")]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert report["weights_dtype"] == "bfloat16" and report["copied"] == ["training_log.jsonl"]
+    assert report["weights_dtype"] == "bfloat16" and report["copied"] == ["training_log.jsonl.gz"]
     source = (run / "best" / "learner.safetensors").stat().st_size
     exported = (tmp_path / "shipped" / "learner.safetensors").stat().st_size
     assert exported < 0.51 * source
     loaded = Learner.load(tmp_path / "shipped", expect_fingerprint=report["fingerprint"])
     assert loaded.fingerprint == report["fingerprint"]
-    assert (tmp_path / "shipped" / "training_log.jsonl").read_text() == (run / "training_log.jsonl").read_text()
+    log = gzip.decompress((tmp_path / "shipped" / "training_log.jsonl.gz").read_bytes())
+    assert log == (run / "training_log.jsonl").read_bytes()
 
 
 def test_export_refuses_to_overwrite_its_own_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture,
@@ -68,8 +70,8 @@ def test_export_of_several_runs_is_their_average_with_each_run_record(tmp_path: 
     sources = json.loads((soup / "soup.json").read_text())["checkpoints"]
     assert [s["fingerprint"] for s in sources] == [json.loads((tmp_path / r / "best" / "learner.json").read_text())
                                                   ["fingerprint"] for r in "ab"]
-    assert [(soup / s["record"] / "training_log.jsonl").read_text() for s in sources] == ['{"run": "a"}\n',
-                                                                                           '{"run": "b"}\n']
+    assert [gzip.decompress((soup / s["record"] / "training_log.jsonl.gz").read_bytes()) for s in sources] == [
+        b'{"run": "a"}\n', b'{"run": "b"}\n']
 
 
 def test_export_refuses_to_average_learners_of_different_presets(tmp_path: Path, capsys: pytest.CaptureFixture,
@@ -84,3 +86,36 @@ def test_export_refuses_to_average_learners_of_different_presets(tmp_path: Path,
     err = capsys.readouterr().err
     assert "another-preset" in err and "one preset" in err
     assert not (tmp_path / "soup").exists()
+
+
+def test_export_of_a_warm_started_run_keeps_its_lineage(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                       real_learner) -> None:
+    """A run trained with --init-from an exported soup: the export names the soup's fingerprint
+    (init.json) and carries the soup's own record (soup.json, runs/<i>/) under init/."""
+    soup = tmp_path / "soup"
+    (soup / "runs" / "1").mkdir(parents=True)
+    real_learner.save(soup)
+    (soup / "soup.json").write_text('{"checkpoints": []}\n')
+    (soup / "runs" / "1" / "training_log.jsonl").write_text('{"run": 1}\n')
+    (soup / "COMMAND.md").write_text("not part of a record\n")
+    run = tmp_path / "run"
+    real_learner.save(run / "best")
+    (run / "train_args.json").write_text(json.dumps({"init_from": str(soup)}))
+    (run / "training_log.jsonl").write_text('{"run": 3}\n')
+    out = tmp_path / "shipped"
+    assert main(["export", "--checkpoint", str(run / "best"), "--output", str(out)]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["copied"] == ["training_log.jsonl.gz", "train_args.json", "init.json", "init/"]
+    init = json.loads((out / "init.json").read_text())
+    assert init["fingerprint"] == json.loads((soup / "learner.json").read_text())["fingerprint"]
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert files == ["init.json", "init/runs/1/training_log.jsonl.gz", "init/soup.json", "learner.json",
+                     "learner.safetensors", "train_args.json", "training_log.jsonl.gz"]
+    assert gzip.decompress((out / "init" / "runs" / "1" / "training_log.jsonl.gz").read_bytes()) == b'{"run": 1}\n'
+    # Averaged with the learner it started from: that one's record is the warm run's init/, not copied twice.
+    both = tmp_path / "both"
+    assert main(["export", "--checkpoint", str(run / "best"), "--checkpoint", str(soup), "--output", str(both)]) == 0
+    capsys.readouterr()
+    entries = json.loads((both / "soup.json").read_text())["checkpoints"]
+    assert [(e["record"], e["copied"] == []) for e in entries] == [("runs/1", False), ("runs/1/init", True)]
+    assert (both / "runs" / "1" / "init" / "soup.json").is_file() and not (both / "runs" / "2").exists()
