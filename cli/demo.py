@@ -177,8 +177,7 @@ def learner_folder(paths: dict[str, Path]) -> Path:
     """Step 4: the shipped learner, or one meta-trained here with the shipped learner's recipe."""
     if not TRAIN:
         step(f"4. the shipped meta-trained learner: {SHIPPED.relative_to(REPO)}")
-        meta = json.loads((SHIPPED / "learner.json").read_text())
-        print(f"fingerprint {meta['fingerprint'][:16]}… (checked when the server loads it); "
+        print(f"fingerprint {shipped_fingerprint()[:16]}… (checked when the server loads it); "
               f"REGRAD_DEMO_TRAIN=1 make demo (or make train) reproduces it")
         return SHIPPED
     common = ["--dev", str(paths["val"]), "--preset", TRAIN_PRESET,
@@ -212,6 +211,10 @@ def learner_folder(paths: dict[str, Path]) -> Path:
         regrad("export", "--checkpoint", str(paths["checkpoint_varied"] / "best"), "--checkpoint", str(paths["soup"]),
                "--output", str(paths["trained"]))
     return paths["trained"]
+
+
+def shipped_fingerprint() -> str:
+    return json.loads((SHIPPED / "learner.json").read_text())["fingerprint"]
 
 
 def train_once(output: Path, arguments: list[str], steps: int) -> None:
@@ -307,8 +310,9 @@ def main(argv: list[str] | None = None) -> int:
         "synth_varied_train": aug / "synth-varied" / "train.jsonl",
         "synth_varied_dev": aug / "synth-varied" / "dev.jsonl",
         "mix_varied": aug / "train_mix_varied.jsonl", "val_varied": aug / "val_varied.jsonl",
-        # A store holds one learner's gradients: the shipped learner's and a re-trained one's apart.
-        "store": ARTIFACTS / ("store-trained" if TRAIN else "store"),
+        # A store holds one learner's gradients: each shipped learner's (named by its fingerprint, so a
+        # demo run after an update encodes afresh) and a re-trained one's apart.
+        "store": ARTIFACTS / ("store-trained" if TRAIN else f"store-{shipped_fingerprint()[:12]}"),
         "synth": ARTIFACTS / "synth",
         "synth_train": aug / "synth" / "train.jsonl", "synth_dev": aug / "synth" / "dev.jsonl",
         "synth_test": aug / "synth" / "test.jsonl",
