@@ -328,6 +328,16 @@ class Learner(nn.Module):
         except json.JSONDecodeError as e:
             raise LearnerMismatchError(f"{path} is not valid JSON ({e}); the checkpoint is damaged") from e
 
+    def require_same_preset(self, directory: str | os.PathLike, why: str) -> None:
+        """Refuse the checkpoint in `directory` if its preset or base model is not this learner's."""
+        meta = self.read_meta(directory)
+        if meta.get("config") != self.config.to_dict() or meta.get("base_model") != self.base_identity:
+            raise LearnerMismatchError(
+                f"{Path(directory) / LEARNER_JSON}: preset {meta.get('config', {}).get('name')!r} on "
+                f"{meta.get('base_model', {}).get('name')!r}, not {self.config.name!r} on "
+                f"{self.base_identity.get('name')!r}; {why}"
+            )
+
     def load_weights(self, directory: str | os.PathLike, expect_fingerprint: str | None = None) -> None:
         """Load weights saved by `save` into this learner, checking layout and fingerprint."""
         from safetensors.torch import load_file
@@ -396,14 +406,8 @@ class Learner(nn.Module):
         state = learner._state_tensors()
         total = {name: t.detach().clone() for name, t in state.items()}
         for directory in directories[1:]:
-            meta = cls.read_meta(directory)
-            if meta.get("config") != learner.config.to_dict() or meta.get("base_model") != learner.base_identity:
-                raise LearnerMismatchError(
-                    f"{directory / LEARNER_JSON}: preset {meta.get('config', {}).get('name')!r} on "
-                    f"{meta.get('base_model', {}).get('name')!r} differs from {directories[0]}'s "
-                    f"{learner.config.name!r} on {learner.base_identity.get('name')!r}; only learners of one "
-                    f"preset and base model can be averaged"
-                )
+            learner.require_same_preset(directory, f"only learners of one preset and base model can be averaged "
+                                                   f"(the first is {directories[0]})")
             learner.load_weights(directory)
             for name, t in state.items():
                 total[name] += t.detach()

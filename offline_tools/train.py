@@ -209,15 +209,8 @@ def _learner(args: TrainArgs, device: str) -> Learner:
 
 def _warm_start(learner: Learner, checkpoint: Path) -> None:
     """Load `checkpoint`'s weights into the fresh `learner`, refusing another preset or base model."""
-    from models import Learner, LearnerMismatchError
-
-    meta = Learner.read_meta(checkpoint)
-    if meta.get("config") != learner.config.to_dict() or meta.get("base_model") != learner.base_identity:
-        raise LearnerMismatchError(
-            f"--init-from {checkpoint}: its learner is preset {meta.get('config', {}).get('name')!r} on "
-            f"{meta.get('base_model', {}).get('name')!r}, not --preset {learner.config.name!r} on "
-            f"{learner.base_identity.get('name')!r}"
-        )
+    learner.require_same_preset(checkpoint, f"--init-from {checkpoint} must be a learner of --preset "
+                                            f"{learner.config.name}")
     learner.load_weights(checkpoint)
 
 
