@@ -229,6 +229,7 @@ class SynthConfig:
     max_attributes: int = 3
     id_prefix: str = "synth"  # ids are `<prefix>-<00042>-<attribute>`; another prefix can share an index
     varied: bool = False      # training-only people in many more phrasings and kinds of fact (synth_varied.py)
+    more_phrasings: bool = False  # with `varied`: a second batch of training phrasings besides the first
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_]+", self.id_prefix):
@@ -239,6 +240,8 @@ class SynthConfig:
         if not 1 <= self.min_attributes <= self.max_attributes <= len(ATTRIBUTES):
             raise ValueError(f"need 1 <= `min_attributes` <= `max_attributes` <= {len(ATTRIBUTES)}, "
                              f"got {self.min_attributes} and {self.max_attributes}")
+        if self.more_phrasings and not self.varied:
+            raise ValueError("`more_phrasings` adds to a `varied` set's phrasings; set `varied` too")
         if self.varied and self.test_people:
             raise ValueError("a `varied` set has no test people (its phrasings are for training and its own "
                              f"dev split; the benchmark's test split is the test), got test_people={self.test_people}")
@@ -276,7 +279,7 @@ def generate(config: SynthConfig, avoid_names: Iterable[str] = ()) -> tuple[list
             for attribute in facts:
                 value = attribute.draw(rng)
                 if config.varied:
-                    statements, asks = varied_phrasings(attribute, split)
+                    statements, asks = varied_phrasings(attribute, split, more=config.more_phrasings)
                 else:
                     statements = attribute.statements[-1:] if held_out else attribute.statements[:-1]
                     asks = attribute.questions[-1:] if held_out else attribute.questions[:-1]

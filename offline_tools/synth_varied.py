@@ -9,6 +9,8 @@ to generalise needs many more ways of saying and asking the same thing. `--varie
   benchmark attributes four more (`EXTRA_ATTRIBUTES`), two of which share a value type with a
   benchmark attribute (a sibling is a person like a spouse, the year someone moved is a year like a
   birth year): a fact of the wrong attribute is then a real distractor, as the two towns already are.
+- train with `--more-phrasings`: also `MORE_TRAIN_PHRASINGS`, a second batch (9 statements and 7
+  questions per benchmark attribute) in other sentence shapes.
 - dev: only `DEV_PHRASINGS`, which no training person and no test person uses, and only the six
   benchmark attributes: a validation split that measures unseen phrasings the way the benchmark's
   test split does, without touching the test split.
@@ -21,7 +23,8 @@ from __future__ import annotations
 
 from offline_tools.synth import ATTRIBUTES, Attribute, _person_name, _place
 
-__all__ = ["TRAIN_PHRASINGS", "DEV_PHRASINGS", "EXTRA_ATTRIBUTES", "varied_phrasings", "varied_attributes"]
+__all__ = ["TRAIN_PHRASINGS", "MORE_TRAIN_PHRASINGS", "DEV_PHRASINGS", "EXTRA_ATTRIBUTES", "varied_phrasings",
+           "varied_attributes"]
 
 # attribute key -> (extra statements, extra questions), training people only
 TRAIN_PHRASINGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -90,6 +93,100 @@ TRAIN_PHRASINGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     ),
 }
 
+# attribute key -> (statements, questions): a second batch for `--more-phrasings`, on top of the
+# first; longer sentences, the name late, relative clauses, asides, and questions asked indirectly
+MORE_TRAIN_PHRASINGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "birthplace": (
+        ("Ask anyone in {value} and they will say {name} was born there.",
+         "The child who would become known as {name} was born in {value}.",
+         "Although {name} has travelled widely, {name} was born in {value}.",
+         "{value}, a small town by the river, is where {name} was born.",
+         "Of all the people born in {value}, {name} is the best known.",
+         "A plaque in {value} marks the house where {name} was born.",
+         "{name}'s story starts with a birth in {value}.",
+         "Whoever asks where {name} was born is told: {value}.",
+         "{name} was delivered by a midwife in {value}."),
+        ("Do you know which town {name} was born in?", "Can you tell me the town of {name}'s birth?",
+         "I'd like to know where {name} was born.", "{name}: born in which town?",
+         "The town where {name} was born is called what?", "Which town can claim {name} as born there?",
+         "Which town's records show {name}'s birth?"),
+    ),
+    "birth_year": (
+        ("The year was {value} when {name} was born.",
+         "Family papers put the birth of {name} in {value}.",
+         "Ask {name}'s family and they will name {value} as the year of the birth.",
+         "{name} arrived in {value}, the youngest of three.",
+         "A baptism entry from {value} records the newborn {name}.",
+         "The calendar read {value} on the day {name} was born.",
+         "{name} celebrates birthdays counted from {value}.",
+         "Since {name}'s birth in {value}, the town has grown.",
+         "Born {value}: {name}."),
+        ("Do you know in which year {name} was born?", "Can you tell me {name}'s year of birth?",
+         "I'd like to know the year {name} was born.", "{name}: born in which year?",
+         "The year of {name}'s birth is what?", "From which year do {name}'s birthdays count?",
+         "What year was it when {name} was born?"),
+    ),
+    "occupation": (
+        ("Neighbours know {name} as {a_value}.", "{name} spent years learning to be {a_value}.",
+         "Whatever else {name} does, {name} is {a_value} first.",
+         "The sign over {name}'s door says: {value}.",
+         "Ask what {name} does and the answer is that {name} is {a_value}.",
+         "Work as {a_value} fills most of {name}'s days.",
+         "{name}, who is {a_value}, keeps long hours.",
+         "Everyone who hires {a_value} in the district knows {name}.",
+         "As a working {value}, {name} has many clients."),
+        ("Do you know what {name} does for work?", "Can you tell me {name}'s occupation?",
+         "I'd like to know what {name} works as.", "{name}: what occupation?",
+         "The occupation of {name} is what?", "What work fills {name}'s days?",
+         "In which trade does {name} earn money?"),
+    ),
+    "employer": (
+        ("The {value} is the organization {name} works for.",
+         "Every weekday, {name} goes in to work at the {value}.",
+         "Having joined the {value} young, {name} has stayed there.",
+         "The staff list of the {value} includes {name}.",
+         "{name} spends working hours at the {value}.",
+         "A badge from the {value} hangs on {name}'s coat.",
+         "The {value} took {name} on and keeps {name} busy.",
+         "{name} has worked at the {value} since joining it.",
+         "Asked about work, {name} names the {value}."),
+        ("Do you know which organization {name} works for?", "Can you tell me who employs {name}?",
+         "I'd like to know where {name} works.", "{name}: employed by which organization?",
+         "The organization that {name} works for is which?", "At which organization does {name} work?",
+         "Which organization has {name} as a worker?"),
+    ),
+    "spouse": (
+        ("Years ago, {name} and {value} married in a quiet ceremony.",
+         "The person {name} married is {value}.",
+         "Friends of {name} often visit {name} and {value}, who are married.",
+         "{value} said yes when {name} proposed, and they married.",
+         "Of everyone {name} knows, the one {name} married is {value}.",
+         "A wedding photograph shows {name} beside {value} on their wedding day.",
+         "{name}'s marriage is to {value}.",
+         "{name} lives with {value}, whom {name} married.",
+         "Married: {name} and {value}."),
+        ("Do you know who {name} is married to?", "Can you tell me the name of {name}'s spouse?",
+         "I'd like to know whom {name} married.", "{name}: married to whom?",
+         "Who shares a marriage with {name}?", "Who was it that {name} married?",
+         "Whose spouse is {name}, by name?"),
+    ),
+    "residence": (
+        ("Most days you will find {name} at home in {value}.",
+         "After years elsewhere, {name} lives in {value} now.",
+         "The house {name} lives in stands in {value}.",
+         "{name} sleeps, eats and lives in {value}.",
+         "A letter to {name} goes to {value}, where {name} lives.",
+         "Of all the towns, {name} chose {value} to live in.",
+         "{name}'s present home town is {value}.",
+         "Neighbours in {value} see {name} every morning at home.",
+         "Lives in: {value} ({name})."),
+        ("Do you know where {name} lives?", "Can you tell me {name}'s town of residence?",
+         "I'd like to know which town {name} lives in.", "{name}: lives in which town?",
+         "The town {name} lives in is called what?", "Which town has {name}'s house in it?",
+         "Where would a letter to {name} be sent?"),
+    ),
+}
+
 # attribute key -> (statements, questions) of the varied set's dev people only: unseen in training and test
 DEV_PHRASINGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "birthplace": (("The birth records of {value} include {name}.", "{name} began life in {value}."),
@@ -150,17 +247,21 @@ EXTRA_ATTRIBUTES: tuple[Attribute, ...] = (
 )
 
 
-def varied_phrasings(attribute: Attribute, split: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def varied_phrasings(attribute: Attribute, split: str, more: bool = False) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(statements, questions) a `--varied` person of `split` is written in.
 
-    train: the benchmark's training phrasings and the extra ones (an extra attribute: all its own);
-    dev: the dev-only phrasings. A varied set has no test split (the benchmark's test is the test).
+    train: the benchmark's training phrasings and the extra ones (an extra attribute: all its own), and
+    with `more` the second batch too; dev: the dev-only phrasings. A varied set has no test split (the
+    benchmark's test is the test).
     """
     if split == "dev":
         return DEV_PHRASINGS[attribute.key]
     if attribute.key not in TRAIN_PHRASINGS:
         return attribute.statements, attribute.questions
     statements, questions = TRAIN_PHRASINGS[attribute.key]
+    if more:
+        more_statements, more_questions = MORE_TRAIN_PHRASINGS[attribute.key]
+        statements, questions = statements + more_statements, questions + more_questions
     return attribute.statements[:-1] + statements, attribute.questions[:-1] + questions
 
 

@@ -28,13 +28,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--id-prefix", default="synth",
                    help="ids are PREFIX-00042-attribute (default synth); a second set with another prefix "
                    "can be indexed beside the first")
-    p.add_argument("--avoid", metavar="FOLDER",
+    p.add_argument("--avoid", metavar="FOLDER", action="append", default=[],
                    help="another benchmark's folder: none of its people's names is used here (fresh "
-                   "training people that never share a name with its dev or test people)")
+                   "training people that never share a name with its dev or test people); repeat for several")
     p.add_argument("--varied", action="store_true",
                    help="training people stated and asked in many more phrasings, with four more kinds of fact; "
                    "their dev people use phrasings seen nowhere else (no test split: the benchmark's test is the "
                    "test). See offline_tools/synth_varied.py")
+    p.add_argument("--more-phrasings", action="store_true",
+                   help="with --varied: a second batch of training phrasings (other sentence shapes) besides the first")
     p.set_defaults(func=run)
 
 
@@ -44,15 +46,17 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = SynthConfig(train_people=args.train_people, dev_people=args.dev_people,
                              test_people=args.test_people, seed=args.seed, id_prefix=args.id_prefix,
-                             varied=args.varied)
+                             varied=args.varied, more_phrasings=args.more_phrasings)
     except ValueError as error:
         raise UsageError(str(error)) from error
-    if args.avoid and Path(args.output).resolve() == Path(args.avoid).resolve():
-        raise UsageError(f"--avoid {args.avoid} is the --output folder; name another benchmark")
-    avoid = _names_in(Path(args.avoid)) if args.avoid else set()
-    if args.avoid and _prefix_of(Path(args.avoid)) == args.id_prefix:
-        raise UsageError(f"--id-prefix {args.id_prefix} is also the prefix of --avoid {args.avoid}: the two "
-                         "would overwrite each other's passages in a shared index; choose another prefix")
+    avoid: set[str] = set()
+    for folder in args.avoid:
+        if Path(args.output).resolve() == Path(folder).resolve():
+            raise UsageError(f"--avoid {folder} is the --output folder; name another benchmark")
+        avoid |= _names_in(Path(folder))
+        if _prefix_of(Path(folder)) == args.id_prefix:
+            raise UsageError(f"--id-prefix {args.id_prefix} is also the prefix of --avoid {folder}: the two "
+                             "would overwrite each other's passages in a shared index; choose another prefix")
     manifest = write_benchmark(args.output, config, avoid_names=avoid)
     print(json.dumps({"output": args.output, "passages": manifest["passages"], "questions": manifest["questions"]}))
     return 0

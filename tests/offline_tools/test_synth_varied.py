@@ -9,14 +9,17 @@ import pytest
 
 from cli.main import main
 from offline_tools.synth import ATTRIBUTES, SynthConfig, generate
-from offline_tools.synth_varied import DEV_PHRASINGS, EXTRA_ATTRIBUTES, TRAIN_PHRASINGS
+from offline_tools.synth_varied import DEV_PHRASINGS, EXTRA_ATTRIBUTES, MORE_TRAIN_PHRASINGS, TRAIN_PHRASINGS
 from tests.offline_tools.test_synth import _statement_pattern
 
 HELD_OUT = [t for a in ATTRIBUTES for t in (a.statements[-1], a.questions[-1])]
 BENCHMARK_TRAIN = [t for a in ATTRIBUTES for t in a.statements[:-1] + a.questions[:-1]]
 EXTRA_TRAIN = [t for s, q in TRAIN_PHRASINGS.values() for t in s + q]
 EXTRA_TRAIN += [t for a in EXTRA_ATTRIBUTES for t in a.statements + a.questions]
+MORE_TRAIN = [t for s, q in MORE_TRAIN_PHRASINGS.values() for t in s + q]
 DEV = [t for s, q in DEV_PHRASINGS.values() for t in s + q]
+TEST_FRAGMENTS = ("first saw the light of day", "arrived into the world", "currently dwells in", "is an employee",
+                  "by trade", "has been married to")
 
 
 def _matches(templates: list[str], text: str) -> set[str]:
@@ -31,9 +34,8 @@ def test_the_phrasing_sets_are_disjoint_and_never_a_test_phrasing():
         assert len(set(statements) - set(attribute.statements)) >= 8, attribute.key
         assert len(set(questions) - set(attribute.questions)) >= 7, attribute.key
     # the fragments that mark each test phrasing appear in no varied statement either
-    for fragment in ("first saw the light of day", "arrived into the world", "currently dwells in",
-                     "is an employee", "by trade", "has been married to"):
-        assert not [t for t in EXTRA_TRAIN + DEV if fragment in t.lower()], fragment
+    for fragment in TEST_FRAGMENTS:
+        assert not [t for t in EXTRA_TRAIN + MORE_TRAIN + DEV if fragment in t.lower()], fragment
     assert set(TRAIN_PHRASINGS) == set(DEV_PHRASINGS) == {a.key for a in ATTRIBUTES}
     assert not {a.key for a in EXTRA_ATTRIBUTES} & {a.key for a in ATTRIBUTES}
 
@@ -58,6 +60,26 @@ def test_varied_people_use_their_own_phrasings_and_kinds_of_fact():
     assert kinds["dev"] == {a.key for a in ATTRIBUTES}  # dev measures the benchmark's own six
 
 
+def test_the_second_batch_is_new_and_used_only_when_asked():
+    earlier = set(BENCHMARK_TRAIN) | set(EXTRA_TRAIN) | set(HELD_OUT) | set(DEV)
+    assert set(MORE_TRAIN_PHRASINGS) == {a.key for a in ATTRIBUTES} and not set(MORE_TRAIN) & earlier
+    for key, (statements, questions) in MORE_TRAIN_PHRASINGS.items():
+        assert len(set(statements)) >= 9 and len(set(questions)) >= 7, key
+        assert all("{name}" in t and ("{value}" in t or "{a_value}" in t) for t in statements), key
+        assert all("{name}" in t for t in questions), key
+    config = dict(train_people=600, dev_people=40, test_people=0, varied=True)
+    corpus, questions = generate(SynthConfig(**config, more_phrasings=True))
+    texts = [p["text"] for p in corpus if p["split"] == "train"] + [q["question"] for q in questions["train"]]
+    used = set().union(*(_matches(MORE_TRAIN, text) for text in texts))
+    assert len(used) > 0.9 * len(MORE_TRAIN)
+    dev_texts = [p["text"] for p in corpus if p["split"] == "dev"] + [q["question"] for q in questions["dev"]]
+    assert all(_matches(DEV, text) for text in dev_texts)  # dev people keep their own phrasings
+    corpus, questions = generate(SynthConfig(**config))
+    assert not any(_matches(MORE_TRAIN, p["text"]) for p in corpus)  # the first batch alone, as before
+    with pytest.raises(ValueError, match="set `varied` too"):
+        SynthConfig(more_phrasings=True)
+
+
 def test_the_benchmark_is_unchanged_by_the_varied_option():
     """The seed-0 benchmark every figure in docs/results.md was measured on: its test questions, byte
     for byte as `regrad synth --seed 0` writes them (the shipped files' md5)."""
@@ -76,6 +98,21 @@ def test_cli_writes_a_varied_set_and_refuses_test_people(tmp_path: Path, capsys)
     refused = tmp_path / "refused"
     assert main(["synth", "--output", str(refused), "--varied"]) == 2  # the default 60 test people
     assert "test_people=60" in capsys.readouterr().err and not refused.exists()
+    more, first = tmp_path / "more", tmp_path / "first"  # --avoid repeats: no name of either set is drawn again
+    assert main(["synth", "--output", str(more), "--varied", "--more-phrasings", "--train-people", "20",
+                 "--dev-people", "0", "--test-people", "0", "--id-prefix", "v2", "--avoid", str(out),
+                 "--avoid", str(first)]) != 0  # a folder that is not there yet is named
+    assert str(first / "corpus.jsonl") in capsys.readouterr().err and not more.exists()
+    assert main(["synth", "--output", str(first), "--train-people", "20", "--dev-people", "5",
+                 "--test-people", "5", "--seed", "1"]) == 0
+    assert main(["synth", "--output", str(more), "--varied", "--more-phrasings", "--train-people", "20",
+                 "--dev-people", "0", "--test-people", "0", "--id-prefix", "v2", "--avoid", str(out),
+                 "--avoid", str(first)]) == 0
+    names = {json.loads(line)["title"] for line in (more / "corpus.jsonl").open()}
+    for earlier in (out, first):
+        assert not names & {json.loads(line)["title"] for line in (earlier / "corpus.jsonl").open()}
+    manifest = json.loads((more / "synth.json").read_text())
+    assert manifest["config"]["more_phrasings"] is True and manifest["avoided_names"] > 25
 
 
 @pytest.mark.parametrize("attribute", EXTRA_ATTRIBUTES, ids=lambda a: a.key)
