@@ -5,8 +5,8 @@
 
 The exported learner is loaded, rounded (bf16) and saved with the fingerprint of the rounded
 weights, so a gradient store must be encoded with the exported learner, not the run's. The run's
-record (training_log.jsonl, gzipped, training_curves.png, summary.json, train_args.json, found beside
-the checkpoint folder) is copied along when present. A run warm-started from another learner
+record (training_log.jsonl, gzipped; training_curves.png, as a palette PNG; summary.json; train_args.json;
+found beside the checkpoint folder) is copied along when present. A run warm-started from another learner
 (`regrad train --init-from`) also gets `init.json` (that learner's path and fingerprint) and that
 learner's own record under `init/` (a shipped folder's `runs/` and `soup.json` included): the
 exported folder keeps the whole lineage.
@@ -35,8 +35,14 @@ INIT_JSON = "init.json"
 
 
 def _copy(source: Path, target: Path) -> str:
-    """Copy one record file; a training log is written gzipped (reproducibly: no name or time in the header)."""
+    """Copy one record file; a training log is written gzipped (reproducibly: no name or time in the header)
+    and a plot as a palette PNG (`compact_png`: what a run wrote before plots were compact shrinks too)."""
+    from offline_tools.plots import compact_png
+
     target.parent.mkdir(parents=True, exist_ok=True)
+    if source.suffix == ".png":
+        compact_png(source, target)
+        return target.name
     if source.name != LOG:
         shutil.copyfile(source, target)
         return target.name

@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
-__all__ = ["plot_training_log"]
+__all__ = ["compact_png", "plot_training_log"]
+
+
+def compact_png(image: str | Path | io.BytesIO, png_path: str | Path) -> Path:
+    """Write `image` to `png_path` as a 256-colour palette PNG: a line plot looks the same at about 40 % of
+    the bytes (a shipped learner's folder carries one plot per run and must stay under 5 MB). Deterministic."""
+    from PIL import Image
+
+    png_path = Path(png_path)
+    with Image.open(image) as picture:
+        palette = picture.convert("RGB").quantize(colors=256)
+    png_path.parent.mkdir(parents=True, exist_ok=True)
+    palette.save(png_path, format="PNG", optimize=True)
+    return png_path
 
 
 def _events(log_path: Path) -> tuple[list[dict], list[dict]]:
@@ -62,7 +76,7 @@ def plot_training_log(log_path: str | Path, png_path: str | Path) -> Path | None
     axes[3].set(title="step sizes", xlabel="step")
     axes[3].legend()
     fig.tight_layout()
-    png_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png_path, dpi=80)
+    rendered = io.BytesIO()
+    fig.savefig(rendered, format="png", dpi=80)
     plt.close(fig)
-    return png_path
+    return compact_png(rendered, png_path)

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from cli.main import main
 
@@ -18,9 +19,13 @@ def test_export_writes_a_loadable_bf16_learner_with_its_run_record(tmp_path: Pat
     run = tmp_path / "run"
     real_learner.save(run / "best")  # untrained, fp32 (saving in fp32 leaves the shared learner as it is)
     (run / "training_log.jsonl").write_text('{"event": "validation", "step": 0}\n')
+    Image.new("RGBA", (320, 80), "#1f77b4").save(run / "training_curves.png")  # as a run before compact plots
     assert main(["export", "--checkpoint", str(run / "best"), "--output", str(tmp_path / "shipped")]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert report["weights_dtype"] == "bfloat16" and report["copied"] == ["training_log.jsonl.gz"]
+    assert report["weights_dtype"] == "bfloat16"
+    assert report["copied"] == ["training_log.jsonl.gz", "training_curves.png"]
+    with Image.open(tmp_path / "shipped" / "training_curves.png") as plot:
+        assert plot.mode == "P" and plot.size == (320, 80)  # copied as a palette PNG
     source = (run / "best" / "learner.safetensors").stat().st_size
     exported = (tmp_path / "shipped" / "learner.safetensors").stat().st_size
     assert exported < 0.51 * source
