@@ -6,8 +6,10 @@ below (what the tests check without a server).
 
 - Mapping: `title` and `text` as `text` with the `english` analyzer; `dynamic: strict`, so no stray
   fields (the reference stored a `refresh` field in every document by accident).
-- Query: `multi_match`, `best_fields` over title and text, `tie_breaker` 0.5, `size` = k (the
-  reference fetched 1000 full documents per query and kept 3).
+- Query: `multi_match`, `best_fields` over title and text, `tie_breaker` 0.5, `size` = k + 8 (the
+  reference fetched 1000 full documents per query and kept 3). Equal scores are ordered by passage
+  id, as the tantivy backend orders them: the 8 extra hits show whether a tie runs past the k-th,
+  and a tie that runs past them is searched again with twice the size (up to k + 1,024).
 - Bulk: `streaming_bulk` (chunks by count and bytes, retries 429 with capped backoff), then a
   refresh and a count: fewer documents than expected raises `IndexingError` with the numbers
   (Elasticsearch stops writing silently past its disk flood-stage watermark). The disk watermark
@@ -34,7 +36,7 @@ from elasticsearch import helpers
 
 from retrieval.config import RetrieverConfig
 from retrieval.errors import BackendError, BackendUnavailableError, IndexingError, IndexNotFoundError
-from retrieval.passage import Passage
+from retrieval.passage import Passage, by_score_then_id, ties_past
 from retrieval.validation import check_k, check_passage, clean_text
 
 __all__ = [
@@ -51,6 +53,7 @@ logger = logging.getLogger("regrad.retrieval")
 
 MAX_QUERY_WORDS = 1000  # under ES's default max_clause_count (4096 in 8.x) for two fields
 MSEARCH_BATCH = 128  # queries per _msearch request, as the reference
+TIE_WINDOW = 8       # hits asked past the k-th, to order equal scores by id (`by_score_then_id`)
 _SOURCE = ["title", "text"]
 
 
@@ -294,11 +297,19 @@ class ElasticsearchRetriever:
         check_k(k)
         if not _query_text(query):
             return []
+        size = k + TIE_WINDOW
         with self._missing_as_empty(), _translated_errors(self.url, self.index):
-            response = self._client.search(index=self.index, **search_body(query, k, self.tie_breaker,
-                                                                           self.title_boost))
-            return parse_hits(response.body)
+            hits = self._search(query, size)
+            while ties_past([h.score for h in hits], k, size):
+                size *= 2
+                hits = self._search(query, size)
+            return by_score_then_id(hits, k)
         return []
+
+    def _search(self, query: str, size: int) -> list[Passage]:
+        response = self._client.search(index=self.index, **search_body(query, size, self.tie_breaker,
+                                                                       self.title_boost))
+        return parse_hits(response.body)
 
     def search_many(self, queries: Sequence[str], k: int = 10) -> list[list[Passage]]:
         check_k(k)
@@ -306,11 +317,16 @@ class ElasticsearchRetriever:
         todo = [i for i, q in enumerate(queries) if _query_text(q)]
         for start in range(0, len(todo), MSEARCH_BATCH):
             batch = todo[start:start + MSEARCH_BATCH]
-            searches = msearch_body(self.index, [queries[i] for i in batch], k, self.tie_breaker, self.title_boost)
+            size = k + TIE_WINDOW
+            searches = msearch_body(self.index, [queries[i] for i in batch], size, self.tie_breaker,
+                                    self.title_boost)
             with self._missing_as_empty(), _translated_errors(self.url, self.index):
                 response = self._client.msearch(searches=searches)
                 for i, item in zip(batch, response.body["responses"], strict=True):
-                    results[i] = _msearch_item(item, self.url, self.index)
+                    hits = _msearch_item(item, self.url, self.index)
+                    # a tie past the window (rare): that one query again, alone, with room for the tie
+                    results[i] = (self.search(queries[i], k) if ties_past([h.score for h in hits], k, size)
+                                  else by_score_then_id(hits, k))
         return results
 
     def get(self, ids: Sequence[str]) -> list[Passage]:

@@ -1,11 +1,14 @@
-"""The one record every backend returns, and the stable id of a paragraph without an id."""
+"""The one record every backend returns, the stable id of a paragraph without an id, and the one
+order of search hits (by score, equal scores by id) every BM25 backend returns."""
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass
 
-__all__ = ["Passage", "passage_id", "normalize_whitespace"]
+__all__ = ["MAX_TIED_HITS", "Passage", "by_score_then_id", "normalize_whitespace", "passage_id", "ties_past"]
+
+MAX_TIED_HITS = 1024  # hits a search reads past the k-th while scores still tie with it (id order decides)
 
 
 @dataclass
@@ -46,3 +49,21 @@ def passage_id(title: str, text: str) -> str:
     key = f"{normalize_whitespace(title)}\x1f{normalize_whitespace(text)}".encode()
     # 64 bits: ~1e-5 chance of any collision among 21M passages (birthday bound).
     return hashlib.blake2b(key, digest_size=8).hexdigest()
+
+
+def by_score_then_id(hits: list[Passage], k: int) -> list[Passage]:
+    """The first `k` of `hits` (best first, as a search returned them) by score, equal scores by id.
+
+    A search engine lists equal scores in its own storage order, which differs between two builds of
+    one corpus; ordering them by id makes every build, and every BM25 backend, retrieve alike.
+    """
+    if not hits:
+        return []
+    kth = hits[min(k, len(hits)) - 1].score
+    return sorted((p for p in hits if p.score >= kth), key=lambda p: (-p.score, p.id))[:k]
+
+
+def ties_past(scores: list[float], k: int, limit: int) -> bool:
+    """Whether a search that asked for `limit` hits (scores best first) may have cut a tie with the
+    k-th hit, so it must ask for more; past k + MAX_TIED_HITS the tie is left as the engine cut it."""
+    return len(scores) >= limit > k and scores[-1] >= scores[k - 1] and limit <= k + MAX_TIED_HITS

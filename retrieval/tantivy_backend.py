@@ -27,7 +27,7 @@ import tantivy
 from retrieval._indexdir import prepare_dir, write_info
 from retrieval.config import RetrieverConfig
 from retrieval.errors import IndexLockedError, RetrievalError
-from retrieval.passage import Passage
+from retrieval.passage import Passage, by_score_then_id, ties_past
 from retrieval.validation import check_k, check_passage, clean_text
 
 __all__ = ["TantivyRetriever", "english_analyzer"]
@@ -36,7 +36,6 @@ ANALYZER_NAME = "regrad_en"
 MAX_QUERY_TERMS = 1024  # Lucene's default clause limit; longer queries keep their first terms
 MAX_TOKEN_CHARS = 40  # tantivy's en_stem default: longer tokens are URLs, hashes, junk
 COMMIT_EVERY = 100_000  # passages between commits while streaming a large corpus
-MAX_TIED_HITS = 1024  # hits read past the k-th while scores still tie with it (id order decides)
 
 
 def english_analyzer(remove_stopwords: bool = True) -> tantivy.TextAnalyzer:
@@ -131,15 +130,13 @@ class TantivyRetriever:
         # tantivy returns equal scores in segment order, which depends on how the index was written
         # (threads, commits); ordering ties by id makes every build of a corpus retrieve alike.
         limit = k + 1
-        while True:
-            hits = searcher.search(tantivy_query, limit=limit).hits
-            if len(hits) < limit or hits[-1][0] < hits[k - 1][0] or limit > k + MAX_TIED_HITS:
-                break
+        hits = searcher.search(tantivy_query, limit=limit).hits
+        while ties_past([score for score, _ in hits], k, limit):
             limit *= 2
+            hits = searcher.search(tantivy_query, limit=limit).hits
         kth = hits[min(k, len(hits)) - 1][0] if hits else 0.0  # hits below it are not read from disk
-        passages = [self._to_passage(searcher.doc(address), score) for score, address in hits if score >= kth]
-        passages.sort(key=lambda p: (-p.score, p.id))
-        return passages[:k]
+        return by_score_then_id([self._to_passage(searcher.doc(address), score) for score, address in hits
+                                 if score >= kth], k)
 
     def search_many(self, queries: Sequence[str], k: int = 10) -> list[list[Passage]]:
         return [self.search(query, k) for query in queries]

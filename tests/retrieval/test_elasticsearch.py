@@ -25,7 +25,7 @@ from retrieval import (
     RetrieverConfig,
     open_retriever,
 )
-from retrieval.elasticsearch_backend import disk_watermark_warnings, index_body, search_body
+from retrieval.elasticsearch_backend import TIE_WINDOW, disk_watermark_warnings, index_body, search_body
 
 PASSAGES = [
     Passage("p1", "Ed Wood", "Edward Wood was an American filmmaker."),
@@ -88,13 +88,13 @@ def test_add_creates_index_bulk_indexes_and_searches(es_stub):
 
     hits = retriever.search("Scott Derrickson director", k=2)
     sent = json.loads(cluster.last("_search")["raw"])
-    assert sent["size"] == 2 and sent["query"]["multi_match"]["tie_breaker"] == 0.5
+    assert sent["size"] == 2 + TIE_WINDOW and sent["query"]["multi_match"]["tie_breaker"] == 0.5
     assert [h.id for h in hits][0] == "p2" and hits[0].title == "Scott Derrickson" and hits[0].score > 0
 
     batches = retriever.search_many(["Ed Wood", "", "2016 film"], k=1)
     assert [[h.id for h in b] for b in batches] == [["p1"], [], ["p3"]]  # a blank query is not sent
     msearch = [json.loads(line) for line in cluster.last("_msearch")["raw"].decode().splitlines()]
-    assert len(msearch) == 4 and msearch[0] == {"index": "regrad-test"} and msearch[1]["size"] == 1
+    assert len(msearch) == 4 and msearch[0] == {"index": "regrad-test"} and msearch[1]["size"] == 1 + TIE_WINDOW
 
     assert [p.id for p in retriever.get(["p3", "missing", "p1"])] == ["p3", "p1"]
     assert retriever.delete(["p1", "missing"]) == 1 and retriever.count() == 2
@@ -109,6 +109,28 @@ def test_index_corpus_into_a_new_index(es_stub, shared_data):
     report = index_corpus(_retriever(url, es_chunk_size=300), [path], progress=False)
     assert (report.count_before, report.count_after, report.sent) == (0, 1000, 1000)
     assert sum(r["path"].endswith("_bulk") for r in cluster.requests) == 4  # chunks of 300
+
+
+def test_equal_scores_come_back_in_id_order_as_from_tantivy(es_stub):
+    """The stub, like Elasticsearch, lists equal scores in the order documents were stored."""
+    url, cluster = es_stub
+    retriever = _retriever(url)
+    retriever.add([Passage(f"p{i:02d}", "Tied", f"An orchard of pears number {i}.") for i in (7, 3, 5)]
+                  + [Passage("q00", "Other", "Nothing alike.")])
+    assert [h.id for h in retriever.search("orchard pears", k=2)] == ["p03", "p05"]  # stored: p07, p03, p05
+    assert [[h.id for h in b] for b in retriever.search_many(["orchard pears", "pears"], k=2)] == [
+        ["p03", "p05"], ["p03", "p05"]]
+    # a tie that runs past the window: searched again with room for it, so the lowest ids still win
+    retriever.add([Passage(f"w{i:02d}", "Wide", f"A wide field of turnips {i}.") for i in range(30, 0, -1)])
+    sizes: list[int] = []
+    for search in (lambda: retriever.search("wide turnips", k=3),
+                   lambda: retriever.search_many(["wide turnips"], k=3)[0]):
+        cluster.requests.clear()
+        assert [h.id for h in search()] == ["w01", "w02", "w03"]
+        sizes.append([json.loads(r["raw"].decode().splitlines()[-1])["size"] for r in cluster.requests
+                      if "_search" in r["path"] or "_msearch" in r["path"]])
+    window = 3 + TIE_WINDOW  # 30 tied hits: asked for 11, 22, then 44 (30 come back, the tie is whole)
+    assert sizes == [[window, 2 * window, 4 * window], [window, window, 2 * window, 4 * window]]
 
 
 def test_count_shortfall_fails_loudly_with_the_numbers(es_stub):

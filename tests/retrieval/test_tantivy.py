@@ -199,3 +199,17 @@ def test_equal_scores_are_ordered_by_id_so_every_build_retrieves_alike(tmp_path:
     assert [[p.id for p in hits] for hits in results] == [["twin-0", "twin-1", "twin-10"]] * 2
     assert len({p.score for p in results[0]}) == 1                       # a true tie
     assert [p.id for p in results[1]] != [p.id for p in twins[::-1][:3]]  # not the write order
+
+
+def test_hit_order_helpers_order_ties_by_id_and_ask_for_more_only_when_a_tie_may_be_cut():
+    from retrieval.passage import MAX_TIED_HITS, by_score_then_id, ties_past
+
+    hits = [Passage("c", "", "", 3.0), Passage("z", "", "", 2.0), Passage("b", "", "", 2.0),
+            Passage("a", "", "", 2.0), Passage("y", "", "", 1.0)]
+    assert [p.id for p in by_score_then_id(hits, 2)] == ["c", "a"]
+    assert [p.id for p in by_score_then_id(hits, 10)] == ["c", "a", "b", "z", "y"]
+    assert by_score_then_id([], 3) == []
+    assert ties_past([3.0, 2.0, 2.0], k=2, limit=3)          # the 3rd ties the 2nd: more may follow
+    assert not ties_past([3.0, 2.0, 1.0], k=2, limit=3)      # the tie ended inside the window
+    assert not ties_past([3.0, 2.0], k=2, limit=3)           # fewer hits than asked: nothing was cut
+    assert not ties_past([1.0] * 2000, k=2, limit=2 + MAX_TIED_HITS + 1)  # past the cap: left as cut
