@@ -32,6 +32,7 @@ LOG = "training_log.jsonl"
 LOG_GZ = LOG + ".gz"   # exported logs are gzipped: 5x smaller, and a shipped folder must stay under 5 MB
 SOUP_JSON = "soup.json"
 INIT_JSON = "init.json"
+_RECORD_FILES = {*RUN_RECORD, LOG_GZ, SOUP_JSON, INIT_JSON}  # what an exported folder's record is made of
 
 
 def _copy(source: Path, target: Path) -> str:
@@ -70,11 +71,10 @@ def _copy_init(init: Path, folder: Path) -> list[str]:
     with atomic_text(folder / INIT_JSON) as f:
         json.dump({"init_from": str(init), "fingerprint": Learner.read_meta(init)["fingerprint"],
                    "record": "init"}, f, indent=2)
-    if not any((init / name).is_file() for name in (*RUN_RECORD, LOG_GZ, SOUP_JSON, INIT_JSON)):
+    if not any((init / name).is_file() for name in _RECORD_FILES):
         _copy_record(init, folder / "init")   # a run's best/: its record is beside it
     else:                                      # an exported folder: its record is inside it, runs/ included
-        keep = {*RUN_RECORD, LOG_GZ, SOUP_JSON, INIT_JSON}
-        for path in sorted(p for p in init.rglob("*") if p.is_file() and p.name in keep):
+        for path in sorted(p for p in init.rglob("*") if p.is_file() and p.name in _RECORD_FILES):
             _copy(path, folder / "init" / path.relative_to(init))
     return [INIT_JSON, "init/"]
 

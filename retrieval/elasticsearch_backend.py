@@ -297,13 +297,8 @@ class ElasticsearchRetriever:
         check_k(k)
         if not _query_text(query):
             return []
-        size = k + TIE_WINDOW
         with self._missing_as_empty(), _translated_errors(self.url, self.index):
-            hits = self._search(query, size)
-            while ties_past([h.score for h in hits], k, size):
-                size *= 2
-                hits = self._search(query, size)
-            return by_score_then_id(hits, k)
+            return self._ordered(query, k, self._search(query, k + TIE_WINDOW), k + TIE_WINDOW)
         return []
 
     def _search(self, query: str, size: int) -> list[Passage]:
@@ -311,22 +306,27 @@ class ElasticsearchRetriever:
                                                                        self.title_boost))
         return parse_hits(response.body)
 
+    def _ordered(self, query: str, k: int, hits: list[Passage], size: int) -> list[Passage]:
+        """The top k of `hits` (a search of `size`), equal scores by id; while a tie may run past
+        them, the query again with twice the size (rare)."""
+        while ties_past([h.score for h in hits], k, size):
+            size *= 2
+            hits = self._search(query, size)
+        return by_score_then_id(hits, k)
+
     def search_many(self, queries: Sequence[str], k: int = 10) -> list[list[Passage]]:
         check_k(k)
         results: list[list[Passage]] = [[] for _ in queries]
         todo = [i for i, q in enumerate(queries) if _query_text(q)]
+        size = k + TIE_WINDOW
         for start in range(0, len(todo), MSEARCH_BATCH):
             batch = todo[start:start + MSEARCH_BATCH]
-            size = k + TIE_WINDOW
             searches = msearch_body(self.index, [queries[i] for i in batch], size, self.tie_breaker,
                                     self.title_boost)
             with self._missing_as_empty(), _translated_errors(self.url, self.index):
                 response = self._client.msearch(searches=searches)
                 for i, item in zip(batch, response.body["responses"], strict=True):
-                    hits = _msearch_item(item, self.url, self.index)
-                    # a tie past the window (rare): that one query again, alone, with room for the tie
-                    results[i] = (self.search(queries[i], k) if ties_past([h.score for h in hits], k, size)
-                                  else by_score_then_id(hits, k))
+                    results[i] = self._ordered(queries[i], k, _msearch_item(item, self.url, self.index), size)
         return results
 
     def get(self, ids: Sequence[str]) -> list[Passage]:
