@@ -230,6 +230,7 @@ class SynthConfig:
     id_prefix: str = "synth"  # ids are `<prefix>-<00042>-<attribute>`; another prefix can share an index
     varied: bool = False      # training-only people in many more phrasings and kinds of fact (synth_varied.py)
     more_phrasings: bool = False  # with `varied`: a second batch of training phrasings besides the first
+    wide_dev: bool = False        # with `varied`: dev people in 10 unseen phrasings per attribute, not 2
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_]+", self.id_prefix):
@@ -242,6 +243,8 @@ class SynthConfig:
                              f"got {self.min_attributes} and {self.max_attributes}")
         if self.more_phrasings and not self.varied:
             raise ValueError("`more_phrasings` adds to a `varied` set's phrasings; set `varied` too")
+        if self.wide_dev and not self.varied:
+            raise ValueError("`wide_dev` widens a `varied` set's dev phrasings; set `varied` too")
         if self.varied and self.test_people:
             raise ValueError("a `varied` set has no test people (its phrasings are for training and its own "
                              f"dev split; the benchmark's test split is the test), got test_people={self.test_people}")
@@ -279,7 +282,8 @@ def generate(config: SynthConfig, avoid_names: Iterable[str] = ()) -> tuple[list
             for attribute in facts:
                 value = attribute.draw(rng)
                 if config.varied:
-                    statements, asks = varied_phrasings(attribute, split, more=config.more_phrasings)
+                    statements, asks = varied_phrasings(attribute, split, more=config.more_phrasings,
+                                                        wide=config.wide_dev)
                 else:
                     statements = attribute.statements[-1:] if held_out else attribute.statements[:-1]
                     asks = attribute.questions[-1:] if held_out else attribute.questions[:-1]

@@ -14,6 +14,11 @@ to generalise needs many more ways of saying and asking the same thing. `--varie
 - dev: only `DEV_PHRASINGS`, which no training person and no test person uses, and only the six
   benchmark attributes: a validation split that measures unseen phrasings the way the benchmark's
   test split does, without touching the test split.
+- dev with `--wide-dev`: `DEV_PHRASINGS` and `WIDE_DEV_PHRASINGS` (10 statements and 10 questions per
+  attribute in all). The test split is one held-out phrasing per attribute, so a dev split of two
+  predicts it poorly (two learners 2 points apart on the narrow dev split were 2.7 apart the other
+  way on test); a wide one averages over many unseen phrasings, which is what a choice between
+  learners should rest on.
 
 None of these equals a benchmark test phrasing (held out), and the benchmark's own files (`--varied`
 off) do not change: `tests/offline_tools/test_synth_varied.py` checks both.
@@ -23,8 +28,8 @@ from __future__ import annotations
 
 from offline_tools.synth import ATTRIBUTES, Attribute, _person_name, _place
 
-__all__ = ["TRAIN_PHRASINGS", "MORE_TRAIN_PHRASINGS", "DEV_PHRASINGS", "EXTRA_ATTRIBUTES", "varied_phrasings",
-           "varied_attributes"]
+__all__ = ["TRAIN_PHRASINGS", "MORE_TRAIN_PHRASINGS", "DEV_PHRASINGS", "WIDE_DEV_PHRASINGS", "EXTRA_ATTRIBUTES",
+           "varied_phrasings", "varied_attributes"]
 
 # attribute key -> (extra statements, extra questions), training people only
 TRAIN_PHRASINGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -247,15 +252,85 @@ EXTRA_ATTRIBUTES: tuple[Attribute, ...] = (
 )
 
 
-def varied_phrasings(attribute: Attribute, split: str, more: bool = False) -> tuple[tuple[str, ...], tuple[str, ...]]:
+# attribute key -> (statements, questions) added to DEV_PHRASINGS for `--wide-dev`: 8 + 8 more, unseen in
+# training and test, so that a dev split averages over many unseen phrasings instead of two
+WIDE_DEV_PHRASINGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "birthplace": (
+        ("{value} was the town of {name}'s birth.", "The town that {name} was born in is {value}.",
+         "Long ago, {name} entered life in {value}.", "The birth certificate of {name} names {value} as the town.",
+         "{name} was brought into the world at {value}.", "The hometown of {name}, where {name} was born, is {value}.",
+         "Place where {name} was born: {value}.", "{name} spent the first day of life in {value}, the town of birth."),
+        ("Which town is the one {name} was born in?", "Where did {name}'s birth take place?",
+         "What is the name of the town where {name} was born?", "{name} is a native of which town?",
+         "Where was {name} brought into the world?", "Which town issued {name}'s birth certificate?",
+         "What was {name}'s town of birth?", "Which is {name}'s hometown, where {name} was born?"),
+    ),
+    "birth_year": (
+        ("{name}'s birth is dated {value}.", "The year of {name}'s birth was {value}.",
+         "{name} came along in {value}.", "{name}, whose birth year is {value}, lives quietly.",
+         "A register entry of {value} notes the birth of {name}.",
+         "{name} was a baby in {value}, the year of the birth.", "Born: {value}. Name: {name}.",
+         "{name} has been alive since the year {value}."),
+        ("What is the year in which {name} was born?", "{name} was born in what year?",
+         "When, by year, was {name} born?",
+         "What year is {name}'s birth dated to?", "Which year was the year of {name}'s birth?",
+         "Since which year has {name} been alive?", "In which year did {name}'s life begin?",
+         "What birth year does {name} have?"),
+    ),
+    "occupation": (
+        ("{name}'s work is that of {a_value}.", "{name} earns money as {a_value}.",
+         "{name} is known in town as {a_value}.",
+         "The line of work of {name} is {value}.", "{name} chose to become {a_value} and still is one.",
+         "By calling, {name} is {a_value}.", "{name} is employed as {a_value}.", "Job title of {name}: {value}."),
+        ("What does {name} do to earn money?", "What is {name}'s calling?", "What is {name} employed as?",
+         "Which occupation does {name} have?", "What kind of worker is {name}?", "What is {name}'s job title?",
+         "Which profession is {name}'s?", "What does {name} do all day at work?"),
+    ),
+    "employer": (
+        ("{name} has worked for the {value} for some years.", "The {value} gives {name} a job.",
+         "{name} is a worker at the {value}.", "{name}'s wages come from the {value}.",
+         "Among the employees of the {value} is {name}.", "{name} works in the offices of the {value}.",
+         "Workplace of {name}: the {value}.", "{name} joined the {value} as staff and works there."),
+        ("Which organization is {name} working for?", "At what organization is {name} on staff?",
+         "What is the name of {name}'s employer?", "Where does {name} go to work?",
+         "What organization does {name} work at?", "{name} is employed by which organization?",
+         "Whose staff does {name} belong to?", "Which organization is {name}'s workplace?"),
+    ),
+    "spouse": (
+        ("{name} is wedded to {value}.", "{name} chose {value} as a partner for life and married.",
+         "{value} and {name} are a married couple.", "{name} exchanged vows with {value}.",
+         "The person married to {name} is {value}.", "At the wedding, {name} married {value}.",
+         "{name} has {value} as a spouse.", "Husband or wife of {name}: {value}."),
+        ("Whom is {name} married to?", "Who did {name} exchange vows with?", "Who is {name} wedded to?",
+         "Name {name}'s spouse.", "Who is the married partner of {name}?", "Which person is {name}'s spouse?",
+         "Who is the one {name} married?", "Who is in a marriage with {name}?"),
+    ),
+    "residence": (
+        ("{name} has lived in {value} for some time.", "{name}'s house is in {value}.",
+         "{name} is settled in {value} these days.", "The town where {name} lives is {value}.",
+         "{name} rents rooms in {value} and lives there.", "Home for {name} is {value}.",
+         "Town of residence of {name}: {value}.", "{name} stays in {value}, where {name} lives."),
+        ("Where does {name} keep house?", "Which town has {name} as a resident?", "In what town is {name}'s house?",
+         "Where does {name} live these days?", "What is the town {name} lives in?", "Where is {name} a resident?",
+         "Which town is {name}'s place of residence?", "Where can {name} be found at home?"),
+    ),
+}
+
+
+def varied_phrasings(attribute: Attribute, split: str, more: bool = False,
+                     wide: bool = False) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(statements, questions) a `--varied` person of `split` is written in.
 
     train: the benchmark's training phrasings and the extra ones (an extra attribute: all its own), and
-    with `more` the second batch too; dev: the dev-only phrasings. A varied set has no test split (the
-    benchmark's test is the test).
+    with `more` the second batch too; dev: the dev-only phrasings, with `wide` the wide batch too. A
+    varied set has no test split (the benchmark's test is the test).
     """
     if split == "dev":
-        return DEV_PHRASINGS[attribute.key]
+        statements, questions = DEV_PHRASINGS[attribute.key]
+        if wide:
+            wide_statements, wide_questions = WIDE_DEV_PHRASINGS[attribute.key]
+            statements, questions = statements + wide_statements, questions + wide_questions
+        return statements, questions
     if attribute.key not in TRAIN_PHRASINGS:
         return attribute.statements, attribute.questions
     statements, questions = TRAIN_PHRASINGS[attribute.key]

@@ -37,6 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "test). See offline_tools/synth_varied.py")
     p.add_argument("--more-phrasings", action="store_true",
                    help="with --varied: a second batch of training phrasings (other sentence shapes) besides the first")
+    p.add_argument("--wide-dev", action="store_true",
+                   help="with --varied: dev people in 10 unseen statements and 10 unseen questions per attribute "
+                   "(not 2), a dev split to choose between learners with")
     p.set_defaults(func=run)
 
 
@@ -46,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = SynthConfig(train_people=args.train_people, dev_people=args.dev_people,
                              test_people=args.test_people, seed=args.seed, id_prefix=args.id_prefix,
-                             varied=args.varied, more_phrasings=args.more_phrasings)
+                             varied=args.varied, more_phrasings=args.more_phrasings,
+                             wide_dev=args.wide_dev)
     except ValueError as error:
         raise UsageError(str(error)) from error
     avoid: set[str] = set()

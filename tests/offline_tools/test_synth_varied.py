@@ -9,7 +9,13 @@ import pytest
 
 from cli.main import main
 from offline_tools.synth import ATTRIBUTES, SynthConfig, generate
-from offline_tools.synth_varied import DEV_PHRASINGS, EXTRA_ATTRIBUTES, MORE_TRAIN_PHRASINGS, TRAIN_PHRASINGS
+from offline_tools.synth_varied import (
+    DEV_PHRASINGS,
+    EXTRA_ATTRIBUTES,
+    MORE_TRAIN_PHRASINGS,
+    TRAIN_PHRASINGS,
+    WIDE_DEV_PHRASINGS,
+)
 from tests.offline_tools.test_synth import _statement_pattern
 
 HELD_OUT = [t for a in ATTRIBUTES for t in (a.statements[-1], a.questions[-1])]
@@ -18,6 +24,7 @@ EXTRA_TRAIN = [t for s, q in TRAIN_PHRASINGS.values() for t in s + q]
 EXTRA_TRAIN += [t for a in EXTRA_ATTRIBUTES for t in a.statements + a.questions]
 MORE_TRAIN = [t for s, q in MORE_TRAIN_PHRASINGS.values() for t in s + q]
 DEV = [t for s, q in DEV_PHRASINGS.values() for t in s + q]
+WIDE_DEV = [t for s, q in WIDE_DEV_PHRASINGS.values() for t in s + q]
 TEST_FRAGMENTS = ("first saw the light of day", "arrived into the world", "currently dwells in", "is an employee",
                   "by trade", "has been married to")
 
@@ -78,6 +85,30 @@ def test_the_second_batch_is_new_and_used_only_when_asked():
     assert not any(_matches(MORE_TRAIN, p["text"]) for p in corpus)  # the first batch alone, as before
     with pytest.raises(ValueError, match="set `varied` too"):
         SynthConfig(more_phrasings=True)
+
+
+def test_the_wide_dev_batch_is_unseen_and_used_only_when_asked():
+    everything_else = BENCHMARK_TRAIN + EXTRA_TRAIN + MORE_TRAIN + DEV + HELD_OUT
+    assert set(WIDE_DEV_PHRASINGS) == {a.key for a in ATTRIBUTES} and not set(WIDE_DEV) & set(everything_else)
+    for fragment in TEST_FRAGMENTS:
+        assert not [t for t in WIDE_DEV if fragment in t.lower()], fragment
+    for key, (statements, questions) in WIDE_DEV_PHRASINGS.items():
+        assert len(set(statements)) == len(set(questions)) == 8, key
+        assert all("{name}" in t and ("{value}" in t or "{a_value}" in t) for t in statements), key
+        assert all("{name}" in t for t in questions), key
+    config = dict(train_people=200, dev_people=300, test_people=0, varied=True)
+    corpus, questions = generate(SynthConfig(**config, wide_dev=True))
+    dev_texts = [p["text"] for p in corpus if p["split"] == "dev"] + [q["question"] for q in questions["dev"]]
+    train_texts = [p["text"] for p in corpus if p["split"] == "train"] + [q["question"] for q in questions["train"]]
+    for text in dev_texts:  # each wide dev sentence is one of the dev phrasings, never a test one
+        assert _matches(DEV + WIDE_DEV, text) and not _matches(HELD_OUT, text), text
+    assert set().union(*(_matches(WIDE_DEV, text) for text in dev_texts)) == set(WIDE_DEV)  # all of it is used
+    assert not any(_matches(WIDE_DEV, text) for text in train_texts)  # training never sees it
+    corpus, questions = generate(SynthConfig(**config))
+    assert not any(_matches(WIDE_DEV, p["text"]) or _matches(WIDE_DEV, q["question"])  # off: dev as before
+                   for p, q in zip(corpus, questions["dev"]))
+    with pytest.raises(ValueError, match="set `varied` too"):
+        SynthConfig(wide_dev=True)
 
 
 def test_the_benchmark_is_unchanged_by_the_varied_option():
