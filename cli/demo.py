@@ -7,9 +7,9 @@ Steps (each one reuses what an earlier run built, so a second run is quick):
   3. augment the synthetic test questions and a HotpotQA dev split (top-3 passages each);
   4. the learner: the meta-trained one shipped in `checkpoints/` (its fingerprint is checked), or,
      with REGRAD_DEMO_TRAIN=1 (`make train`), meta-train it from scratch with the exact recipe: two
-     runs, their average, a third run warm-started from that average on varied people, the average
-     of the third run and its start, a fifth run warm-started from that on a second batch of
-     phrasings, and the average of the fifth run and its start (about 6.5 hours on a 2-core CPU);
+     runs, their average, run 3 warm-started from that average on varied people, the average of
+     run 3 and its start, run 5 warm-started from that on a second batch of phrasings, and the
+     average of run 5 and its start (about 6.5 hours on a 2-core CPU; run 4 was not shipped);
   5. encode the gradients the reported questions need into a gradient store;
   6. start the API, ask three questions over HTTP, evaluate in all five modes (the shift control
      included), print the table, stop the server.
@@ -355,6 +355,8 @@ def main(argv: list[str] | None = None) -> int:
         "checkpoint_fresh": ARTIFACTS / "checkpoint-fresh", "soup": ARTIFACTS / "checkpoint-soup",
         "synth_fresh": ARTIFACTS / "synth-fresh", "index_fresh": ARTIFACTS / "index-fresh",
         "synth_fresh_train": aug / "synth-fresh" / "train.jsonl", "mix_fresh": aug / "train_mix_fresh.jsonl",
+        # run 3 averaged with its start keeps the folder name it had when it was the final learner, so a
+        # machine that ran `make train` before reuses it
         "checkpoint_varied": ARTIFACTS / "checkpoint-varied", "soup_varied": ARTIFACTS / "checkpoint-trained",
         "checkpoint_more": ARTIFACTS / "checkpoint-more", "trained": ARTIFACTS / "checkpoint-trained-more",
         "synth_more": ARTIFACTS / "synth-more", "index_more": ARTIFACTS / "index-more",
