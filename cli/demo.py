@@ -206,7 +206,7 @@ def learner_folder(paths: dict[str, Path]) -> Path:
     """Step 4: the shipped learner, or one meta-trained here with the shipped learner's recipe."""
     if not TRAIN:
         step(f"4. the shipped meta-trained learner: {SHIPPED.relative_to(REPO)}")
-        print(f"fingerprint {shipped_fingerprint()[:16]}… (checked when the server loads it); "
+        print(f"fingerprint {fingerprint(SHIPPED)[:16]}… (checked when the server loads it); "
               f"REGRAD_DEMO_TRAIN=1 make demo (or make train) reproduces it")
         return SHIPPED
     common = ["--dev", str(paths["val"]), "--preset", TRAIN_PRESET,
@@ -230,30 +230,26 @@ def learner_folder(paths: dict[str, Path]) -> Path:
         regrad("export", "--checkpoint", str(paths["checkpoint"] / "best"), "--checkpoint",
                str(paths["checkpoint_fresh"] / "best"), "--output", str(paths["soup"]))
     step(f"4c. meta-train run 3 from their average ({VARIED_STEPS} steps on the mix with varied people)")
-    run3 = ["--dev", str(paths["val_varied"]), "--preset", TRAIN_PRESET,
-            "--max-eval-examples", str(VAL_SYNTH + VAL_HOTPOT), *TRAIN_FLAGS, *VARIED_FLAGS,
-            "--train", str(paths["mix_varied"]), "--output", str(paths["checkpoint_varied"]),
-            "--init-from", str(paths["soup"]), "--eval-every", str(VARIED_EVAL_EVERY)]
-    train_once(paths["checkpoint_varied"], run3, VARIED_STEPS)
-    report_run(paths["checkpoint_varied"])
-    if not (paths["soup_varied"] / "soup.json").exists():   # run 3 averaged with its start
-        regrad("export", "--checkpoint", str(paths["checkpoint_varied"] / "best"), "--checkpoint", str(paths["soup"]),
-               "--output", str(paths["soup_varied"]))
+    warm_start_and_average(paths, paths["mix_varied"], paths["checkpoint_varied"], start=paths["soup"],
+                           average=paths["soup_varied"], flags=VARIED_FLAGS, steps=VARIED_STEPS,
+                           eval_every=VARIED_EVAL_EVERY)
     step(f"4d. meta-train run 5 from that average ({MORE_STEPS} steps on the mix with a second batch of phrasings)")
-    run5 = ["--dev", str(paths["val_varied"]), "--preset", TRAIN_PRESET,
-            "--max-eval-examples", str(VAL_SYNTH + VAL_HOTPOT), *TRAIN_FLAGS, *MORE_FLAGS,
-            "--train", str(paths["mix_more"]), "--output", str(paths["checkpoint_more"]),
-            "--init-from", str(paths["soup_varied"]), "--eval-every", str(MORE_EVAL_EVERY)]
-    train_once(paths["checkpoint_more"], run5, MORE_STEPS)
-    report_run(paths["checkpoint_more"])
-    if not (paths["trained"] / "soup.json").exists():   # the shipped learner: run 5 averaged with its start
-        regrad("export", "--checkpoint", str(paths["checkpoint_more"] / "best"), "--checkpoint",
-               str(paths["soup_varied"]), "--output", str(paths["trained"]))
-    return paths["trained"]
+    warm_start_and_average(paths, paths["mix_more"], paths["checkpoint_more"], start=paths["soup_varied"],
+                           average=paths["trained"], flags=MORE_FLAGS, steps=MORE_STEPS, eval_every=MORE_EVAL_EVERY)
+    return paths["trained"]   # the shipped learner: run 5 averaged with its start
 
 
-def shipped_fingerprint() -> str:
-    return fingerprint(SHIPPED)
+def warm_start_and_average(paths: dict[str, Path], mix: Path, output: Path, *, start: Path, average: Path,
+                           flags: tuple[str, ...], steps: int, eval_every: int) -> None:
+    """Runs 3 and 5: warm-started from `start` on `mix`, validated on the varied dev people; then the
+    average of the run's best checkpoint and its start, exported to `average`."""
+    run = ["--dev", str(paths["val_varied"]), "--preset", TRAIN_PRESET,
+           "--max-eval-examples", str(VAL_SYNTH + VAL_HOTPOT), *TRAIN_FLAGS, *flags,
+           "--train", str(mix), "--output", str(output), "--init-from", str(start), "--eval-every", str(eval_every)]
+    train_once(output, run, steps)
+    report_run(output)
+    if not (average / "soup.json").exists():
+        regrad("export", "--checkpoint", str(output / "best"), "--checkpoint", str(start), "--output", str(average))
 
 
 def fingerprint(learner: Path) -> str:
