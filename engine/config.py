@@ -27,6 +27,8 @@ class EngineConfig:
         missing_gradients: `compute` (one batched backward for the misses) or `skip`.
         write_back: append computed gradients to the store.
         encode_batch_size: passages per backward when computing gradients.
+        composition: how passage gradients are combined when a request does not say (`sum`, `softmax`,
+            `softmax:T`); None = `engine.composition.DEFAULT_COMPOSITION`.
     """
 
     checkpoint: Path | None = None
@@ -43,6 +45,7 @@ class EngineConfig:
     missing_gradients: str = "compute"
     write_back: bool = False
     encode_batch_size: int = 8
+    composition: str | None = None
 
     @property
     def index_name(self) -> str:

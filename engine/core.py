@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from engine.composition import DEFAULT_COMPOSITION, Composition
 from engine.config import EngineConfig
 from engine.errors import DocumentConflictError
 from engine.modes import ModeSpec, mode_spec
@@ -44,6 +45,7 @@ class _Row:
     mode: ModeSpec
     passages: list[Passage] = field(default_factory=list)
     sources: list[str | None] = field(default_factory=list)
+    weights: list[float] = field(default_factory=list)  # each passage's weight in the combination
     gradient: torch.Tensor | None = None
     missing: list[int] = field(default_factory=list)   # passages whose gradient is not stored
     error: BaseException | None = None
@@ -63,6 +65,7 @@ class Engine:
         missing_gradients: `compute` (one batched backward for the misses) or `skip`.
         write_back: append computed gradients to the store.
         encode_batch_size: passages per backward when computing gradients.
+        composition: how a request's passage gradients are combined when it does not say.
     """
 
     def __init__(
@@ -74,6 +77,7 @@ class Engine:
         missing_gradients: str = "compute",
         write_back: bool = False,
         encode_batch_size: int = 8,
+        composition: Composition = DEFAULT_COMPOSITION,
     ) -> None:
         if missing_gradients not in ("compute", "skip"):
             raise ValueError(f"`missing_gradients` must be 'compute' or 'skip', got {missing_gradients!r}")
@@ -85,6 +89,7 @@ class Engine:
         self.missing_gradients = missing_gradients
         self.write_back = write_back
         self.encode_batch_size = encode_batch_size
+        self.composition = composition
         self.fingerprint = learner.fingerprint  # computed once: it hashes every LoRA weight
 
     # ----------------------------------------------------------------- construction
@@ -128,6 +133,7 @@ class Engine:
             missing_gradients=config.missing_gradients,
             write_back=config.write_back,
             encode_batch_size=config.encode_batch_size,
+            composition=Composition.parse(config.composition) if config.composition else DEFAULT_COMPOSITION,
         )
 
     def close(self) -> None:
@@ -189,18 +195,25 @@ class Engine:
 
     def answer_of(self, row: _Row, timings: StageTimings, batch_size: int) -> Answer:
         """The row's `Answer` (its `answer` text already set)."""
+        gradients = row.mode.gradients
+        weights = row.weights if gradients else [None] * len(row.passages)
         return Answer(
             answer=row.answer,
             mode=row.request.mode,
             passages=[
                 PassageHit(id=p.id, title=p.title, score=float(p.score),
-                           gradient=source if row.mode.gradients else None)
-                for p, source in zip(row.passages, row.sources, strict=True)
+                           gradient=source if gradients else None, weight=weight)
+                for p, source, weight in zip(row.passages, row.sources, weights, strict=True)
             ],
             timings_ms=timings,
             learner=self.fingerprint,
             batch_size=batch_size,
+            composition=str(self.composition_of(row.request)) if gradients else None,
         )
+
+    def composition_of(self, request: Question) -> Composition:
+        """The request's own composition, or the engine's default."""
+        return request.composition or self.composition
 
     def _retrieve(self, rows: list[_Row]) -> float:
         """Top-k passages per row; one `search_many` per distinct top_k (so a batched row gets
@@ -232,12 +245,14 @@ class Engine:
         return time.perf_counter() - started_s
 
     def _stored_gradients(self, rows: list[_Row]) -> None:
-        """Each gradient-mode row's stored gradients, summed; the others are listed in `row.missing`."""
+        """Each gradient-mode row's stored gradients, combined with the row's weights (one vector op
+        per row in the store); the others are listed in `row.missing`."""
         for row in rows:
             if row.error is not None or not row.mode.gradients:
                 continue
             ids = [p.id for p in row.passages]
-            stored_sum, stored_ids = self._stored_sum(ids)
+            row.weights = self.composition_of(row.request).weights([p.score for p in row.passages])
+            stored_sum, stored_ids = self._stored_sum(ids, row.weights)
             row.gradient = stored_sum
             row.sources = ["stored" if pid in stored_ids else "missing" for pid in ids]
             row.missing = [i for i, pid in enumerate(ids) if pid not in stored_ids]
@@ -252,13 +267,13 @@ class Engine:
             for row in rows:
                 row.error = error
 
-    def _stored_sum(self, ids: list[str]) -> tuple[torch.Tensor | None, set[str]]:
-        """(sum of the stored gradients or None, ids that contributed). A corrupt row counts as missing,
-        and so does every id when the store cannot be read at all (it is a cache)."""
+    def _stored_sum(self, ids: list[str], weights: list[float]) -> tuple[torch.Tensor | None, set[str]]:
+        """(weighted sum of the stored gradients or None, ids that contributed). A corrupt row counts as
+        missing, and so does every id when the store cannot be read at all (it is a cache)."""
         if self.store is None or not ids:
             return None, set()
         try:
-            vector, found, _missing = self.store.sum(ids, on_corrupt="missing")
+            vector, found, _missing = self.store.sum(ids, on_corrupt="missing", weights=weights)
         except Exception:
             logger.exception("reading %d gradients from the store failed; treating them as missing", len(ids))
             return None, set()
@@ -279,7 +294,9 @@ class Engine:
         for row, missing in zip(rows, missing_by_row, strict=True):
             if not missing:
                 continue
-            computed = vectors[[position[row.passages[i].id] for i in missing]].sum(dim=0)  # (D,)
+            weights = torch.tensor([row.weights[i] for i in missing], dtype=vectors.dtype, device=vectors.device)
+            chosen = vectors[[position[row.passages[i].id] for i in missing]]            # (m, D)
+            computed = (chosen * weights[:, None]).sum(dim=0)                              # (D,)
             row.gradient = computed if row.gradient is None else row.gradient + computed
             for i in missing:
                 row.sources[i] = "computed"
@@ -322,6 +339,7 @@ class Engine:
             context=context,
             gradient=row.gradient if row.mode.gradients else None,
             gamma=request.gamma,
+            base=row.mode.base,
         )
 
     def _clip(self, text: str) -> str:

@@ -20,12 +20,19 @@ class ModeSpec:
         gradients: sum the passages' gradients and apply them (scaled by gamma) to the adapter.
         context: put the passages' text in the prompt.
         description: one line for `--help` and the API docs.
+        base: run the base model: the learner's LoRA switched off for this row only (in the same
+            batch as adapted rows). The baselines a user without a learner would run.
     """
 
     retrieve: bool
     gradients: bool
     context: bool
     description: str
+    base: bool = False
+
+    def __post_init__(self) -> None:
+        if self.base and self.gradients:
+            raise ValueError("a base-model mode applies no gradients: the learner's LoRA is off")
 
 
 MODES: dict[str, ModeSpec] = {
@@ -33,6 +40,10 @@ MODES: dict[str, ModeSpec] = {
     "regrad_context": ModeSpec(True, True, True, "gradients applied and the passages in the prompt"),
     "rag": ModeSpec(True, False, True, "the passages in the prompt; no gradients"),
     "closed_book": ModeSpec(False, False, False, "neither passages nor gradients"),
+    "rag_base": ModeSpec(True, False, True, "the base model (learner's LoRA off) with the passages in the prompt",
+                         base=True),
+    "closed_book_base": ModeSpec(False, False, False, "the base model (learner's LoRA off); no passages",
+                                 base=True),
 }
 MODE_NAMES: tuple[str, ...] = tuple(MODES)
 

@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
+from engine.composition import Composition
 from engine.modes import mode_spec
 
 __all__ = ["Question", "PassageHit", "StageTimings", "Answer", "Document", "DocumentsResult", "GradientSource"]
@@ -31,6 +32,7 @@ class Question:
         answer_type: `short`, `yes_no` or `choice` (then `choices` holds the options).
         max_new_tokens: generation length limit.
         retrieval_query: retrieve for this text instead of the question (the shift control).
+        composition: how the passages' gradients are combined (gradient modes); None = the engine's default.
     """
 
     question: str
@@ -41,6 +43,7 @@ class Question:
     choices: tuple[str, ...] | None = None
     max_new_tokens: int = 20
     retrieval_query: str | None = None
+    composition: Composition | None = None
 
     def __post_init__(self) -> None:
         mode_spec(self.mode)  # ValueError naming the known modes
@@ -62,12 +65,14 @@ class Question:
 
 @dataclass(frozen=True)
 class PassageHit:
-    """A retrieved passage and where its gradient came from (None: the mode applies none)."""
+    """A retrieved passage, where its gradient came from and its weight in the combination (both
+    None when the mode applies no gradients)."""
 
     id: str
     title: str
     score: float
     gradient: GradientSource | None = None
+    weight: float | None = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,7 @@ class Answer:
     timings_ms: StageTimings
     learner: str  # fingerprint of the learner that answered
     batch_size: int = 1
+    composition: str | None = None  # the combination applied (gradient modes), e.g. "softmax:0.1"
 
 
 @dataclass(frozen=True)

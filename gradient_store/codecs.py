@@ -83,14 +83,18 @@ class Codec:
         self.add_into(out, row, scales)
         return out
 
-    def add_into(self, out: torch.Tensor, row: torch.Tensor, scales: torch.Tensor | None = None) -> None:
-        """`out += decode(row)` in place; `out` is float32 `[D]`. Runs on the calling thread (see ADD_CHUNK)."""
+    def add_into(self, out: torch.Tensor, row: torch.Tensor, scales: torch.Tensor | None = None,
+                 weight: float = 1.0) -> None:
+        """`out += weight * decode(row)` in place; `out` is float32 `[D]`. Runs on the calling thread
+        (see ADD_CHUNK). The weight rides in the same op (`add_`'s alpha, or the int8 scales)."""
         dim = row.shape[0]
         if not self.has_scales:
             for i in range(0, dim, ADD_CHUNK):
-                out[i : i + ADD_CHUNK].add_(row[i : i + ADD_CHUNK])  # promotes bf16 element-wise, no copy
+                out[i : i + ADD_CHUNK].add_(row[i : i + ADD_CHUNK], alpha=weight)  # promotes bf16, no copy
             return
         assert scales is not None, "int8 rows need their scales"
+        if weight != 1.0:
+            scales = scales * weight  # (n_blocks,): far smaller than the row
         bs = self.block_size
         step = max(bs, ADD_CHUNK // bs * bs)  # whole blocks per chunk
         full = dim // bs * bs

@@ -330,8 +330,9 @@ class GradientStore:
         rows, _, _ = self._fetch(ids, on_corrupt)
         return {pid: self._codec.decode(*row) for pid, row in rows.items()}
 
-    def sum(self, ids: Sequence[str], on_corrupt: OnCorrupt = "missing") -> SumResult:
-        """Sum the stored gradients of `ids` into one float32 vector.
+    def sum(self, ids: Sequence[str], on_corrupt: OnCorrupt = "missing",
+            weights: Sequence[float] | None = None) -> SumResult:
+        """Sum the stored gradients of `ids` into one float32 vector, each times its weight if given.
 
         A corrupt row never fails the sum by default: it is reported in `missing_ids` (and `corrupt_ids`)
         so the caller computes that gradient instead, exactly as for a passage that was never stored.
@@ -339,6 +340,7 @@ class GradientStore:
         Args:
             ids: passage ids (e.g. the retriever's top-k).
             on_corrupt: `missing` (default) or `raise` (`CorruptShardError`).
+            weights: one per id (the request's composition, `engine.composition`); default all 1.
 
         Returns:
             `SumResult` — unpacks as `(vector [D] float32, found_ids, missing_ids)`.
@@ -347,13 +349,16 @@ class GradientStore:
             >>> vector, found, missing = store.sum(["doc-1", "doc-2", "doc-3"])  # doctest: +SKIP
         """
         ids = [ids] if isinstance(ids, str) else list(ids)
+        weights = [1.0] * len(ids) if weights is None else [float(w) for w in weights]
+        if len(weights) != len(ids):
+            raise ValueError(f"{len(weights)} weights given for {len(ids)} ids")
         rows, missing, corrupt = self._fetch(ids, on_corrupt)
         vector = zeros_f32(self.dim)
         found = []
-        for pid in ids:
+        for pid, weight in zip(ids, weights):
             row = rows.get(pid)
             if row is not None:
-                self._codec.add_into(vector, *row)
+                self._codec.add_into(vector, *row, weight=weight)
                 found.append(pid)
         missing_set = set(missing)
         return SumResult(vector, found, [pid for pid in ids if pid in missing_set], corrupt)

@@ -137,7 +137,7 @@ class BatchDecoder:
         self._attention, self._next = self._attention[index], self._next[index]
         if self._adapters is not None:
             self._adapters = self._adapters.select(index)
-            if not self._adapters.rows.numel():
+            if self._adapters.is_empty:
                 self._adapters = None
         # Columns that are padding in every live row (left by rows with longer prompts) go.
         first = int(self._attention.any(0).int().argmax())

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import string
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -33,7 +33,8 @@ _INSTRUCTIONS = {
 
 @dataclass
 class AnswerRequest:
-    """One question to answer. `gradient` is a summed flat gradient (D,) or None (no adaptation)."""
+    """One question to answer. `gradient` is a summed flat gradient (D,) or None (no adaptation);
+    `base` runs the row on the base model, the learner's LoRA switched off for it alone."""
 
     question: str
     answer_type: str = "short"
@@ -41,6 +42,11 @@ class AnswerRequest:
     context: list[tuple[str, str]] | None = None   # (title, text) passages shown in the prompt
     gradient: torch.Tensor | None = field(default=None, repr=False)
     gamma: float = 1.0
+    base: bool = False
+
+    def __post_init__(self) -> None:
+        if self.base and self.gradient is not None:
+            raise ValueError("a base-model row carries no gradient: its LoRA is switched off")
 
 
 def build_messages(question: str, answer_type: str = "short", choices: list[str] | None = None,
@@ -120,7 +126,8 @@ def answer_text(tokenizer, token_ids: list[int], request: AnswerRequest, *, raw:
 
 
 def prepare_rows(learner, requests: list[AnswerRequest]) -> tuple[dict[str, torch.Tensor], RowAdapters | None]:
-    """Left-padded prompts, and row adapters for the rows that carry a gradient (deltas −γ_i α ⊙ g_i).
+    """Left-padded prompts, and row adapters for the rows that carry a gradient (deltas −γ_i α ⊙ g_i)
+    or run the base model (`base`: listed in `adapters.off`).
 
     A row without a gradient (or with γ = 0) gets no adapter at all: it is not in `adapters.rows`,
     and the LoRA layers leave its output unadapted, bit for bit (no zero gradient is built for it).
@@ -131,14 +138,17 @@ def prepare_rows(learner, requests: list[AnswerRequest]) -> tuple[dict[str, torc
     prompts = [build_prompt(tok, r.question, r.answer_type, r.choices, r.context) for r in requests]
     batch = tok(prompts, add_special_tokens=False, padding=True, return_tensors="pt", padding_side="left")
     batch = {k: v.to(learner.device) for k, v in batch.items()}
+    base_rows = [i for i, r in enumerate(requests) if r.base]
+    off = torch.tensor(base_rows, dtype=torch.long, device=learner.device) if base_rows else None
     adapted = [i for i, r in enumerate(requests) if r.gradient is not None and r.gamma != 0]
     if not adapted:
-        return batch, None
+        return batch, (RowAdapters.switched_off(off, len(requests)) if off is not None else None)
     grads = torch.stack([requests[i].gradient.to(learner.device, torch.float32) for i in adapted])  # (m, D)
     gammas = torch.tensor([float(requests[i].gamma) for i in adapted], device=learner.device)       # (m,)
     deltas = row_deltas(grads, learner.step_size_vector().detach(), gammas)                         # (m, D)
     rows = torch.tensor(adapted, device=learner.device)
-    return batch, learner.row_adapters(deltas, rows=rows, batch_size=len(requests))
+    adapters = learner.row_adapters(deltas, rows=rows, batch_size=len(requests))
+    return batch, (replace(adapters, off=off) if off is not None else adapters)
 
 
 @torch.no_grad()

@@ -9,6 +9,9 @@ The math is `models/adapt.py`'s (`lora_row_correction`):
     c_i = dB_i (A x_i + dA_i x_i) + B (dA_i x_i)   for an adapted batch row i, else 0
         = (dB_i A_i + B dA_i) x_i                  with A_i = A + dA_i
 
+A row may also be *switched off* (`RowAdapters.off`): its whole LoRA term is dropped, so it runs the
+base model (`y = W x`, bit for bit) in the same batch as adapted rows (the `*_base` modes).
+
 `RowLoraLinear` replaces peft's `lora.Linear` in the model and keeps its children (`base_layer`,
 `lora_A`, `lora_B`), so parameter names, saved weights and peft's initialisation are unchanged.
 """
@@ -39,6 +42,8 @@ class RowAdapters:
         batch_size: rows in the batch, adapted or not.
         flat: the (m, D) deltas the views come from, and `split` the layout's `{name: view}` split
             (then rows leave and join with one copy of (m, D), not one per tensor).
+        off: ascending batch rows whose LoRA is switched off entirely (the base model answers them);
+            never also in `rows`. None or empty: none.
     """
 
     deltas: dict[str, tuple[torch.Tensor, torch.Tensor]]
@@ -46,18 +51,34 @@ class RowAdapters:
     batch_size: int
     flat: torch.Tensor | None = None
     split: Callable[[torch.Tensor], dict[str, torch.Tensor]] | None = None
+    off: torch.Tensor | None = None
 
     @classmethod
     def from_flat(cls, flat: torch.Tensor, rows: torch.Tensor, batch_size: int,
-                  split: Callable[[torch.Tensor], dict[str, torch.Tensor]]) -> RowAdapters:
+                  split: Callable[[torch.Tensor], dict[str, torch.Tensor]],
+                  off: torch.Tensor | None = None) -> RowAdapters:
         views = split(flat)
         names = {name.rsplit(".", 1)[0] for name in views}
         deltas = {name: (views[f"{name}.lora_A"], views[f"{name}.lora_B"]) for name in sorted(names)}
-        return cls(deltas, rows, batch_size, flat, split)
+        return cls(deltas, rows, batch_size, flat, split, off)
+
+    @classmethod
+    def switched_off(cls, off: torch.Tensor, batch_size: int) -> RowAdapters:
+        """A batch where no row is adapted and rows `off` (ascending) run without any LoRA."""
+        return cls({}, off.new_zeros(0), batch_size, off=off)
 
     @property
     def covers_every_row(self) -> bool:
         return self.rows.numel() == self.batch_size  # rows are ascending and distinct: 0..n-1
+
+    @property
+    def has_off_rows(self) -> bool:
+        return self.off is not None and self.off.numel() > 0
+
+    @property
+    def is_empty(self) -> bool:
+        """No row adapted and none switched off: the batch runs the shared LoRA alone."""
+        return not self.rows.numel() and not self.has_off_rows
 
     def select(self, keep: torch.Tensor) -> RowAdapters:
         """The adapters of batch rows `keep` (ascending), renumbered 0..len(keep)-1: rows that leave."""
@@ -65,22 +86,32 @@ class RowAdapters:
         new_index[keep.to(self.rows.device)] = torch.arange(keep.numel(), device=self.rows.device)
         mapped = new_index[self.rows]
         kept = (mapped >= 0).nonzero().squeeze(1)
+        off = None
+        if self.has_off_rows:
+            mapped_off = new_index[self.off]
+            off = mapped_off[mapped_off >= 0]
         if self.flat is not None and self.split is not None:
-            return RowAdapters.from_flat(self.flat[kept], mapped[kept], int(keep.numel()), self.split)
+            return RowAdapters.from_flat(self.flat[kept], mapped[kept], int(keep.numel()), self.split, off)
         deltas = {name: (dA[kept], dB[kept]) for name, (dA, dB) in self.deltas.items()}
-        return RowAdapters(deltas, mapped[kept], int(keep.numel()))
+        return RowAdapters(deltas, mapped[kept], int(keep.numel()), off=off)
 
     def extend(self, other: RowAdapters) -> RowAdapters:
         """This batch followed by `other`'s rows: rows that join."""
         rows = torch.cat([self.rows, other.rows + self.batch_size])
         size = self.batch_size + other.batch_size
+        off = _cat_rows(self.off, other.off, self.batch_size)
+        if not other.rows.numel() or not self.rows.numel():  # one side adapts no row: keep the other's deltas
+            donor = self if self.rows.numel() else other
+            if donor.flat is not None and donor.split is not None:
+                return RowAdapters.from_flat(donor.flat, rows, size, donor.split, off)
+            return RowAdapters(donor.deltas, rows, size, off=off)
         if self.flat is not None and other.flat is not None and self.split is not None:
-            return RowAdapters.from_flat(torch.cat([self.flat, other.flat]), rows, size, self.split)
+            return RowAdapters.from_flat(torch.cat([self.flat, other.flat]), rows, size, self.split, off)
         deltas = {
             name: (torch.cat([dA, other.deltas[name][0]]), torch.cat([dB, other.deltas[name][1]]))
             for name, (dA, dB) in self.deltas.items()
         }
-        return RowAdapters(deltas, rows, size)
+        return RowAdapters(deltas, rows, size, off=off)
 
     @staticmethod
     def unadapted(batch_size: int, like: RowAdapters) -> RowAdapters:
@@ -90,6 +121,14 @@ class RowAdapters:
             {name: (dA[:0], dB[:0]) for name, (dA, dB) in like.deltas.items()},
             like.rows[:0], batch_size, flat, like.split,
         )
+
+
+def _cat_rows(first: torch.Tensor | None, second: torch.Tensor | None, offset: int) -> torch.Tensor | None:
+    """Row indices of two batches laid one after the other (None: no such rows on either side)."""
+    if first is None and second is None:
+        return None
+    parts = [t for t in (first, None if second is None else second + offset) if t is not None]
+    return torch.cat(parts)
 
 
 class RowAdapterSlot:
@@ -141,6 +180,8 @@ class RowLoraLinear(nn.Module):
                 correction = lora_row_correction(x.index_select(0, index), ax.index_select(0, index), dA, dB,
                                                  lora_B.weight)
                 lora = lora.index_add(0, index, correction)
+        if rows is not None and rows.has_off_rows:                  # the base model's rows: no LoRA at all
+            lora = lora.index_fill(0, rows.off, 0.0)
         # One rounding to the base dtype, after the LoRA part is complete (as peft, and as when a
         # row's adapted weights are written into lora_A/lora_B: the reference's in-place way).
         return (result + lora * self.scaling).to(result.dtype)

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.composition import Composition
 from engine.modes import MODE_NAMES
 from offline_tools.augmented import AugmentedRecord, read_augmented
 from offline_tools.errors import ExitStatus, RegradError, UsageError
@@ -109,8 +110,10 @@ def shift_partners(records: Sequence[AugmentedRecord]) -> dict[int, int]:
 
 
 def answer_body(record: AugmentedRecord, mode: str, *, top_k: int = 3, gamma: float = 1.0,
-                max_new_tokens: int = 20, shift_query: str | None = None) -> dict[str, Any]:
-    """The POST /answer body for one record (`regrad_shift`: `regrad` retrieving for `shift_query`)."""
+                max_new_tokens: int = 20, shift_query: str | None = None,
+                composition: str | None = None) -> dict[str, Any]:
+    """The POST /answer body for one record (`regrad_shift`: `regrad` retrieving for `shift_query`;
+    `composition`: `sum`, `softmax` or `softmax:T`, or None for the server's default)."""
     body: dict[str, Any] = {
         "question": record.question,
         "mode": "regrad" if mode == SHIFT_MODE else mode,
@@ -121,6 +124,8 @@ def answer_body(record: AugmentedRecord, mode: str, *, top_k: int = 3, gamma: fl
     }
     if record.answer_type == "choice":
         body["choices"] = list(record.choices or [])
+    if composition is not None:
+        body["composition"] = composition
     if mode == SHIFT_MODE:
         if not shift_query:
             raise UsageError("mode regrad_shift needs the other question (shift_query)")
@@ -144,6 +149,7 @@ def _prediction(job: EvalJob, response: dict[str, Any] | None, error: str | None
         **({"shift_query": job.shift_query} if job.shift_query else {}),
         "scores": {"em": scores.em, "f1": scores.f1, "precision": scores.precision, "recall": scores.recall},
         "passages": (response or {}).get("passages", []),
+        **({"composition": response["composition"]} if (response or {}).get("composition") else {}),
         "timings_ms": (response or {}).get("timings_ms", {}),
     }
     if error is not None:
@@ -255,6 +261,7 @@ def evaluate_http(
     top_k: int = 3,
     gamma: float = 1.0,
     max_new_tokens: int = 20,
+    composition: str | None = None,
     api_key: str | None = None,
     timeout_s: float = 300.0,
     max_retries: int = 8,
@@ -269,6 +276,7 @@ def evaluate_http(
         modes: any of MODES (regrad_shift: the shift control).
         concurrency: requests in flight at once.
         top_k, gamma, max_new_tokens: sent with every request.
+        composition: `sum`, `softmax` or `softmax:T`, sent with every request; None = the server's default.
         api_key: sent as `X-API-Key` when the server requires one.
         timeout_s: per-request timeout.
         max_retries: retries per request on 503 / connection errors before giving up (ServerError).
@@ -280,11 +288,12 @@ def evaluate_http(
     """
     if concurrency < 1:
         raise UsageError(f"--concurrency must be >= 1, got {concurrency}")
+    _check_composition(composition)
     jobs = make_jobs(records, modes)
 
     def body_of(job: EvalJob) -> dict:
         return answer_body(job.record, job.mode, top_k=top_k, gamma=gamma, max_new_tokens=max_new_tokens,
-                           shift_query=job.shift_query)
+                           shift_query=job.shift_query, composition=composition)
 
     started_s = time.perf_counter()
     predictions = asyncio.run(_evaluate_http_async(
@@ -306,6 +315,7 @@ def evaluate_in_process(
     top_k: int = 3,
     gamma: float = 1.0,
     max_new_tokens: int = 20,
+    composition: str | None = None,
     progress: bool = True,
 ) -> EvaluationResult:
     """The same evaluation without a server: the library engine, built here, answers in batches.
@@ -319,6 +329,7 @@ def evaluate_in_process(
     from engine import EngineConfig, Question
     from engine.core import Engine
 
+    combination = _check_composition(composition)
     jobs = make_jobs(records, modes)
     owned = isinstance(engine_or_config, EngineConfig)
     engine = Engine.from_config(engine_or_config) if owned else engine_or_config
@@ -334,7 +345,8 @@ def evaluate_in_process(
                     body = answer_body(job.record, job.mode, top_k=top_k, gamma=gamma,
                                        max_new_tokens=max_new_tokens, shift_query=job.shift_query)
                     try:
-                        requests.append(Question(**{**body, "choices": tuple(body.get("choices") or ()) or None}))
+                        requests.append(Question(**{**body, "choices": tuple(body.get("choices") or ()) or None,
+                                                    "composition": combination}))
                         valid.append(job)
                     except ValueError as error:  # what the server would refuse with 422
                         predictions[job.index] = _prediction(job, None, f"invalid: {error}")
@@ -350,6 +362,16 @@ def evaluate_in_process(
             engine.close()
     done = [p for p in predictions if p is not None]
     return _result(jobs, done, time.perf_counter() - started_s)
+
+
+def _check_composition(composition: str | None) -> Composition | None:
+    """The parsed `--composition`, or a UsageError in words (before any question is sent)."""
+    if composition is None:
+        return None
+    try:
+        return Composition.parse(composition)
+    except ValueError as error:
+        raise UsageError(f"--composition {composition}: {error}") from None
 
 
 # ---------------------------------------------------------------------------------------- output

@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from engine.composition import COMPOSITION_KINDS, DEFAULT_TEMPERATURE, Composition
 from engine.modes import MODE_NAMES, MODES
 from engine.types import Answer, Document, DocumentsResult, GradientSource, Question
 
@@ -21,6 +22,7 @@ __all__ = [
     "MAX_TOP_K",
     "MIN_CHOICES",
     "MAX_CHOICES",
+    "CompositionIn",
     "AnswerRequest",
     "PassageOut",
     "Timings",
@@ -44,6 +46,22 @@ _NOT_BLANK = r"\S"  # JSON-schema patterns search: "contains a non-whitespace ch
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class CompositionIn(_Strict):
+    """How the passages' gradients are combined (gradient modes). Also accepted as a string:
+    `"sum"`, `"softmax"` or `"softmax:0.1"`."""
+
+    kind: Literal[COMPOSITION_KINDS] = Field(  # type: ignore[valid-type]
+        ..., description="sum: every passage weight 1; softmax: weights from the retrieval scores"
+    )
+    temperature: float = Field(
+        DEFAULT_TEMPERATURE, gt=0, le=1000, allow_inf_nan=False,
+        description="softmax temperature over the scores divided by the request's top score",
+    )
+
+    def to_composition(self) -> Composition:
+        return Composition(self.kind, self.temperature)
 
 
 class AnswerRequest(_Strict):
@@ -80,6 +98,11 @@ class AnswerRequest(_Strict):
         "control sends another question here); not blank",
         json_schema_extra={"pattern": _NOT_BLANK},
     )
+    composition: CompositionIn | None = Field(
+        None,
+        description="how the passages' gradients are combined: {kind: sum|softmax, temperature}, or the "
+        "string sum, softmax or softmax:T; default: the server's (REGRAD_COMPOSITION)",
+    )
 
     model_config = ConfigDict(
         extra="forbid",
@@ -97,7 +120,18 @@ class AnswerRequest(_Strict):
 
     def to_question(self) -> Question:
         """The engine's view of this request."""
-        return Question(**{**self.model_dump(), "choices": tuple(self.choices) if self.choices else None})
+        fields = self.model_dump(exclude={"composition"})
+        return Question(**{**fields, "choices": tuple(self.choices) if self.choices else None,
+                           "composition": self.composition.to_composition() if self.composition else None})
+
+    @field_validator("composition", mode="before")
+    @classmethod
+    def _composition_shorthand(cls, value: object) -> object:
+        # "softmax:0.1" is the CLI's spelling too (`regrad evaluate --composition`).
+        if isinstance(value, str):
+            kind, _, temperature = value.strip().partition(":")
+            return {"kind": kind, "temperature": temperature} if temperature else {"kind": kind}
+        return value
 
     @field_validator("question")
     @classmethod
@@ -142,6 +176,9 @@ class PassageOut(_Strict):
     gradient: GradientSource | None = Field(
         None, description="stored | computed | missing; null when the mode uses no gradients"
     )
+    weight: float | None = Field(
+        None, description="this passage's weight in the combined gradient; null when the mode uses no gradients"
+    )
 
 
 class Timings(_Strict):
@@ -163,6 +200,9 @@ class AnswerResponse(_Strict):
     timings_ms: Timings
     learner: str = Field(..., description="fingerprint of the learner that answered")
     batch_size: int = Field(1, description="requests generated together with this one")
+    composition: str | None = Field(
+        None, description="the combination applied (sum or softmax:T); null when the mode uses no gradients"
+    )
 
     @classmethod
     def from_answer(cls, answer: Answer) -> AnswerResponse:

@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from engine.composition import Composition
 from engine.config import EngineConfig
 
 __all__ = ["Settings", "MissingGradientPolicy"]
@@ -44,6 +45,8 @@ class Settings(BaseSettings):
         max_queue: most requests waiting for the model; more are refused with 503 + Retry-After.
         missing_gradients: `compute` (one batched backward for the misses) or `skip` (answer without them).
         write_back: write computed gradients back to the store (the store as a cache).
+        composition: how a request's passage gradients are combined when it does not say: `sum`,
+            `softmax` or `softmax:T` (weights from the retrieval scores); unset = the engine's default.
         api_key: when set, /answer and /documents require `Authorization: Bearer <key>` or `X-API-Key`.
         max_question_chars: longest accepted question, in characters.
         max_documents: most documents in one POST /documents.
@@ -73,6 +76,7 @@ class Settings(BaseSettings):
     max_queue: int = Field(256, ge=1, description="most requests waiting; more get 503")
     missing_gradients: Literal["compute", "skip"] = Field("compute", description="compute | skip")
     write_back: bool = Field(False, description="store gradients computed for misses")
+    composition: str | None = Field(None, description="default gradient combination: sum | softmax | softmax:T")
     api_key: SecretStr | None = Field(None, description="require this key on /answer and /documents")
     max_question_chars: int = Field(2000, ge=1, le=20_000, description="longest accepted question")
     max_documents: int = Field(64, ge=1, description="most documents per POST /documents")
@@ -85,6 +89,13 @@ class Settings(BaseSettings):
     @classmethod
     def _lower_backend(cls, value: str) -> str:
         return value.strip().lower()
+
+    @field_validator("composition")
+    @classmethod
+    def _known_composition(cls, value: str | None) -> str | None:
+        if value is not None:
+            Composition.parse(value)  # ValueError in words: a settings error naming the field
+        return value
 
     @model_validator(mode="after")
     def _check_placeholder_key(self) -> Settings:

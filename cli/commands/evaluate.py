@@ -39,6 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--top-k", type=int, default=3, help="passages per question (default 3)")
     p.add_argument("--gamma", type=float, default=1.0, help="gradient scale (default 1.0)")
     p.add_argument("--max-new-tokens", type=int, default=20, help="answer length limit (default 20)")
+    p.add_argument("--composition", metavar="SPEC",
+                   help="how each question's passage gradients are combined: sum, softmax or softmax:T "
+                   "(weights from the retrieval scores); default: the server's (REGRAD_COMPOSITION)")
     p.add_argument("--api-key", default=None, help="API key (default: REGRAD_API_KEY)")
     p.add_argument("--timeout-s", type=float, default=300.0, help="per-request timeout (default 300)")
     p.add_argument("--retries", type=int, default=8, help="retries on 503 / connection errors (default 8)")
@@ -75,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     if not records:
         raise UsageError(f"no questions in {', '.join(args.data)}; check --data")
     common = dict(modes=modes, top_k=args.top_k, gamma=args.gamma, max_new_tokens=args.max_new_tokens,
-                  progress=not args.no_progress)
+                  composition=args.composition, progress=not args.no_progress)
     if args.in_process:
         settings = build_settings(args)
         result = evaluate_in_process(settings.engine_config(), records, batch_size=settings.max_batch, **common)

@@ -51,7 +51,7 @@ def _questions() -> list[Question]:
     asks = ["What is the capital of Veltoria?", "When was Marrowick founded?", "What is Dunmere known for?",
             "Where was Oskel Brandt born?"]
     modes = [("regrad", 300.0), ("closed_book", 1.0), ("regrad", 100.0), ("rag", 1.0), ("regrad_context", 300.0),
-             ("regrad", 0.0)]
+             ("regrad", 0.0), ("rag_base", 1.0), ("closed_book_base", 1.0)]
     return [
         Question(asks[i % 4], mode=mode, gamma=gamma, top_k=1 + i % 2, max_new_tokens=3 + (5 * i) % 11)
         for i, (mode, gamma) in enumerate(modes * 2)

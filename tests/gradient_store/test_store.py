@@ -245,3 +245,19 @@ def test_a_large_batch_is_encoded_in_steps_and_split_into_shards(make_store, vec
     got = store.get(ids)
     worst = max(float((got[pid] - vectors[i]).norm() / vectors[i].norm()) for i, pid in enumerate(ids))
     assert worst < 0.02
+
+
+@pytest.mark.parametrize(("codec", "tol"), [("fp32", 1e-6), ("bf16", 2**-8), ("int8", 0.02)])
+def test_weighted_sum_weights_each_row_in_the_same_op(make_store, vec, codec, tol):
+    store = make_store(codec=codec, rows_per_shard=3)
+    ids = _ids(5)
+    store.append(ids, vec(ids))
+    weights = [2.5, 0.0, 0.25, -1.0]
+    vector, found, missing = store.sum(["doc-4", "doc-0", "nope", "doc-2"], weights=weights)
+    rows = vec(["doc-4", "doc-0", "doc-2"])
+    expected = 2.5 * rows[0] + 0.0 * rows[1] - 1.0 * rows[2]   # the missing id's weight is unused
+    assert found == ["doc-4", "doc-0", "doc-2"] and missing == ["nope"]
+    assert float((vector - expected).norm() / expected.norm()) < tol
+    assert torch.equal(store.sum(ids, weights=[1.0] * 5).vector, store.sum(ids).vector)
+    with pytest.raises(ValueError, match="2 weights given for 3 ids"):
+        store.sum(ids[:3], weights=[1.0, 2.0])

@@ -13,6 +13,7 @@ import uvicorn
 
 from engine import Answer, Document, DocumentsResult, PassageHit, Question, StageTimings
 from engine.errors import DocumentConflictError
+from engine.modes import mode_spec
 from retrieval.errors import BackendUnavailableError
 
 
@@ -43,13 +44,14 @@ class FakeEngine:
         self.down_for_batches = max(0, self.down_for_batches - 1)
         outcomes: list = []
         for request in requests:
-            if down and request.mode != "closed_book":
+            spec = mode_spec(request.mode)
+            if down and spec.retrieve:
                 outcomes.append(
                     BackendUnavailableError("http://fake-es:9200", "connection refused", self.retry_after_s)
                 )
                 continue
-            n_passages = 0 if request.mode == "closed_book" else request.top_k
-            gradient = "stored" if request.mode in ("regrad", "regrad_context") else None
+            n_passages = request.top_k if spec.retrieve else 0
+            gradient = "stored" if spec.gradients else None
             outcomes.append(
                 Answer(
                     answer=f"{request.mode}:{request.question}",
@@ -60,6 +62,7 @@ class FakeEngine:
                     ],
                     timings_ms=StageTimings(),
                     learner=self.fingerprint,
+                    composition=str(request.composition) if request.composition and spec.gradients else None,
                 )
             )
         return outcomes

@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
+from engine.composition import DEFAULT_TEMPERATURE
+from engine.modes import MODE_NAMES, mode_spec
 from service.app import create_app
 from service.settings import Settings
 
@@ -28,13 +30,14 @@ def fields_of(response) -> list[str]:
     return [next(str(p) for p in reversed(e["loc"]) if not isinstance(p, int)) for e in response.json()["detail"]]
 
 
-@pytest.mark.parametrize("mode", ["regrad", "regrad_context", "rag", "closed_book"])
+@pytest.mark.parametrize("mode", MODE_NAMES)
 def test_answer_in_each_mode(client, mode):
+    assert {"rag_base", "closed_book_base"} <= set(MODE_NAMES)
     response = client.post("/answer", json={"question": "Who?", "mode": mode, "top_k": 2})
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["answer"] == f"{mode}:Who?" and body["mode"] == mode
-    assert len(body["passages"]) == (0 if mode == "closed_book" else 2)
+    assert len(body["passages"]) == (2 if mode_spec(mode).retrieve else 0)
     assert set(body["timings_ms"]) >= {"retrieve", "gradients", "generate", "total", "queue"}
     assert body["learner"] == "f" * 64
 
@@ -59,10 +62,26 @@ def test_answer_in_each_mode(client, mode):
         ({"question": "q", "choices": ["a", "b"]}, "choices"),   # choices without answer_type choice
         ({"question": "q", "max_new_tokens": 0}, "max_new_tokens"),
         ({"question": "q", "topk": 3}, "topk"),                  # unknown field (a typo) is refused
+        ({"question": "q", "composition": "mean"}, "kind"),
+        ({"question": "q", "composition": "softmax:hot"}, "temperature"),
+        ({"question": "q", "composition": {"kind": "softmax", "temperature": 0}}, "temperature"),
+        ({"question": "q", "composition": {"kind": "softmax", "temp": 1}}, "temp"),
+        ({"question": "q", "composition": 3}, "composition"),
     ],
 )
 def test_bad_answer_input_is_422_naming_the_field(client, payload, field):
     assert field in fields_of(client.post("/answer", json=payload))
+
+
+@pytest.mark.parametrize(("composition", "applied"), [
+    ("sum", "sum"), ("softmax:0.3", "softmax:0.3"), ({"kind": "softmax", "temperature": 2}, "softmax:2"),
+    ("softmax", f"softmax:{DEFAULT_TEMPERATURE:g}"),
+])
+def test_composition_reaches_the_engine_as_string_or_object(client, composition, applied):
+    body = client.post("/answer", json={"question": "Who?", "composition": composition}).json()
+    assert body["composition"] == applied
+    rag = client.post("/answer", json={"question": "Who?", "mode": "rag", "composition": composition}).json()
+    assert rag["composition"] is None                          # no gradients, no combination
 
 
 @pytest.mark.parametrize("raw", ['{"question": "q", "gamma": NaN}', '{"question": "q", "gamma": Infinity}',

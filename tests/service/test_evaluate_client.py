@@ -13,6 +13,7 @@ import pytest
 
 from cli.main import main
 from offline_tools.augmented import AugmentedRecord, write_augmented
+from offline_tools.errors import UsageError
 from offline_tools.evaluate import (
     ServerError,
     evaluate_http,
@@ -82,6 +83,18 @@ def test_in_process_gives_the_same_predictions(url):
     assert strip(over_http.predictions) == strip(in_process.predictions)
 
 
+def test_composition_is_sent_with_every_gradient_request_and_recorded(url):
+    records = [record(i) for i in range(2)]
+    over_http = evaluate_http(url, records, modes=["regrad", "rag"], composition="softmax:0.5", progress=False)
+    in_process = evaluate_in_process(FakeEngine(), records, modes=["regrad", "rag"], composition="softmax:0.5",
+                                     progress=False)
+    for result in (over_http, in_process):
+        applied = {(p["mode"], p.get("composition")) for p in result.predictions}
+        assert applied == {("regrad", "softmax:0.5"), ("rag", None)}
+    with pytest.raises(UsageError, match="--composition mean"):
+        evaluate_in_process(FakeEngine(), records, composition="mean", progress=False)
+
+
 def test_503_is_retried_and_refused_items_do_not_stop_the_run(url, fake):
     fake.down_for_batches, fake.retry_after_s = 2, 0.1
     records = [record(0), record(1, question="x" * 150)]  # the second is over the server's 100-char limit
@@ -111,11 +124,11 @@ def test_cli_writes_predictions_and_prints_one_table(url, data_file, tmp_path, c
                  "--output", str(output), "--no-progress"])
     assert code == 0
     lines = [json.loads(line) for line in output.read_text().splitlines()]
-    assert len(lines) == 15 and {line["mode"] for line in lines} == {"regrad", "regrad_context", "rag",
-                                                                       "closed_book", "regrad_shift"}
+    modes = {"regrad", "regrad_context", "rag", "closed_book", "rag_base", "closed_book_base", "regrad_shift"}
+    assert len(lines) == 3 * len(modes) and {line["mode"] for line in lines} == modes
     table = capsys.readouterr().out
     rows = [line for line in table.splitlines() if "hotpotqa" in line]
-    assert len(rows) == 5 and any(row.startswith("rag ") and "100.00" in row for row in rows)
+    assert len(rows) == len(modes) and any(row.startswith("rag ") and "100.00" in row for row in rows)
     assert len(load_records([data_file], limit=3)) == 3
 
 

@@ -38,6 +38,9 @@ def test_environment_beats_env_file_and_flags_beat_both(tmp_path, monkeypatch):
 def test_bad_settings_name_the_field():
     with pytest.raises(ValidationError, match="max_batch"):
         Settings(_env_file=None, max_batch=0)
+    with pytest.raises(ValidationError, match="composition"):
+        Settings(_env_file=None, composition="softmax:-1")
+    assert Settings(_env_file=None, composition="sum").engine_config().composition == "sum"
     args = build_parser().parse_args(["serve", "--env-file", "/dev/null", "--max-batch", "0"])
     with pytest.raises(UsageError, match="max_batch"):
         build_settings(args)

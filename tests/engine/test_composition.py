@@ -1,0 +1,110 @@
+"""Composition: how a request's passage gradients are combined (engine/composition.py), and the engine
+applying exactly that combination to stored and computed gradients (tiny learner, real tantivy, real store)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine import Question
+from engine.composition import Composition
+from engine.core import Engine, open_store
+from models import format_passage, passage_gradients
+from retrieval.passage import Passage
+from retrieval.tantivy_backend import TantivyRetriever
+
+
+def test_sum_weights_every_passage_one():
+    assert Composition("sum").weights([30.0, 2.0, 1.0]) == [1.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("temperature", [0.05, 0.1, 0.5, 2.0])
+def test_softmax_keeps_the_magnitude_and_follows_the_scores(temperature):
+    weights = Composition("softmax", temperature).weights([30.0, 12.0, 11.0, 29.0])
+    assert math.isclose(sum(weights), 4.0, rel_tol=1e-9)           # magnitude of the plain sum
+    assert weights[0] > weights[3] > weights[1] > weights[2] > 0     # ordered as the scores
+
+
+def test_softmax_weights_depend_on_score_ratios_not_scale():
+    """Normalised per request: the same ranking at 10x the BM25 scale gets the same weights."""
+    small = Composition("softmax", 0.2).weights([3.0, 2.0, 1.5])
+    large = Composition("softmax", 0.2).weights([30.0, 20.0, 15.0])
+    assert small == pytest.approx(large, rel=1e-12)
+
+
+def test_temperature_moves_from_top_one_to_the_sum():
+    scores = [20.0, 10.0, 9.0]
+    sharp = Composition("softmax", 0.01).weights(scores)
+    flat = Composition("softmax", 1000.0).weights(scores)
+    assert sharp == pytest.approx([3.0, 0.0, 0.0], abs=1e-6)
+    assert flat == pytest.approx([1.0, 1.0, 1.0], abs=1e-3)
+
+
+@pytest.mark.parametrize("scores", [[None, 3.0], [0.0, 0.0, 0.0], [-1.0, -2.0], [5.0], [float("nan"), 1.0]])
+def test_unscored_or_degenerate_passages_are_weighted_equally(scores):
+    assert Composition("softmax", 0.1).weights(scores) == [1.0] * len(scores)
+
+
+def test_parse_and_refusals():
+    assert Composition.parse("softmax:0.25") == Composition("softmax", 0.25)
+    assert Composition.parse(" sum ").kind == "sum"
+    assert str(Composition.parse("softmax:0.25")) == "softmax:0.25" and str(Composition("sum")) == "sum"
+    for bad, words in (("mean", "one of"), ("softmax:x", "number"), ("softmax:0", "> 0"), ("softmax:inf", "> 0")):
+        with pytest.raises(ValueError, match=words):
+            Composition.parse(bad)
+
+
+# ----------------------------------------------------------------------------- the engine applies it
+FACTS = [
+    ("Ada Quillmore", "Ada Quillmore kept the lighthouse on the island of Vessholm."),
+    ("Bram Quillmore", "Bram Quillmore kept the lighthouse on the island of Orrinsey."),
+    ("Cato Fenwright", "Cato Fenwright kept the lighthouse on the island of Tallow Rock."),
+]
+
+
+@pytest.fixture()
+def engine(tiny_learner, tmp_path: Path):
+    retriever = TantivyRetriever(tmp_path / "index")
+    passages = [Passage(f"p{i}", title, text) for i, (title, text) in enumerate(FACTS)]
+    retriever.add(passages)
+    store = open_store(tmp_path / "store", tiny_learner)
+    store.append(["p0"], passage_gradients(tiny_learner, [format_passage(*FACTS[0])]))  # p1, p2: computed
+    engine = Engine(tiny_learner, retriever, store, missing_gradients="compute")
+    yield engine
+    engine.close()
+
+
+@pytest.mark.parametrize("composition", [Composition("sum"), Composition("softmax", 0.1), Composition("softmax", 2.0)])
+def test_the_engine_applies_the_weighted_sum_of_stored_and_computed_gradients(engine, composition):
+    question = Question("On which island did Ada Quillmore keep the lighthouse?", top_k=3, composition=composition)
+    [row] = engine.begin([question])
+    engine.complete([row])
+    assert [p.id for p in row.passages][0] == "p0" and len(row.passages) == 3
+    assert row.sources.count("stored") == 1 and row.sources.count("computed") == 2
+    expected_weights = composition.weights([p.score for p in row.passages])
+    assert row.weights == expected_weights
+    each = passage_gradients(engine.learner, [format_passage(p.title, p.text) for p in row.passages])
+    stored = engine.store.get(["p0"])["p0"]              # the stored row is bf16: use it as stored
+    each[0] = stored
+    expected = (each * torch.tensor(expected_weights)[:, None]).sum(0)
+    assert torch.allclose(row.gradient, expected, rtol=1e-4, atol=1e-7)
+
+
+def test_answers_report_the_weights_and_the_composition(engine):
+    regrad, rag = engine.answer_batch([
+        Question("On which island did Ada Quillmore keep the lighthouse?", composition=Composition("softmax", 0.1),
+                 max_new_tokens=2),
+        Question("On which island did Ada Quillmore keep the lighthouse?", mode="rag", max_new_tokens=2),
+    ])
+    weights = [p.weight for p in regrad.passages]
+    assert sum(weights) == pytest.approx(3.0) and weights[0] == max(weights) and regrad.composition == "softmax:0.1"
+    assert all(p.weight is None for p in rag.passages) and rag.composition is None
+
+
+def test_a_request_without_composition_gets_the_engine_default(engine):
+    engine.composition = Composition("sum")
+    answer = engine.answer_batch([Question("Who kept the lighthouse on Orrinsey?", max_new_tokens=2)])[0]
+    assert answer.composition == "sum" and [p.weight for p in answer.passages] == [1.0, 1.0, 1.0]
