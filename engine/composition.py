@@ -21,7 +21,9 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["Composition", "COMPOSITION_KINDS", "DEFAULT_TEMPERATURE", "DEFAULT_COMPOSITION"]
+import torch
+
+__all__ = ["Composition", "COMPOSITION_KINDS", "DEFAULT_TEMPERATURE", "DEFAULT_COMPOSITION", "softmax_weights"]
 
 COMPOSITION_KINDS = ("sum", "softmax")
 # The served default (chosen on dev splits only: docs/results.md, "Composition").
@@ -66,14 +68,15 @@ class Composition:
         n = len(scores)
         if self.kind == "sum" or n < 2 or any(s is None or not math.isfinite(s) for s in scores):
             return [1.0] * n
-        top = max(scores)  # type: ignore[type-var]
-        if top <= 0:
+        if max(scores) <= 0:  # type: ignore[type-var]
             return [1.0] * n
-        logits = [s / (top * self.temperature) for s in scores]  # type: ignore[operator]
-        peak = max(logits)
-        exps = [math.exp(x - peak) for x in logits]
-        total = sum(exps)
-        return [n * e / total for e in exps]
+        return softmax_weights(torch.tensor(scores, dtype=torch.float64), self.temperature).tolist()
+
+
+def softmax_weights(scores: torch.Tensor, temperature: torch.Tensor | float) -> torch.Tensor:
+    """k · softmax(s / (s_max · T)) over one request's k scores (s_max > 0); differentiable in T, so
+    meta-training can learn the temperature with the rest of the inner step."""
+    return scores.numel() * torch.softmax(scores / (scores.max() * temperature), dim=0)
 
 
 DEFAULT_COMPOSITION = Composition()

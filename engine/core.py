@@ -133,7 +133,7 @@ class Engine:
             missing_gradients=config.missing_gradients,
             write_back=config.write_back,
             encode_batch_size=config.encode_batch_size,
-            composition=Composition.parse(config.composition) if config.composition else DEFAULT_COMPOSITION,
+            composition=_served_composition(config.composition or learner.composition),
         )
 
     def close(self) -> None:
@@ -424,6 +424,16 @@ class Engine:
             except Exception as error:
                 components["store"] = f"{type(error).__name__}: {error}"
         return components
+
+
+def _served_composition(spec: str | None) -> Composition:
+    """The configured composition, else the one the learner was meta-trained with, else the default."""
+    if spec is None:
+        return DEFAULT_COMPOSITION
+    try:
+        return Composition.parse(spec)
+    except ValueError as error:
+        raise ValueError(f"composition {spec!r}: {error}") from None
 
 
 def _same_passage(a: Passage, b: Passage) -> bool:

@@ -72,6 +72,10 @@ class Learner(nn.Module):
         from peft import LoraConfig, get_peft_model
 
         self.config = config
+        # How the passage gradients are combined when served (`engine.composition`: "sum" or "softmax:T"),
+        # the combination the learner was meta-trained with; None = never said. Metadata in learner.json,
+        # not part of the fingerprint (the gradients a store holds do not depend on it).
+        self.composition: str | None = None
         self.tokenizer = tokenizer
         self.base_identity = base_identity
         module_paths = self._target_paths(model, config)
@@ -305,6 +309,7 @@ class Learner(nn.Module):
             "layout": self.layout.to_json(),
             "dim": self.layout.dim,
             "weights_dtype": weights_dtype,
+            **({"composition": self.composition} if self.composition else {}),
         }
         for filename, write in (
             (LEARNER_WEIGHTS, lambda p: save_file(tensors, str(p), metadata={"fingerprint": meta["fingerprint"]})),
@@ -386,6 +391,7 @@ class Learner(nn.Module):
                 f"but {config.base_model!r} resolves to {learner.base_identity}"
             )
         learner.load_weights(directory, expect_fingerprint=expect_fingerprint)
+        learner.composition = meta.get("composition")
         return learner.to(device)
 
     @classmethod

@@ -2,9 +2,13 @@
 
 For each task t (a question, its answer and its k passages):
 
-    G_t    = Σ_i ∇θ NTP(passage_i; θ)              inner gradient (create_graph for second order)
+    G_t    = Σ_i w_i ∇θ NTP(passage_i; θ)          inner gradient (create_graph for second order)
     δ_t    = −α ⊙ G_t                              learnable per-tensor step sizes α
     loss_t = CE(answer tokens | prompt; θ + δ_t)    outer loss, blind or with passages in the prompt
+
+The weights w are the serving composition's (`engine.composition`): all 1 for the plain sum, or
+k · softmax(s / (s_max · T)) over the task's retrieval scores, with T fixed or learned with θ and α
+(`task_weights`), so the learner is trained on the combination it is served with.
 
 `task_deltas` + `outer_losses` do a whole meta-batch in two batched forwards: every passage of
 every task is one row with its own zero delta (∂L_i/∂dθ_i at 0 = ∇θ L_i, identically in θ, so
@@ -20,20 +24,35 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from engine.composition import softmax_weights
 from models import build_prompt, format_passage
 from models.gradients import _pad_right, _passage_ids, passage_losses, tokenize_passages
 from offline_tools.augmented import AugmentedRecord
 
 __all__ = [
-    "task_passages", "answer_target", "prompt_and_target", "inner_delta", "outer_loss",
+    "task_passages", "task_weights", "answer_target", "prompt_and_target", "inner_delta", "outer_loss",
     "task_deltas", "outer_losses", "answer_logits",
 ]
 
 
+def _kept(record: AugmentedRecord, top_k: int) -> list[tuple[str, float]]:
+    pairs = [(format_passage(p.title, p.text), p.score) for p in record.passages[:top_k]]
+    return [(text, score) for text, score in pairs if text.strip()]
+
+
 def task_passages(record: AugmentedRecord, top_k: int) -> list[str]:
     """The k passages of a task in the one canonical format; empty passages are skipped."""
-    texts = [format_passage(p.title, p.text) for p in record.passages[:top_k]]
-    return [t for t in texts if t.strip()]
+    return [text for text, _ in _kept(record, top_k)]
+
+
+def task_weights(record: AugmentedRecord, top_k: int, temperature: torch.Tensor | float | None) -> torch.Tensor | None:
+    """The weights of `task_passages` under the softmax composition at `temperature` (P,), or None
+    for the plain sum (no temperature, fewer than two passages, or no positive score: as served)."""
+    scores = [score for _, score in _kept(record, top_k)]
+    if temperature is None or len(scores) < 2 or max(scores) <= 0:
+        return None
+    device = temperature.device if isinstance(temperature, torch.Tensor) else None
+    return softmax_weights(torch.tensor(scores, device=device), temperature)
 
 
 def answer_target(record: AugmentedRecord) -> str:
@@ -54,13 +73,16 @@ def prompt_and_target(learner, record: AugmentedRecord, blind: bool, top_k: int)
 
 
 # ---------------------------------------------------------------- one task at a time
-def inner_delta(learner, passages: list[str], create_graph: bool) -> torch.Tensor | None:
-    """−α ⊙ Σ_i ∇NTP(passage_i), flat (1, D); differentiable w.r.t. θ and α when create_graph."""
+def inner_delta(learner, passages: list[str], create_graph: bool,
+                weights: torch.Tensor | None = None) -> torch.Tensor | None:
+    """−α ⊙ Σ_i w_i ∇NTP(passage_i), flat (1, D) (w = 1 when `weights` is None); differentiable
+    w.r.t. θ, α and the weights when create_graph."""
     if not passages:
         return None
     params = list(learner.lora_tensors().values())
     losses = passage_losses(learner, tokenize_passages(learner, passages))
-    grads = torch.autograd.grad(losses.sum(), params, create_graph=create_graph, allow_unused=True)
+    total = losses.sum() if weights is None else (losses * weights.to(losses.dtype)).sum()
+    grads = torch.autograd.grad(total, params, create_graph=create_graph, allow_unused=True)
     flat = torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)])
     return (-learner.step_size_vector() * flat)[None]
 
@@ -73,9 +95,11 @@ def outer_loss(
 
 
 # ---------------------------------------------------------------- a meta-batch at once
-def task_deltas(learner, tasks: list[list[str]], create_graph: bool) -> dict[str, torch.Tensor]:
+def task_deltas(learner, tasks: list[list[str]], create_graph: bool,
+                weights: list[torch.Tensor | None] | None = None) -> dict[str, torch.Tensor]:
     """δ_t = −α ⊙ G_t for every task, per layout tensor {name: (T, *shape)}, from one batched
-    forward/backward over all passages. A task without passages gets δ_t = 0.
+    forward/backward over all passages. A task without passages gets δ_t = 0; `weights[t]` weights
+    task t's passage gradients (None: all 1).
 
     Per tensor, not one flat (T, D) vector: backward through 60 slices of a flat vector zero-fills a
     full (T, D) tensor per slice, which was ~40% of a second-order step on a CPU.
@@ -92,9 +116,15 @@ def task_deltas(learner, tasks: list[list[str]], create_graph: bool) -> dict[str
         losses = passage_losses(learner, batch)
     grads = torch.autograd.grad(losses.sum(), list(zeros.values()), create_graph=create_graph)
     index = torch.tensor(owners, device=learner.device)
+    per_passage = None
+    if weights is not None and any(w is not None for w in weights):
+        per_passage = torch.cat([w.to(learner.device) if w is not None else torch.ones(len(p), device=learner.device)
+                                 for w, p in zip(weights, tasks)])                  # (P,)
     alphas = learner.step_size_tensors()
     deltas = {}
     for (name, leaf), grad in zip(zeros.items(), grads):                           # grad: (P, *shape)
+        if per_passage is not None:
+            grad = grad * per_passage.to(grad.dtype).view(-1, *([1] * (grad.dim() - 1)))
         summed = torch.zeros(len(tasks), *leaf.shape[1:], device=grad.device, dtype=grad.dtype)
         summed = summed.index_add(0, index, grad)
         deltas[name] = -alphas[name] * summed                                        # (T, *shape)

@@ -128,6 +128,14 @@ class TrainArgs:
     bf16: str = _option(  # autocast: "auto" (GPU or AMX CPU), "on", "off"
         "auto", choices=list(AUTO_ON_OFF),
         help="bf16 autocast: auto = on a GPU or an AMX CPU (native bf16 matmuls), else off")
+    composition: str = _option(
+        "sum", metavar="SPEC",
+        help="how a task's passage gradients are combined in the inner step, as served: sum, or softmax:T "
+             "(weights k*softmax(score / (top score * T)) from the retrieval scores); saved with the learner as "
+             "its served default (default %(default)s)")
+    learn_temperature: bool = _option(
+        False, help="with --composition softmax:T: learn T with the LoRA and the step sizes (T is the start; "
+                    "its log in the step sizes' optimizer group)")
 
     def __post_init__(self) -> None:
         checks = {
@@ -141,6 +149,14 @@ class TrainArgs:
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise UsageError(f"invalid training option(s): {', '.join(f'{b}={getattr(self, b)!r}' for b in bad)}")
+        from engine.composition import Composition
+
+        try:
+            kind = Composition.parse(self.composition).kind
+        except ValueError as error:
+            raise UsageError(f"--composition {self.composition}: {error}") from None
+        if self.learn_temperature and kind != "softmax":
+            raise UsageError("--learn-temperature needs --composition softmax:T (a temperature to learn)")
 
 
 # ------------------------------------------------------------------------------------------ setup
@@ -214,13 +230,53 @@ def _warm_start(learner: Learner, checkpoint: Path) -> None:
     learner.load_weights(checkpoint)
 
 
-def _optimizer(learner: Learner, args: TrainArgs) -> torch.optim.AdamW:
-    """LoRA with weight decay at `lr`; the step sizes in their own group, no decay, at `step_size_lr`."""
+class TaskComposition:
+    """The inner step's combination of passage gradients: the plain sum, or the softmax over retrieval
+    scores at a fixed or learned temperature (its log is a parameter, so T stays positive)."""
+
+    def __init__(self, spec: str, learn: bool, device) -> None:
+        import torch
+
+        from engine.composition import Composition
+
+        composition = Composition.parse(spec)
+        self.softmax = composition.kind == "softmax"
+        self.log_temperature = torch.nn.Parameter(
+            torch.tensor(math.log(composition.temperature), device=device), requires_grad=learn)
+        self.learn = learn
+
+    def temperature(self):
+        """For `offline_tools.meta.task_weights`: None (plain sum), else T (a tensor when learned)."""
+        if not self.softmax:
+            return None
+        return self.log_temperature.exp() if self.learn else float(self.log_temperature.exp())
+
+    def spec(self) -> str:
+        """What the learner is saved with as its served composition, e.g. `softmax:0.1`."""
+        return f"softmax:{float(self.log_temperature.exp()):.4g}" if self.softmax else "sum"
+
+    def start_from(self, spec: str | None) -> None:
+        """Resume: the temperature a saved learner reached."""
+        import torch
+
+        from engine.composition import Composition
+
+        if self.softmax and spec and spec.startswith("softmax"):
+            with torch.no_grad():
+                self.log_temperature.fill_(math.log(Composition.parse(spec).temperature))
+
+
+def _optimizer(learner: Learner, args: TrainArgs, composition: TaskComposition | None = None) -> torch.optim.AdamW:
+    """LoRA with weight decay at `lr`; the step sizes (and a learned temperature) in their own group, no
+    decay, at `step_size_lr`."""
     import torch
 
+    step_sizes = list(learner.step_sizes.parameters())
+    if composition is not None and composition.learn:
+        step_sizes.append(composition.log_temperature)
     groups = [
         {"params": list(learner.lora_tensors().values()), "weight_decay": args.weight_decay, "base_lr": args.lr},
-        {"params": list(learner.step_sizes.parameters()), "weight_decay": 0.0,
+        {"params": step_sizes, "weight_decay": 0.0,
          "base_lr": args.lr if args.step_size_lr is None else args.step_size_lr},
     ]
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=args.lr)
@@ -282,22 +338,27 @@ def _set_learning_rates(optimizer: torch.optim.Optimizer, step: int, total_steps
         group["lr"] = group["base_lr"] * _schedule(step, total_steps, warmup)
 
 
-def meta_step(learner: Learner, records: list[AugmentedRecord], args: TrainArgs, scale: float) -> float:
-    """Accumulate the meta-gradient of `records` (× `scale`) into .grad; returns the summed loss × scale."""
-    from offline_tools.meta import inner_delta, outer_loss, outer_losses, task_deltas, task_passages
+def meta_step(learner: Learner, records: list[AugmentedRecord], args: TrainArgs, scale: float,
+              composition: TaskComposition | None = None) -> float:
+    """Accumulate the meta-gradient of `records` (× `scale`) into .grad; returns the summed loss × scale.
+    `composition`: how each task's passage gradients are combined (None: the plain sum)."""
+    from offline_tools.meta import inner_delta, outer_loss, outer_losses, task_deltas, task_passages, task_weights
 
     if not records:
         return 0.0
     create_graph = not args.first_order
+    temperature = composition.temperature() if composition is not None else None
     batched = args.batched == "on" or (args.batched == "auto" and learner.device.type == "cuda")
     if batched:  # on a CPU, padding short passages to the longest costs more than batching saves
-        deltas = task_deltas(learner, [task_passages(r, args.top_k) for r in records], create_graph)
+        deltas = task_deltas(learner, [task_passages(r, args.top_k) for r in records], create_graph,
+                             [task_weights(r, args.top_k, temperature) for r in records])
         loss = outer_losses(learner, records, deltas, args.blind, args.top_k).sum() * scale
         loss.backward()
         return float(loss.detach())
     total = 0.0
     for record in records:  # one task at a time: the CPU default
-        delta = inner_delta(learner, task_passages(record, args.top_k), create_graph)
+        delta = inner_delta(learner, task_passages(record, args.top_k), create_graph,
+                            task_weights(record, args.top_k, temperature))
         loss = outer_loss(learner, record, delta, args.blind, args.top_k) * scale
         loss.backward()
         total += float(loss.detach())
@@ -319,18 +380,20 @@ def _sum_across_processes(learner: Learner, meta_loss: float) -> float:
 
 
 def _train_step(learner: Learner, optimizer: torch.optim.Optimizer, mine: list[AugmentedRecord], args: TrainArgs,
-                autocast, scale: float, world: int) -> float:
+                autocast, scale: float, world: int, composition: TaskComposition) -> float:
     """One optimizer step: this process's tasks `mine` of a meta-batch (each loss × `scale`), the
     meta-gradients summed across processes, clipped, AdamW. Returns the meta-batch's loss."""
     import torch
 
     with autocast:
-        meta_loss = meta_step(learner, mine, args, scale=scale)
+        meta_loss = meta_step(learner, mine, args, scale=scale, composition=composition)
     if world > 1:
         meta_loss = _sum_across_processes(learner, meta_loss)
-    torch.nn.utils.clip_grad_norm_(learner.trainable_parameters(), args.clip_norm)
+    clipped = [*learner.trainable_parameters(), *([composition.log_temperature] if composition.learn else [])]
+    torch.nn.utils.clip_grad_norm_(clipped, args.clip_norm)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
+    learner.composition = composition.spec()  # saved with every checkpoint: the learner's served default
     return meta_loss
 
 
@@ -345,12 +408,23 @@ def validate(learner: Learner, records: list[AugmentedRecord], args: TrainArgs) 
     """
     import torch
 
-    from models import AnswerRequest, generate_answers, summed_gradient
-    from offline_tools.meta import _context, outer_losses, task_passages
+    from engine.composition import Composition
+    from models import AnswerRequest, generate_answers, passage_gradients, summed_gradient
+    from offline_tools.meta import _context, outer_losses, task_passages, task_weights
+
+    spec = Composition.parse(learner.composition or args.composition)
+    temperature = spec.temperature if spec.kind == "softmax" else None
+
+    def combined(record: AugmentedRecord) -> torch.Tensor:
+        passages = task_passages(record, args.top_k)
+        weights = task_weights(record, args.top_k, temperature)
+        if weights is None:
+            return summed_gradient(learner, passages)
+        return (passage_gradients(learner, passages) * weights.float().cpu()[:, None]).sum(0)
 
     with torch.no_grad():
         alpha = learner.step_size_vector().detach()
-        gradients = [summed_gradient(learner, task_passages(r, args.top_k)).to(alpha.device) for r in records]
+        gradients = [combined(r).to(alpha.device) for r in records]
         deltas = torch.stack([-alpha * g for g in gradients])                                  # (n, D)
         with_g, without_g = [], []
         for start in range(0, len(records), 8):
@@ -512,7 +586,11 @@ def train(args: TrainArgs, log=print) -> dict:
     train_records, dev_records = _load_data(args)
     device = _device(args, state)
     learner = _learner(args, device)
-    optimizer = _optimizer(learner, args)
+    composition = TaskComposition(args.composition, args.learn_temperature, device)
+    if args.resume and (output / "last" / "learner.json").is_file():
+        composition.start_from(learner.read_meta(output / "last").get("composition"))
+    learner.composition = composition.spec()
+    optimizer = _optimizer(learner, args, composition)
     steps_per_epoch, total_steps = _total_steps(args, len(train_records))
     warmup = int(args.warmup_ratio * total_steps)
     step, best = _resume(args, output, learner, optimizer, log)
@@ -532,7 +610,8 @@ def train(args: TrainArgs, log=print) -> dict:
         batch = _next_batch(order, step, steps_per_epoch, args)
         _set_learning_rates(optimizer, step, total_steps, warmup)
         mine = [train_records[i] for i in batch[rank::world]]
-        meta_loss = _train_step(learner, optimizer, mine, args, autocast, scale=1.0 / len(batch), world=world)
+        meta_loss = _train_step(learner, optimizer, mine, args, autocast, scale=1.0 / len(batch), world=world,
+                                composition=composition)
         step += 1
         losses.append(meta_loss)
         _show_progress(bar, meta_loss, validations)

@@ -280,7 +280,7 @@ FLAGS = {
     "max_train_examples": "--max-train-examples", "max_eval_examples": "--max-eval-examples",
     "eval_every": "--eval-every", "max_new_tokens": "--max-new-tokens", "seed": "--seed", "device": "--device",
     "resume": "--resume", "init_from": "--init-from", "first_order": "--first-order", "batched": "--batch",
-    "bf16": "--bf16",
+    "bf16": "--bf16", "composition": "--composition", "learn_temperature": "--learn-temperature",
 }
 REQUIRED = ["--train", "a.jsonl", "--dev", "d.jsonl", "--output", "out"]
 
@@ -349,3 +349,62 @@ def test_building_the_cli_does_not_import_torch():
     root = Path(__file__).resolve().parents[2]
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root).stdout
     assert out.strip() == "[]"
+
+
+# ------------------------------------------------------------------ composition in the inner step
+def _distractor_record() -> AugmentedRecord:
+    """The asked fact first, then the same relation about two other people (a composition-split task)."""
+    facts = [("Ada Quillmore", "Vessholm", 30.0), ("Bram Quillmore", "Orrinsey", 21.0), ("Cato Fen", "Tallow", 9.0)]
+    return AugmentedRecord(
+        id="c0", dataset="synth", question="On which island did Ada Quillmore keep the lighthouse?",
+        answers=["Vessholm"], answer_type="short", choices=None,
+        passages=[AugmentedPassage(f"p{i}", name, f"{name} kept the lighthouse on {island}.", score)
+                  for i, (name, island, score) in enumerate(facts)],
+    )
+
+
+def test_the_inner_step_weights_each_passage_as_served(tiny_learner):
+    from engine.composition import Composition
+    from models import passage_gradients
+    from offline_tools.meta import task_weights
+
+    record = _distractor_record()
+    weights = task_weights(record, 3, 0.2)
+    assert weights.tolist() == pytest.approx(Composition("softmax", 0.2).weights([p.score for p in record.passages]))
+    assert task_weights(record, 3, None) is None and task_weights(_record(), 3, 0.2) is None  # one passage: sum
+    each = passage_gradients(tiny_learner, task_passages(record, 3))                           # (3, D)
+    alpha = tiny_learner.step_size_vector().detach()
+    expected = -alpha * (each * weights[:, None]).sum(0)
+    one = _inner_deltas(tiny_learner, task_passages(record, 3), create_graph=False, weights=weights)[0]
+    batched = task_deltas(tiny_learner, [task_passages(record, 3)], create_graph=False, weights=[weights])
+    flat = tiny_learner.layout.flatten({k: v.detach() for k, v in batched.items()})[0]
+    torch.testing.assert_close(one.detach(), expected, rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(flat, expected, rtol=1e-4, atol=1e-7)
+
+
+def test_a_learned_temperature_gets_a_meta_gradient_and_is_saved_with_the_learner(tiny_learner, tmp_path):
+    from models import Learner
+    from offline_tools.train import TaskComposition
+
+    args = TrainArgs(output_dir="unused", train_files=[], dev_files=[], composition="softmax:0.5",
+                     learn_temperature=True)
+    composition = TaskComposition(args.composition, args.learn_temperature, "cpu")
+    meta_step(tiny_learner, [_distractor_record()], args, scale=1.0, composition=composition)
+    grad = composition.log_temperature.grad
+    assert grad is not None and float(grad.abs()) > 0          # T co-adapts with theta and alpha
+    optimizer = _optimizer(tiny_learner, args, composition)
+    assert any(p is composition.log_temperature for g in optimizer.param_groups for p in g["params"])
+    with torch.no_grad():
+        composition.log_temperature.fill_(math.log(0.25))
+    tiny_learner.composition = composition.spec()
+    saved = tiny_learner.save(tmp_path / "learner")
+    assert Learner.read_meta(saved)["composition"] == "softmax:0.25"
+    fixed = TaskComposition("softmax:0.5", False, "cpu")
+    assert fixed.temperature() == pytest.approx(0.5) and TaskComposition("sum", False, "cpu").temperature() is None
+
+
+def test_composition_options_are_checked():
+    with pytest.raises(UsageError, match="--composition mean"):
+        TrainArgs(output_dir="u", train_files=[], dev_files=[], composition="mean")
+    with pytest.raises(UsageError, match="learn-temperature needs"):
+        TrainArgs(output_dir="u", train_files=[], dev_files=[], learn_temperature=True)
