@@ -291,3 +291,10 @@ def test_a_step_its_command_would_refuse_is_caught_before_anything_runs(small: P
     assert f"{small}:13: step 'people': `regrad synth" in err and "unrecognized arguments: --sede 3" in err
     assert not (small.parent / "work").exists()
 
+
+def test_the_demo_builds_its_data_with_the_recipes_first_steps():
+    import cli.demo as demo
+
+    recipe = load_recipe(demo.RECIPE, base=demo.REPO)
+    assert [s.kind for s in recipe.plan([demo.SYNTH_TEST, demo.HOTPOT_DEV])] == ["synth", "index", "augment", "augment"]
+    assert recipe.step(demo.INDEX).kind == "index"
