@@ -157,7 +157,12 @@ class Recipe:
     shipped: str              # the name of the step that writes the learner
 
     def step(self, name: str) -> Step:
-        return next(s for s in reversed(self.steps) if s.name == name)   # a run's extension, if any
+        """The step named `name` (a run extended by --resume: its extension, the later of its two)."""
+        found = [s for s in self.steps if s.name == name]
+        if not found:
+            raise InputFileError(str(self.path), f"no step named {name!r}; steps: "
+                                 f"{', '.join(dict.fromkeys(s.name for s in self.steps))}")
+        return found[-1]
 
     def output(self, name: str) -> Path:
         """Where a step (or data entry) named `name` writes (lies)."""
@@ -167,7 +172,7 @@ class Recipe:
         """The steps that build `targets` (step names; default: all), in recipe order."""
         if targets is None:
             return list(self.steps)
-        wanted, todo = set(), list(targets)
+        wanted, todo = set(), [self.step(t).name for t in targets]
         while todo:
             name = todo.pop()
             if name in wanted or name in self.inputs:

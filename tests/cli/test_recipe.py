@@ -245,6 +245,8 @@ def test_only_what_a_target_needs_is_planned(small: Path):
     recipe = load_recipe(small)
     assert [s.name for s in recipe.plan(["aug"])] == ["people", "index", "aug"]
     assert [s.name for s in recipe.plan(["val"])] == ["people", "index", "aug", "val"]
+    with pytest.raises(RegradError, match="no step named 'vall'; steps: people, index, aug, mix, val, run, average"):
+        recipe.plan(["vall"])
 
 
 def test_a_failing_step_stops_the_build_naming_it(small: Path):
