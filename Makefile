@@ -37,9 +37,14 @@ lint: setup
 demo: model
 	$(PY) -m cli.demo
 
-# Reproduce the shipped learner from scratch (checkpoints/regrad-smollm2-135m/COMMAND.md), then the demo.
+# Reproduce the shipped learner from scratch with its recipe (checkpoints/regrad-smollm2-135m/COMMAND.md),
+# then the demo on it. `$(REGRAD) train --recipe $(RECIPE) --dry-run` prints every command without running
+# anything; RECIPE_SET='--set run1.steps=2 --set run1.extend_to=0' overrides values of the recipe.
+RECIPE     ?= checkpoints/regrad-smollm2-135m/recipe.toml
+RECIPE_SET ?=
 train: model
-	REGRAD_DEMO_TRAIN=1 $(PY) -m cli.demo
+	$(REGRAD) train --recipe $(RECIPE) $(RECIPE_SET)
+	$(PY) -m cli.demo --recipe $(RECIPE)
 
 serve: model
 	$(PY) -m cli.demo --serve-only --port $(PORT)

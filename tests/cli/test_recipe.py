@@ -1,0 +1,302 @@
+"""Recipes (`regrad train --recipe FILE [--dry-run]`, offline_tools/recipe.py): the shipped learner's recipe
+is the one its runs recorded, a dry run loads nothing, a bad recipe is one error line naming the file,
+line and key, and a build skips what is done. No model anywhere."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cli.main import main
+from offline_tools.errors import RegradError
+from offline_tools.recipe import load_recipe, run_steps
+
+ROOT = Path(__file__).resolve().parents[2]
+SHIPPED = ROOT / "checkpoints" / "regrad-smollm2-135m"
+RECIPE = SHIPPED / "recipe.toml"
+
+
+def _train_args(argv: list[str]) -> dict:
+    """The `TrainArgs` a `regrad train` command line means, as train_args.json records them."""
+    from cli.commands.train import register, train_args_from
+
+    subparsers = argparse.ArgumentParser().add_subparsers()
+    register(subparsers)
+    return dataclasses.asdict(train_args_from(subparsers.choices["train"].parse_args(argv[1:])))
+
+
+# ---------------------------------------------------------------------------------- the shipped recipe
+def test_the_shipped_recipe_is_what_the_shipped_runs_recorded():
+    """Each run's `regrad train` options are those in its train_args.json (paths aside); run 1's record is
+    its resumed extension; the averages are the lineage's soup.json pairs; the learner is the last average."""
+    recipe = load_recipe(RECIPE)
+    runs = {s.name: s for s in recipe.steps if s.kind == "train"}   # run1: its extension (the later step)
+    records = {"run1": "runs/1/init/runs/1/init/runs/1", "run2": "runs/1/init/runs/1/init/runs/2",
+               "run3": "runs/1/init/runs/1", "run5": "runs/1"}
+    assert list(runs) == list(records)
+    for name, record in records.items():
+        recorded = json.loads((SHIPPED / record / "train_args.json").read_text())
+        planned = _train_args(runs[name].argv)
+        paths = {"output_dir", "train_files", "dev_files", "init_from"}
+        assert {k: planned[k] for k in recorded if k not in paths} == {k: v for k, v in recorded.items()
+                                                                       if k not in paths}, name
+        assert bool(planned["init_from"]) == bool(recorded.get("init_from")), name
+    exports = [s for s in recipe.steps if s.kind == "export"]
+    assert [s.needs for s in exports] == [["run1", "run2"], ["run3", "average1"], ["run5", "average2"]]
+    assert recipe.shipped == exports[-1].name and runs["run5"].needs[-1] == "average2"
+
+
+def test_dry_run_lists_every_command_in_order_without_loading_anything(tmp_path: Path):
+    """Even where the data folder does not exist: the plan is printed, torch and the data never loaded."""
+    code = ("import json, sys, time; from cli.main import main; t = time.perf_counter(); "
+            f"rc = main(['train', '--recipe', {str(RECIPE)!r}, '--dry-run']); "
+            "print(json.dumps({'rc': rc, 's': time.perf_counter() - t, "
+            "'loaded': sorted({'torch', 'transformers', 'tantivy', 'numpy'} & set(sys.modules))}))")
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "REGRAD_DATA_DIR": str(tmp_path / "no-data"),
+           "REGRAD_DEMO_DIR": str(tmp_path / "work")}
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    *plan, result = done.stdout.strip().splitlines()
+    assert json.loads(result)["rc"] == 0 and json.loads(result)["loaded"] == []
+    assert time.perf_counter() - started < 60   # ~0.2 s unloaded: nothing heavy runs
+    commands = [line for line in plan if not line.startswith("#")]
+    verbs = [line.split()[1] if line.startswith("regrad") else "mix" for line in commands]
+    assert verbs == ["synth", "index", *["augment"] * 5, "mix", "mix",            # the benchmark, runs 1-2's data
+                     "synth", "index", "augment", "mix",                           # run 2's fresh people
+                     "synth", "index", "augment", "augment", "mix", "mix",         # run 3's varied people
+                     "synth", "index", "augment", "mix",                           # run 5's second batch
+                     "train", "train", "train", "export", "train", "export", "train", "export"]
+    work, data = tmp_path / "work", tmp_path / "no-data"
+    assert f"--corpus {data}/hotpotqa/ircot_hotpotqa_dev_subsampled.jsonl" in commands[1]
+    runs = [c for c in commands if c.startswith("regrad train")]
+    assert "--max-steps 1000" in runs[0] and runs[1].endswith("--max-steps 1500 --max-eval-examples 72 "
+                                                              "--eval-every 250 --bf16 on --resume")
+    assert "--init-from" not in runs[0] + runs[1] + runs[2]
+    assert f"--init-from {work}/checkpoint-soup " in runs[3] and f"--init-from {work}/checkpoint-trained " in runs[4]
+    averages = [c for c in commands if c.startswith("regrad export")]
+    assert averages[0] == (f"regrad export --checkpoint {work}/checkpoint/best --checkpoint "
+                           f"{work}/checkpoint-fresh/best --output {work}/checkpoint-soup")
+    assert averages[2] == (f"regrad export --checkpoint {work}/checkpoint-more/best --checkpoint "
+                           f"{work}/checkpoint-trained --output {work}/checkpoint-trained-more")
+    assert plan[-1] == f"# the learner: {work}/checkpoint-trained-more"
+    assert not work.exists()
+
+
+def test_set_overrides_one_value_and_run_flags_are_refused(capsys: pytest.CaptureFixture):
+    assert main(["train", "--recipe", str(RECIPE), "--dry-run", "--set", "run2.steps=7"]) == 0
+    assert "--max-steps 7 " in capsys.readouterr().out
+    assert main(["train", "--recipe", str(RECIPE), "--dry-run", "--lr", "1e-3"]) == 2
+    assert "--lr cannot be given with it" in capsys.readouterr().err
+    assert main(["train", "--recipe", str(RECIPE), "--dry-run", "--set", "run9.steps=7"]) == 2
+    assert "no step or table named 'run9'" in capsys.readouterr().err
+    assert main(["train", "--dry-run"]) == 2
+    assert main(["train", "--output", "o"]) == 2
+    assert "required: --train, --dev (or --recipe FILE)" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------ a small recipe
+SMALL = """\
+shipped = "average"
+
+[paths]
+work = "${{REGRAD_TEST_WORK:-{work}}}"
+data = "{data}"
+
+[data]
+questions = "questions.jsonl"
+
+[train]
+preset = "tiny"
+
+[[step]]
+kind = "synth"
+name = "people"
+title = "invented people"
+output = "synth"
+seed = 3
+varied = true
+
+[[step]]
+kind = "index"
+name = "index"
+output = "index"
+corpora = ["people"]
+
+[[step]]
+kind = "augment"
+name = "aug"
+dataset = "synth"
+source = "people"
+split = "train"
+index = "index"
+output = "aug/train.jsonl"
+
+[[step]]
+kind = "mix"
+name = "mix"
+output = "aug/mix.jsonl"
+parts = [{{ from = "aug" }}, {{ from = "questions", repeat = 2 }}]
+shuffle = 1
+
+[[step]]
+kind = "mix"
+name = "val"
+output = "aug/val.jsonl"
+parts = [{{ from = "questions", head = 1 }}, {{ from = "aug", tail = 2 }}]
+
+[[step]]
+kind = "train"
+name = "run"
+output = "run"
+train = "mix"
+dev = "val"
+steps = 4
+extend_to = 6
+lr = 1e-3
+
+[[step]]
+kind = "export"
+name = "average"
+output = "average"
+checkpoints = ["run", "run"]
+"""
+
+
+@pytest.fixture
+def small(tmp_path: Path) -> Path:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "questions.jsonl").write_text('{"q": 1}\n{"q": 2}\n{"q": 3}\n')
+    path = tmp_path / "recipe.toml"
+    path.write_text(SMALL.format(work=tmp_path / "work", data=tmp_path / "data"))
+    return path
+
+
+class FakeRegrad:
+    """Records each `regrad` command and writes what the real one would leave behind."""
+
+    def __init__(self) -> None:
+        self.ran: list[list[str]] = []
+
+    def __call__(self, argv: list[str], quiet: bool) -> int:
+        self.ran.append(argv)
+        out = Path(argv[argv.index("--index" if argv[0] == "index" else "--output") + 1])
+        if argv[0] == "augment":
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text("".join(f'{{"a": {i}}}\n' for i in range(5)))
+        elif argv[0] == "train":
+            out.mkdir(parents=True, exist_ok=True)
+            steps = int(argv[argv.index("--max-steps") + 1])
+            (out / "summary.json").write_text(json.dumps({"steps": steps, "best": {"f1": 50.0, "step": steps}}))
+        else:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / {"synth": "synth.json", "export": "soup.json"}.get(argv[0], "x")).write_text("{}")
+        return 0
+
+
+def test_a_build_runs_every_step_then_skips_the_done_ones(small: Path, capsys: pytest.CaptureFixture):
+    recipe = load_recipe(small)
+    work = recipe.work
+    fake = FakeRegrad()
+    run_steps(recipe, recipe.steps, fake)
+    assert [a[0] for a in fake.ran] == ["synth", "index", "augment", "train", "train", "export"]
+    assert fake.ran[0] == ["synth", "--output", f"{work}/synth", "--seed", "3", "--varied"]
+    assert fake.ran[4][-1] == "--resume" and "--max-steps 6" in " ".join(fake.ran[4])
+    assert (work / "index" / ".recipe-done").is_file()
+    # the mix and the validation file, as `random.Random(seed).shuffle` of the concatenated lines
+    aug = (work / "aug" / "train.jsonl").read_text().splitlines()
+    questions = (small.parent / "data" / "questions.jsonl").read_text().splitlines()
+    expected = aug + questions * 2
+    random.Random(1).shuffle(expected)
+    assert (work / "aug" / "mix.jsonl").read_text() == "\n".join(expected) + "\n"
+    assert (work / "aug" / "val.jsonl").read_text().splitlines() == questions[:1] + aug[-2:]
+    assert "best validation F1 50.0 at step 6" in capsys.readouterr().out
+
+    again = FakeRegrad()   # everything done: only augment runs (it skips its done questions by itself)
+    run_steps(recipe, recipe.steps, again)
+    assert [a[0] for a in again.ran] == ["augment"]
+    capsys.readouterr()
+    assert main(["train", "--recipe", str(small), "--dry-run"]) == 0
+    plan = [line for line in capsys.readouterr().out.splitlines() if "regrad" in line or "(mix)" in line]
+    assert [line.startswith("# done: ") for line in plan] == [True, True, False, True, True, True, True, True]
+
+
+def test_a_stopped_run_continues_with_resume_and_a_longer_run_extends(small: Path):
+    recipe = load_recipe(small, overrides=["run.extend_to=0"])
+    run = recipe.step("run")
+    (run.output / "last").mkdir(parents=True)
+    (run.output / "last" / "trainer_state.json").write_text("{}")
+    assert not run.is_done() and run.command()[-1] == "--resume"
+    (run.output / "summary.json").write_text('{"steps": 4}')
+    assert run.is_done()
+    longer = load_recipe(small, overrides=["run.steps=9", "run.extend_to=0"]).step("run")
+    assert not longer.is_done() and longer.command()[-1] == "--resume"
+
+
+def test_only_what_a_target_needs_is_planned(small: Path):
+    recipe = load_recipe(small)
+    assert [s.name for s in recipe.plan(["aug"])] == ["people", "index", "aug"]
+    assert [s.name for s in recipe.plan(["val"])] == ["people", "index", "aug", "val"]
+    with pytest.raises(RegradError, match="no step named 'vall'; steps: people, index, aug, mix, val, run, average"):
+        recipe.plan(["vall"])
+
+
+def test_a_failing_step_stops_the_build_naming_it(small: Path):
+    recipe = load_recipe(small)
+    with pytest.raises(RegradError, match="step 'index' .*exit code 3"):
+        run_steps(recipe, recipe.steps, lambda argv, quiet: 3 if argv[0] == "index" else FakeRegrad()(argv, quiet))
+    (small.parent / "data" / "questions.jsonl").unlink()
+    with pytest.raises(RegradError, match="questions.jsonl: not found .*REGRAD_DATA_DIR"):
+        run_steps(recipe, recipe.steps, FakeRegrad())
+
+
+@pytest.mark.parametrize("edit, line, message", [
+    (('output = "aug/mix.jsonl"\n', ''), 36, "step 'mix' needs output = \"PATH\""),   # its [[step]] line
+    (('kind = "index"', 'kind = "indx"'), 22, "kind = 'indx' is not a step kind; known: synth, index, augment"),
+    (('train = "mix"', 'train = "mixx"'), 53, "train = 'mixx' is not defined before this step; it must name an "
+                                              "earlier mix or augment or data (questions, aug, mix, val)"),
+    (('corpora = ["people"]', 'corpora = ["val"]'), 25, "corpora = 'val' is not defined before this step"),
+    (('lr = 1e-3', 'lr = "fast"'), 57, "step 'run': lr = 'fast' must be float or int"),
+    (('steps = 4', 'steps = 0'), 55, "steps = 0 must be an integer >= 1"),
+    (('preset = "tiny"', 'presets = "tiny"'), 11, "[train]: 'presets' is not a `regrad train` option"),
+    (('shipped = "average"', 'shipped = "mix"'), 1, "shipped = 'mix' must name a train or export step"),
+    (('seed = 3', 'seed = [3]'), 18, "seed = [3] must be a number, a string or a boolean"),
+    (('[data]', '[data'), None, "not valid TOML: "),
+])
+def test_a_bad_recipe_is_one_error_line_naming_file_line_and_key(small: Path, capsys: pytest.CaptureFixture,
+                                                                 edit: tuple[str, str], line: int, message: str):
+    old, new = edit
+    text = small.read_text()
+    assert old in text
+    small.write_text(text.replace(old, new, 1))
+    assert main(["train", "--recipe", str(small), "--dry-run"]) == 3
+    captured = capsys.readouterr()
+    assert captured.out == "" and "Traceback" not in captured.err
+    assert captured.err.startswith(f"regrad: error: {small}"), captured.err
+    if line is not None:
+        assert captured.err.startswith(f"regrad: error: {small}:{line}: "), captured.err
+    assert message in captured.err, captured.err
+
+
+def test_a_step_its_command_would_refuse_is_caught_before_anything_runs(small: Path, capsys: pytest.CaptureFixture):
+    small.write_text(small.read_text().replace("seed = 3", "sede = 3"))
+    assert main(["train", "--recipe", str(small)]) == 3
+    err = capsys.readouterr().err
+    assert f"{small}:13: step 'people': `regrad synth" in err and "unrecognized arguments: --sede 3" in err
+    assert not (small.parent / "work").exists()
+
+
+def test_the_demo_builds_its_data_with_the_recipes_first_steps():
+    import cli.demo as demo
+
+    recipe = load_recipe(demo.RECIPE, base=demo.REPO)
+    assert [s.kind for s in recipe.plan([demo.SYNTH_TEST, demo.HOTPOT_DEV])] == ["synth", "index", "augment", "augment"]
+    assert recipe.step(demo.INDEX).kind == "index"
