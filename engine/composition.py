@@ -20,8 +20,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported where it is used: the CLI and the HTTP schemas read this module
+    import torch
 
 __all__ = ["Composition", "COMPOSITION_KINDS", "DEFAULT_TEMPERATURE", "DEFAULT_COMPOSITION", "softmax_weights"]
 
@@ -70,12 +72,16 @@ class Composition:
             return [1.0] * n
         if max(scores) <= 0:  # type: ignore[type-var]
             return [1.0] * n
+        import torch
+
         return softmax_weights(torch.tensor(scores, dtype=torch.float64), self.temperature).tolist()
 
 
 def softmax_weights(scores: torch.Tensor, temperature: torch.Tensor | float) -> torch.Tensor:
     """k · softmax(s / (s_max · T)) over one request's k scores (s_max > 0); differentiable in T, so
     meta-training can learn the temperature with the rest of the inner step."""
+    import torch
+
     return scores.numel() * torch.softmax(scores / (scores.max() * temperature), dim=0)
 
 

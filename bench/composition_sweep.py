@@ -1,0 +1,67 @@
+"""How the combination of passage gradients changes the answers: a grid of compositions x top-k, in-process.
+
+One engine (learner, index, store) answers every augmented file under each composition and top-k;
+the table has one row per (file, k, mode, composition) with EM and F1. Gradients missing from the
+store are computed once and written back, so later cells read them. This is the measurement behind
+the served default composition (chosen on dev files only: docs/results.md, "Composition").
+
+    python bench/composition_sweep.py --checkpoint checkpoints/regrad-smollm2-135m --index artifacts/rel/index \\
+        --store artifacts/rel/store --data artifacts/rel/aug/novel_dev.jsonl --k 1 --k 3 \\
+        --composition sum --composition softmax:0.05 --composition softmax:0.1 --output sweep.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", required=True, help="learner folder")
+    parser.add_argument("--index", required=True, help="tantivy index folder")
+    parser.add_argument("--store", required=True, help="gradient store folder (created if missing)")
+    parser.add_argument("--data", action="append", required=True, help="augmented file (repeatable)")
+    parser.add_argument("--k", type=int, action="append", help="top-k (repeatable; default 3)")
+    parser.add_argument("--composition", action="append", help="sum, softmax or softmax:T (repeatable; default sum)")
+    parser.add_argument("--mode", action="append", help="mode (repeatable; default regrad)")
+    parser.add_argument("--limit", type=int, help="first N questions of each file")
+    parser.add_argument("--output", help="write the rows as JSON here")
+    args = parser.parse_args(argv)
+
+    from engine import EngineConfig
+    from engine.core import Engine
+    from offline_tools.evaluate import evaluate_in_process, load_records
+
+    engine = Engine.from_config(EngineConfig(checkpoint=Path(args.checkpoint), index=args.index,
+                                             store=Path(args.store), write_back=True))
+    rows = []
+    try:
+        for path in args.data:
+            records = load_records([path], limit=args.limit)
+            for k in args.k or [3]:
+                for spec in args.composition or ["sum"]:
+                    started = time.perf_counter()
+                    result = evaluate_in_process(engine, records, modes=args.mode or ["regrad"], top_k=k,
+                                                 composition=spec, progress=False)
+                    for mode, table in result.tables.items():
+                        s = table.overall_micro
+                        rows.append({"data": Path(path).name, "k": k, "mode": mode, "composition": spec,
+                                     "n": s.n, "em": round(s.em, 2), "f1": round(s.f1, 2)})
+                        print(f"{Path(path).name:<28} k={k}  {mode:<16} {spec:<14} n={s.n:<4} EM {s.em:6.2f}  "
+                              f"F1 {s.f1:6.2f}  ({time.perf_counter() - started:.0f} s)", flush=True)
+    finally:
+        engine.close()
+    if args.output:
+        Path(args.output).write_text(json.dumps(rows, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
