@@ -15,9 +15,9 @@ Relations are in three fixed groups, the same for every seed:
 Every phrasing and every question of a relation contains its `cue` (a word stem no other
 relation's phrasings contain: `tests/offline_tools/test_synth_relations.py` checks it), so BM25
 ranks same-relation passages right after the asked subject's own: the distractors a ReGrad sum
-must not mix up. Organisation subjects are named "<brand> <kind>", the kinds one relation's own
-(`subject_kinds`, disjoint across relations) for the same reason: a kind word shared across
-relations would pull in other relations' passages.
+must not mix up. Organisation subjects are named "<brand> <kind>", the kind their relation's
+`org_kind` (shared by all its subjects, so it adds to the relation's words), except in a
+composition cluster sharing a brand, whose members take different kinds of `ORG_KINDS`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from typing import Literal
 
 from offline_tools.synth import NAME_STYLES, article, person_name, place
 
-__all__ = ["Relation", "TRAIN_RELATIONS", "DEV_RELATIONS", "TEST_RELATIONS", "RELATIONS", "GROUPS"]
+__all__ = ["Relation", "TRAIN_RELATIONS", "DEV_RELATIONS", "TEST_RELATIONS", "RELATIONS", "GROUPS", "ORG_KINDS"]
+
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class Relation:
         draw: an invented value (so a model cannot know it before reading the passage).
         statements, questions: format strings over {name}, {value}, {a_value} (with its article).
         aliases: the gold answers for a value (e.g. with and without "the").
-        subject_kinds: for `org` relations, the kind words of its subjects' names.
+        org_kind: an `org` relation's kind of organisation, the last word of its subjects' names.
     """
 
     key: str
@@ -55,7 +56,7 @@ class Relation:
     statements: tuple[str, ...]
     questions: tuple[str, ...]
     aliases: Callable[[str], list[str]] = field(default=lambda value: [value])
-    subject_kinds: tuple[str, ...] = ()
+    org_kind: str = ""
 
 
 # ---------------------------------------------------------------- value drawers
@@ -156,7 +157,7 @@ TRAIN_RELATIONS: tuple[Relation, ...] = (
     Relation(
         "boat_name", "train", "person", "boat", _ship,
         ("{name} owns a sailing boat named the {value}.", "{name}'s boat is called the {value}.",
-         "The {value} is the boat {name} sails.", "{name} keeps a small boat, the {value}, at the pier."),
+         "The boat {name} sails is named the {value}.", "{name} keeps a small boat, the {value}, at the pier."),
         ("What is the name of {name}'s boat?", "What is {name}'s boat called?", "Which boat is {name}'s?",
          "What did {name} name the sailing boat?"),
         aliases=_with_the,
@@ -206,7 +207,7 @@ TRAIN_RELATIONS: tuple[Relation, ...] = (
     Relation(
         "horse_name", "train", "person", "horse", _pet,
         ("{name} rides a horse called {value}.", "{name}'s horse is named {value}.",
-         "{value} is the horse that {name} rides.", "{name} bought a horse at the fair and named it {value}."),
+         "{value} is the name of the horse {name} rides.", "{name} bought a horse at the fair and named it {value}."),
         ("What is the name of {name}'s horse?", "What horse does {name} ride?", "What is {name}'s horse called?",
          "What did {name} name the horse?"),
     ),
@@ -300,7 +301,7 @@ TRAIN_RELATIONS: tuple[Relation, ...] = (
          "In which year was {name}'s first exhibition?", "What year saw {name}'s first exhibition?"),
     ),
     Relation(
-        "pen_name", "train", "person", "pen name", person_name,
+        "pen_name", "train", "person", "pen", person_name,
         ("{name} publishes under the pen name {value}.", "{name}'s pen name is {value}.",
          "The pen name {value} belongs to {name}.", "{name} signs every book with the pen name {value}."),
         ("What is {name}'s pen name?", "Under what pen name does {name} publish?", "Which pen name does {name} use?",
@@ -312,7 +313,7 @@ TRAIN_RELATIONS: tuple[Relation, ...] = (
          "In {value} the {name} was established.", "The year the {name} was established is {value}."),
         ("When was the {name} established?", "In what year was the {name} established?",
          "Which year was the {name} established in?", "The {name} was established in which year?"),
-        subject_kinds=("Glassworks", "Foundry", "Brewery", "Tannery", "Ropeworks", "Potteries"),
+        org_kind="Glassworks",
     ),
     Relation(
         "headquarters", "train", "org", "headquarter", place,
@@ -320,15 +321,15 @@ TRAIN_RELATIONS: tuple[Relation, ...] = (
          "{value} hosts the headquarters of the {name}.", "The {name} moved its headquarters to {value}."),
         ("Where are the headquarters of the {name}?", "In which town does the {name} have its headquarters?",
          "Where is the {name} headquartered?", "Which town hosts the {name}'s headquarters?"),
-        subject_kinds=("Shipyard", "Observatory", "Museum", "Institute", "Conservatory", "Laboratories"),
+        org_kind="Shipyard",
     ),
     Relation(
         "founder", "train", "org", "found", person_name,
-        ("The {name} was founded by {value}.", "{value} founded the {name}.", "The founder of the {name} was {value}.",
-         "The {name} owes its founding to {value}."),
-        ("Who founded the {name}?", "Who was the founder of the {name}?", "By whom was the {name} founded?",
-         "Who is credited with founding the {name}?"),
-        subject_kinds=("Orchestra", "Theatre", "Choir", "Ensemble", "Quartet", "Opera"),
+        ("The {name} was founded by {value}.", "{value} founded the {name}.",
+         "The {name} was founded long ago by {value}.", "The {name} began when {value} founded it."),
+        ("Who founded the {name}?", "By whom was the {name} founded?", "Which person founded the {name}?",
+         "Who founded the {name} in the first place?"),
+        org_kind="Orchestra",
     ),
     Relation(
         "emblem_colour", "train", "org", "emblem", _pick(_COLOURS),
@@ -336,7 +337,7 @@ TRAIN_RELATIONS: tuple[Relation, ...] = (
          "The {name}'s emblem is painted {value}.", "The {name} flies an emblem coloured {value}."),
         ("What colour is the emblem of the {name}?", "What is the colour of the {name}'s emblem?",
          "Which colour is the {name}'s emblem?", "The {name}'s emblem is what colour?"),
-        subject_kinds=("Guild", "Lodge", "Fellowship", "League", "Assembly", "Brotherhood"),
+        org_kind="Guild",
     ),
     Relation(
         "mascot", "train", "org", "mascot", _pick(_ANIMALS),
@@ -345,7 +346,7 @@ TRAIN_RELATIONS: tuple[Relation, ...] = (
         ("What is the mascot of the {name}?", "Which animal is the {name}'s mascot?",
          "What animal acts as mascot of the {name}?", "What mascot did the {name} adopt?"),
         aliases=_with_article,
-        subject_kinds=("Distillery", "Creamery", "Cannery", "Sawmill", "Dairy", "Cidery"),
+        org_kind="Distillery",
     ),
     Relation(
         "flagship", "train", "org", "flagship", _ship,
@@ -354,8 +355,7 @@ TRAIN_RELATIONS: tuple[Relation, ...] = (
         ("What is the flagship of the {name}?", "Which vessel is the {name}'s flagship?",
          "What is the {name}'s flagship called?", "What flagship did the {name} launch?"),
         aliases=_with_the,
-        subject_kinds=("Whaling Company", "Packet Company", "Navigation Company", "Ferry Company",
-                       "Steamship Company", "Towing Company"),
+        org_kind="Fleet",
     ),
 )
 
@@ -395,7 +395,7 @@ DEV_RELATIONS: tuple[Relation, ...] = (
          "The {name}'s anthem is a tune by {value}."),
         ("Who composed the anthem of the {name}?", "Whose composition is the {name}'s anthem?",
          "Who is the composer of the {name}'s anthem?"),
-        subject_kinds=("Lyceum", "Athenaeum", "Gymnasium", "Collegium", "Forum", "Debating Union"),
+        org_kind="Lyceum",
     ),
     Relation(
         "regatta", "dev", "org", "regatta", place,
@@ -403,7 +403,7 @@ DEV_RELATIONS: tuple[Relation, ...] = (
          "The regatta of the {name} starts off {value}."),
         ("Off which town is the {name}'s regatta?", "Which town is the regatta of the {name} off?",
          "The {name}'s regatta is off which town?"),
-        subject_kinds=("Marina", "Boathouse", "Yachting Circle", "Sailing Circle", "Oarsmen", "Yacht Squadron"),
+        org_kind="Boathouse",
     ),
 )
 
@@ -425,9 +425,9 @@ TEST_RELATIONS: tuple[Relation, ...] = (
     ),
     Relation(
         "heirloom", "test", "person", "inherit", _heirloom,
-        ("{name} inherited {a_value} from an uncle.", "The heirloom {name} inherited is {a_value}.",
+        ("{name} inherited {a_value} through an uncle.", "The heirloom {name} inherited is {a_value}.",
          "{name} inherited {a_value} at a great-aunt's death."),
-        ("What did {name} inherit from an uncle?", "What heirloom did {name} inherit?",
+        ("What did {name} inherit through an uncle?", "What heirloom did {name} inherit?",
          "Which object did {name} inherit?"),
         aliases=_with_article,
     ),
@@ -449,8 +449,8 @@ TEST_RELATIONS: tuple[Relation, ...] = (
         "pilot_licence", "test", "person", "pilot", _year,
         ("{name} earned a pilot's licence in {value}.", "In {value}, {name} qualified as a pilot.",
          "{name} has been a licensed pilot since {value}."),
-        ("When did {name} earn a pilot's licence?", "In what year did {name} qualify as a pilot?",
-         "Since which year has {name} been a licensed pilot?"),
+        ("When did {name} become a pilot?", "In what year did {name} become a pilot?",
+         "In which year was {name} first a pilot?"),
     ),
     Relation(
         "orchard_trees", "test", "person", "orchard", _count(20, 900),
@@ -479,15 +479,15 @@ TEST_RELATIONS: tuple[Relation, ...] = (
          "{value} shelters the archive of the {name}."),
         ("Where does the {name} keep its archive?", "In which town is the archive of the {name} stored?",
          "In which town is the {name}'s archive?"),
-        subject_kinds=("Printworks", "Bindery", "Gazette", "Almanac", "Chronicle", "Bookshop"),
+        org_kind="Gazette",
     ),
     Relation(
         "renamed_year", "test", "org", "renamed", _year,
         ("The {name} was renamed in {value}.", "In {value} the {name} was renamed.",
-         "The {name} has carried its present name since it was renamed in {value}."),
+         "The {name} was renamed, to its present name, in {value}."),
         ("When was the {name} renamed?", "In what year was the {name} renamed?",
          "The {name} was renamed in which year?"),
-        subject_kinds=("Infirmary", "Orphanage", "Hospital", "Almshouse", "Dispensary", "Sanatorium"),
+        org_kind="Infirmary",
     ),
     Relation(
         "logo_animal", "test", "org", "logo", _pick(_ANIMALS),
@@ -496,9 +496,10 @@ TEST_RELATIONS: tuple[Relation, ...] = (
         ("What animal does the logo of the {name} show?", "What is on the {name}'s logo?",
          "Which animal appears on the {name}'s logo?"),
         aliases=_with_article,
-        subject_kinds=("Cooperative", "Syndicate", "Consortium", "Exchange", "Federation", "Collective"),
+        org_kind="Cooperative",
     ),
 )
 
 RELATIONS: tuple[Relation, ...] = TRAIN_RELATIONS + DEV_RELATIONS + TEST_RELATIONS
 GROUPS: dict[str, tuple[Relation, ...]] = {"train": TRAIN_RELATIONS, "dev": DEV_RELATIONS, "test": TEST_RELATIONS}
+ORG_KINDS: tuple[str, ...] = tuple(r.org_kind for r in RELATIONS if r.subject == "org")  # a brand cluster's kinds

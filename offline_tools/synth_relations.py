@@ -14,26 +14,29 @@ benchmarks in `regrad synth`'s format (so `regrad augment --dataset synth`, `reg
 
 `novel` (`--relations novel`): every subject (an invented person or organisation) has exactly one
 fact, one sentence, one passage titled with its name. The 46 relations of
-`offline_tools/synth_relation_table.py` are in three fixed groups: `train` people have the 28 train
-relations, `dev` people the 6 dev relations, `test` people the 12 test relations, so dev and test
-ask relations (and phrasings) never seen in training. Many subjects share each relation, so for a
-question BM25 ranks the asked passage first (its name) and then other subjects' passages of the
-same relation (the relation's words): k−1 same-kind distractors for any k up to the subjects per
-relation.
+`offline_tools/synth_relation_table.py` are in three fixed groups: `train` subjects have the 28
+train relations, `dev` subjects the 6 dev relations, `test` subjects the 12 test relations, so dev
+and test ask relations (and phrasings) never seen in training. Many subjects share each relation
+(its phrasings taken in turn), so for a question BM25 ranks the asked passage first (its name) and
+then other subjects' passages of the same relation (the relation's words): k−1 same-relation
+distractors for any k up to the subjects per relation.
 
 `composition` (`--relations composition`): the same groups (train relations for `train`, meant for
 meta-training with distractors; dev relations for `dev`; test relations for `test`, which is then
 both novel-relation and composition), but subjects come in *clusters* of `cluster_size` (≥ 5, so
-k = 1, 3, 5 can be reported): one relation and one statement phrasing per cluster, values distinct
-within it. Every other cluster is `shared_name`: relatives sharing a surname ("Tomas Ashford",
-"Elena Ashford", ...) or organisations sharing a brand word ("Velamora Foundry", "Velamora
-Brewery", ...), where BM25 barely separates the passages and only binding tells them apart; the
-rest are plain (different names). A question about a shared-name cluster member retrieves its
-cluster in the top `cluster_size`; a plain one retrieves same-relation passages of its split.
+k = 1, 3, 5 can be reported), one relation per cluster, values distinct within it. All passages of
+a relation in a split are stated in one phrasing, so whichever same-relation passages BM25 ranks
+next are stated in the same words as the asked one. Every other cluster is `shared_name`:
+relatives sharing a surname ("Tomas Ashford", "Elena Ashford", ...) or organisations sharing a
+brand word ("Velamora Glassworks", "Velamora Fleet", ...), where BM25 barely separates the
+passages and only binding tells them apart; the rest are plain (different names). A question about
+a shared-name cluster member retrieves its own cluster in the top `cluster_size`; a plain one
+retrieves same-relation passages of its split.
 
 Every name word is used by one subject only (except the shared surname or brand of a cluster, and
-an organisation's kind word, which belongs to one relation), and no value contains a name word: a
-shared word would pull in a passage of another relation. Same seed, same files.
+an organisation's kind, which its relation's subjects share), no name word is a word of any
+phrasing, and no value contains a name or kind word: a shared word would pull in a passage of
+another relation. Same seed, same files (words are compared as the tantivy analyzer stems them).
 
     regrad synth --relations composition --output artifacts/synth-comp
     regrad index --corpus artifacts/synth-comp/corpus.jsonl --index artifacts/synth-comp/index
@@ -53,7 +56,7 @@ from pathlib import Path
 from typing import Literal
 
 from offline_tools.synth import NAME_STYLES, fill_template, place, write_jsonl
-from offline_tools.synth_relation_table import GROUPS, RELATIONS, Relation
+from offline_tools.synth_relation_table import GROUPS, ORG_KINDS, RELATIONS, Relation
 
 __all__ = ["RelationsConfig", "DEFAULT_COUNTS", "phrasings", "generate_relations", "write_relations_benchmark"]
 
@@ -62,7 +65,7 @@ DEFAULT_COUNTS: dict[str, dict[str, int]] = {
     "novel": {"train": 30, "dev": 10, "test": 10},
     "composition": {"train": 6, "dev": 2, "test": 4},
 }
-_MAX_CLUSTER = min(len(r.subject_kinds) for r in RELATIONS if r.subject == "org")  # a brand cluster's kinds differ
+_MAX_CLUSTER = len(ORG_KINDS)  # a brand cluster's members differ by kind
 
 
 @dataclass
@@ -116,7 +119,6 @@ def phrasings(relation: Relation) -> tuple[tuple[str, ...], tuple[str, ...]]:
 # ---------------------------------------------------------------- names whose words are new
 _FIRST_PARTS = tuple(tuple(sorted({part for style in NAME_STYLES.values() for part in style[i]})) for i in (0, 1))
 _SURNAME_PARTS = tuple(tuple(sorted({part for style in NAME_STYLES.values() for part in style[i]})) for i in (2, 3))
-_KINDS = " ".join(kind for r in RELATIONS for kind in r.subject_kinds)
 _PHRASINGS = re.sub(r"\{\w+\}", " ", " ".join(t for r in RELATIONS for t in r.statements + r.questions))
 
 
@@ -143,7 +145,7 @@ class _Names:
         self.rng = rng
         self.avoided = set(avoid_names)
         self.name_words: set[str] = set()   # words of subjects' names (kind words aside)
-        self.kind_words = _words(_KINDS)  # an organisation's kind belongs to one relation: in no value, no name
+        self.kind_words = _words(" ".join(ORG_KINDS))  # in no value and in no other part of a name
         # never in a name: the words of values, kinds, and phrasings ("Bear" would match "What name does ... bear?")
         self.value_words: set[str] = self.kind_words | _words(_PHRASINGS)
 
@@ -170,7 +172,7 @@ class _Names:
             if relation.subject == "person":
                 name = f"{self.first_name()} {shared or self.surname()}"
             else:
-                name = f"{shared or self.brand()} {kind or self.rng.choice(relation.subject_kinds)}"
+                name = f"{shared or self.brand()} {kind or relation.org_kind}"
             if name not in self.avoided:
                 return name
         raise RuntimeError(f"every name drawn for {relation.key} is avoided")
@@ -203,24 +205,24 @@ def generate_relations(config: RelationsConfig,
     for split, relations in GROUPS.items():
         for relation in relations:
             statements, asks = phrasings(relation)
-            if config.mode == "novel":  # one group of subjects, each in a phrasing of its own
-                groups = [(None, [names.subject(relation) for _ in range(config.per_relation(split))], None)]
-            else:  # clusters, shared-name and plain in turn, each in one phrasing (rotating over them)
-                first = rng.randrange(len(statements))
-                groups = [_cluster(names, relation, c % 2 == 0, config.cluster_size,
-                                   statements[(first + c) % len(statements)])
+            if config.mode == "novel":  # one group of subjects, the phrasings taken in turn: a phrasing
+                first = rng.randrange(len(statements))  # used by one passage only would make its words rare
+                groups = [(None, [names.subject(relation)], statements[(first + i) % len(statements)])
+                          for i in range(config.per_relation(split))]
+            else:  # clusters, shared-name and plain in turn, all in one phrasing: whichever same-relation
+                statement = rng.choice(statements)  # passages BM25 ranks next are stated in the same words
+                groups = [_cluster(names, relation, c % 2 == 0, config.cluster_size, statement)
                           for c in range(config.per_relation(split))]
             used_values: set[str] = set()  # distinct within a relation's split where the values allow
             for shared, subjects, statement in groups:
                 cluster_values: set[str] = set()  # distinct within a composition cluster, always
                 for name in subjects:
                     value = names.value(relation, cluster_values, used_values)
-                    if config.mode == "composition":
-                        cluster_values.add(value)
+                    cluster_values.add(value)
                     used_values.add(value)
                     entity = f"{config.id_prefix}-{len(corpus):05d}"
                     passage_id = f"{entity}-{relation.key}"
-                    text = fill_template(statement or rng.choice(statements), name, value)
+                    text = fill_template(statement, name, value)
                     corpus.append({"_id": passage_id, "title": name, "text": text, "split": split})
                     row = {"id": passage_id, "question": fill_template(rng.choice(asks), name, value),
                            "answers": relation.aliases(value), "relation": relation.key,
@@ -240,7 +242,10 @@ def _cluster(names: _Names, relation: Relation, shared: bool, size: int,
     if not shared:
         return None, [names.subject(relation) for _ in range(size)], statement
     word = names.surname() if relation.subject == "person" else names.brand()
-    kinds = names.rng.sample(relation.subject_kinds, size) if relation.subject == "org" else [None] * size
+    if relation.subject == "person":
+        return word, [names.subject(relation, shared=word) for _ in range(size)], statement
+    others = [kind for kind in ORG_KINDS if kind != relation.org_kind]  # its own kind and others', all different
+    kinds = [relation.org_kind, *names.rng.sample(others, size - 1)]
     return word, [names.subject(relation, shared=word, kind=kind) for kind in kinds], statement
 
 

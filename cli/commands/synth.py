@@ -57,7 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     relations.add_argument("--test-per-relation", type=int, metavar="N",
                            help="subjects or clusters per test relation (default 10 / 4)")
     relations.add_argument("--cluster-size", type=int, default=5, metavar="N",
-                           help="composition: subjects per cluster, so k = 1..N can be reported (default 5, at most 6)")
+                           help="composition: subjects per cluster, k = 1..N can be reported (default 5, max 11)")
     p.set_defaults(func=run)
 
 
