@@ -34,10 +34,13 @@ from pathlib import Path
 
 from offline_tools.files import atomic_text
 
-__all__ = ["SynthConfig", "ATTRIBUTES", "generate", "write_benchmark"]
+# The name, place and organisation generators and the writers are public: offline_tools/synth_varied.py and
+# offline_tools/synth_relations.py build on them (this module imports neither at module level).
+__all__ = ["SynthConfig", "ATTRIBUTES", "Attribute", "NAME_STYLES", "generate", "write_benchmark", "person_name",
+           "place", "organisation", "article", "fill_template", "write_jsonl"]
 
 # ---------------------------------------------------------------- invented names
-_STYLES: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
+NAME_STYLES: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
     # style: (first-name onsets, first-name endings, surname stems, surname endings)
     "anglo": (("Al", "Bren", "Cor", "Dar", "El", "Fen", "Gar", "Hol", "Jas", "Lor", "Mer", "Tam", "Wyn", "Ros"),
               ("a", "en", "ric", "ley", "wyn", "ard", "is", "ton", "iel", "ette"),
@@ -79,9 +82,10 @@ _OCCUPATIONS = (
 )
 
 
-def _person_name(rng: random.Random, style: str | None = None) -> str:
-    style = style or rng.choice(sorted(_STYLES))
-    onsets, endings, stems, tails = _STYLES[style]
+def person_name(rng: random.Random, style: str | None = None) -> str:
+    """An invented full name in one naming style (a random style when `style` is None)."""
+    style = style or rng.choice(sorted(NAME_STYLES))
+    onsets, endings, stems, tails = NAME_STYLES[style]
     first = rng.choice(onsets) + rng.choice(endings)
     last = rng.choice(stems) + rng.choice(tails)
     if rng.random() < 0.15:
@@ -89,15 +93,18 @@ def _person_name(rng: random.Random, style: str | None = None) -> str:
     return f"{first} {last}"
 
 
-def _place(rng: random.Random) -> str:
+def place(rng: random.Random) -> str:
+    """An invented one-word town name built from syllables, e.g. "Velamora"."""
     return rng.choice(_PLACE_ROOTS) + rng.choice(_PLACE_MIDS) + rng.choice(_PLACE_ENDS)
 
 
-def _organisation(rng: random.Random) -> str:
-    return f"{_place(rng)} {rng.choice(_ORG_KINDS)}"
+def organisation(rng: random.Random) -> str:
+    """An invented organisation: a town name and a kind, e.g. "Velamora Society"."""
+    return f"{place(rng)} {rng.choice(_ORG_KINDS)}"
 
 
-def _article(word: str) -> str:
+def article(word: str) -> str:
+    """`word` with its indefinite article: "an oboe", "a harp"."""
     return f"an {word}" if word[0].lower() in "aeiou" else f"a {word}"
 
 
@@ -119,7 +126,7 @@ class Attribute:
 
 ATTRIBUTES: tuple[Attribute, ...] = (
     Attribute(
-        "birthplace", _place,
+        "birthplace", place,
         ("{name} was born in {value}.", "{name} was born in the town of {value}.",
          "{value} is the birthplace of {name}.", "{name}'s birthplace is the town of {value}.",
          "The town of {value} is where {name} was born.", "{name} came into the world in {value}.",
@@ -166,7 +173,7 @@ ATTRIBUTES: tuple[Attribute, ...] = (
          "By profession, what is {name}?"),
     ),
     Attribute(
-        "employer", _organisation,
+        "employer", organisation,
         ("{name} works for the {value}.", "{name} is employed by the {value}.", "The {value} employs {name}.",
          "{name}'s employer is the {value}.", "{name} has a job at the {value}.",
          "{name} is on the staff of the {value}.", "{name} draws a salary from the {value}.",
@@ -183,7 +190,7 @@ ATTRIBUTES: tuple[Attribute, ...] = (
         aliases=lambda v: [v, f"the {v}"],
     ),
     Attribute(
-        "spouse", _person_name,
+        "spouse", person_name,
         ("{name} is married to {value}.", "{name}'s spouse is {value}.", "{value} is the spouse of {name}.",
          "{name} married {value}.", "{name} and {value} are husband and wife.",
          "{name} wed {value} in a small ceremony.", "The spouse of {name} is {value}.",
@@ -198,7 +205,7 @@ ATTRIBUTES: tuple[Attribute, ...] = (
          "Who is the person {name} is married to?"),
     ),
     Attribute(
-        "residence", _place,
+        "residence", place,
         ("{name} lives in {value}.", "{name} resides in the town of {value}.", "{name}'s home is in {value}.",
          "Today {name} lives in the town of {value}.", "{name} makes a home in {value}.",
          "{value} is where {name} lives now.", "{name} has settled in {value}.",
@@ -250,8 +257,9 @@ class SynthConfig:
                              f"dev split; the benchmark's test split is the test), got test_people={self.test_people}")
 
 
-def _fill(template: str, name: str, value: str) -> str:
-    text = template.format(name=name, value=value, a_value=_article(value))
+def fill_template(template: str, name: str, value: str) -> str:
+    """A phrasing with {name}, {value} and {a_value} filled in, its first letter capitalised."""
+    text = template.format(name=name, value=value, a_value=article(value))
     return text[0].upper() + text[1:]
 
 
@@ -272,9 +280,9 @@ def generate(config: SynthConfig, avoid_names: Iterable[str] = ()) -> tuple[list
     for split, count in splits:
         held_out = split == "test"
         for _ in range(count):
-            name = _person_name(rng)
+            name = person_name(rng)
             while name in taken or name in avoided:
-                name = _person_name(rng)
+                name = person_name(rng)
             taken.add(name)
             entity = f"{config.id_prefix}-{len(taken) - 1:05d}"
             kinds = varied_attributes(split) if config.varied else ATTRIBUTES
@@ -288,11 +296,11 @@ def generate(config: SynthConfig, avoid_names: Iterable[str] = ()) -> tuple[list
                     statements = attribute.statements[-1:] if held_out else attribute.statements[:-1]
                     asks = attribute.questions[-1:] if held_out else attribute.questions[:-1]
                 passage_id = f"{entity}-{attribute.key}"
-                corpus.append({"_id": passage_id, "title": name, "text": _fill(rng.choice(statements), name, value),
-                               "split": split})
+                text = fill_template(rng.choice(statements), name, value)
+                corpus.append({"_id": passage_id, "title": name, "text": text, "split": split})
                 questions[split].append({
                     "id": passage_id,
-                    "question": _fill(rng.choice(asks), name, value),
+                    "question": fill_template(rng.choice(asks), name, value),
                     "answers": attribute.aliases(value),
                     "attribute": attribute.key,
                     "entity": entity,
@@ -303,7 +311,8 @@ def generate(config: SynthConfig, avoid_names: Iterable[str] = ()) -> tuple[list
     return corpus, questions
 
 
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    """`rows` as JSON lines, written atomically (a crash never leaves half a file)."""
     with atomic_text(path) as handle:
         handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
 
@@ -314,9 +323,9 @@ def write_benchmark(output: str | os.PathLike, config: SynthConfig, avoid_names:
     folder.mkdir(parents=True, exist_ok=True)
     avoid_names = set(avoid_names)
     corpus, questions = generate(config, avoid_names)
-    _write_jsonl(folder / "corpus.jsonl", corpus)
+    write_jsonl(folder / "corpus.jsonl", corpus)
     for split, rows in questions.items():
-        _write_jsonl(folder / f"{split}.jsonl", rows)
+        write_jsonl(folder / f"{split}.jsonl", rows)
     manifest = {
         "config": asdict(config),
         "avoided_names": len(avoid_names),

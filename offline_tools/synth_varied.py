@@ -26,7 +26,7 @@ off) do not change: `tests/offline_tools/test_synth_varied.py` checks both.
 
 from __future__ import annotations
 
-from offline_tools.synth import ATTRIBUTES, Attribute, _person_name, _place
+from offline_tools.synth import ATTRIBUTES, Attribute, person_name, place
 
 __all__ = ["TRAIN_PHRASINGS", "MORE_TRAIN_PHRASINGS", "DEV_PHRASINGS", "WIDE_DEV_PHRASINGS", "EXTRA_ATTRIBUTES",
            "varied_phrasings", "varied_attributes"]
@@ -215,7 +215,7 @@ _INSTRUMENTS = ("oboe", "harp", "lute", "accordion", "bassoon", "zither", "tromb
 # more kinds of fact, training people only (the last phrasing of each is theirs too: nothing is held out)
 EXTRA_ATTRIBUTES: tuple[Attribute, ...] = (
     Attribute(
-        "sibling", _person_name,
+        "sibling", person_name,
         ("{name}'s sibling is {value}.", "{name} has a sibling named {value}.", "{value} is {name}'s sibling.",
          "{name} and {value} are siblings.", "{name} grew up with a sibling, {value}.",
          "The sibling of {name} is {value}.", "{value} is the brother or sister of {name}."),
@@ -223,7 +223,7 @@ EXTRA_ATTRIBUTES: tuple[Attribute, ...] = (
          "Who is {name}'s brother or sister?", "Which person is {name}'s sibling?"),
     ),
     Attribute(
-        "school", lambda rng: f"{_place(rng)} {rng.choice(_SCHOOL_KINDS)}",
+        "school", lambda rng: f"{place(rng)} {rng.choice(_SCHOOL_KINDS)}",
         ("{name} studied at the {value}.", "{name} is a graduate of the {value}.",
          "{name} was educated at the {value}.", "The {value} is where {name} studied.",
          "{name} attended the {value}.", "{name}'s alma mater is the {value}.",

@@ -17,17 +17,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="write a synthetic knowledge-injection benchmark (corpus + train/dev/test questions)",
         description="Invented people with several attributes, each stated and asked in several phrasings. "
         "People are split into train/dev/test; one passage phrasing and one question phrasing per attribute "
-        "appear in test only. Closed-book accuracy is about 0 by construction. Deterministic by --seed.",
+        "appear in test only. Closed-book accuracy is about 0 by construction. Deterministic by --seed. "
+        "With --relations novel|composition: the gradient-composition benchmarks instead (see below).",
     )
     p.add_argument("--output", required=True, help="folder for corpus.jsonl, {train,dev,test}.jsonl, synth.json")
-    p.add_argument("--train-people", type=int, default=2000, help="invented people in train (default 2000)")
-    p.add_argument("--dev-people", type=int, default=40, help="invented people in dev (default 40)")
-    p.add_argument("--test-people", type=int, default=60,
+    p.add_argument("--train-people", type=int, help="invented people in train (default 2000)")
+    p.add_argument("--dev-people", type=int, help="invented people in dev (default 40)")
+    p.add_argument("--test-people", type=int,
                    help="invented people in test, stated and asked in held-out phrasings (default 60)")
     p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same files (default 0)")
-    p.add_argument("--id-prefix", default="synth",
-                   help="ids are PREFIX-00042-attribute (default synth); a second set with another prefix "
-                   "can be indexed beside the first")
+    p.add_argument("--id-prefix",
+                   help="ids are PREFIX-00042-attribute (default synth; with --relations: the mode's name); a second "
+                   "set with another prefix can be indexed beside the first")
     p.add_argument("--avoid", metavar="FOLDER", action="append", default=[],
                    help="another benchmark's folder: none of its people's names is used here (fresh "
                    "training people that never share a name with its dev or test people); repeat for several")
@@ -40,30 +41,77 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--wide-dev", action="store_true",
                    help="with --varied: dev people in 10 unseen statements and 10 unseen questions per attribute "
                    "(not 2), a dev split to choose between learners with")
+    relations = p.add_argument_group(
+        "relations", "--relations MODE writes another benchmark (offline_tools/synth_relations.py): subjects with "
+        "ONE fact each over 46 relations, 28 for train, 6 held out for dev, 12 held out for test, so a question's "
+        "top-k holds the asked fact plus same-relation facts about other subjects. novel: 30/10/10 subjects per "
+        "relation (840/60/120 questions); composition: clusters of --cluster-size subjects of one relation stated "
+        "in the same words, every other one sharing a surname or brand word, 6/2/4 clusters per relation "
+        "(840/60/240 questions)")
+    relations.add_argument("--relations", choices=("novel", "composition"),
+                           help="write the novel-relation or the composition benchmark, not the six-attribute one")
+    relations.add_argument("--train-per-relation", type=int, metavar="N",
+                           help="subjects (novel) or clusters (composition) per train relation (default 30 / 6)")
+    relations.add_argument("--dev-per-relation", type=int, metavar="N",
+                           help="subjects or clusters per dev relation (default 10 / 2)")
+    relations.add_argument("--test-per-relation", type=int, metavar="N",
+                           help="subjects or clusters per test relation (default 10 / 4)")
+    relations.add_argument("--cluster-size", type=int, default=5, metavar="N",
+                           help="composition: subjects per cluster, k = 1..N can be reported (default 5, max 11)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from offline_tools.synth import SynthConfig, write_benchmark
-
-    try:
-        config = SynthConfig(train_people=args.train_people, dev_people=args.dev_people,
-                             test_people=args.test_people, seed=args.seed, id_prefix=args.id_prefix,
-                             varied=args.varied, more_phrasings=args.more_phrasings,
-                             wide_dev=args.wide_dev)
-    except ValueError as error:
-        raise UsageError(str(error)) from error
+    config = _relations_config(args) if args.relations else _synth_config(args)
     avoid: set[str] = set()
     for folder in args.avoid:
         if Path(args.output).resolve() == Path(folder).resolve():
             raise UsageError(f"--avoid {folder} is the --output folder; name another benchmark")
         avoid |= _names_in(Path(folder))
-        if _prefix_of(Path(folder)) == args.id_prefix:
-            raise UsageError(f"--id-prefix {args.id_prefix} is also the prefix of --avoid {folder}: the two "
+        if _prefix_of(Path(folder)) == config.id_prefix:
+            raise UsageError(f"--id-prefix {config.id_prefix} is also the prefix of --avoid {folder}: the two "
                              "would overwrite each other's passages in a shared index; choose another prefix")
-    manifest = write_benchmark(args.output, config, avoid_names=avoid)
+    if args.relations:
+        from offline_tools.synth_relations import write_relations_benchmark
+
+        manifest = write_relations_benchmark(args.output, config, avoid_names=avoid)
+    else:
+        from offline_tools.synth import write_benchmark
+
+        manifest = write_benchmark(args.output, config, avoid_names=avoid)
     print(json.dumps({"output": args.output, "passages": manifest["passages"], "questions": manifest["questions"]}))
     return 0
+
+
+def _synth_config(args: argparse.Namespace):
+    from offline_tools.synth import SynthConfig
+
+    for flag in ("train_per_relation", "dev_per_relation", "test_per_relation"):
+        if getattr(args, flag) is not None:
+            raise UsageError(f"--{flag.replace('_', '-')} counts a --relations benchmark; add --relations "
+                             "novel|composition, or use --train-people/--dev-people/--test-people")
+    people = {"train_people": 2000, "dev_people": 40, "test_people": 60}
+    people |= {name: getattr(args, name) for name in people if getattr(args, name) is not None}
+    try:
+        return SynthConfig(**people, seed=args.seed, id_prefix=args.id_prefix or "synth", varied=args.varied,
+                           more_phrasings=args.more_phrasings, wide_dev=args.wide_dev)
+    except ValueError as error:
+        raise UsageError(str(error)) from error
+
+
+def _relations_config(args: argparse.Namespace):
+    from offline_tools.synth_relations import RelationsConfig
+
+    for flag in ("train_people", "dev_people", "test_people", "varied", "more_phrasings", "wide_dev"):
+        if getattr(args, flag) not in (None, False):
+            raise UsageError(f"--{flag.replace('_', '-')} is for the six-attribute benchmark, not --relations "
+                             f"{args.relations}; count its subjects with --train-per-relation and the like")
+    try:
+        return RelationsConfig(mode=args.relations, train_per_relation=args.train_per_relation,
+                               dev_per_relation=args.dev_per_relation, test_per_relation=args.test_per_relation,
+                               cluster_size=args.cluster_size, seed=args.seed, id_prefix=args.id_prefix)
+    except ValueError as error:
+        raise UsageError(str(error)) from error
 
 
 def _names_in(folder: Path) -> set[str]:

@@ -1,0 +1,197 @@
+"""`regrad synth --relations`: 46 relations in disjoint groups, one fact per subject, clusters that share a
+name, and a real BM25 index that puts same-relation facts about other subjects right after the asked one."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+import cli.main as cli
+from offline_tools.augmented import read_augmented
+from offline_tools.synth import fill_template
+from offline_tools.synth_relation_table import (
+    DEV_RELATIONS,
+    GROUPS,
+    ORG_KINDS,
+    RELATIONS,
+    TEST_RELATIONS,
+    TRAIN_RELATIONS,
+)
+from offline_tools.synth_relations import RelationsConfig, generate_relations, phrasings, write_relations_benchmark
+from offline_tools.synth_varied import EXTRA_ATTRIBUTES
+from retrieval import Passage, RetrieverConfig, open_retriever
+from retrieval.tantivy_backend import english_analyzer
+from tests.offline_tools.test_synth import _statement_pattern
+
+
+def _small(mode: str, seed: int = 0) -> RelationsConfig:
+    per = {"novel": 8, "composition": 2}[mode]  # 8 subjects or 2 clusters of 5 per relation: k = 5 distractors
+    return RelationsConfig(mode=mode, train_per_relation=per, dev_per_relation=per, test_per_relation=per, seed=seed)
+
+
+def _terms(text: str) -> set[str]:
+    """What the BM25 index sees of `text`: lowercased, stopwords dropped, stemmed ("founded" -> "found")."""
+    return set(english_analyzer().analyze(re.sub(r"\{\w+\}", " ", text)))
+
+
+def test_relation_groups_are_large_disjoint_and_new():
+    assert len(RELATIONS) >= 40 and len(TEST_RELATIONS) >= 10 and len(DEV_RELATIONS) >= 5
+    assert len(TRAIN_RELATIONS) > len(DEV_RELATIONS) + len(TEST_RELATIONS)
+    keys = [r.key for r in RELATIONS]
+    assert len(set(keys)) == len(keys)
+    assert all(r.group == group for group, relations in GROUPS.items() for r in relations)
+    old = {"birthplace", "birth_year", "occupation", "employer", "spouse", "residence"}
+    assert not set(keys) & (old | {a.key for a in EXTRA_ATTRIBUTES})
+    # several subject and value kinds: organisations too, and values of many drawers
+    assert {r.subject for r in TEST_RELATIONS} == {"person", "org"}
+    assert len({r.draw for r in RELATIONS}) >= 25
+
+
+def test_no_phrasing_is_shared_across_groups_and_train_keeps_its_last_one_back():
+    templates = {group: {t for r in relations for t in r.statements + r.questions}
+                 for group, relations in GROUPS.items()}
+    assert not templates["train"] & templates["dev"] and not templates["train"] & templates["test"]
+    assert not templates["dev"] & templates["test"]
+    for relation in RELATIONS:
+        statements, questions = phrasings(relation)
+        assert len(statements) >= 3 and len(questions) >= 3, relation.key
+        if relation.group == "train":
+            assert relation.statements[-1] not in statements and relation.questions[-1] not in questions
+        else:
+            assert statements == relation.statements
+
+
+def test_each_relation_has_a_cue_of_its_own_and_each_org_relation_a_kind_of_its_own():
+    rng = random.Random(0)
+    for relation in RELATIONS:
+        cue = _terms(relation.cue)
+        for template in relation.statements + relation.questions:  # with a value: "Rowing Club" brings its cue
+            assert cue <= _terms(fill_template(template, "Zed Quux", relation.draw(rng))), (relation.key, template)
+        for other in RELATIONS:
+            if other is not relation:
+                assert not [t for t in other.statements + other.questions if cue & _terms(t)], (relation.key, other.key)
+    assert len(ORG_KINDS) == len(set(ORG_KINDS)) == len([r for r in RELATIONS if r.subject == "org"])
+    assert not _terms(" ".join(ORG_KINDS)) & _terms(" ".join(t for r in RELATIONS for t in r.statements + r.questions))
+
+
+def test_same_seed_same_files_other_seed_other_subjects(tmp_path):
+    for mode in ("novel", "composition"):
+        first, second = write_relations_benchmark(tmp_path / "a", _small(mode)), write_relations_benchmark(
+            tmp_path / "b", _small(mode))
+        assert first == second and first["relations_mode"] == mode
+        for name in ("corpus.jsonl", "train.jsonl", "dev.jsonl", "test.jsonl", "synth.json"):
+            assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+        titles = {p["title"] for p in generate_relations(_small(mode))[0]}
+        assert titles != {p["title"] for p in generate_relations(_small(mode, seed=1))[0]}
+
+
+@pytest.mark.parametrize("mode", ["novel", "composition"])
+def test_one_fact_per_subject_answered_by_its_passage_in_its_relations_words(mode):
+    corpus, questions = generate_relations(_small(mode))
+    by_id = {p["_id"]: p for p in corpus}
+    titles = [p["title"] for p in corpus]
+    assert len(titles) == len(set(titles))  # one passage, one fact per subject
+    cues = {r.key: _terms(r.cue) for r in RELATIONS}
+    for split, rows in questions.items():
+        assert {q["relation"] for q in rows} == {r.key for r in GROUPS[split]}
+        assert Counter(q["relation"] for q in rows) == {r.key: len(rows) // len(GROUPS[split]) for r in GROUPS[split]}
+        relations = {r.key: r for r in GROUPS[split]}
+        for q in rows:
+            passage = by_id[q["passage"]]
+            assert q["group"] == passage["split"] == split and q["attribute"] == q["relation"]
+            assert passage["title"] in passage["text"] and passage["title"] in q["question"]
+            assert any(answer in passage["text"] for answer in q["answers"]), (q, passage)
+            assert cues[q["relation"]] <= _terms(passage["text"]) & _terms(q["question"])
+            statements, asks = phrasings(relations[q["relation"]])
+            assert any(_statement_pattern(t).fullmatch(passage["text"]) for t in statements), passage["text"]
+            assert any(_statement_pattern(t).fullmatch(q["question"]) for t in asks), q["question"]
+
+
+def test_composition_clusters_share_a_relation_a_phrasing_and_sometimes_a_name_never_a_value():
+    corpus, questions = generate_relations(_small("composition"))
+    by_id = {p["_id"]: p for p in corpus}
+    clusters: dict[str, list[dict]] = {}
+    for q in (q for rows in questions.values() for q in rows):
+        clusters.setdefault(q["cluster"], []).append(q)
+    assert len(clusters) == 2 * len(RELATIONS)
+    for members in clusters.values():
+        assert len(members) == 5 and len({q["relation"] for q in members}) == 1
+        assert len({q["answers"][0] for q in members}) == 5                     # distinct values
+        texts = [by_id[q["passage"]]["text"] for q in members]
+        relation = next(r for r in RELATIONS if r.key == members[0]["relation"])
+        assert any(all(_statement_pattern(t).fullmatch(text) for text in texts) for t in phrasings(relation)[0])
+        names = [by_id[q["passage"]]["title"].split() for q in members]
+        shared = {w for w in names[0] if all(w in n for n in names)}
+        if not members[0]["shared_name"]:  # plain: organisations share their relation's kind, people nothing
+            assert shared == ({relation.org_kind} if relation.subject == "org" else set())
+        elif relation.subject == "person":  # relatives: a surname and nothing else
+            assert shared == {names[0][-1]} and len({n[0] for n in names}) == 5
+        else:  # one brand, five kinds
+            assert shared == {names[0][0]} and len({n[-1] for n in names}) == 5
+    assert Counter(q["shared_name"] for rows in questions.values() for q in rows) == {True: 230, False: 230}
+
+
+def _top_k(corpus: list[dict], questions: list[dict], k: int, tmp_path: Path) -> list[list[str]]:
+    retriever = open_retriever(RetrieverConfig(index=str(tmp_path / "index"), backend="tantivy"))
+    try:
+        retriever.add(Passage(p["_id"], p["title"], p["text"]) for p in corpus)
+        return [[hit.id for hit in hits] for hits in retriever.search_many([q["question"] for q in questions], k=k)]
+    finally:
+        retriever.close()
+
+
+@pytest.mark.parametrize("mode", ["novel", "composition"])
+def test_bm25_ranks_the_asked_passage_first_then_same_relation_facts_about_others(mode, tmp_path):
+    corpus, questions = generate_relations(_small(mode))
+    relation_of = {p["_id"]: p["_id"].rsplit("-", 1)[-1] for p in corpus}
+    asked = questions["test"] + questions["dev"]
+    ok = [ids[0] == q["passage"] and len(ids) == 3 and all(relation_of[i] == q["relation"] for i in ids)
+          for q, ids in zip(asked, _top_k(corpus, asked, 3, tmp_path))]
+    assert sum(ok) >= 0.9 * len(asked), f"{sum(ok)} of {len(asked)}"
+    if mode == "composition":  # a shared-name question's top 5 is its own cluster: only binding tells them apart
+        shared = [q for q in questions["test"] if q["shared_name"]]
+        cluster_of = {q["passage"]: q["cluster"] for q in questions["test"]}
+        top5 = _top_k(corpus, shared, 5, tmp_path)
+        own = [all(cluster_of.get(i) == q["cluster"] for i in ids) for q, ids in zip(shared, top5)]
+        assert sum(own) >= 0.9 * len(shared), f"{sum(own)} of {len(shared)}"
+
+
+def _run(monkeypatch, argv: list[str]) -> int:
+    monkeypatch.setattr(cli, "COMMANDS", ["synth", "index", "augment"])
+    return cli.main(argv)
+
+
+def test_cli_writes_a_composition_set_that_index_and_augment_read(tmp_path, monkeypatch, capsys):
+    out, index, aug = tmp_path / "comp", tmp_path / "index", tmp_path / "test.jsonl"
+    assert _run(monkeypatch, ["synth", "--relations", "composition", "--output", str(out), "--train-per-relation",
+                              "1", "--dev-per-relation", "1", "--test-per-relation", "2", "--seed", "3"]) == 0
+    assert {p.name for p in out.iterdir()} == {"corpus.jsonl", "train.jsonl", "dev.jsonl", "test.jsonl", "synth.json"}
+    manifest = json.loads((out / "synth.json").read_text())
+    assert manifest["relations"]["test"] == [r.key for r in TEST_RELATIONS]
+    assert manifest["questions"] == {"train": 140, "dev": 30, "test": 120}
+    assert manifest["clusters"]["test"] == 24 and manifest["config"]["id_prefix"] == "composition"
+    assert _run(monkeypatch, ["index", "--corpus", str(out / "corpus.jsonl"), "--index", str(index),
+                              "--no-progress"]) == 0
+    assert _run(monkeypatch, ["augment", "--dataset", "synth", "--data-path", str(out), "--split", "test",
+                              "--index", str(index), "--top-k", "3", "--output", str(aug), "--no-progress"]) == 0
+    capsys.readouterr()
+    records = list(read_augmented(aug))
+    test_rows = {json.loads(line)["id"]: json.loads(line) for line in (out / "test.jsonl").read_text().splitlines()}
+    assert len(records) == 120 and all(len(r.passages) == 3 for r in records)
+    assert sum(r.passages[0].id == test_rows[r.id]["passage"] for r in records) >= 110
+
+
+def test_cli_refuses_mixed_options_before_writing(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "out"
+    assert _run(monkeypatch, ["synth", "--relations", "novel", "--output", str(out), "--train-people", "5"]) != 0
+    assert "--train-people" in capsys.readouterr().err
+    assert _run(monkeypatch, ["synth", "--output", str(out), "--test-per-relation", "5"]) != 0
+    assert "--relations" in capsys.readouterr().err
+    assert _run(monkeypatch, ["synth", "--relations", "composition", "--output", str(out), "--cluster-size", "12"]) != 0
+    assert "cluster_size" in capsys.readouterr().err
+    assert not out.exists()
