@@ -9,8 +9,10 @@ Steps (each one reuses what an earlier run built, so a second run is quick):
   3. the learner: the meta-trained one shipped in `checkpoints/` (its fingerprint is checked), or,
      with `--recipe FILE`, the one that recipe built (`make train` runs `regrad train --recipe` first);
   4. encode the gradients the reported questions need into a gradient store;
-  5. start the API, ask three questions over HTTP, evaluate in all five modes (the shift control
-     included), print the table, stop the server.
+  5. start the API, ask three questions over HTTP, add the composition split's passages live
+     (POST /documents: subjects with one fact each, the asked fact beside same-relation facts about
+     other subjects, relatives sharing a surname among them), evaluate the reported questions and
+     the composition split in every mode (the shift control included), print the table, stop the server.
 `python -m cli.demo --serve-only` serves the demo's artifacts until stopped.
 """
 
@@ -40,6 +42,9 @@ TOP_K = 3
 SYNTH_QUESTIONS = 60      # synthetic test questions: unseen people, unseen phrasings
 HOTPOT_QUESTIONS = 40     # HotpotQA dev questions (never in training or any run's validation)
 N_EXAMPLE_QUESTIONS = 3   # asked over HTTP with their passages printed
+# The composition split (`regrad synth --relations composition`): relations held out of training,
+# each question's top 3 the asked fact and two same-relation facts about other subjects.
+COMPOSITION_EVERY = 4     # every 4th test question: 60 of 240, across all 12 held-out relations
 # -----------------------------------------------------------------------------------------------
 
 
@@ -65,6 +70,36 @@ def report_questions(recipe: Recipe, output: Path) -> None:
     synth = recipe.output(SYNTH_TEST).read_text().splitlines()
     lines = synth[:SYNTH_QUESTIONS] + hotpot[: min(HOTPOT_QUESTIONS, len(hotpot) - validation_tail)]
     output.write_text("\n".join(lines) + "\n")
+
+
+def composition_split(work: Path) -> tuple[Path, Path]:
+    """The composition benchmark's test passages and the questions the demo reports (their own dataset
+    name, so the table shows them apart)."""
+    from offline_tools.augmented import AugmentedRecord, write_augmented
+
+    folder = work / "synth-composition"
+    if not (folder / "synth.json").exists():
+        regrad("synth", "--relations", "composition", "--output", str(folder))
+    questions = [json.loads(line) for line in (folder / "test.jsonl").read_text().splitlines()][::COMPOSITION_EVERY]
+    records = [AugmentedRecord(id=q["id"], dataset="composition", question=q["question"], answers=q["answers"],
+                               answer_type="short", choices=None, passages=[]) for q in questions]
+    write_augmented(work / "data_aug" / "composition.jsonl", records)
+    return folder / "corpus.jsonl", work / "data_aug" / "composition.jsonl"
+
+
+def add_documents(url: str, corpus: Path, split: str = "test", per_request: int = 48) -> None:
+    """POST the split's passages to the running server: indexed, and their gradients stored, live."""
+    import httpx
+
+    passages = [json.loads(line) for line in corpus.read_text().splitlines()]
+    documents = [{"id": p["_id"], "title": p["title"], "text": p["text"]} for p in passages if p["split"] == split]
+    added = 0
+    for start in range(0, len(documents), per_request):
+        response = httpx.post(f"{url}/documents", json={"documents": documents[start : start + per_request]},
+                              timeout=600)
+        response.raise_for_status()
+        added += response.json()["gradients_stored"]
+    print(f"\nPOST /documents: {len(documents)} composition-split passages ({added} gradients computed and stored)")
 
 
 def fingerprint(learner: Path) -> str:
@@ -147,7 +182,7 @@ def ask(url: str, report_file: Path) -> None:
         regrad_answer = answers["regrad"]
         print(f"\nQ: {question}")
         for p in regrad_answer["passages"]:
-            print(f"   [{p['gradient']:>8}] {p['score']:6.2f}  {p['title']}")
+            print(f"   [{p['gradient']:>8}] score {p['score']:6.2f}  weight {p['weight']:4.2f}  {p['title']}")
         timings = ", ".join(f"{k} {v:.0f} ms" for k, v in regrad_answer["timings_ms"].items())
         print(f"A (regrad): {regrad_answer['answer']!r}   closed-book: {answers['closed_book']['answer']!r}   "
               f"gold: {record['answers'][0]!r}   ({timings})")
@@ -177,14 +212,16 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     store = build(recipe, learner, report)
 
-    step("5. the API: three questions over HTTP, then the reported questions in all five modes")
+    composition_corpus, composition = composition_split(recipe.work)
+    step("5. the API: three questions, the composition split's passages added live, then every mode")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(serve_command(recipe, learner, store, port), cwd=REPO, start_new_session=True)
     try:
         wait_ready(url, server)
         ask(url, report)
-        regrad("evaluate", "--url", url, "--data", str(report), "--mode", "all",
+        add_documents(url, composition_corpus)
+        regrad("evaluate", "--url", url, "--data", str(report), "--data", str(composition), "--mode", "all",
                "--top-k", str(TOP_K), "--output", str(recipe.work / "predictions.jsonl"), "--no-progress")
     finally:
         os.killpg(server.pid, signal.SIGTERM)

@@ -249,11 +249,11 @@ class TaskComposition:
         """For `offline_tools.meta.task_weights`: None (plain sum), else T (a tensor when learned)."""
         if not self.softmax:
             return None
-        return self.log_temperature.exp() if self.learn else float(self.log_temperature.exp())
+        return self.log_temperature.exp() if self.learn else float(self.log_temperature.detach().exp())
 
     def spec(self) -> str:
         """What the learner is saved with as its served composition, e.g. `softmax:0.1`."""
-        return f"softmax:{float(self.log_temperature.exp()):.4g}" if self.softmax else "sum"
+        return f"softmax:{float(self.log_temperature.detach().exp()):.4g}" if self.softmax else "sum"
 
     def start_from(self, spec: str | None) -> None:
         """Resume: the temperature a saved learner reached."""
@@ -347,18 +347,21 @@ def meta_step(learner: Learner, records: list[AugmentedRecord], args: TrainArgs,
     if not records:
         return 0.0
     create_graph = not args.first_order
-    temperature = composition.temperature() if composition is not None else None
+
+    def temperature():  # a fresh graph node per backward (a learned T is exp of a parameter)
+        return composition.temperature() if composition is not None else None
+
     batched = args.batched == "on" or (args.batched == "auto" and learner.device.type == "cuda")
     if batched:  # on a CPU, padding short passages to the longest costs more than batching saves
         deltas = task_deltas(learner, [task_passages(r, args.top_k) for r in records], create_graph,
-                             [task_weights(r, args.top_k, temperature) for r in records])
+                             [task_weights(r, args.top_k, temperature()) for r in records])
         loss = outer_losses(learner, records, deltas, args.blind, args.top_k).sum() * scale
         loss.backward()
         return float(loss.detach())
     total = 0.0
     for record in records:  # one task at a time: the CPU default
         delta = inner_delta(learner, task_passages(record, args.top_k), create_graph,
-                            task_weights(record, args.top_k, temperature))
+                            task_weights(record, args.top_k, temperature()))
         loss = outer_loss(learner, record, delta, args.blind, args.top_k) * scale
         loss.backward()
         total += float(loss.detach())

@@ -392,7 +392,7 @@ def test_a_learned_temperature_gets_a_meta_gradient_and_is_saved_with_the_learne
     args = TrainArgs(output_dir="unused", train_files=[], dev_files=[], composition="softmax:0.5",
                      learn_temperature=True)
     composition = TaskComposition(args.composition, args.learn_temperature, "cpu")
-    meta_step(tiny_learner, [_distractor_record()], args, scale=1.0, composition=composition)
+    meta_step(tiny_learner, [_distractor_record(), _distractor_record()], args, scale=0.5, composition=composition)
     grad = composition.log_temperature.grad
     assert grad is not None and float(grad.abs()) > 0          # T co-adapts with theta and alpha
     optimizer = _optimizer(tiny_learner, args, composition)
