@@ -19,6 +19,7 @@ __all__ = [
     "AnswerType",
     "GradientSource",
     "MAX_TOP_K",
+    "MAX_GAMMA",
     "MIN_CHOICES",
     "MAX_CHOICES",
     "AnswerRequest",
@@ -35,6 +36,7 @@ Mode = Literal[MODE_NAMES]  # type: ignore[valid-type]  # the engine's table, re
 AnswerType = Literal["short", "yes_no", "choice"]
 _MODE_HELP = "; ".join(f"{name}: {spec.description}" for name, spec in MODES.items())
 MAX_TOP_K = 20
+MAX_GAMMA = 100.0  # far past any useful step (the shipped learner is tuned at 1); 1e30 gave empty answers
 MIN_CHOICES, MAX_CHOICES = 2, 5
 # Hard ceilings of the schema; the configured, usually lower, limits are checked by the routes.
 QUESTION_CHARS_CEILING = 20_000
@@ -59,7 +61,8 @@ class AnswerRequest(_Strict):
     # strict: `true` or "3" are mistakes, not 1 and 3.
     top_k: int = Field(3, ge=1, le=MAX_TOP_K, strict=True, description="passages to retrieve (1..20)")
     gamma: float = Field(
-        1.0, ge=0.0, allow_inf_nan=False, strict=True, description="gradient step scale; finite, >= 0"
+        1.0, ge=0.0, le=MAX_GAMMA, allow_inf_nan=False, strict=True,
+        description=f"gradient step scale; 0 <= gamma <= {MAX_GAMMA:g}",
     )
     mode: Mode = Field("regrad", description=_MODE_HELP)
     answer_type: AnswerType = Field("short", description="short | yes_no | choice")
