@@ -24,6 +24,7 @@ import torch
 
 from engine.config import EngineConfig
 from engine.errors import DocumentConflictError
+from engine.gradient_cache import GradientCache
 from engine.modes import ModeSpec, mode_spec
 from engine.types import Answer, Document, DocumentsResult, PassageHit, Question, StageTimings
 from models import AnswerRequest as GenerationRequest
@@ -42,7 +43,7 @@ class _Row:
 
     request: Question
     mode: ModeSpec
-    passages: list[Passage] = field(default_factory=list)
+    passages: list[Passage] = field(default_factory=list)   # given passages: id = content hash
     sources: list[str | None] = field(default_factory=list)
     gradient: torch.Tensor | None = None
     missing: list[int] = field(default_factory=list)   # passages whose gradient is not stored
@@ -61,8 +62,11 @@ class Engine:
         retriever: a `retrieval` backend (`search_many`, `get`, `add`, `count`, `close`).
         store: an open `GradientStore` for this learner, or None (every gradient is a miss).
         missing_gradients: `compute` (one batched backward for the misses) or `skip`.
-        write_back: append computed gradients to the store.
+        write_back: append computed gradients to the store (the caller's given passages: only when
+            their question asks, `Question.write_back`).
         encode_batch_size: passages per backward when computing gradients.
+        gradient_cache: keeps computed gradients in memory by passage id (content hash for given
+            passages); default a `GradientCache()`.
     """
 
     def __init__(
@@ -74,6 +78,7 @@ class Engine:
         missing_gradients: str = "compute",
         write_back: bool = False,
         encode_batch_size: int = 8,
+        gradient_cache: GradientCache | None = None,
     ) -> None:
         if missing_gradients not in ("compute", "skip"):
             raise ValueError(f"`missing_gradients` must be 'compute' or 'skip', got {missing_gradients!r}")
@@ -85,6 +90,7 @@ class Engine:
         self.missing_gradients = missing_gradients
         self.write_back = write_back
         self.encode_batch_size = encode_batch_size
+        self.gradient_cache = gradient_cache if gradient_cache is not None else GradientCache()
         self.fingerprint = learner.fingerprint  # computed once: it hashes every LoRA weight
 
     # ----------------------------------------------------------------- construction
@@ -189,13 +195,15 @@ class Engine:
 
     def answer_of(self, row: _Row, timings: StageTimings, batch_size: int) -> Answer:
         """The row's `Answer` (its `answer` text already set)."""
+        given = row.request.passages if row.request.passages is not None and row.mode.retrieve else None
+        shown_ids = [g.id or p.id for g, p in zip(given, row.passages, strict=True)] if given else None
         return Answer(
             answer=row.answer,
             mode=row.request.mode,
             passages=[
-                PassageHit(id=p.id, title=p.title, score=float(p.score),
-                           gradient=source if row.mode.gradients else None)
-                for p, source in zip(row.passages, row.sources, strict=True)
+                PassageHit(id=shown_ids[i] if shown_ids else p.id, title=p.title, score=float(p.score),
+                           gradient=source if row.mode.gradients else None, text=p.text)
+                for i, (p, source) in enumerate(zip(row.passages, row.sources, strict=True))
             ],
             timings_ms=timings,
             learner=self.fingerprint,
@@ -208,7 +216,13 @@ class Engine:
         started_s = time.perf_counter()
         by_k: dict[int, list[_Row]] = {}
         for row in rows:
-            if row.mode.retrieve:
+            if row.mode.retrieve and row.request.passages is not None:  # the caller's, instead of a search
+                row.passages = [
+                    Passage(id=passage_id(g.title, g.text), title=g.title, text=g.text, score=g.score or 0.0)
+                    for g in row.request.passages
+                ]
+                row.sources = [None] * len(row.passages)
+            elif row.mode.retrieve:
                 by_k.setdefault(row.request.top_k, []).append(row)
         for k, group in by_k.items():
             try:
@@ -266,25 +280,44 @@ class Engine:
         return (vector if found else None), found
 
     def _compute_misses(self, rows: list[_Row], missing_by_row: list[list[int]]) -> None:
+        """The misses' gradients in one batched backward. Given passages' (keyed by content hash) are
+        also kept in the in-memory cache and read from it. Written back to the store where asked:
+        retrieved passages under `write_back`, given ones when their question says `write_back`."""
         unique: dict[str, Passage] = {}
+        given: set[str] = set()   # ids of the caller's passages: cached in memory
+        wanted: set[str] = set()  # ids to write back
         for row, missing in zip(rows, missing_by_row, strict=True):
+            is_given = row.request.passages is not None
+            asks = row.request.write_back if is_given else self.write_back
             for i in missing:
-                unique.setdefault(row.passages[i].id, row.passages[i])
+                pid = row.passages[i].id
+                unique.setdefault(pid, row.passages[i])
+                if is_given:
+                    given.add(pid)
+                if asks:
+                    wanted.add(pid)
         if not unique:
             return
-        ids = list(unique)
-        texts = [format_passage(unique[pid].title, unique[pid].text) for pid in ids]
-        vectors = passage_gradients(self.learner, texts, batch_size=self.encode_batch_size)  # (N, D)
-        position = {pid: i for i, pid in enumerate(ids)}
+        vectors = {pid: v for pid in given if (v := self.gradient_cache.get(pid)) is not None}
+        cached = set(vectors)
+        ids = [pid for pid in unique if pid not in cached]
+        if ids:
+            texts = [format_passage(unique[pid].title, unique[pid].text) for pid in ids]
+            computed = passage_gradients(self.learner, texts, batch_size=self.encode_batch_size)  # (N, D)
+            for pid, vector in zip(ids, computed, strict=True):
+                vectors[pid] = vector
+                if pid in given:
+                    self.gradient_cache.put(pid, vector)
         for row, missing in zip(rows, missing_by_row, strict=True):
             if not missing:
                 continue
-            computed = vectors[[position[row.passages[i].id] for i in missing]].sum(dim=0)  # (D,)
-            row.gradient = computed if row.gradient is None else row.gradient + computed
+            summed = torch.stack([vectors[row.passages[i].id] for i in missing]).sum(dim=0)  # (D,)
+            row.gradient = summed if row.gradient is None else row.gradient + summed
             for i in missing:
-                row.sources[i] = "computed"
-        if self.write_back and self.store is not None:
-            self._write_back(ids, vectors)
+                row.sources[i] = "cached" if row.passages[i].id in cached else "computed"
+        write = [pid for pid in unique if pid in wanted]
+        if write and self.store is not None:
+            self._write_back(write, torch.stack([vectors[pid] for pid in write]))
 
     def _write_back(self, ids: list[str], vectors: torch.Tensor) -> None:
         try:
