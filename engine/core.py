@@ -202,12 +202,13 @@ class Engine:
             mode=row.request.mode,
             passages=[
                 PassageHit(id=shown_ids[i] if shown_ids else p.id, title=p.title, score=float(p.score),
-                           gradient=source if row.mode.gradients else None, text=p.text)
+                           gradient=source if row.mode.gradients else None)
                 for i, (p, source) in enumerate(zip(row.passages, row.sources, strict=True))
             ],
             timings_ms=timings,
             learner=self.fingerprint,
             batch_size=batch_size,
+            passage_texts=[p.text for p in row.passages],
         )
 
     def _retrieve(self, rows: list[_Row]) -> float:

@@ -86,13 +86,12 @@ class Question:
 
 @dataclass(frozen=True)
 class PassageHit:
-    """A retrieved (or given) passage and where its gradient came from (None: the mode applies none)."""
+    """A retrieved passage and where its gradient came from (None: the mode applies none)."""
 
     id: str
     title: str
     score: float
     gradient: GradientSource | None = None
-    text: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -117,6 +116,7 @@ class Answer:
     timings_ms: StageTimings
     learner: str  # fingerprint of the learner that answered
     batch_size: int = 1
+    passage_texts: list[str] = field(default_factory=list, repr=False)  # of `passages`, in order
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,15 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from engine.modes import MODE_NAMES, MODES
-from engine.types import Answer, Document, DocumentsResult, GradientSource, Question
+from engine.types import (
+    MAX_GIVEN_PASSAGES,
+    Answer,
+    Document,
+    DocumentsResult,
+    GivenPassage,
+    GradientSource,
+    Question,
+)
 
 __all__ = [
     "Mode",
@@ -23,6 +31,8 @@ __all__ = [
     "MIN_CHOICES",
     "MAX_CHOICES",
     "AnswerRequest",
+    "PassageIn",
+    "MAX_GIVEN_PASSAGES",
     "PassageOut",
     "Timings",
     "AnswerResponse",
@@ -48,7 +58,62 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class AnswerRequest(_Strict):
+# --- passages in and out, streaming (issue 25) -----------------------------------------------------
+# Kept apart from AnswerRequest's own fields (a base class) so that the two evolve without touching
+# each other; `to_question` maps them onto the engine's Question.
+
+PASSAGE_TITLE_CHARS = 1000
+PASSAGE_TEXT_CHARS_CEILING = 20_000  # the configured `max_document_chars` is checked by the route
+PASSAGE_ID_CHARS = 256
+
+
+class PassageIn(_Strict):
+    """A passage the caller supplies instead of retrieval (its own retriever's hit)."""
+
+    title: str = Field("", max_length=PASSAGE_TITLE_CHARS, description="passage title (may be empty)")
+    text: str = Field(
+        ..., min_length=1, max_length=PASSAGE_TEXT_CHARS_CEILING, description="passage text; not blank",
+        json_schema_extra={"pattern": _NOT_BLANK},
+    )
+    id: str | None = Field(
+        None, min_length=1, max_length=PASSAGE_ID_CHARS,
+        description="echoed back; default the content hash (under which its gradient is cached)",
+    )
+    score: float | None = Field(None, allow_inf_nan=False, description="echoed back (default 0)")
+
+    @field_validator("text")
+    @classmethod
+    def _text_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("text is empty or whitespace only; send the passage text")
+        return value
+
+    def to_given(self) -> GivenPassage:
+        return GivenPassage(text=self.text, title=self.title, id=self.id, score=self.score)
+
+
+class _PassagesAndStreaming(_Strict):
+    """POST /answer's fields for caller passages, passage text in the answer and streaming."""
+
+    passages: list[PassageIn] | None = Field(
+        None, min_length=1, max_length=MAX_GIVEN_PASSAGES,
+        description=f"1..{MAX_GIVEN_PASSAGES} passages used instead of retrieval (top_k is then ignored); "
+        "their gradients are computed on demand and cached in memory by content hash",
+    )
+    write_back: bool = Field(
+        False, strict=True, description="store the computed gradients of `passages` in the gradient store"
+    )
+    include_text: bool = Field(False, strict=True, description="return each passage's text")
+    stream: bool = Field(
+        False, strict=True,
+        description="server-sent events: `token` events as decoded, one `answer` event, then `data: [DONE]`",
+    )
+
+
+_NOT_FOR_ENGINE = {"include_text", "stream"}  # AnswerRequest fields the engine's Question does not take
+
+
+class AnswerRequest(_PassagesAndStreaming):
     """One question for POST /answer."""
 
     question: str = Field(
@@ -100,7 +165,11 @@ class AnswerRequest(_Strict):
 
     def to_question(self) -> Question:
         """The engine's view of this request."""
-        return Question(**{**self.model_dump(), "choices": tuple(self.choices) if self.choices else None})
+        return Question(**{
+            **self.model_dump(exclude=_NOT_FOR_ENGINE),
+            "choices": tuple(self.choices) if self.choices else None,
+            "passages": tuple(p.to_given() for p in self.passages) if self.passages else None,
+        })
 
     @field_validator("question")
     @classmethod
@@ -137,14 +206,15 @@ class AnswerRequest(_Strict):
 
 
 class PassageOut(_Strict):
-    """A retrieved passage and where its gradient came from."""
+    """A retrieved (or given) passage and where its gradient came from."""
 
     id: str
     title: str
     score: float
     gradient: GradientSource | None = Field(
-        None, description="stored | computed | missing; null when the mode uses no gradients"
+        None, description="stored | computed | cached | missing; null when the mode uses no gradients"
     )
+    text: str | None = Field(None, description="the passage text; only with `include_text: true`")
 
 
 class Timings(_Strict):
@@ -169,7 +239,15 @@ class AnswerResponse(_Strict):
 
     @classmethod
     def from_answer(cls, answer: Answer) -> AnswerResponse:
-        return cls.model_validate(asdict(answer))
+        fields = asdict(answer)
+        texts = fields.pop("passage_texts", None) or [None] * len(answer.passages)
+        fields["passages"] = [{**p, "text": t} for p, t in zip(fields["passages"], texts, strict=True)]
+        return cls.model_validate(fields)
+
+    def to_json(self, include_text: bool = False) -> dict:
+        """The JSON body; passages carry `text` only when asked."""
+        exclude = None if include_text else {"passages": {"__all__": {"text"}}}
+        return self.model_dump(mode="json", exclude=exclude)
 
 
 class DocumentIn(_Strict):

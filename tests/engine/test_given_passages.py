@@ -38,7 +38,7 @@ def test_given_passages_replace_retrieval_and_are_cached_not_stored(engine):
     hashes = [passage_id(g.title, g.text) for g in GIVEN]
     assert [p.id for p in first.passages] == ["mine-1", hashes[1]]      # the caller's id, else the hash
     assert [p.score for p in first.passages] == [2.5, 0.0]
-    assert [p.text for p in first.passages] == [g.text for g in GIVEN]
+    assert first.passage_texts == [g.text for g in GIVEN]
     assert [p.gradient for p in first.passages] == ["computed", "computed"]
     assert not any(engine.store.contains(h) for h in hashes)             # not written back unasked
     assert all(h in engine.gradient_cache for h in hashes)
