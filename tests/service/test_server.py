@@ -143,7 +143,7 @@ def test_32_concurrent_requests_each_get_their_solo_answer(server, corpus):
         {"question": questions[i % 4], "mode": mode, "gamma": gamma, "top_k": 1, "max_new_tokens": 1 + (5 * i) % 6}
         for i, (mode, gamma) in enumerate(
             [("regrad", 1.0), ("regrad", 50.0), ("regrad", 0.0), ("closed_book", 1.0),
-             ("regrad", 200.0), ("regrad", 20.0), ("regrad", 5.0), ("closed_book", 1.0)]
+             ("regrad", 100.0), ("regrad", 20.0), ("regrad", 5.0), ("closed_book", 1.0)]
         )
     ]
     solo = [post(url, "/answer", body).json() for body in variants]  # one at a time: batch size 1
