@@ -25,6 +25,7 @@ import torch
 from engine.composition import DEFAULT_COMPOSITION, Composition
 from engine.config import EngineConfig
 from engine.errors import DocumentConflictError
+from engine.gradient_cache import GradientCache
 from engine.modes import ModeSpec, mode_spec
 from engine.types import Answer, Document, DocumentsResult, PassageHit, Question, StageTimings
 from models import AnswerRequest as GenerationRequest
@@ -43,7 +44,7 @@ class _Row:
 
     request: Question
     mode: ModeSpec
-    passages: list[Passage] = field(default_factory=list)
+    passages: list[Passage] = field(default_factory=list)   # given passages: id = content hash
     sources: list[str | None] = field(default_factory=list)
     weights: list[float] = field(default_factory=list)  # each passage's weight in the combination
     gradient: torch.Tensor | None = None
@@ -63,9 +64,12 @@ class Engine:
         retriever: a `retrieval` backend (`search_many`, `get`, `add`, `count`, `close`).
         store: an open `GradientStore` for this learner, or None (every gradient is a miss).
         missing_gradients: `compute` (one batched backward for the misses) or `skip`.
-        write_back: append computed gradients to the store.
+        write_back: append computed gradients to the store (the caller's given passages: only when
+            their question asks, `Question.write_back`).
         encode_batch_size: passages per backward when computing gradients.
         composition: how a request's passage gradients are combined when it does not say.
+        gradient_cache: keeps computed gradients in memory by passage id (content hash for given
+            passages); default a `GradientCache()`.
     """
 
     def __init__(
@@ -78,6 +82,7 @@ class Engine:
         write_back: bool = False,
         encode_batch_size: int = 8,
         composition: Composition = DEFAULT_COMPOSITION,
+        gradient_cache: GradientCache | None = None,
     ) -> None:
         if missing_gradients not in ("compute", "skip"):
             raise ValueError(f"`missing_gradients` must be 'compute' or 'skip', got {missing_gradients!r}")
@@ -90,6 +95,7 @@ class Engine:
         self.write_back = write_back
         self.encode_batch_size = encode_batch_size
         self.composition = composition
+        self.gradient_cache = gradient_cache if gradient_cache is not None else GradientCache()
         self.fingerprint = learner.fingerprint  # computed once: it hashes every LoRA weight
 
     # ----------------------------------------------------------------- construction
@@ -197,18 +203,21 @@ class Engine:
         """The row's `Answer` (its `answer` text already set)."""
         gradients = row.mode.gradients
         weights = row.weights if gradients else [None] * len(row.passages)
+        given = row.request.passages if row.request.passages is not None and row.mode.retrieve else None
+        shown_ids = [g.id or p.id for g, p in zip(given, row.passages, strict=True)] if given else None
         return Answer(
             answer=row.answer,
             mode=row.request.mode,
             passages=[
-                PassageHit(id=p.id, title=p.title, score=float(p.score),
+                PassageHit(id=shown_ids[i] if shown_ids else p.id, title=p.title, score=float(p.score),
                            gradient=source if gradients else None, weight=weight)
-                for p, source, weight in zip(row.passages, row.sources, weights, strict=True)
+                for i, (p, source, weight) in enumerate(zip(row.passages, row.sources, weights, strict=True))
             ],
             timings_ms=timings,
             learner=self.fingerprint,
             batch_size=batch_size,
             composition=str(self.composition_of(row.request)) if gradients else None,
+            passage_texts=[p.text for p in row.passages],
         )
 
     def composition_of(self, request: Question) -> Composition:
@@ -221,7 +230,13 @@ class Engine:
         started_s = time.perf_counter()
         by_k: dict[int, list[_Row]] = {}
         for row in rows:
-            if row.mode.retrieve:
+            if row.mode.retrieve and row.request.passages is not None:  # the caller's, instead of a search
+                row.passages = [
+                    Passage(id=passage_id(g.title, g.text), title=g.title, text=g.text, score=g.score or 0.0)
+                    for g in row.request.passages
+                ]
+                row.sources = [None] * len(row.passages)
+            elif row.mode.retrieve:
                 by_k.setdefault(row.request.top_k, []).append(row)
         for k, group in by_k.items():
             try:
@@ -251,7 +266,7 @@ class Engine:
             if row.error is not None or not row.mode.gradients:
                 continue
             ids = [p.id for p in row.passages]
-            row.weights = self.composition_of(row.request).weights([p.score for p in row.passages])
+            row.weights = self.composition_of(row.request).weights(_scores(row))
             stored_sum, stored_ids = self._stored_sum(ids, row.weights)
             row.gradient = stored_sum
             row.sources = ["stored" if pid in stored_ids else "missing" for pid in ids]
@@ -281,27 +296,46 @@ class Engine:
         return (vector if found else None), found
 
     def _compute_misses(self, rows: list[_Row], missing_by_row: list[list[int]]) -> None:
+        """The misses' gradients in one batched backward. Given passages' (keyed by content hash) are
+        also kept in the in-memory cache and read from it. Written back to the store where asked:
+        retrieved passages under `write_back`, given ones when their question says `write_back`."""
         unique: dict[str, Passage] = {}
+        given: set[str] = set()   # ids of the caller's passages: cached in memory
+        wanted: set[str] = set()  # ids to write back
         for row, missing in zip(rows, missing_by_row, strict=True):
+            is_given = row.request.passages is not None
+            asks = row.request.write_back if is_given else self.write_back
             for i in missing:
-                unique.setdefault(row.passages[i].id, row.passages[i])
+                pid = row.passages[i].id
+                unique.setdefault(pid, row.passages[i])
+                if is_given:
+                    given.add(pid)
+                if asks:
+                    wanted.add(pid)
         if not unique:
             return
-        ids = list(unique)
-        texts = [format_passage(unique[pid].title, unique[pid].text) for pid in ids]
-        vectors = passage_gradients(self.learner, texts, batch_size=self.encode_batch_size)  # (N, D)
-        position = {pid: i for i, pid in enumerate(ids)}
+        vectors = {pid: v for pid in given if (v := self.gradient_cache.get(pid)) is not None}
+        cached = set(vectors)
+        ids = [pid for pid in unique if pid not in cached]
+        if ids:
+            texts = [format_passage(unique[pid].title, unique[pid].text) for pid in ids]
+            computed = passage_gradients(self.learner, texts, batch_size=self.encode_batch_size)  # (N, D)
+            for pid, vector in zip(ids, computed, strict=True):
+                vectors[pid] = vector
+                if pid in given:
+                    self.gradient_cache.put(pid, vector)
         for row, missing in zip(rows, missing_by_row, strict=True):
             if not missing:
                 continue
-            weights = torch.tensor([row.weights[i] for i in missing], dtype=vectors.dtype, device=vectors.device)
-            chosen = vectors[[position[row.passages[i].id] for i in missing]]            # (m, D)
-            computed = (chosen * weights[:, None]).sum(dim=0)                              # (D,)
-            row.gradient = computed if row.gradient is None else row.gradient + computed
+            weights = torch.tensor([row.weights[i] for i in missing])
+            chosen = torch.stack([vectors[row.passages[i].id] for i in missing])           # (m, D)
+            summed = (chosen * weights.to(chosen.dtype)[:, None]).sum(dim=0)               # (D,)
+            row.gradient = summed if row.gradient is None else row.gradient + summed
             for i in missing:
-                row.sources[i] = "computed"
-        if self.write_back and self.store is not None:
-            self._write_back(ids, vectors)
+                row.sources[i] = "cached" if row.passages[i].id in cached else "computed"
+        write = [pid for pid in unique if pid in wanted]
+        if write and self.store is not None:
+            self._write_back(write, torch.stack([vectors[pid] for pid in write]))
 
     def _write_back(self, ids: list[str], vectors: torch.Tensor) -> None:
         try:
@@ -424,6 +458,14 @@ class Engine:
             except Exception as error:
                 components["store"] = f"{type(error).__name__}: {error}"
         return components
+
+
+def _scores(row: _Row) -> list[float | None]:
+    """The scores the composition weighs: the retriever's, or the caller's own (None where not given,
+    so that unscored passages are weighted equally)."""
+    if row.request.passages is not None and row.mode.retrieve:
+        return [g.score for g in row.request.passages]
+    return [p.score for p in row.passages]
 
 
 def _served_composition(spec: str | None) -> Composition:

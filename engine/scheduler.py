@@ -15,7 +15,8 @@ Two threads. The model is only ever used from the model thread.
             has waited `join_wait_ms`, or nothing is decoding):
                 sum their stored gradients, compute the missing ones in one backward (`Engine.complete`)
                 prefill them together with their adapters; they join the running batch
-            one decode step for every live row; a finished row leaves, its future resolves
+            one decode step for every live row (each token goes to its row's `on_token`, if any);
+            a finished row leaves, its future resolves
 
 What stalls the decoding rows, and for how long: a newcomer's prefill (one forward over its prompt,
 as in vLLM without chunked prefill), its store sum (milliseconds) and, only when a passage's
@@ -60,6 +61,7 @@ class _Job:
     staged_s: float = 0.0
     joined_s: float = 0.0
     batch_size: int = 0          # live rows right after it joined, itself included
+    on_token: Callable[[int], None] | None = None   # called on the model thread with each emitted token
 
 
 class ContinuousScheduler:
@@ -163,14 +165,18 @@ class ContinuousScheduler:
             thread.join(timeout_s)
         self._threads = []
 
-    def submit(self, question: Question) -> Future:
+    def submit(self, question: Question, on_token: Callable[[int], None] | None = None) -> Future:
         """Queue a question; the future resolves to its `Answer` (or its error). Cancel the future to
-        withdraw it: a decoding row then leaves the batch at the next step."""
+        withdraw it: a decoding row then leaves the batch at the next step.
+
+        `on_token(token_id)`, if given, is called with each token the row emits, as it is decoded, on
+        the model thread (keep it short: hand the token to another thread or loop); the stop token
+        that ends the row is included."""
         future: Future = Future()
         with self._lock:
             if not self._running:
                 raise SchedulerStoppedError("the scheduler is not running (starting or shutting down); retry")
-            self._incoming.append(_Job(next(self._keys), question, future, time.perf_counter()))
+            self._incoming.append(_Job(next(self._keys), question, future, time.perf_counter(), on_token=on_token))
             self._lock.notify_all()
         return future
 
@@ -251,8 +257,22 @@ class ContinuousScheduler:
                 self._live.clear()
                 decoder = BatchDecoder(self.engine.learner)
                 continue
+            self._stream(decoder.emitted)
             for key, token_ids in finished:
                 self._finish(self._live.pop(key), token_ids)
+
+    def _stream(self, emitted: list[tuple[Any, int]]) -> None:
+        """Hand each emitted token to its row's `on_token`, if any (a failing callback is logged, the
+        row decodes on)."""
+        for key, token in emitted:
+            job = self._live.get(key)
+            if job is None or job.on_token is None or job.future.cancelled():
+                continue
+            try:
+                job.on_token(token)
+            except Exception:
+                logger.exception("a token callback failed; the row decodes on without it")
+                job.on_token = None
 
     def _admit(self) -> int:
         """How many staged newcomers join now (under the lock): all that fit when no row is decoding,

@@ -14,10 +14,27 @@ from typing import Literal
 from engine.composition import Composition
 from engine.modes import mode_spec
 
-__all__ = ["Question", "PassageHit", "StageTimings", "Answer", "Document", "DocumentsResult", "GradientSource"]
+__all__ = ["Question", "GivenPassage", "PassageHit", "StageTimings", "Answer", "Document", "DocumentsResult",
+           "GradientSource", "MAX_GIVEN_PASSAGES"]
 
-# Where a passage's gradient came from; None when the mode uses no gradients (rag).
-GradientSource = Literal["stored", "computed", "missing"]
+# Where a passage's gradient came from; None when the mode uses no gradients (rag). `cached`: computed
+# for an earlier question and kept in memory (`engine.gradient_cache`).
+GradientSource = Literal["stored", "computed", "cached", "missing"]
+MAX_GIVEN_PASSAGES = 20
+
+
+@dataclass(frozen=True)
+class GivenPassage:
+    """A passage the caller hands in with its question, used instead of retrieval.
+
+    Its gradient is looked up and cached under its content hash (`retrieval.passage.passage_id`), not
+    under `id`, which is only echoed back (callers' ids need not be unique across callers).
+    """
+
+    text: str
+    title: str = ""
+    id: str | None = None
+    score: float | None = None
 
 
 @dataclass(frozen=True)
@@ -33,6 +50,9 @@ class Question:
         max_new_tokens: generation length limit.
         retrieval_query: retrieve for this text instead of the question (the shift control).
         composition: how the passages' gradients are combined (gradient modes); None = the engine's default.
+        passages: the caller's passages, used instead of retrieval by the modes that retrieve (top_k
+            is then ignored); at most `MAX_GIVEN_PASSAGES`.
+        write_back: store the gradients computed for `passages` (else they are only cached in memory).
     """
 
     question: str
@@ -44,6 +64,8 @@ class Question:
     max_new_tokens: int = 20
     retrieval_query: str | None = None
     composition: Composition | None = None
+    passages: tuple[GivenPassage, ...] | None = None
+    write_back: bool = False
 
     def __post_init__(self) -> None:
         mode_spec(self.mode)  # ValueError naming the known modes
@@ -61,6 +83,8 @@ class Question:
             raise ValueError("choices are required for answer_type 'choice' and only then")
         if self.retrieval_query is not None and not self.retrieval_query.strip():
             raise ValueError("retrieval_query is empty or whitespace only")
+        if self.passages is not None and not 1 <= len(self.passages) <= MAX_GIVEN_PASSAGES:
+            raise ValueError(f"passages must hold 1..{MAX_GIVEN_PASSAGES} passages, got {len(self.passages)}")
 
 
 @dataclass(frozen=True)
@@ -98,6 +122,7 @@ class Answer:
     learner: str  # fingerprint of the learner that answered
     batch_size: int = 1
     composition: str | None = None  # the combination applied (gradient modes), e.g. "softmax:0.1"
+    passage_texts: list[str] = field(default_factory=list, repr=False)  # of `passages`, in order
 
 
 @dataclass(frozen=True)

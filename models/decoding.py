@@ -60,6 +60,7 @@ class BatchDecoder:
         self._attention: torch.Tensor | None = None      # (n, T) 1 = real token, left-padded
         self._next: torch.Tensor | None = None           # (n,) each row's next token, not yet emitted
         self._adapters: RowAdapters | None = None        # the live rows' adapters (None: none adapted)
+        self.emitted: list[tuple[Hashable, int]] = []    # (key, token) each row emitted in the last step
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -99,8 +100,8 @@ class BatchDecoder:
 
     @torch.no_grad()
     def step(self) -> list[tuple[Hashable, list[int]]]:
-        """Emit each live row's next token; rows that finished leave (returned with all their tokens);
-        the others run one decoder step together."""
+        """Emit each live row's next token (listed in `emitted`, for streaming); rows that finished
+        leave (returned with all their tokens); the others run one decoder step together."""
         if not self._rows:
             return []
         if self._stop_tensor is None:
@@ -108,8 +109,10 @@ class BatchDecoder:
         finished_mask = torch.isin(self._next, self._stop_tensor)
         finished: list[tuple[Hashable, list[int]]] = []
         keep: list[int] = []
+        self.emitted = []
         for i, (row, token, stop) in enumerate(zip(self._rows, self._next.tolist(), finished_mask.tolist())):
             row.tokens.append(token)
+            self.emitted.append((row.key, token))
             if stop or len(row.tokens) >= row.max_new_tokens:
                 finished.append((row.key, row.tokens))
             else:

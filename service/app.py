@@ -26,9 +26,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engine import MODES, __version__
 from service.batching import ContinuousBatcher, MicroBatcher
-from service.errors import install_error_handlers
+from service.errors import install_error_handlers, openai_shaped
 from service.metrics import ServiceMetrics
-from service.routes import answer, documents, health
+from service.routes import answer, documents, health, openai, page
 from service.settings import Settings
 
 __all__ = ["create_app", "lifespan", "EngineFactory", "RequestIdFilter", "current_request_id", "REQUEST_ID_HEADER"]
@@ -242,9 +242,12 @@ def create_app(settings: Settings | None = None, *, engine_factory: EngineFactor
         The FastAPI app; its lifespan loads the model, so start it with uvicorn or `with TestClient(app)`.
     """
     settings = settings if settings is not None else Settings()
-    app = FastAPI(title="regrad", version=__version__, description=_DESCRIPTION, lifespan=lifespan)
+    # /docs and /redoc are the page router's: their files are served from the package, not a CDN.
+    app = FastAPI(title="regrad", version=__version__, description=_DESCRIPTION, lifespan=lifespan,
+                  docs_url=None, redoc_url=None)
     app.state.settings = settings
     app.state.engine_factory = engine_factory or _default_engine_factory
+    app.state.started_at = time.time()
     app.state.metrics = metrics = ServiceMetrics()
     install_error_handlers(app, settings.retry_after_s)
 
@@ -254,10 +257,13 @@ def create_app(settings: Settings | None = None, *, engine_factory: EngineFactor
             status_code=500, content={"detail": f"internal error ({type(error).__name__}); see the server log"}
         )
 
-    app.add_exception_handler(Exception, internal_error)
+    app.add_exception_handler(Exception, openai_shaped(internal_error))
     app.include_router(answer.router)
     app.include_router(documents.router)
     app.include_router(health.router)
+    app.include_router(openai.router)
+    app.include_router(page.router)
+    page.mount_static(app)
     app.add_middleware(_RequestMetricsMiddleware, metrics=metrics)
     _wrap_with_request_ids(app)
     _install_openapi_limits(app, settings)

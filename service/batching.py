@@ -146,8 +146,11 @@ class MicroBatcher(Generic[T, R]):
             await asyncio.to_thread(self._executor.shutdown, True)
         self._worker = self._executor = None
 
-    async def submit(self, item: T) -> Batched[R]:
-        """Queue one item and wait for its outcome (raises the item's exception, if any)."""
+    async def submit(self, item: T, on_token: Callable[[int], None] | None = None) -> Batched[R]:
+        """Queue one item and wait for its outcome (raises the item's exception, if any).
+
+        `on_token` is accepted for the interface's sake and never called: a static batch's answers
+        come whole, so a stream gets its answer in one piece at the end."""
         if self._stopping or self._wakeup is None:
             raise BatcherStoppedError("the service is not running (starting or shutting down); retry")
         if len(self._pending) >= self.max_queue:
@@ -281,8 +284,9 @@ class ContinuousBatcher:
         self._started = False
         await asyncio.to_thread(self._scheduler.stop)
 
-    async def submit(self, item: Any) -> Batched:
-        """Queue one question and wait for its answer (raises its exception, if any)."""
+    async def submit(self, item: Any, on_token: Callable[[int], None] | None = None) -> Batched:
+        """Queue one question and wait for its answer (raises its exception, if any). `on_token(id)`
+        is called with each token as it is decoded, on the model thread (see `ContinuousScheduler.submit`)."""
         from engine.scheduler import SchedulerStoppedError
 
         if not self._started:
@@ -290,7 +294,7 @@ class ContinuousBatcher:
         if self._scheduler.waiting >= self.max_queue:
             raise QueueFullError(self._scheduler.waiting, self.max_queue)
         try:
-            answer = await asyncio.wrap_future(self._scheduler.submit(item))
+            answer = await asyncio.wrap_future(self._scheduler.submit(item, on_token))
         except SchedulerStoppedError as error:
             raise BatcherStoppedError(str(error)) from error
         return Batched(answer, answer.timings_ms.queue, answer.batch_size)

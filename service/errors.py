@@ -6,8 +6,10 @@ the field) before any model work starts; outages are 503 with `Retry-After`.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -26,6 +28,8 @@ __all__ = [
     "DocumentConflictError",
     "is_unavailable",
     "install_error_handlers",
+    "openai_shaped",
+    "openai_error_body",
 ]
 
 logger = logging.getLogger("regrad.service")
@@ -68,6 +72,46 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+# OpenAI's error `type` per status (what its SDKs and the tools built on them expect under /v1).
+_OPENAI_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error",
+                 409: "conflict_error", 429: "rate_limit_error", 503: "service_unavailable_error"}
+_OPENAI_PREFIX = "/v1/"
+
+Handler = Callable[[Request, Exception], Awaitable[Response]]
+
+
+def openai_error_body(status: int, detail: Any) -> dict[str, Any]:
+    """`{"error": {message, type, param, code}}` for a status and a FastAPI `detail` (a string, or
+    the 422 list, whose first error's field becomes `param`)."""
+    param = None
+    if isinstance(detail, list):
+        parts = []
+        for error in detail:
+            loc = [str(p) for p in error.get("loc", []) if p != "body"]
+            param = param or (".".join(loc) or None)
+            parts.append(f"{'.'.join(loc) or 'body'}: {error.get('msg', 'invalid')}")
+        message = "; ".join(parts)
+    else:
+        message = str(detail)
+    kind = _OPENAI_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    return {"error": {"message": message, "type": kind, "param": param, "code": status}}
+
+
+def openai_shaped(handler: Handler) -> Handler:
+    """`handler`, its JSON error bodies reshaped to OpenAI's under /v1/ (status and headers kept)."""
+
+    async def shaped(request: Request, error: Exception) -> Response:
+        response = await handler(request, error)
+        if not request.url.path.startswith(_OPENAI_PREFIX) or not isinstance(response, JSONResponse):
+            return response
+        detail = json.loads(bytes(response.body)).get("detail", "error")
+        headers = {k: v for k, v in response.headers.items() if k.lower() not in ("content-length", "content-type")}
+        return JSONResponse(status_code=response.status_code, content=openai_error_body(response.status_code, detail),
+                            headers=headers)
+
+    return shaped
+
+
 def install_error_handlers(app: FastAPI, retry_after_s: int) -> None:
     """Register the handlers that turn service and backend errors into 422 / 503 / 409 responses."""
 
@@ -99,8 +143,8 @@ def install_error_handlers(app: FastAPI, retry_after_s: int) -> None:
             )
         return await http_exception_handler(request, error)
 
-    app.add_exception_handler(RequestValidationError, invalid_request)
-    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, openai_shaped(invalid_request))
+    app.add_exception_handler(StarletteHTTPException, openai_shaped(http_error))
     for error_type in _UNAVAILABLE:
-        app.add_exception_handler(error_type, unavailable)
-    app.add_exception_handler(DocumentConflictError, conflict)
+        app.add_exception_handler(error_type, openai_shaped(unavailable))
+    app.add_exception_handler(DocumentConflictError, openai_shaped(conflict))

@@ -13,17 +13,28 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from engine.composition import COMPOSITION_KINDS, DEFAULT_TEMPERATURE, Composition
 from engine.modes import MODE_NAMES, MODES
-from engine.types import Answer, Document, DocumentsResult, GradientSource, Question
+from engine.types import (
+    MAX_GIVEN_PASSAGES,
+    Answer,
+    Document,
+    DocumentsResult,
+    GivenPassage,
+    GradientSource,
+    Question,
+)
 
 __all__ = [
     "Mode",
     "AnswerType",
     "GradientSource",
     "MAX_TOP_K",
+    "MAX_GAMMA",
     "MIN_CHOICES",
     "MAX_CHOICES",
     "CompositionIn",
     "AnswerRequest",
+    "PassageIn",
+    "MAX_GIVEN_PASSAGES",
     "PassageOut",
     "Timings",
     "AnswerResponse",
@@ -37,6 +48,7 @@ Mode = Literal[MODE_NAMES]  # type: ignore[valid-type]  # the engine's table, re
 AnswerType = Literal["short", "yes_no", "choice"]
 _MODE_HELP = "; ".join(f"{name}: {spec.description}" for name, spec in MODES.items())
 MAX_TOP_K = 20
+MAX_GAMMA = 100.0  # far past any useful step (the shipped learner is tuned at 1); 1e30 gave empty answers
 MIN_CHOICES, MAX_CHOICES = 2, 5
 # Hard ceilings of the schema; the configured, usually lower, limits are checked by the routes.
 QUESTION_CHARS_CEILING = 20_000
@@ -64,7 +76,62 @@ class CompositionIn(_Strict):
         return Composition(self.kind, self.temperature)
 
 
-class AnswerRequest(_Strict):
+# --- passages in and out, streaming (issue 25) -----------------------------------------------------
+# Kept apart from AnswerRequest's own fields (a base class) so that the two evolve without touching
+# each other; `to_question` maps them onto the engine's Question.
+
+PASSAGE_TITLE_CHARS = 1000
+PASSAGE_TEXT_CHARS_CEILING = 20_000  # the configured `max_document_chars` is checked by the route
+PASSAGE_ID_CHARS = 256
+
+
+class PassageIn(_Strict):
+    """A passage the caller supplies instead of retrieval (its own retriever's hit)."""
+
+    title: str = Field("", max_length=PASSAGE_TITLE_CHARS, description="passage title (may be empty)")
+    text: str = Field(
+        ..., min_length=1, max_length=PASSAGE_TEXT_CHARS_CEILING, description="passage text; not blank",
+        json_schema_extra={"pattern": _NOT_BLANK},
+    )
+    id: str | None = Field(
+        None, min_length=1, max_length=PASSAGE_ID_CHARS,
+        description="echoed back; default the content hash (under which its gradient is cached)",
+    )
+    score: float | None = Field(None, allow_inf_nan=False, description="echoed back (default 0)")
+
+    @field_validator("text")
+    @classmethod
+    def _text_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("text is empty or whitespace only; send the passage text")
+        return value
+
+    def to_given(self) -> GivenPassage:
+        return GivenPassage(text=self.text, title=self.title, id=self.id, score=self.score)
+
+
+class _PassagesAndStreaming(_Strict):
+    """POST /answer's fields for caller passages, passage text in the answer and streaming."""
+
+    passages: list[PassageIn] | None = Field(
+        None, min_length=1, max_length=MAX_GIVEN_PASSAGES,
+        description=f"1..{MAX_GIVEN_PASSAGES} passages used instead of retrieval (top_k is then ignored); "
+        "their gradients are computed on demand and cached in memory by content hash",
+    )
+    write_back: bool = Field(
+        False, strict=True, description="store the computed gradients of `passages` in the gradient store"
+    )
+    include_text: bool = Field(False, strict=True, description="return each passage's text")
+    stream: bool = Field(
+        False, strict=True,
+        description="server-sent events: `token` events as decoded, one `answer` event, then `data: [DONE]`",
+    )
+
+
+_NOT_FOR_ENGINE = {"include_text", "stream"}  # AnswerRequest fields the engine's Question does not take
+
+
+class AnswerRequest(_PassagesAndStreaming):
     """One question for POST /answer."""
 
     question: str = Field(
@@ -77,7 +144,8 @@ class AnswerRequest(_Strict):
     # strict: `true` or "3" are mistakes, not 1 and 3.
     top_k: int = Field(3, ge=1, le=MAX_TOP_K, strict=True, description="passages to retrieve (1..20)")
     gamma: float = Field(
-        1.0, ge=0.0, allow_inf_nan=False, strict=True, description="gradient step scale; finite, >= 0"
+        1.0, ge=0.0, le=MAX_GAMMA, allow_inf_nan=False, strict=True,
+        description=f"gradient step scale; 0 <= gamma <= {MAX_GAMMA:g}",
     )
     mode: Mode = Field("regrad", description=_MODE_HELP)
     answer_type: AnswerType = Field("short", description="short | yes_no | choice")
@@ -120,9 +188,12 @@ class AnswerRequest(_Strict):
 
     def to_question(self) -> Question:
         """The engine's view of this request."""
-        fields = self.model_dump(exclude={"composition"})
-        return Question(**{**fields, "choices": tuple(self.choices) if self.choices else None,
-                           "composition": self.composition.to_composition() if self.composition else None})
+        return Question(**{
+            **self.model_dump(exclude=_NOT_FOR_ENGINE | {"composition"}),
+            "choices": tuple(self.choices) if self.choices else None,
+            "passages": tuple(p.to_given() for p in self.passages) if self.passages else None,
+            "composition": self.composition.to_composition() if self.composition else None,
+        })
 
     @field_validator("composition", mode="before")
     @classmethod
@@ -168,17 +239,18 @@ class AnswerRequest(_Strict):
 
 
 class PassageOut(_Strict):
-    """A retrieved passage and where its gradient came from."""
+    """A retrieved (or given) passage and where its gradient came from."""
 
     id: str
     title: str
     score: float
     gradient: GradientSource | None = Field(
-        None, description="stored | computed | missing; null when the mode uses no gradients"
+        None, description="stored | computed | cached | missing; null when the mode uses no gradients"
     )
     weight: float | None = Field(
         None, description="this passage's weight in the combined gradient; null when the mode uses no gradients"
     )
+    text: str | None = Field(None, description="the passage text; only with `include_text: true`")
 
 
 class Timings(_Strict):
@@ -206,7 +278,15 @@ class AnswerResponse(_Strict):
 
     @classmethod
     def from_answer(cls, answer: Answer) -> AnswerResponse:
-        return cls.model_validate(asdict(answer))
+        fields = asdict(answer)
+        texts = fields.pop("passage_texts", None) or [None] * len(answer.passages)
+        fields["passages"] = [{**p, "text": t} for p, t in zip(fields["passages"], texts, strict=True)]
+        return cls.model_validate(fields)
+
+    def to_json(self, include_text: bool = False) -> dict:
+        """The JSON body; passages carry `text` only when asked."""
+        exclude = None if include_text else {"passages": {"__all__": {"text"}}}
+        return self.model_dump(mode="json", exclude=exclude)
 
 
 class DocumentIn(_Strict):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 from typing import Literal
 
@@ -12,18 +13,35 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from engine.composition import Composition
 from engine.config import EngineConfig
 
-__all__ = ["Settings", "MissingGradientPolicy"]
+__all__ = ["Settings", "MissingGradientPolicy", "SHIPPED_LEARNER", "shipped_checkpoint"]
+
+logger = logging.getLogger("regrad.service")
 
 MissingGradientPolicy = Literal["compute", "skip"]
+
+# The meta-trained learner the project ships (checkpoints/<name>); served when no checkpoint is given.
+SHIPPED_LEARNER = "regrad-smollm2-135m"
+
+
+def shipped_checkpoint() -> Path | None:
+    """The shipped learner's folder: beside the source tree (a clone, an editable install), else under
+    the working directory (the Docker image's /app); None when neither has it."""
+    for root in (Path(__file__).resolve().parents[1], Path.cwd()):
+        folder = root / "checkpoints" / SHIPPED_LEARNER
+        if (folder / "learner.json").is_file() and (folder / "learner.safetensors").is_file():
+            return folder
+    return None
 
 
 class Settings(BaseSettings):
     """Everything `regrad serve` needs; each field is the env variable `REGRAD_<NAME>`.
 
     Args:
-        checkpoint: learner folder (learner.json + learner.safetensors); unset = an UNTRAINED learner
-            built from `preset` (gradients are applied, but were never meta-trained to help).
-        preset: model preset used when `checkpoint` is unset.
+        checkpoint: learner folder (learner.json + learner.safetensors); unset = the shipped
+            meta-trained learner (`checkpoints/regrad-smollm2-135m`).
+        untrained: serve an UNTRAINED learner built from `preset` instead (gradients are applied, but
+            were never meta-trained to help); excludes `checkpoint`.
+        preset: model preset used with `untrained`.
         store: gradient store folder; created for the learner if missing; unset = no store (every
             gradient is computed on demand, or skipped under `missing_gradients=skip`).
         retriever_backend: retrieval backend name (tantivy, elasticsearch, dense, hybrid).
@@ -59,8 +77,9 @@ class Settings(BaseSettings):
         env_prefix="REGRAD_", env_file=".env", env_ignore_empty=True, extra="ignore"
     )
 
-    checkpoint: Path | None = Field(None, description="learner folder; unset = untrained learner from preset")
-    preset: str = Field("smollm2-135m-instruct", description="model preset when no checkpoint is given")
+    checkpoint: Path | None = Field(None, description="learner folder; unset = the shipped learner")
+    untrained: bool = Field(False, description="serve an untrained learner from `preset` (no checkpoint)")
+    preset: str = Field("smollm2-135m-instruct", description="model preset of an untrained learner")
     store: Path | None = Field(None, description="gradient store folder; created if missing")
     retriever_backend: str = Field("tantivy", description="tantivy | elasticsearch | dense | hybrid")
     index: str | None = Field(None, description="index folder (tantivy/dense) or ES index name")
@@ -106,7 +125,41 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _checkpoint_or_untrained(self) -> Settings:
+        if self.untrained and self.checkpoint is not None:
+            raise ValueError(
+                f"`untrained` is set and so is `checkpoint` ({self.checkpoint}); keep one of them"
+            )
+        return self
+
+    def resolved_checkpoint(self) -> Path | None:
+        """The learner folder to serve: `checkpoint`, else the shipped learner; None with `untrained`.
+
+        Raises:
+            ModelNotFoundError: no checkpoint given and the shipped learner is not found.
+        """
+        if self.checkpoint is not None or self.untrained:
+            return self.checkpoint
+        shipped = shipped_checkpoint()
+        if shipped is None:
+            from models.errors import ModelNotFoundError
+
+            raise ModelNotFoundError(
+                f"no checkpoint given and the shipped learner checkpoints/{SHIPPED_LEARNER} is not beside "
+                f"the source nor under {Path.cwd()}; pass --checkpoint DIR (REGRAD_CHECKPOINT), or "
+                "--untrained (REGRAD_UNTRAINED=true) for a learner that was never meta-trained"
+            )
+        return shipped
+
     def engine_config(self) -> EngineConfig:
-        """The engine's part of these settings."""
+        """The engine's part of these settings, the checkpoint resolved (`resolved_checkpoint`)."""
         names = {f.name for f in dataclasses.fields(EngineConfig)} & set(type(self).model_fields)
-        return EngineConfig(**{name: getattr(self, name) for name in names})
+        config = EngineConfig(**{name: getattr(self, name) for name in names})
+        config.checkpoint = self.resolved_checkpoint()
+        if config.checkpoint is None:
+            logger.warning(
+                "serving an UNTRAINED learner from preset %r (`untrained` is set): its gradients were "
+                "never meta-trained to help; leave it unset to serve the shipped learner", self.preset,
+            )
+        return config

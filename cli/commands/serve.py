@@ -19,6 +19,7 @@ NAME = "serve"
 # flag dest → Settings field; a flag given on the command line overrides the environment.
 _OVERRIDES = {
     "checkpoint": "checkpoint",
+    "untrained": "untrained",
     "preset": "preset",
     "store": "store",
     "backend": "retriever_backend",
@@ -35,8 +36,11 @@ _OVERRIDES = {
 
 def add_settings_arguments(p: argparse.ArgumentParser) -> None:
     """The engine's settings as flags (shared by `serve` and `evaluate --in-process`)."""
-    p.add_argument("--checkpoint", help="learner folder (REGRAD_CHECKPOINT; unset = untrained learner)")
-    p.add_argument("--preset", help="model preset when no checkpoint is given (REGRAD_PRESET)")
+    p.add_argument("--checkpoint",
+                   help="learner folder (REGRAD_CHECKPOINT; unset = the shipped checkpoints/regrad-smollm2-135m)")
+    p.add_argument("--untrained", action="store_true", default=None,
+                   help="serve an UNTRAINED learner from --preset instead (REGRAD_UNTRAINED; logs a warning)")
+    p.add_argument("--preset", help="model preset of an --untrained learner (REGRAD_PRESET)")
     p.add_argument("--store", help="gradient store folder, created if missing (REGRAD_STORE)")
     p.add_argument("--backend", choices=["tantivy", "elasticsearch", "dense", "hybrid"],
                    help="retriever backend (REGRAD_RETRIEVER_BACKEND, default tantivy)")

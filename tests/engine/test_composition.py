@@ -108,3 +108,18 @@ def test_a_request_without_composition_gets_the_engine_default(engine):
     engine.composition = Composition("sum")
     answer = engine.answer_batch([Question("Who kept the lighthouse on Orrinsey?", max_new_tokens=2)])[0]
     assert answer.composition == "sum" and [p.weight for p in answer.passages] == [1.0, 1.0, 1.0]
+
+
+def test_given_passages_are_weighted_by_their_own_scores_or_equally_without(engine):
+    from engine.types import GivenPassage
+
+    passages = [GivenPassage(text, title) for title, text in FACTS]
+    scored = tuple(GivenPassage(p.text, p.title, score=s) for p, s in zip(passages, (30.0, 10.0, 9.0)))
+    composition = Composition("softmax", 0.1)
+    plain, weighted = engine.answer_batch([
+        Question("Who kept the lighthouse on Vessholm?", passages=tuple(passages), composition=composition,
+                 max_new_tokens=2),
+        Question("Who kept the lighthouse on Vessholm?", passages=scored, composition=composition, max_new_tokens=2),
+    ])
+    assert [p.weight for p in plain.passages] == [1.0, 1.0, 1.0]
+    assert [p.weight for p in weighted.passages] == pytest.approx(composition.weights([30.0, 10.0, 9.0]))

@@ -50,19 +50,26 @@ class FakeEngine:
                     BackendUnavailableError("http://fake-es:9200", "connection refused", self.retry_after_s)
                 )
                 continue
-            n_passages = request.top_k if spec.retrieve else 0
             gradient = "stored" if spec.gradients else None
+            if not spec.retrieve:
+                hits, texts = [], []
+            elif request.passages is not None:  # the caller's passages, instead of retrieval
+                hits = [PassageHit(id=g.id or f"hash{i}", title=g.title, score=g.score or 0.0,
+                                   gradient="computed" if gradient else None) for i, g in enumerate(request.passages)]
+                texts = [g.text for g in request.passages]
+            else:
+                hits = [PassageHit(id=f"p{i}", title=f"T{i}", score=1.0 / (i + 1), gradient=gradient)
+                        for i in range(request.top_k)]
+                texts = [f"text {i}" for i in range(request.top_k)]
             outcomes.append(
                 Answer(
                     answer=f"{request.mode}:{request.question}",
                     mode=request.mode,
-                    passages=[
-                        PassageHit(id=f"p{i}", title=f"T{i}", score=1.0 / (i + 1), gradient=gradient)
-                        for i in range(n_passages)
-                    ],
+                    passages=hits,
                     timings_ms=StageTimings(),
                     learner=self.fingerprint,
                     composition=str(request.composition) if request.composition and spec.gradients else None,
+                    passage_texts=texts,
                 )
             )
         return outcomes

@@ -53,6 +53,8 @@ def test_answer_in_each_mode(client, mode):
         ({"question": "q", "top_k": 21}, "top_k"),
         ({"question": "q", "top_k": "three"}, "top_k"),
         ({"question": "q", "gamma": -0.5}, "gamma"),
+        ({"question": "q", "gamma": 100.01}, "gamma"),
+        ({"question": "q", "gamma": 1e30}, "gamma"),
         ({"question": "q", "mode": "telepathy"}, "mode"),
         ({"question": "q", "answer_type": "essay"}, "answer_type"),
         ({"question": "q", "answer_type": "choice"}, "choices"),

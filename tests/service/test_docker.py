@@ -100,6 +100,17 @@ def test_compose_has_es_indexer_and_api(compose, es_config):
     assert services["indexer"]["depends_on"]["elasticsearch"]["condition"] == "service_healthy"
 
 
+def test_compose_api_serves_the_shipped_learner_copied_into_the_image(compose):
+    instructions = dockerfile_instructions()
+    assert ("WORKDIR", "/app") in instructions and ("COPY", ". .") in instructions
+    shipped = REPO / "checkpoints" / "regrad-smollm2-135m"
+    for name in ("learner.json", "learner.safetensors"):
+        assert (shipped / name).is_file() and not dockerignored(f"checkpoints/regrad-smollm2-135m/{name}")
+    for name in ("api", "api-gpu"):
+        checkpoint = expand_defaults(compose["services"][name]["environment"]["REGRAD_CHECKPOINT"])
+        assert checkpoint == "/app/checkpoints/regrad-smollm2-135m", name
+
+
 def test_every_compose_command_is_a_valid_regrad_command(compose, tmp_path):
     parser = build_parser()
     commands = {name: s["command"] for name, s in compose["services"].items() if "command" in s}

@@ -143,7 +143,7 @@ def test_32_concurrent_requests_each_get_their_solo_answer(server, corpus):
         {"question": questions[i % 4], "mode": mode, "gamma": gamma, "top_k": 1, "max_new_tokens": 1 + (5 * i) % 6}
         for i, (mode, gamma) in enumerate(
             [("regrad", 1.0), ("regrad", 50.0), ("regrad", 0.0), ("closed_book", 1.0),
-             ("regrad", 200.0), ("regrad", 20.0), ("regrad", 5.0), ("closed_book", 1.0)]
+             ("regrad", 100.0), ("regrad", 20.0), ("regrad", 5.0), ("closed_book", 1.0)]
         )
     ]
     solo = [post(url, "/answer", body).json() for body in variants]  # one at a time: batch size 1
@@ -301,7 +301,7 @@ def answer_bodies(draw) -> dict:
     body = {"question": draw(_TEXT), "mode": mode, "max_new_tokens": 1,
             # Prompt passages cost prefill time on CPU; blind modes take any top_k.
             "top_k": top_k if mode in ("regrad", "closed_book") else min(top_k, 2),
-            "gamma": draw(st.floats(0, 1e6, allow_nan=False, allow_infinity=False))}
+            "gamma": draw(st.floats(0, 100, allow_nan=False, allow_infinity=False))}
     answer_type = draw(st.sampled_from(["short", "yes_no", "choice"]))
     body["answer_type"] = answer_type
     if answer_type == "choice":

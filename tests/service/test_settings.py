@@ -44,3 +44,54 @@ def test_bad_settings_name_the_field():
     args = build_parser().parse_args(["serve", "--env-file", "/dev/null", "--max-batch", "0"])
     with pytest.raises(UsageError, match="max_batch"):
         build_settings(args)
+
+
+# --- which learner is served --------------------------------------------------------------------
+
+SHIPPED = REPO / "checkpoints" / "regrad-smollm2-135m"
+
+
+def test_plain_serve_serves_the_shipped_learner(tmp_path):
+    args = build_parser().parse_args(["serve", "--env-file", "/dev/null", "--store", str(tmp_path / "s"),
+                                      "--index", str(tmp_path / "i")])
+    settings = build_settings(args)
+    assert settings.checkpoint is None and settings.untrained is False
+    assert settings.engine_config().checkpoint == SHIPPED
+
+
+def test_untrained_only_when_asked_and_with_a_warning(caplog):
+    args = build_parser().parse_args(["serve", "--env-file", "/dev/null", "--untrained"])
+    settings = build_settings(args)
+    with caplog.at_level("WARNING", logger="regrad.service"):
+        assert settings.engine_config().checkpoint is None
+    assert "UNTRAINED" in caplog.text
+
+
+def test_untrained_and_a_checkpoint_exclude_each_other(tmp_path):
+    args = build_parser().parse_args(["serve", "--env-file", "/dev/null", "--untrained", "--checkpoint", str(tmp_path)])
+    with pytest.raises(UsageError, match="untrained"):
+        build_settings(args)
+
+
+def test_a_missing_shipped_learner_says_what_to_pass(monkeypatch):
+    from models.errors import ModelNotFoundError
+    from service import settings as settings_module
+
+    monkeypatch.setattr(settings_module, "shipped_checkpoint", lambda: None)
+    with pytest.raises(ModelNotFoundError, match="--checkpoint.*--untrained"):
+        Settings(_env_file=None).engine_config()
+
+
+@pytest.mark.integration
+def test_the_default_engine_has_the_shipped_fingerprint(tmp_path):
+    import json
+
+    from engine.core import Engine
+
+    settings = Settings(_env_file=None, store=tmp_path / "store", index=str(tmp_path / "index"), device="cpu")
+    engine = Engine.from_config(settings.engine_config())
+    try:
+        assert engine.fingerprint == json.loads((SHIPPED / "learner.json").read_text())["fingerprint"]
+        assert engine.store.fingerprint == engine.fingerprint
+    finally:
+        engine.close()
