@@ -63,7 +63,13 @@ def test_chat_completion_reads_the_last_user_message_and_ignores_unknown_fields(
     assert [p["id"] for p in body["regrad"]["passages"]] == ["p0", "p1"]
 
 
+def test_chat_completion_takes_the_composition_as_an_extra_field(client):
+    body = chat(client, messages=[{"role": "user", "content": "Who?"}], composition="softmax:0.3").json()
+    assert body["regrad"]["composition"] == "softmax:0.3"   # the engine (double) was given it
+
+
 @pytest.mark.parametrize(("extra", "param"), [
+    ({"composition": "mean"}, "composition.kind"),
     ({"gamma": 101}, "gamma"), ({"top_k": 0}, "top_k"), ({"mode": "telepathy"}, "mode"),
     ({"n": 2}, "n"), ({"messages": [{"role": "system", "content": "no user"}]}, "messages"),
     ({"messages": [{"role": "user", "content": "x" * 201}]}, "messages"),
