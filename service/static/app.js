@@ -79,7 +79,8 @@ function renderDetails(card, response) {
   const list = el("ol", { class: "passages" });
   for (const p of response.passages) {
     const head = el("div", {}, el("strong", { text: p.title || "(untitled)" }), " ",
-      el("span", { class: "pid", text: `${p.id} · score ${p.score.toFixed(2)}` }));
+      el("span", { class: "pid", text: `${p.id} · score ${p.score.toFixed(2)}` +
+        (p.weight != null ? ` · weight ${p.weight.toFixed(2)} (${response.composition})` : "") }));
     if (p.gradient) head.append(el("span", { class: `badge ${p.gradient}`, title: SOURCE_HELP[p.gradient] || "",
       text: `gradient: ${p.gradient}` }));
     if (spec.context) head.append(el("span", { class: "badge prompt", text: "in prompt" }));
