@@ -29,7 +29,7 @@ __all__ = ["Composition", "COMPOSITION_KINDS", "DEFAULT_TEMPERATURE", "DEFAULT_C
 
 COMPOSITION_KINDS = ("sum", "softmax")
 # The served default (chosen on dev splits only: docs/results.md, "Composition").
-DEFAULT_TEMPERATURE = 0.1
+DEFAULT_TEMPERATURE = 0.4
 
 
 @dataclass(frozen=True)
