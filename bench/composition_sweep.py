@@ -29,7 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--store", required=True, help="gradient store folder (created if missing)")
     parser.add_argument("--data", action="append", required=True, help="augmented file (repeatable)")
     parser.add_argument("--k", type=int, action="append", help="top-k (repeatable; default 3)")
-    parser.add_argument("--composition", action="append", help="sum, softmax or softmax:T (repeatable; default sum)")
+    parser.add_argument("--composition", action="append",
+                        help="sum, softmax, softmax:T, or `served` (the engine's default: the learner's own, else "
+                        "the served default) (repeatable; default served)")
     parser.add_argument("--mode", action="append", help="mode (repeatable; default regrad)")
     parser.add_argument("--limit", type=int, help="first N questions of each file")
     parser.add_argument("--output", help="write the rows as JSON here")
@@ -46,10 +48,11 @@ def main(argv: list[str] | None = None) -> int:
         for path in args.data:
             records = load_records([path], limit=args.limit)
             for k in args.k or [3]:
-                for spec in args.composition or ["sum"]:
+                for spec in args.composition or ["served"]:
                     started = time.perf_counter()
                     result = evaluate_in_process(engine, records, modes=args.mode or ["regrad"], top_k=k,
-                                                 composition=spec, progress=False)
+                                                 composition=None if spec == "served" else spec, progress=False)
+                    spec = str(engine.composition) if spec == "served" else spec
                     for mode, table in result.tables.items():
                         s = table.overall_micro
                         rows.append({"data": Path(path).name, "k": k, "mode": mode, "composition": spec,
