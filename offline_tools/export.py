@@ -14,6 +14,13 @@ exported folder keeps the whole lineage.
 With several checkpoints (one preset, one base model) the export is their uniform average, a model
 soup (`Learner.load_average`): each run's record goes to `runs/<i>/` in the order given, and
 `soup.json` names the averaged checkpoints and their fingerprints.
+
+    regrad export --checkpoint run/best --peft adapters/regrad-lora
+
+With `--peft` (`export_peft`) the learner's LoRA is written instead as a standard PEFT adapter folder
+(`adapter_config.json` + `adapter_model.safetensors`, no pickle) for its base model, loadable with
+`peft.PeftModel.from_pretrained(base, folder)`. The step sizes are not part of a PEFT adapter: the adapter
+is the learner with no passage gradients applied (the model behind modes `closed_book` and `rag`).
 """
 
 from __future__ import annotations
@@ -25,13 +32,15 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["INIT_JSON", "LOG_GZ", "RUN_RECORD", "SOUP_JSON", "export_learner"]
+__all__ = ["INIT_JSON", "LOG_GZ", "PEFT_FILES", "RUN_RECORD", "SOUP_JSON", "export_learner", "export_peft",
+           "write_peft_adapter"]
 
 RUN_RECORD = ("training_log.jsonl", "training_curves.png", "summary.json", "train_args.json")
 LOG = "training_log.jsonl"
 LOG_GZ = LOG + ".gz"   # exported logs are gzipped: 5x smaller, and a shipped folder must stay under 5 MB
 SOUP_JSON = "soup.json"
 INIT_JSON = "init.json"
+PEFT_FILES = ("adapter_config.json", "adapter_model.safetensors")   # what `export_peft` writes
 _RECORD_FILES = {*RUN_RECORD, LOG_GZ, SOUP_JSON, INIT_JSON}  # what an exported folder's record is made of
 
 
@@ -117,3 +126,55 @@ def export_learner(checkpoint: str | os.PathLike | Sequence[str | os.PathLike], 
         report["averaged"] = averaged
     report["bytes"] = sum(p.stat().st_size for p in output.rglob("*") if p.is_file())
     return report
+
+
+def write_peft_adapter(learner, directory: str | os.PathLike, weights_dtype: str = "float32") -> list[str]:
+    """Write `learner`'s LoRA into `directory` as a PEFT adapter (peft's own config and tensor names).
+
+    `RowLoraLinear` keeps peft's `lora_A`/`lora_B` children, so the learner's parameter names are peft's:
+    a tensor is saved under its name less the adapter name, `base_model.model.<path>.lora_A.weight`, as
+    `PeftModel.save_pretrained` saves it. (peft's `get_peft_model_state_dict` finds LoRA layers by their
+    type, and the learner's are `RowLoraLinear`s, so the names are made here.) The step sizes are left out (a
+    PEFT adapter has no place for them): loaded, the adapter is the learner with no passage gradients applied.
+    """
+    import dataclasses
+
+    import torch
+    from safetensors.torch import save_file
+
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[weights_dtype]
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    config = dataclasses.replace(learner.model.peft_config["default"], inference_mode=True,
+                                 base_model_name_or_path=learner.config.base_model)
+    state = {name.replace(".default.", "."): tensor for name, tensor in learner.model.named_parameters()
+             if ".lora_A.default." in name or ".lora_B.default." in name}
+    expected = 2 * len(learner.lora_modules)
+    if len(state) != expected:   # every LoRA layer's A and B, nothing else (no step sizes, no base weights)
+        raise RuntimeError(f"found {len(state)} LoRA tensors in the learner, expected {expected}: {sorted(state)[:4]}")
+    save_file({k: v.detach().to("cpu", dtype).contiguous() for k, v in state.items()},
+              str(directory / PEFT_FILES[1]), metadata={"format": "pt"})
+    config.save_pretrained(str(directory))
+    return list(PEFT_FILES)
+
+
+def export_peft(checkpoint: str | os.PathLike | Sequence[str | os.PathLike], directory: str | os.PathLike,
+                weights_dtype: str = "float32") -> dict:
+    """Load `checkpoint` (several: their uniform average, as `export_learner`) and write its LoRA into
+    `directory` as a PEFT adapter (`write_peft_adapter`). `directory` must be new or empty.
+
+    Returns a report: the folder, the files, the base model, the learner's fingerprint and the source(s).
+    """
+    from models import Learner, ModelError
+
+    sources = [Path(checkpoint)] if isinstance(checkpoint, (str, os.PathLike)) else [Path(c) for c in checkpoint]
+    directory = Path(directory)
+    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+        raise ModelError(f"--peft {directory} exists and is not an empty folder; export into a new or empty folder")
+    learner = Learner.load_average(sources)
+    files = write_peft_adapter(learner, directory, weights_dtype)
+    return {"peft": str(directory), "files": files, "base_model": learner.config.base_model,
+            "weights_dtype": weights_dtype, "fingerprint": learner.fingerprint,
+            "checkpoints": [str(s) for s in sources],
+            "bytes": sum((directory / name).stat().st_size for name in files),
+            "left_out": "step sizes (a PEFT adapter is the learner with no passage gradients applied)"}

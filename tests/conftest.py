@@ -26,12 +26,12 @@ def bundled_model_dir() -> Path:
     return prepare_model()
 
 
-def make_tiny_learner(step_size_mode: str = "tie", seed: int = 0, randomize_b: bool = True, dtype: str = "float32"):
-    """A random 4-layer Llama with the real tokenizer: fast, no download (`dtype`: its base weights)."""
+def make_tiny_base(seed: int = 0, dtype: str = "float32"):
+    """(model, tokenizer): the random 4-layer Llama of `make_tiny_learner`, the same weights for the same seed."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from models import Learner, LearnerConfig, prepare_model
+    from models import prepare_model
 
     tokenizer = AutoTokenizer.from_pretrained(prepare_model())
     torch.manual_seed(seed)
@@ -42,6 +42,16 @@ def make_tiny_learner(step_size_mode: str = "tie", seed: int = 0, randomize_b: b
     )
     model = LlamaForCausalLM(config).eval().to(getattr(torch, dtype))
     model.config._attn_implementation = "eager"
+    return model, tokenizer
+
+
+def make_tiny_learner(step_size_mode: str = "tie", seed: int = 0, randomize_b: bool = True, dtype: str = "float32"):
+    """A random 4-layer Llama with the real tokenizer: fast, no download (`dtype`: its base weights)."""
+    import torch
+
+    from models import Learner, LearnerConfig
+
+    model, tokenizer = make_tiny_base(seed, dtype)
     learner_config = LearnerConfig(
         base_model="tiny-random-llama", layers=[2, 3], r=4, lora_alpha=8,
         step_size_mode=step_size_mode, max_passage_tokens=64, name="tiny",

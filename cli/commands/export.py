@@ -1,4 +1,4 @@
-"""`regrad export`: a trained learner in a folder of its own, optionally with bf16 LoRA weights."""
+"""`regrad export`: a trained learner in a folder of its own (bf16), or its LoRA as a PEFT adapter."""
 
 from __future__ import annotations
 
@@ -10,23 +10,37 @@ __all__ = ["register", "run"]
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "export", help="copy a trained learner (or the average of several) into a folder of its own, bf16",
+        "export", help="copy a trained learner (or the average of several) into a folder of its own, bf16, "
+        "or write its LoRA as a PEFT adapter (--peft)",
         description="Load a learner checkpoint, save it into --output (LoRA weights in --weights-dtype, rounded "
         "first, so the recorded fingerprint is that of the saved weights) and copy the run's training log, "
         "curves, summary and arguments found beside it. Several --checkpoint of one preset: export their "
         "uniform average (a model soup), each run's record in runs/<i>/ and the sources in soup.json. "
-        "Encode gradient stores with the exported learner.",
+        "Encode gradient stores with the exported learner. "
+        "With --peft DIR instead of --output: write the learner's LoRA as a standard PEFT adapter folder "
+        "(adapter_config.json + adapter_model.safetensors, no pickle) for its base model, loadable with "
+        "peft.PeftModel.from_pretrained(base, DIR). The learned step sizes are not part of a PEFT adapter: "
+        "the adapter is the learner with no passage gradients applied (modes closed_book and rag). "
+        "Several --checkpoint are averaged there too.",
     )
     p.add_argument("--checkpoint", required=True, action="append",
                    help="learner folder to export, e.g. run/best; repeat to average several runs")
-    p.add_argument("--output", required=True, help="folder to write (learner.safetensors + learner.json + run record)")
-    p.add_argument("--weights-dtype", default="bfloat16", choices=["bfloat16", "float32"],
-                   help="dtype of the stored LoRA tensors (default bfloat16; step sizes stay float32)")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--output", help="folder to write (learner.safetensors + learner.json + run record)")
+    target.add_argument("--peft", metavar="DIR",
+                        help="new or empty folder to write the LoRA into as a PEFT adapter (no step sizes)")
+    p.add_argument("--weights-dtype", default=None, choices=["bfloat16", "float32"],
+                   help="dtype of the stored LoRA tensors (default: bfloat16 for --output, where step sizes "
+                   "stay float32; float32 for --peft)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from offline_tools.export import export_learner
+    from offline_tools.export import export_learner, export_peft
 
-    print(json.dumps(export_learner(args.checkpoint, args.output, args.weights_dtype)))
+    if args.peft is not None:
+        report = export_peft(args.checkpoint, args.peft, args.weights_dtype or "float32")
+    else:
+        report = export_learner(args.checkpoint, args.output, args.weights_dtype or "bfloat16")
+    print(json.dumps(report))
     return 0
