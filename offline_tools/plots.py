@@ -1,4 +1,5 @@
-"""The training curves of a `regrad train` run as one PNG (matplotlib, no display needed)."""
+"""Pictures as PNGs (matplotlib's Agg backend, no display needed): the training curves of a `regrad train`
+run, and the scores of `regrad evaluate` / `regrad score` (modes x datasets)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import io
 import json
 from pathlib import Path
 
-__all__ = ["compact_png", "plot_training_log"]
+__all__ = ["compact_png", "plot_scores", "plot_training_log"]
 
 
 def compact_png(image: str | Path | io.BytesIO, png_path: str | Path) -> Path:
@@ -76,6 +77,39 @@ def plot_training_log(log_path: str | Path, png_path: str | Path) -> Path | None
                          alpha=0.2, label="α min–max")
     axes[3].set(title="step sizes", xlabel="step")
     axes[3].legend()
+    fig.tight_layout()
+    rendered = io.BytesIO()
+    fig.savefig(rendered, format="png", dpi=80)
+    plt.close(fig)
+    return compact_png(rendered, png_path)
+
+
+def plot_scores(modes: dict[str, dict], png_path: str | Path, *, title: str | None = None) -> Path:
+    """Grouped bars of EM and F1: one group per dataset (then the macro mean over datasets), one bar per mode.
+
+    `modes` is scores.json's `modes` (mode → `{"datasets": {name: {"n", "em", "f1", ...}}, "overall_macro"}`).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = sorted({d for table in modes.values() for d in table["datasets"]})
+    groups = names + (["mean (macro)"] if len(names) > 1 else [])
+    width = 0.8 / max(1, len(modes))
+    fig, axes = plt.subplots(1, 2, figsize=(2 * max(6.0, 0.4 * len(groups) * max(1, len(modes))), 4))
+    for ax, metric in zip(axes, ("em", "f1")):
+        for i, (mode, table) in enumerate(modes.items()):
+            rows = [table["datasets"].get(d) for d in names] + ([table["overall_macro"]] if len(names) > 1 else [])
+            xs = [g + (i - (len(modes) - 1) / 2) * width for g in range(len(groups))]
+            bars = ax.bar(xs, [row[metric] if row else 0.0 for row in rows], width, label=mode)
+            ax.bar_label(bars, fmt="%.0f", fontsize=7)
+        ax.set_xticks(range(len(groups)), groups)
+        ax.set(title=f"{metric.upper()} per dataset and mode", ylabel=metric.upper(), ylim=(0, 105))
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(fontsize=8, ncol=2)
+    if title:
+        fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     rendered = io.BytesIO()
     fig.savefig(rendered, format="png", dpi=80)

@@ -18,7 +18,8 @@ from offline_tools.errors import InputFileError
 from offline_tools.files import atomic_text
 from offline_tools.metrics import ScoreTable, aggregate, score
 
-__all__ = ["read_predictions", "rescore", "tables_of", "write_scores", "scores_path_for"]
+__all__ = ["read_predictions", "rescore", "tables_of", "write_scores", "scores_path_for", "scores_png_for",
+           "write_scores_png"]
 
 _REQUIRED = ("dataset", "mode", "answer", "gold")
 
@@ -79,3 +80,16 @@ def write_scores(path: str | Path, tables: dict[str, ScoreTable], *, source: str
 def scores_path_for(predictions: str | Path) -> Path:
     """Where scores.json goes by default: beside the predictions file."""
     return Path(predictions).with_name("scores.json")
+
+
+def scores_png_for(scores: str | Path) -> Path:
+    """Where the scores' picture goes: beside scores.json, as scores.png."""
+    return Path(scores).with_suffix(".png")
+
+
+def write_scores_png(scores: str | Path, tables: dict[str, ScoreTable]) -> Path:
+    """Grouped bars of EM and F1, modes × datasets (`plots.plot_scores`), written to `scores_png_for(scores)`."""
+    from offline_tools.plots import plot_scores
+
+    return plot_scores({mode: table.to_dict() for mode, table in tables.items()}, scores_png_for(scores),
+                       title=Path(scores).name)

@@ -33,7 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="mode to evaluate; repeat for several, or `all` (default regrad). regrad_shift is the "
                    "control: regrad with the passages retrieved for another question of the file")
     p.add_argument("--output", required=True, help="predictions file to write (JSON lines)")
-    p.add_argument("--scores", help="scores file to write (default: scores.json beside --output)")
+    p.add_argument("--scores", help="scores file to write (default: scores.json beside --output); scores.png, "
+                   "EM and F1 per dataset and mode, goes beside it")
     p.add_argument("--concurrency", type=int, default=8, help="requests in flight over HTTP (default 8)")
     p.add_argument("--limit", type=int, help="only the first N questions of each file")
     p.add_argument("--top-k", type=int, default=3, help="passages per question (default 3)")
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         load_records,
         write_predictions,
     )
-    from offline_tools.scoring import scores_path_for, write_scores
+    from offline_tools.scoring import scores_path_for, write_scores, write_scores_png
 
     if args.limit is not None and args.limit < 1:
         raise UsageError(f"--limit must be >= 1, got {args.limit}")
@@ -89,8 +90,10 @@ def run(args: argparse.Namespace) -> int:
     count = write_predictions(args.output, result.predictions)
     scores = write_scores(args.scores or scores_path_for(args.output), result.tables, source=args.output,
                           errors=result.errors)
+    picture = write_scores_png(scores, result.tables)
     print(format_mode_table(result.tables))
-    print(f"{count} predictions -> {args.output}, scores -> {scores} ({len(records)} questions x {len(modes)} "
+    print(f"{count} predictions -> {args.output}, scores -> {scores}, {picture.name} "
+          f"({len(records)} questions x {len(modes)} "
           f"modes, {result.elapsed_s:.1f} s)", file=sys.stderr)
     if result.errors:
         print(f"regrad: warning: {result.errors} requests failed and were scored 0; see `error` in "

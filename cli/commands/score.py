@@ -1,4 +1,4 @@
-"""`regrad score`: re-score a predictions file and write scores.json."""
+"""`regrad score`: re-score a predictions file and write scores.json, and scores.png beside it."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         NAME,
         help="re-score a predictions file (from `regrad evaluate`) and write scores.json",
         description="Score every line of a predictions file again with the current metrics (EM, F1, precision, "
-        "recall per dataset and mode), print the table and write scores.json (the file `evaluate` writes).",
+        "recall per dataset and mode), print the table and write scores.json (the file `evaluate` writes) and a "
+        "picture of it beside it (scores.png: EM and F1 per dataset, one bar per mode).",
     )
     p.add_argument("predictions", help="predictions file (JSON lines) written by `regrad evaluate`")
     p.add_argument("--output", help="scores file to write (default: scores.json beside the predictions)")
@@ -23,13 +24,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from offline_tools.evaluate import format_mode_table
-    from offline_tools.scoring import read_predictions, rescore, scores_path_for, write_scores
+    from offline_tools.scoring import read_predictions, rescore, scores_path_for, write_scores, write_scores_png
 
     predictions = read_predictions(args.predictions)
     tables = rescore(predictions)
     errors = sum(1 for line in predictions if "error" in line)
     path = write_scores(args.output or scores_path_for(args.predictions), tables, source=args.predictions,
                         errors=errors)
+    picture = write_scores_png(path, tables)
     print(format_mode_table(tables))
-    print(f"{len(predictions)} predictions scored -> {path}")
+    print(f"{len(predictions)} predictions scored -> {path}, {picture}")
     return 0

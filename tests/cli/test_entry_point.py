@@ -69,6 +69,14 @@ def test_score_rescored_file_and_scores_json(tmp_path: Path, capsys: pytest.Capt
     assert rag["datasets"]["b"]["em"] == 0.0
     assert written["predictions"] == str(predictions)
     assert "regrad" in capsys.readouterr().out
+    import matplotlib
+    from PIL import Image
+
+    picture = tmp_path / "run" / "scores.png"   # beside scores.json: EM and F1, modes x datasets
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert matplotlib.get_backend().lower() == "agg"
+    with Image.open(picture) as image:
+        assert image.width > image.height > 100
 
 
 def test_score_names_the_file_and_line_of_a_bad_prediction(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

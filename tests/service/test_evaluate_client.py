@@ -130,6 +130,11 @@ def test_cli_writes_predictions_and_prints_one_table(url, data_file, tmp_path, c
     rows = [line for line in table.splitlines() if "hotpotqa" in line]
     assert len(rows) == len(modes) and any(row.startswith("rag ") and "100.00" in row for row in rows)
     assert len(load_records([data_file], limit=3)) == 3
+    import matplotlib
+
+    picture = output.with_name("scores.png")   # beside scores.json: EM and F1, modes x datasets
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and output.with_name("scores.json").is_file()
+    assert matplotlib.get_backend().lower() == "agg"
 
 
 def test_cli_refuses_bad_usage(data_file, tmp_path, capsys):
