@@ -19,6 +19,8 @@ Last line: one JSON object with `continuous_vs_static_at_8`, `continuous_vs_stat
 
     .venv/bin/python bench/serving_bench.py                      # the shipped learner
     .venv/bin/python bench/serving_bench.py --checkpoint DIR --rate 6
+    .venv/bin/python bench/serving_bench.py --png serving.png     # also: throughput and p95 vs clients
+    .venv/bin/python bench/serving_bench.py --plot record.json --png serving.png   # redraw a saved last line
 """
 
 from __future__ import annotations
@@ -254,6 +256,7 @@ def cpu_name() -> str:
 
 def main() -> None:
     from models.base import cpu_has_amx, resolve_dtype
+    from offline_tools.plots import plot_serving_bench
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", default=str(CHECKPOINT), help="learner folder (default: the shipped one)")
@@ -268,6 +271,10 @@ def main() -> None:
     parser.add_argument("--uneven", action="store_true",
                         help=f"per-request max_new_tokens cycling {UNEVEN_LENGTHS} (use an untrained learner, "
                         "whose answers run to the cap): long, uneven answers")
+    parser.add_argument("--png", type=Path, help="also write throughput and p95 latency against clients, one line "
+                        "per scheduler, as a PNG here")
+    parser.add_argument("--plot", type=Path, metavar="RECORD",
+                        help="run nothing: redraw --png from a saved last line (JSON) of an earlier run")
     parser.add_argument("--phase", choices=["build", "service", "inplace"], help=argparse.SUPPRESS)
     parser.add_argument("--scheduler", default="continuous", help=argparse.SUPPRESS)
     parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
@@ -276,6 +283,12 @@ def main() -> None:
     global _lengths
     if args.uneven:
         _lengths = UNEVEN_LENGTHS
+
+    if args.plot:
+        if not args.png:
+            parser.error("--plot needs --png (where to draw the record)")
+        print(plot_serving_bench(json.loads(args.plot.read_text().strip().splitlines()[-1]), args.png))
+        return
 
     if args.phase:  # a child process: one phase, its result written as JSON under --root
         if args.phase == "build":
@@ -330,6 +343,8 @@ def main() -> None:
         "machine": machine, "base_dtype": dtype,
     }
     print(json.dumps(record))
+    if args.png:
+        plot_serving_bench(record, args.png)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """Pictures as PNGs (matplotlib's Agg backend, no display needed): the training curves of a `regrad train`
-run, and the scores of `regrad evaluate` / `regrad score` (modes x datasets)."""
+run, the scores of `regrad evaluate` / `regrad score` (modes x datasets), the serving bench's curves."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import io
 import json
 from pathlib import Path
 
-__all__ = ["compact_png", "plot_scores", "plot_training_log"]
+__all__ = ["compact_png", "plot_scores", "plot_serving_bench", "plot_training_log"]
 
 
 def compact_png(image: str | Path | io.BytesIO, png_path: str | Path) -> Path:
@@ -110,6 +110,49 @@ def plot_scores(modes: dict[str, dict], png_path: str | Path, *, title: str | No
     axes[0].legend(fontsize=8, ncol=2)
     if title:
         fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    rendered = io.BytesIO()
+    fig.savefig(rendered, format="png", dpi=80)
+    plt.close(fig)
+    return compact_png(rendered, png_path)
+
+
+def plot_serving_bench(record: dict, png_path: str | Path) -> Path:
+    """Throughput and p95 latency against closed-loop clients, one line per scheduler, from the record
+    `bench/serving_bench.py` prints last (`<scheduler>_rps_at_<c>`, `<scheduler>_p95_ms_at_<c>`,
+    `inplace_rps`). A level missing from the record is left out of its line."""
+    import re
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves: dict[tuple[str, str], dict[int, float]] = {}
+    for key, value in record.items():
+        found = re.fullmatch(r"(\w+?)_(rps|p95_ms)_at_(\d+)", key)
+        if found and isinstance(value, (int, float)) and found[1] != "unadapted":
+            curves.setdefault((found[1], found[2]), {})[int(found[3])] = float(value)
+    schedulers = sorted({s for s, _ in curves})
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for scheduler in schedulers:
+        for ax, metric in ((left, "rps"), (right, "p95_ms")):
+            points = sorted(curves.get((scheduler, metric), {}).items())
+            if points:
+                ax.plot([c for c, _ in points], [v for _, v in points], "o-", label=scheduler)
+    if "inplace_rps" in record:
+        left.axhline(record["inplace_rps"], color="grey", ls="--", label="in-place, one at a time")
+    left.set(title="throughput (mode regrad)", xlabel="closed-loop clients", ylabel="requests / s", ylim=(0, None))
+    right.set(title="p95 latency", xlabel="closed-loop clients", ylabel="ms", ylim=(0, None))
+    clients = sorted({c for points in curves.values() for c in points})
+    for ax in (left, right):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(clients, [str(c) for c in clients])
+        ax.minorticks_off()
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if record.get("machine"):
+        fig.suptitle(f"{record['machine']}; base weights {record.get('base_dtype', '?')}", fontsize=9)
     fig.tight_layout()
     rendered = io.BytesIO()
     fig.savefig(rendered, format="png", dpi=80)

@@ -39,3 +39,15 @@ def test_compact_png_keeps_every_pixel_of_a_plot_and_is_smaller(tmp_path: Path) 
         assert list(compact.convert("RGB").getdata()) == list(picture.convert("RGB").getdata())
     assert target.stat().st_size < source.stat().st_size
     assert compact_png(source, tmp_path / "again.png").read_bytes() == target.read_bytes()  # deterministic
+
+
+def test_serving_bench_record_is_drawn_per_scheduler(tmp_path: Path) -> None:
+    from offline_tools.plots import plot_serving_bench
+
+    record = {"continuous_rps_at_1": 5.6, "continuous_rps_at_8": 11.5, "static_rps_at_1": 4.5, "static_rps_at_8": 13.1,
+              "continuous_p95_ms_at_1": 250.0, "continuous_p95_ms_at_8": 998.0, "static_p95_ms_at_8": 697.0,
+              "unadapted_rps_at_8": 15.6, "inplace_rps": 5.5, "machine": "test box"}
+    png = plot_serving_bench(record, tmp_path / "serving.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(png) as image:
+        assert image.mode == "P" and image.width > image.height
