@@ -371,7 +371,9 @@ def test_the_indexer_reads_a_field_regrad_index_json_really_prints():
 def test_constraints_pin_every_dependency_but_torch_and_match_pyproject():
     pins = constraints()
     project = pyproject()["project"]
-    requirements = [Requirement(r) for r in project["dependencies"] + project["optional-dependencies"]["dev"]]
+    extras = [r for requirements in project["optional-dependencies"].values() for r in requirements]
+    requirements = [Requirement(r) for r in project["dependencies"] + extras]
+    requirements = [r for r in requirements if r.name != "regrad"]  # dev's `regrad[es,dense,train]`
     assert "torch" not in pins, "torch is installed first, per machine (see constraints.txt's header)"
     assert "regrad" not in pins
     for requirement in requirements:
@@ -414,3 +416,29 @@ def test_makefile_and_dockerfile_install_from_constraints():
             f"Dockerfile installs without the constraints: {part.strip()}"
     assert any('torch==${TORCH_VERSION}' in args for args in runs)
     assert re.search(r"^ARG TORCH_VERSION=2\.13\.0$", (REPO / "docker" / "Dockerfile").read_text(), re.MULTILINE)
+
+
+def image_requirements() -> list[Requirement]:
+    """What the image's dependency layer installs: its own one-liner run here on pyproject.toml, with the
+    REGRAD_EXTRAS build argument at its default."""
+    text = (REPO / "docker" / "Dockerfile").read_text()
+    default = re.search(r"^ARG REGRAD_EXTRAS=(\S*)$", text, re.MULTILINE)
+    assert default, "the Dockerfile names the extras it installs in `ARG REGRAD_EXTRAS=`"
+    run = next(args for ins, args in dockerfile_instructions() if ins == "RUN" and "tomllib" in args)
+    code = re.search(r'python -c "(.*?)" "\$\{REGRAD_EXTRAS\}"', run)
+    assert code, f"the requirements one-liner changed shape: {run}"
+    out = subprocess.run([sys.executable, "-c", code.group(1), default.group(1)], cwd=REPO, capture_output=True,
+                         text=True, timeout=60, check=True).stdout
+    return [Requirement(line) for line in out.splitlines() if line.strip()]
+
+
+def test_the_serving_image_installs_the_es_extra_and_nothing_for_training():
+    installed = {canonicalize_name(r.name) for r in image_requirements()}
+    extras = pyproject()["project"]["optional-dependencies"]
+    core = {canonicalize_name(Requirement(r).name) for r in pyproject()["project"]["dependencies"]}
+    assert core <= installed
+    assert "elasticsearch" in installed, "compose's indexer and API talk to Elasticsearch: the image needs [es]"
+    for extra in ("train", "dev", "dense"):
+        unwanted = {canonicalize_name(Requirement(r).name) for r in extras[extra]} & installed
+        assert not unwanted, f"the serving image installs the {extra} extra's {sorted(unwanted)}"
+    assert "sentencepiece" not in installed
