@@ -442,3 +442,84 @@ def test_the_serving_image_installs_the_es_extra_and_nothing_for_training():
         unwanted = {canonicalize_name(Requirement(r).name) for r in extras[extra]} & installed
         assert not unwanted, f"the serving image installs the {extra} extra's {sorted(unwanted)}"
     assert "sentencepiece" not in installed
+
+
+# --- a fresh clone: the sample corpus and the README's first curl ---------------------------------
+
+SAMPLE = REPO / "docker" / "sample"
+
+
+def readme_first_curl() -> tuple[str, dict]:
+    """The URL and JSON body of the README's first `curl` command."""
+    readme = (REPO / "README.md").read_text()
+    command = re.search(r"^curl (.*?)(?:\n\s*\n|\n```)", readme, re.MULTILINE | re.DOTALL)
+    assert command, "the README has no curl command"
+    text = command.group(1).replace("\\\n", " ")
+    url = re.search(r"(\S*localhost:\d+/\S+)", text)
+    body = re.search(r"-d '([^']*)'", text)
+    assert url and body, f"the README's first curl has no URL or -d body: {text}"
+    return url.group(1), json.loads(body.group(1))
+
+
+def sample_passages() -> dict[str, dict]:
+    records = [json.loads(line) for line in (SAMPLE / "corpus.jsonl").read_text().splitlines() if line.strip()]
+    by_id = {record["id"]: record for record in records}
+    assert len(by_id) == len(records), "passage ids repeat"
+    return by_id
+
+
+def test_the_indexer_falls_back_to_the_sample_corpus_copied_into_the_image(compose):
+    env = {k: expand_defaults(str(v)) for k, v in compose["services"]["indexer"]["environment"].items()}
+    sample = env["REGRAD_SAMPLE_CORPUS"]
+    assert ("WORKDIR", "/app") in dockerfile_instructions() and ("COPY", ". .") in dockerfile_instructions()
+    assert sample.startswith("/app/"), "the image copies the repository to /app"
+    in_repo = sample.removeprefix("/app/")
+    assert (REPO / in_repo).is_file(), f"the sample corpus {in_repo} is not in the repository"
+    assert not dockerignored(in_repo), f".dockerignore keeps {in_repo} out of the image"
+    assert (REPO / in_repo).stat().st_size < 50_000
+    assert compose["services"]["indexer"]["image"] == compose["services"]["api"]["image"] == "regrad:cpu"
+
+    from retrieval import read_corpus
+
+    passages = list(read_corpus(REPO / in_repo))
+    assert len(passages) == len(sample_passages()) >= 20 and all(p.title and p.text for p in passages)
+
+
+def test_a_fresh_clone_indexes_the_sample_corpus(compose, tmp_path):
+    job = IndexerRun(compose, tmp_path, corpus=None)  # no ./data/corpus.jsonl, as on a fresh clone
+    result = job.run(REGRAD_SAMPLE_CORPUS=str(SAMPLE / "corpus.jsonl")).result
+    assert result.returncode == 0, result.stderr
+    assert "sample corpus" in result.stdout
+    assert [call[call.index("--corpus") + 1] for call in job.calls] == [str(SAMPLE / "corpus.jsonl")]
+    assert job.marker.read_text().split()[1] == str(len(sample_passages()))
+
+    job.corpus.write_text('{"id": "mine", "title": "a", "text": "x"}\n')  # the user's corpus wins
+    assert job.run(REGRAD_SAMPLE_CORPUS=str(SAMPLE / "corpus.jsonl")).result.returncode == 0
+    assert job.calls[-1][job.calls[-1].index("--corpus") + 1] == str(job.corpus)
+
+
+def test_a_fresh_clone_has_an_artifacts_folder_for_the_containers():
+    """Docker would create a missing ./artifacts owned by root, where the indexer (uid 1000) cannot write."""
+    if not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    tracked = subprocess.run(["git", "ls-files", "artifacts"], cwd=REPO, capture_output=True, text=True).stdout
+    assert tracked.split() == ["artifacts/.gitkeep"]
+
+
+def test_the_readme_first_curl_is_answered_by_the_sample_corpus(compose, tmp_path):
+    url, body = readme_first_curl()
+    port = expand_defaults(compose["services"]["api"]["ports"][0]).split(":")[0]
+    assert re.search(rf"localhost:{port}/answer\b", url), f"the first curl asks {url}, compose serves :{port}"
+    questions = [json.loads(line) for line in (SAMPLE / "questions.jsonl").read_text().splitlines()]
+    question = next((q for q in questions if q["question"] == body["question"]), None)
+    assert question, "docker/sample/questions.jsonl does not hold the README's first curl question"
+    passages = sample_passages()
+    support = " ".join(passages[pid]["title"] + " " + passages[pid]["text"] for pid in question["passages"])
+    assert any(answer in support for answer in question["answers"]), "the answer is not in its passages"
+
+    from retrieval import RetrieverConfig, index_corpus, open_retriever
+
+    retriever = open_retriever(RetrieverConfig(index=str(tmp_path / "index"), create_if_missing=True))
+    index_corpus(retriever, [SAMPLE / "corpus.jsonl"], progress=False)
+    found = [p.id for p in retriever.search(body["question"], k=body.get("top_k", 3))]
+    assert set(question["passages"]) <= set(found), f"BM25 finds {found} for the README's question"
