@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 from enum import IntEnum
+from types import ModuleType
 
-__all__ = ["ExitStatus", "RegradError", "UsageError", "InputFileError"]
+__all__ = ["ExitStatus", "RegradError", "UsageError", "InputFileError", "MissingExtraError", "import_extra"]
 
 
 class ExitStatus(IntEnum):
@@ -43,3 +45,26 @@ class InputFileError(RegradError):
         super().__init__(f"{where}: {message}")
         self.path = str(path)
         self.line = line
+
+
+class MissingExtraError(RegradError):
+    """A command needs a package from one of regrad's optional extras (pyproject.toml), not installed."""
+
+    def __init__(self, what: str, module: str, extra: str) -> None:
+        super().__init__(f"{what} needs `{module}`, which is not installed: pip install 'regrad[{extra}]'")
+        self.module = module
+        self.extra = extra
+
+
+def import_extra(module: str, extra: str, what: str) -> ModuleType:
+    """Import `module` from the optional extra `extra`, or raise `MissingExtraError` naming the install.
+
+    Example:
+        >>> matplotlib = import_extra("matplotlib", "train", "the training plots")  # doctest: +SKIP
+    """
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name is None or e.name.split(".")[0] != module.split(".")[0]:
+            raise  # something the extra's package itself needs: not ours to rename
+        raise MissingExtraError(what, module, extra) from e

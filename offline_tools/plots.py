@@ -14,8 +14,9 @@ def compact_png(image: str | Path | io.BytesIO, png_path: str | Path) -> Path:
     """Write `image` to `png_path` as a 256-colour palette PNG: a line plot looks the same to the eye (exact
     when it has at most 256 colours) at about 40 % of the bytes; a shipped learner's folder carries one
     plot per run and must stay under 5 MB. Deterministic."""
-    from PIL import Image
+    from offline_tools.errors import import_extra
 
+    Image = import_extra("PIL.Image", "train", "writing a compact PNG")
     png_path = Path(png_path)
     with Image.open(image) as picture:
         palette = picture.convert("RGB").quantize(colors=256)
@@ -43,8 +44,9 @@ def plot_training_log(log_path: str | Path, png_path: str | Path) -> Path | None
 
     Returns the PNG's path, or None when the log holds nothing to plot yet.
     """
-    import matplotlib
+    from offline_tools.errors import import_extra
 
+    matplotlib = import_extra("matplotlib", "train", "plotting the training curves")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -162,10 +162,13 @@ class TrainArgs:
 # ------------------------------------------------------------------------------------------ setup
 def _processes() -> PartialState:
     """Under `accelerate launch` every process takes its share of each meta-batch and the meta-gradients
-    are summed across processes (DDP cannot wrap a double backward); a plain `regrad train` is one process."""
-    from accelerate import PartialState
+    are summed across processes (DDP cannot wrap a double backward); a plain `regrad train` is one process.
+    Checks the `train` extra first (accelerate, and matplotlib for the curves written at the end), so a missing
+    package stops the run before it starts, not after it."""
+    from offline_tools.errors import import_extra
 
-    return PartialState()
+    import_extra("matplotlib", "train", "regrad train")
+    return import_extra("accelerate", "train", "regrad train").PartialState()
 
 
 def _prepare_output(args: TrainArgs, state: PartialState) -> Path:

@@ -27,8 +27,13 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-import faiss
 import numpy as np
+
+try:
+    import faiss
+except ModuleNotFoundError as e:  # the `dense` extra
+    raise ModuleNotFoundError("the dense and hybrid backends need faiss: pip install 'regrad[dense]'",
+                              name=e.name) from e
 
 from retrieval._indexdir import prepare_dir, write_info
 from retrieval.config import RetrieverConfig

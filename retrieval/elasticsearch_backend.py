@@ -31,8 +31,12 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-import elasticsearch
-from elasticsearch import helpers
+try:
+    import elasticsearch
+    from elasticsearch import helpers
+except ModuleNotFoundError as e:  # the `es` extra
+    raise ModuleNotFoundError("the Elasticsearch backend needs its client: pip install 'regrad[es]'",
+                              name=e.name) from e
 
 from retrieval.config import RetrieverConfig
 from retrieval.errors import BackendError, BackendUnavailableError, IndexingError, IndexNotFoundError

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -14,31 +15,40 @@ from retrieval.errors import RetrieverConfigError
 __all__ = ["open_retriever", "backend_of"]
 
 
-def _tantivy(config: RetrieverConfig) -> Retriever:
-    from retrieval.tantivy_backend import TantivyRetriever
+# The optional extras (pyproject.toml) a backend's module imports, by top-level module name.
+_EXTRA_MODULES = {"elasticsearch": "es", "elastic_transport": "es", "faiss": "dense"}
 
-    return TantivyRetriever.from_config(config)
+
+def _load(module: str, name: str, backend: str) -> type:
+    """`module.name`, imported on first use; a backend whose extra is missing is a config error naming it."""
+    try:
+        return getattr(importlib.import_module(module), name)
+    except ModuleNotFoundError as e:
+        extra = _EXTRA_MODULES.get((e.name or "").split(".")[0])
+        if extra is None:
+            raise
+        raise RetrieverConfigError(
+            "backend", f"{backend!r} needs the `{extra}` extra, not installed: pip install 'regrad[{extra}]'"
+        ) from e
+
+
+def _tantivy(config: RetrieverConfig) -> Retriever:
+    return _load("retrieval.tantivy_backend", "TantivyRetriever", config.backend).from_config(config)
 
 
 def _elasticsearch(config: RetrieverConfig) -> Retriever:
-    from retrieval.elasticsearch_backend import ElasticsearchRetriever
-
-    return ElasticsearchRetriever.from_config(config)
+    return _load("retrieval.elasticsearch_backend", "ElasticsearchRetriever", config.backend).from_config(config)
 
 
 def _dense(config: RetrieverConfig) -> Retriever:
-    from retrieval.dense_backend import DenseRetriever
-
-    return DenseRetriever.from_config(config)
+    return _load("retrieval.dense_backend", "DenseRetriever", config.backend).from_config(config)
 
 
 def _hybrid(config: RetrieverConfig) -> Retriever:
-    from retrieval.hybrid_backend import HybridRetriever
-
-    return HybridRetriever.from_config(config)
+    return _load("retrieval.hybrid_backend", "HybridRetriever", config.backend).from_config(config)
 
 
-# Imports stay inside the builders: the tantivy path never loads torch or the ES client.
+# Imports stay inside the builders: the tantivy path never loads torch, faiss or the ES client.
 _BUILDERS: dict[str, Callable[[RetrieverConfig], Retriever]] = {
     "tantivy": _tantivy,
     "elasticsearch": _elasticsearch,

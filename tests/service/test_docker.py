@@ -371,7 +371,9 @@ def test_the_indexer_reads_a_field_regrad_index_json_really_prints():
 def test_constraints_pin_every_dependency_but_torch_and_match_pyproject():
     pins = constraints()
     project = pyproject()["project"]
-    requirements = [Requirement(r) for r in project["dependencies"] + project["optional-dependencies"]["dev"]]
+    extras = [r for requirements in project["optional-dependencies"].values() for r in requirements]
+    requirements = [Requirement(r) for r in project["dependencies"] + extras]
+    requirements = [r for r in requirements if r.name != "regrad"]  # dev's `regrad[es,dense,train]`
     assert "torch" not in pins, "torch is installed first, per machine (see constraints.txt's header)"
     assert "regrad" not in pins
     for requirement in requirements:
@@ -414,3 +416,110 @@ def test_makefile_and_dockerfile_install_from_constraints():
             f"Dockerfile installs without the constraints: {part.strip()}"
     assert any('torch==${TORCH_VERSION}' in args for args in runs)
     assert re.search(r"^ARG TORCH_VERSION=2\.13\.0$", (REPO / "docker" / "Dockerfile").read_text(), re.MULTILINE)
+
+
+def image_requirements() -> list[Requirement]:
+    """What the image's dependency layer installs: its own one-liner run here on pyproject.toml, with the
+    REGRAD_EXTRAS build argument at its default."""
+    text = (REPO / "docker" / "Dockerfile").read_text()
+    default = re.search(r"^ARG REGRAD_EXTRAS=(\S*)$", text, re.MULTILINE)
+    assert default, "the Dockerfile names the extras it installs in `ARG REGRAD_EXTRAS=`"
+    run = next(args for ins, args in dockerfile_instructions() if ins == "RUN" and "tomllib" in args)
+    code = re.search(r'python -c "(.*?)" "\$\{REGRAD_EXTRAS\}"', run)
+    assert code, f"the requirements one-liner changed shape: {run}"
+    out = subprocess.run([sys.executable, "-c", code.group(1), default.group(1)], cwd=REPO, capture_output=True,
+                         text=True, timeout=60, check=True).stdout
+    return [Requirement(line) for line in out.splitlines() if line.strip()]
+
+
+def test_the_serving_image_installs_the_es_extra_and_nothing_for_training():
+    installed = {canonicalize_name(r.name) for r in image_requirements()}
+    extras = pyproject()["project"]["optional-dependencies"]
+    core = {canonicalize_name(Requirement(r).name) for r in pyproject()["project"]["dependencies"]}
+    assert core <= installed
+    assert "elasticsearch" in installed, "compose's indexer and API talk to Elasticsearch: the image needs [es]"
+    for extra in ("train", "dev", "dense"):
+        unwanted = {canonicalize_name(Requirement(r).name) for r in extras[extra]} & installed
+        assert not unwanted, f"the serving image installs the {extra} extra's {sorted(unwanted)}"
+    assert "sentencepiece" not in installed
+
+
+# --- a fresh clone: the sample corpus and the README's first curl ---------------------------------
+
+SAMPLE = REPO / "docker" / "sample"
+
+
+def readme_first_curl() -> tuple[str, dict]:
+    """The URL and JSON body of the README's first `curl` command."""
+    readme = (REPO / "README.md").read_text()
+    command = re.search(r"^curl (.*?)(?:\n\s*\n|\n```)", readme, re.MULTILINE | re.DOTALL)
+    assert command, "the README has no curl command"
+    text = command.group(1).replace("\\\n", " ")
+    url = re.search(r"(\S*localhost:\d+/\S+)", text)
+    body = re.search(r"-d '([^']*)'", text)
+    assert url and body, f"the README's first curl has no URL or -d body: {text}"
+    return url.group(1), json.loads(body.group(1))
+
+
+def sample_passages() -> dict[str, dict]:
+    records = [json.loads(line) for line in (SAMPLE / "corpus.jsonl").read_text().splitlines() if line.strip()]
+    by_id = {record["id"]: record for record in records}
+    assert len(by_id) == len(records), "passage ids repeat"
+    return by_id
+
+
+def test_the_indexer_falls_back_to_the_sample_corpus_copied_into_the_image(compose):
+    env = {k: expand_defaults(str(v)) for k, v in compose["services"]["indexer"]["environment"].items()}
+    sample = env["REGRAD_SAMPLE_CORPUS"]
+    assert ("WORKDIR", "/app") in dockerfile_instructions() and ("COPY", ". .") in dockerfile_instructions()
+    assert sample.startswith("/app/"), "the image copies the repository to /app"
+    in_repo = sample.removeprefix("/app/")
+    assert (REPO / in_repo).is_file(), f"the sample corpus {in_repo} is not in the repository"
+    assert not dockerignored(in_repo), f".dockerignore keeps {in_repo} out of the image"
+    assert (REPO / in_repo).stat().st_size < 50_000
+    assert compose["services"]["indexer"]["image"] == compose["services"]["api"]["image"] == "regrad:cpu"
+
+    from retrieval import read_corpus
+
+    passages = list(read_corpus(REPO / in_repo))
+    assert len(passages) == len(sample_passages()) >= 20 and all(p.title and p.text for p in passages)
+
+
+def test_a_fresh_clone_indexes_the_sample_corpus(compose, tmp_path):
+    job = IndexerRun(compose, tmp_path, corpus=None)  # no ./data/corpus.jsonl, as on a fresh clone
+    result = job.run(REGRAD_SAMPLE_CORPUS=str(SAMPLE / "corpus.jsonl")).result
+    assert result.returncode == 0, result.stderr
+    assert "sample corpus" in result.stdout
+    assert [call[call.index("--corpus") + 1] for call in job.calls] == [str(SAMPLE / "corpus.jsonl")]
+    assert job.marker.read_text().split()[1] == str(len(sample_passages()))
+
+    job.corpus.write_text('{"id": "mine", "title": "a", "text": "x"}\n')  # the user's corpus wins
+    assert job.run(REGRAD_SAMPLE_CORPUS=str(SAMPLE / "corpus.jsonl")).result.returncode == 0
+    assert job.calls[-1][job.calls[-1].index("--corpus") + 1] == str(job.corpus)
+
+
+def test_a_fresh_clone_has_an_artifacts_folder_for_the_containers():
+    """Docker would create a missing ./artifacts owned by root, where the indexer (uid 1000) cannot write."""
+    if not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    tracked = subprocess.run(["git", "ls-files", "artifacts"], cwd=REPO, capture_output=True, text=True).stdout
+    assert tracked.split() == ["artifacts/.gitkeep"]
+
+
+def test_the_readme_first_curl_is_answered_by_the_sample_corpus(compose, tmp_path):
+    url, body = readme_first_curl()
+    port = expand_defaults(compose["services"]["api"]["ports"][0]).split(":")[0]
+    assert re.search(rf"localhost:{port}/answer\b", url), f"the first curl asks {url}, compose serves :{port}"
+    questions = [json.loads(line) for line in (SAMPLE / "questions.jsonl").read_text().splitlines()]
+    question = next((q for q in questions if q["question"] == body["question"]), None)
+    assert question, "docker/sample/questions.jsonl does not hold the README's first curl question"
+    passages = sample_passages()
+    support = " ".join(passages[pid]["title"] + " " + passages[pid]["text"] for pid in question["passages"])
+    assert any(answer in support for answer in question["answers"]), "the answer is not in its passages"
+
+    from retrieval import RetrieverConfig, index_corpus, open_retriever
+
+    retriever = open_retriever(RetrieverConfig(index=str(tmp_path / "index"), create_if_missing=True))
+    index_corpus(retriever, [SAMPLE / "corpus.jsonl"], progress=False)
+    found = [p.id for p in retriever.search(body["question"], k=body.get("top_k", 3))]
+    assert set(question["passages"]) <= set(found), f"BM25 finds {found} for the README's question"
