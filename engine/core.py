@@ -469,13 +469,9 @@ def _scores(row: _Row) -> list[float | None]:
 
 
 def _served_composition(spec: str | None) -> Composition:
-    """The configured composition, else the one the learner was meta-trained with, else the default."""
-    if spec is None:
-        return DEFAULT_COMPOSITION
-    try:
-        return Composition.parse(spec)
-    except ValueError as error:
-        raise ValueError(f"composition {spec!r}: {error}") from None
+    """The configured composition, else the one the learner was meta-trained with, else the default.
+    A bad spec is a ValueError in words (`Composition.parse`)."""
+    return Composition.parse(spec) if spec else DEFAULT_COMPOSITION
 
 
 def _same_passage(a: Passage, b: Passage) -> bool:
