@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # torch is imported where it is used: the CLI and the HTTP schemas read this module
     import torch
 
-__all__ = ["Composition", "COMPOSITION_KINDS", "DEFAULT_TEMPERATURE", "DEFAULT_COMPOSITION", "softmax_weights"]
+__all__ = ["Composition", "COMPOSITION_KINDS", "DEFAULT_TEMPERATURE", "DEFAULT_COMPOSITION", "softmax_weights",
+           "weighable"]
 
 COMPOSITION_KINDS = ("sum", "softmax")
 # The served default (chosen on dev splits only: docs/results.md, "Composition").
@@ -67,14 +68,19 @@ class Composition:
 
     def weights(self, scores: Sequence[float | None]) -> list[float]:
         """One weight per passage, in order; they sum to len(scores)."""
-        n = len(scores)
-        if self.kind == "sum" or n < 2 or any(s is None or not math.isfinite(s) for s in scores):
-            return [1.0] * n
-        if max(scores) <= 0:  # type: ignore[type-var]
-            return [1.0] * n
+        if self.kind == "sum" or not weighable(scores):
+            return [1.0] * len(scores)
         import torch
 
         return softmax_weights(torch.tensor(scores, dtype=torch.float64), self.temperature).tolist()
+
+
+def weighable(scores: Sequence[float | None]) -> bool:
+    """Whether the softmax applies: two or more finite scores, the top one positive; otherwise every
+    passage weighs 1 (serving and the meta-training inner step alike)."""
+    if len(scores) < 2 or any(s is None or not math.isfinite(s) for s in scores):
+        return False
+    return max(scores) > 0  # type: ignore[type-var]
 
 
 def softmax_weights(scores: torch.Tensor, temperature: torch.Tensor | float) -> torch.Tensor:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from engine.composition import softmax_weights
+from engine.composition import softmax_weights, weighable
 from models import build_prompt, format_passage
 from models.gradients import _pad_right, _passage_ids, passage_losses, tokenize_passages
 from offline_tools.augmented import AugmentedRecord
@@ -49,7 +49,7 @@ def task_weights(record: AugmentedRecord, top_k: int, temperature: torch.Tensor 
     """The weights of `task_passages` under the softmax composition at `temperature` (P,), or None
     for the plain sum (no temperature, fewer than two passages, or no positive score: as served)."""
     scores = [score for _, score in _kept(record, top_k)]
-    if temperature is None or len(scores) < 2 or max(scores) <= 0:
+    if temperature is None or not weighable(scores):
         return None
     device = temperature.device if isinstance(temperature, torch.Tensor) else None
     return softmax_weights(torch.tensor(scores, device=device), temperature)
