@@ -58,7 +58,8 @@ from typing import Literal
 from offline_tools.synth import NAME_STYLES, fill_template, place, write_jsonl
 from offline_tools.synth_relation_table import GROUPS, ORG_KINDS, RELATIONS, Relation
 
-__all__ = ["RelationsConfig", "DEFAULT_COUNTS", "phrasings", "generate_relations", "write_relations_benchmark"]
+__all__ = ["RelationsConfig", "BenchmarkTooLarge", "DEFAULT_COUNTS", "phrasings", "generate_relations",
+           "write_relations_benchmark"]
 
 # mode -> split -> subjects per relation (novel) or clusters per relation (composition)
 DEFAULT_COUNTS: dict[str, dict[str, int]] = {
@@ -134,6 +135,11 @@ def _words(text: str) -> set[str]:
     return set(_analyzer().analyze(text))
 
 
+class BenchmarkTooLarge(ValueError):
+    """The invented names or values ran out before every subject had one (too many subjects, or too many
+    names avoided). Raised before any file is written."""
+
+
 class _Names:
     """Hands out subject names and values so that no word of a name appears in another subject's passage.
 
@@ -155,7 +161,7 @@ class _Names:
             if not _words(word) & (self.name_words | self.value_words):
                 self.name_words |= _words(word)
                 return word
-        raise RuntimeError("ran out of fresh name words; ask for fewer subjects")
+        raise BenchmarkTooLarge("ran out of fresh name words; ask for fewer subjects")
 
     def first_name(self) -> str:
         return self._fresh(lambda: self.rng.choice(_FIRST_PARTS[0]) + self.rng.choice(_FIRST_PARTS[1]))
@@ -175,7 +181,8 @@ class _Names:
                 name = f"{shared or self.brand()} {kind or relation.org_kind}"
             if name not in self.avoided:
                 return name
-        raise RuntimeError(f"every name drawn for {relation.key} is avoided")
+        raise BenchmarkTooLarge(f"every name drawn for {relation.key} is avoided; give fewer --avoid folders or "
+                                "fewer subjects")
 
     def value(self, relation: Relation, distinct_from: set[str], prefer_not: set[str]) -> str:
         """A value with no name word, not in `distinct_from`, and if it can be, not in `prefer_not`."""
@@ -188,7 +195,8 @@ class _Names:
             if value not in prefer_not:
                 break
         if chosen is None:
-            raise RuntimeError(f"no value of {relation.key} left that differs from {sorted(distinct_from)}")
+            raise BenchmarkTooLarge(f"no value of {relation.key} left that differs from {sorted(distinct_from)}; "
+                                    "ask for smaller clusters")
         self.value_words |= _words(chosen)
         return chosen
 
@@ -256,10 +264,10 @@ def write_relations_benchmark(output: str | os.PathLike, config: RelationsConfig
     Example:
         write_relations_benchmark("artifacts/synth-comp", RelationsConfig(mode="composition"))
     """
+    avoid_names = set(avoid_names)
+    corpus, questions = generate_relations(config, avoid_names)  # raises before anything is written
     folder = Path(output)
     folder.mkdir(parents=True, exist_ok=True)
-    avoid_names = set(avoid_names)
-    corpus, questions = generate_relations(config, avoid_names)
     write_jsonl(folder / "corpus.jsonl", corpus)
     for split, rows in questions.items():
         write_jsonl(folder / f"{split}.jsonl", rows)

@@ -72,9 +72,12 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--id-prefix {config.id_prefix} is also the prefix of --avoid {folder}: the two "
                              "would overwrite each other's passages in a shared index; choose another prefix")
     if args.relations:
-        from offline_tools.synth_relations import write_relations_benchmark
+        from offline_tools.synth_relations import BenchmarkTooLarge, write_relations_benchmark
 
-        manifest = write_relations_benchmark(args.output, config, avoid_names=avoid)
+        try:
+            manifest = write_relations_benchmark(args.output, config, avoid_names=avoid)
+        except BenchmarkTooLarge as error:
+            raise UsageError(str(error)) from error
     else:
         from offline_tools.synth import write_benchmark
 

@@ -195,3 +195,15 @@ def test_cli_refuses_mixed_options_before_writing(tmp_path, monkeypatch, capsys)
     assert _run(monkeypatch, ["synth", "--relations", "composition", "--output", str(out), "--cluster-size", "12"]) != 0
     assert "cluster_size" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_cli_says_when_avoided_names_leave_none_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    # Two full composition sets use up the brand words of the org relations (headquarters, ...).
+    for seed, name in ((0, "a"), (1, "b")):
+        assert _run(monkeypatch, ["synth", "--relations", "composition", "--output", str(tmp_path / name),
+                                  "--seed", str(seed), "--id-prefix", name]) == 0
+    out = tmp_path / "c"
+    assert _run(monkeypatch, ["synth", "--relations", "composition", "--output", str(out), "--seed", "7",
+                              "--id-prefix", "c", "--avoid", str(tmp_path / "a"), "--avoid", str(tmp_path / "b")]) == 2
+    assert "is avoided; give fewer --avoid folders" in capsys.readouterr().err
+    assert not out.exists()
