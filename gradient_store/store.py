@@ -8,9 +8,11 @@ writer, in this process or another, as soon as their transaction commits.
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -38,12 +40,19 @@ from gradient_store.shard import ShardHeaderError, ShardReader
 from gradient_store.verify import VerifyReport, verify_store
 from gradient_store.writer import LOCK_NAME, OnDuplicate, StoreWriter
 
-__all__ = ["GradientStore", "SumResult", "OnCorrupt", "DEFAULT_CACHE_BYTES"]
+__all__ = ["GradientStore", "SumResult", "OnCorrupt", "DEFAULT_CACHE_BYTES", "DEFAULT_MAX_OPEN_SHARDS"]
 
 logger = logging.getLogger("regrad.gradient_store")
 
 OnCorrupt = Literal["missing", "raise"]
 DEFAULT_CACHE_BYTES = 256 << 20
+# Each mapped shard holds a file descriptor and a memory map until it is evicted. Shards number
+# rows / rows_per_shard after a bulk encode (5,682 for 1M passages of the bundled preset) and one per
+# commit after many small ones (POST /documents), so an unbounded set would reach a 1,024 open-file limit
+# or vm.max_map_count (65,530) and fail reads. Re-opening an evicted shard costs one open + mmap + header.
+DEFAULT_MAX_OPEN_SHARDS = 256
+# Running out of descriptors or maps says nothing about the shard: fail this read, retry on the next.
+_TRANSIENT_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOMEM)
 _OWN_NAMES = {
     MANIFEST_NAME,
     INDEX_NAME,
@@ -110,15 +119,19 @@ class GradientStore:
         >>> vector, found, missing = store.sum(["doc-1", "doc-9"])  # doctest: +SKIP
     """
 
-    def __init__(self, path: Path, manifest: Manifest, index: Index, cache_bytes: int) -> None:
+    def __init__(self, path: Path, manifest: Manifest, index: Index, cache_bytes: int,
+                 max_open_shards: int = DEFAULT_MAX_OPEN_SHARDS) -> None:
         """Use `create` or `open`."""
+        if max_open_shards < 1:
+            raise StoreError(f"`max_open_shards` must be at least 1, got {max_open_shards}")
         self.path = path
         self.manifest = manifest
         self._index = index
         self._codec = manifest.codec_obj
         self._cache = RowCache(cache_bytes)
         self._records: dict[int, ShardRecord] = {}
-        self._readers: dict[int, ShardReader] = {}
+        self._readers: OrderedDict[int, ShardReader] = OrderedDict()  # least recently used first
+        self._max_open_shards = int(max_open_shards)
         self._broken: dict[int, CorruptShardError] = {}
         self._shard_lock = threading.Lock()
         self._closed = False
@@ -136,6 +149,7 @@ class GradientStore:
         rows_per_shard: int | None = None,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         exist_ok: bool = False,
+        max_open_shards: int = DEFAULT_MAX_OPEN_SHARDS,
     ) -> GradientStore:
         """Create an empty store in `path` (a new or empty directory).
 
@@ -150,6 +164,8 @@ class GradientStore:
             exist_ok: if `path` already holds a store with the same fingerprint, layout and codec, open it
                 (lets `regrad encode` resume); a different one raises `FingerprintMismatchError` or
                 `StoreExistsError`.
+            max_open_shards: shards kept memory-mapped at once (each holds a file descriptor); the least
+                recently read is closed beyond it.
 
         Returns:
             The open store.
@@ -166,7 +182,8 @@ class GradientStore:
                     "already holds a gradient store; open it with `GradientStore.open`, "
                     "pass exist_ok=True to reuse it, or choose a new directory",
                 )
-            store = cls.open(path, expect_fingerprint=fingerprint, cache_bytes=cache_bytes)
+            store = cls.open(path, expect_fingerprint=fingerprint, cache_bytes=cache_bytes,
+                             max_open_shards=max_open_shards)
             if store.manifest.layout != entries or store.codec.name != codec_obj.name:
                 store.close()
                 raise StoreExistsError(
@@ -200,7 +217,7 @@ class GradientStore:
             rows_per_shard=int(rows_per_shard),
         )
         manifest.save(path)  # written last: a directory without it is not a store yet
-        return cls(path, manifest, index, cache_bytes)
+        return cls(path, manifest, index, cache_bytes, max_open_shards)
 
     @classmethod
     def open(
@@ -209,6 +226,7 @@ class GradientStore:
         *,
         expect_fingerprint: str | None = None,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
+        max_open_shards: int = DEFAULT_MAX_OPEN_SHARDS,
     ) -> GradientStore:
         """Open an existing store.
 
@@ -217,6 +235,8 @@ class GradientStore:
             expect_fingerprint: the serving learner's fingerprint; a store built for another learner
                 raises `FingerprintMismatchError` (its gradients would silently give wrong answers).
             cache_bytes: byte budget of the LRU cache of hot rows (0 disables it).
+            max_open_shards: shards kept memory-mapped at once (each holds a file descriptor); the least
+                recently read is closed beyond it.
 
         Returns:
             The open store.
@@ -229,7 +249,7 @@ class GradientStore:
             raise FingerprintMismatchError(str(path), expected=expect_fingerprint, found=manifest.fingerprint)
         if not (path / INDEX_NAME).is_file():
             raise StoreFormatError(str(path), f"{INDEX_NAME} is missing; the store cannot be read without it")
-        return cls(path, manifest, Index(path), cache_bytes)
+        return cls(path, manifest, Index(path), cache_bytes, max_open_shards)
 
     def close(self) -> None:
         """Release the index connection and the memory maps (the handle cannot be used afterwards)."""
@@ -424,16 +444,17 @@ class GradientStore:
 
     def _record(self, shard_id: int) -> ShardRecord:
         record = self._records.get(shard_id)
-        if record is None:  # a shard committed after we last looked (by this process or another)
-            self._records = {s.shard_id: s for s in self._index.shards()}
-            record = self._records[shard_id]
+        if record is None:  # first touch, or a shard committed since (by this process or another)
+            record = self._records[shard_id] = self._index.shard(shard_id)
         return record
 
     def _reader(self, shard_id: int) -> ShardReader:
-        """The shard's memory map, opened (and its header checked against the index) on first use."""
+        """The shard's memory map, opened (and its header checked against the index) on first use; at most
+        `max_open_shards` stay open, the least recently used is dropped first."""
         with self._shard_lock:
             reader = self._readers.get(shard_id)
             if reader is not None:
+                self._readers.move_to_end(shard_id)
                 return reader
             if shard_id in self._broken:
                 raise self._broken[shard_id]
@@ -442,9 +463,15 @@ class GradientStore:
                 reader = ShardReader(self.path / "shards" / record.name, self._codec, record.rows, self.dim)
             except (OSError, ShardHeaderError) as e:
                 reason = "file is missing" if isinstance(e, FileNotFoundError) else f"cannot be read: {e}"
-                self._broken[shard_id] = CorruptShardError(str(self.path), record.name, reason)
-                raise self._broken[shard_id] from e
+                error = CorruptShardError(str(self.path), record.name, reason)
+                if not (isinstance(e, OSError) and e.errno in _TRANSIENT_ERRNOS):
+                    self._broken[shard_id] = error
+                raise error from e
             self._readers[shard_id] = reader
+            while len(self._readers) > self._max_open_shards:
+                # Not closed here: a thread may be copying a row out of it. The map and its descriptor
+                # are released when the last reference goes (at once, unless a read is in flight).
+                self._readers.popitem(last=False)
             return reader
 
     # --- checks and figures -------------------------------------------------------------------------------
