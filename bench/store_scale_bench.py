@@ -16,6 +16,7 @@ Timings on a shared machine are contended: compare rows of one run. The last lin
 
     .venv/bin/python bench/store_scale_bench.py --rows 1e3,1e4,1e5,1e6 --dim 4096
     .venv/bin/python bench/store_scale_bench.py --rows 1e4 --dim 1024,4096,16384,65536
+    .venv/bin/python bench/store_scale_bench.py --small-commits 3000 --dim 4096
 """
 
 from __future__ import annotations
@@ -187,7 +188,7 @@ def measure(path: Path, rows: int, queries: int) -> dict:
     weighted = _timed(lambda ids: store.sum(ids, weights=WEIGHTS[:K]), [(ids,) for ids in hot_sets])
 
     # The service's POST /documents path: one small commit per request on a store of N rows.
-    append = _timed(store.append, [([f"new-{i}"], torch.randn(1, store.dim) * 1e-3) for i in range(APPENDS)])
+    append = _timed(store.append, [([f"new-{os.getpid()}-{i}"], torch.randn(1, store.dim) * 1e-3) for i in range(APPENDS)])
 
     with open("/proc/self/maps") as f:
         shard_maps = sum(1 for line in f if "/shards/shard-" in line)
@@ -236,6 +237,32 @@ def _summary(f: dict) -> str:
     )
 
 
+def small_commits(path: Path, commits: int, dim: int, codec: str) -> dict:
+    """One-row commits (as POST /documents makes, one shard each): how a commit's cost grows with the shard
+    count (the writer lists `shards/` and rewrites the manifest's shard list on every commit)."""
+    from gradient_store import GradientStore
+    from gradient_store.manifest import Manifest
+
+    store = GradientStore.create(path, layout=[{"name": "flat", "shape": [dim], "offset": 0}],
+                                 fingerprint="0" * 64, codec=codec)
+    gen = torch.Generator().manual_seed(SEED)
+    times = _timed(store.append, [([f"doc-{i}"], torch.randn(1, dim, generator=gen)) for i in range(commits)])
+    store.close()
+    window = max(1, commits // 10)
+    started = time.perf_counter()
+    Manifest.load(path)
+    manifest_load_s = time.perf_counter() - started
+    return {
+        "commits": commits,
+        "first_tenth": _ms(times[:window]),
+        "last_tenth": _ms(times[-window:]),
+        "growth_p50": round(statistics.median(times[-window:]) / statistics.median(times[:window]), 2),
+        "shards": commits,
+        "manifest_bytes": (path / "manifest.json").stat().st_size,
+        "manifest_load_ms": round(manifest_load_s * 1000, 3),
+    }
+
+
 def _parse_counts(text: str) -> list[int]:
     return [int(float(x)) for x in text.split(",") if x.strip()]
 
@@ -248,6 +275,8 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=QUERIES)
     parser.add_argument("--workdir", type=Path, default=None, help="where stores are built (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the built stores")
+    parser.add_argument("--small-commits", type=int, default=0,
+                        help="instead of the sweep: this many one-row commits, each its own shard (first D of --dim)")
     parser.add_argument("--measure", type=Path, default=None, help=argparse.SUPPRESS)  # the child's mode
     args = parser.parse_args()
 
@@ -257,6 +286,17 @@ def main() -> None:
 
     from gradient_store import get_codec
 
+    if args.small_commits:
+        workdir = Path(tempfile.mkdtemp(prefix="store-commits-", dir=args.workdir))
+        try:
+            figures = small_commits(workdir / "store", args.small_commits, _parse_counts(args.dim)[0], args.codec)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        print(f"{figures['commits']} one-row commits (one shard each): p50 {figures['first_tenth']['p50_ms']} ms in "
+              f"the first tenth, {figures['last_tenth']['p50_ms']} ms in the last ({figures['growth_p50']}x); "
+              f"manifest {figures['manifest_bytes'] / 1e6:.2f} MB, loads in {figures['manifest_load_ms']} ms")
+        print(json.dumps(figures))
+        return
     sweep = [(n, d) for d in _parse_counts(args.dim) for n in _parse_counts(args.rows)]
     for n, d in sweep:
         size = n * get_codec(args.codec).row_bytes(d)

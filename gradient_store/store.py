@@ -295,8 +295,14 @@ class GradientStore:
         return self.manifest.rows_per_shard
 
     def __len__(self) -> int:
+        """Stored passages (reads every entry of the index: ~20 ms at 10^6 rows, ~200 ms from a cold disk)."""
         self._check_open()
         return self._index.count()
+
+    def probe(self) -> None:
+        """Raise if the index cannot be read, in O(log rows): for health checks, where `len` would count."""
+        self._check_open()
+        self._index.probe()
 
     def contains(self, passage_id: str) -> bool:
         self._check_open()

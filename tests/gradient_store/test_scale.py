@@ -123,3 +123,13 @@ def test_max_open_shards_must_be_positive(make_store):
     store = make_store()
     with pytest.raises(Exception, match="max_open_shards"):
         GradientStore.open(store.path, max_open_shards=0)
+
+
+def test_probe_reads_the_index_without_counting_it(make_store, vec, monkeypatch):
+    store = make_store()
+    store.append(["a"], vec(["a"]))
+    monkeypatch.setattr(type(store._index), "count", lambda self: pytest.fail("probe counted every row"))
+    store.probe()  # O(log rows): what /readyz asks
+    store.close()
+    with pytest.raises(Exception, match="closed"):
+        store.probe()
