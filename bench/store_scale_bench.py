@@ -188,7 +188,8 @@ def measure(path: Path, rows: int, queries: int) -> dict:
     weighted = _timed(lambda ids: store.sum(ids, weights=WEIGHTS[:K]), [(ids,) for ids in hot_sets])
 
     # The service's POST /documents path: one small commit per request on a store of N rows.
-    append = _timed(store.append, [([f"new-{os.getpid()}-{i}"], torch.randn(1, store.dim) * 1e-3) for i in range(APPENDS)])
+    new_rows = [([f"new-{os.getpid()}-{i}"], torch.randn(1, store.dim) * 1e-3) for i in range(APPENDS)]
+    append = _timed(store.append, new_rows)
 
     with open("/proc/self/maps") as f:
         shard_maps = sum(1 for line in f if "/shards/shard-" in line)
