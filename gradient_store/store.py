@@ -28,6 +28,7 @@ from gradient_store.errors import (
     StoreExistsError,
     StoreFormatError,
 )
+from gradient_store.filesystem import NETWORK_FILESYSTEMS, filesystem_type
 from gradient_store.index import INDEX_NAME, Index, RowRef
 from gradient_store.manifest import (
     DEFAULT_SHARD_BYTES,
@@ -207,6 +208,7 @@ class GradientStore:
         if rows_per_shard < 1:
             raise StoreFormatError(str(path), f"`rows_per_shard` must be at least 1, got {rows_per_shard}")
         (path / "shards").mkdir(parents=True, exist_ok=True)
+        _warn_if_network_filesystem(path)
         index = Index(path, create=True)
         manifest = Manifest(
             fingerprint=fingerprint,
@@ -249,6 +251,7 @@ class GradientStore:
             raise FingerprintMismatchError(str(path), expected=expect_fingerprint, found=manifest.fingerprint)
         if not (path / INDEX_NAME).is_file():
             raise StoreFormatError(str(path), f"{INDEX_NAME} is missing; the store cannot be read without it")
+        _warn_if_network_filesystem(path)
         return cls(path, manifest, Index(path), cache_bytes, max_open_shards)
 
     def close(self) -> None:
@@ -514,6 +517,17 @@ class GradientStore:
     def _check_open(self) -> None:
         if self._closed:
             raise StoreError(f"gradient store {self.path} is closed; open it again with `GradientStore.open`")
+
+
+def _warn_if_network_filesystem(path: Path) -> None:
+    fs_type = filesystem_type(path)
+    if fs_type in NETWORK_FILESYSTEMS:
+        logger.warning(
+            "gradient store %s is on a %s filesystem: its SQLite index (WAL mode) is only safe for processes "
+            "of one host, and writing from two hosts can corrupt it; give each host a local copy and serve it "
+            "read-only (docs/gradient-store.md, 'Several processes on one store')",
+            path, fs_type,
+        )
 
 
 def _layout_or_error(layout: Any, path: Path) -> tuple[list[dict[str, Any]], int]:

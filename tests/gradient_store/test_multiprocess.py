@@ -1,16 +1,21 @@
 """Several processes on one store: readers opened before a writer (another process) appends see its rows,
-always whole commits, with the values written."""
+always whole commits, with the values written; a store on a network filesystem (several hosts) is warned
+about."""
 
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import torch
 
+import gradient_store.store as store_module
 from gradient_store import GradientStore
+from gradient_store.filesystem import filesystem_type
 
 from .conftest import FINGERPRINT
 
@@ -126,3 +131,20 @@ def test_readers_see_whole_commits_while_a_writer_appends(make_store, vec, vecto
             reopened.close()
     finally:
         reader.close()
+
+
+def test_a_store_on_a_network_filesystem_is_warned_about(make_store, monkeypatch, caplog):
+    store = make_store()
+    monkeypatch.setattr(store_module, "filesystem_type", lambda path: "nfs4")
+    with caplog.at_level(logging.WARNING, logger="regrad.gradient_store"):
+        GradientStore.open(store.path).close()
+    assert "nfs4 filesystem" in caplog.text and "one host" in caplog.text
+    caplog.clear()
+    monkeypatch.setattr(store_module, "filesystem_type", lambda path: "ext4")
+    with caplog.at_level(logging.WARNING, logger="regrad.gradient_store"):
+        GradientStore.open(store.path).close()
+    assert caplog.text == ""
+
+
+def test_filesystem_type_names_the_innermost_mount():
+    assert filesystem_type(Path("/proc/self")) == "proc"  # inside /, but /proc is its own mount
