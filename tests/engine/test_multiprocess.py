@@ -65,7 +65,7 @@ class OtherProcess:
             self.proc.stdin.write(json.dumps(cmd) + "\n")
             self.proc.stdin.flush()
         line = self.proc.stdout.readline()
-        assert line, f"the other engine exited with {self.proc.wait(timeout=60)}"
+        assert line, f"the other engine exited with {self.proc.wait(timeout=300)}"
         return json.loads(line)
 
     def answer(self, question: str) -> list[list]:
@@ -76,7 +76,7 @@ class OtherProcess:
 
     def close(self) -> None:
         self.proc.stdin.close()
-        assert self.proc.wait(timeout=60) == 0
+        assert self.proc.wait(timeout=300) == 0
 
 
 @pytest.fixture()

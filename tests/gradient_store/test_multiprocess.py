@@ -68,7 +68,7 @@ class Reader:
 
     def _reply(self) -> dict:
         line = self.proc.stdout.readline()
-        assert line, f"reader exited with {self.proc.wait(timeout=30)}"
+        assert line, f"reader exited with {self.proc.wait(timeout=300)}"
         return json.loads(line)
 
     def ask(self, **cmd) -> dict:
@@ -78,7 +78,7 @@ class Reader:
 
     def close(self) -> None:
         self.proc.stdin.close()
-        assert self.proc.wait(timeout=30) == 0
+        assert self.proc.wait(timeout=300) == 0
 
 
 def _write(path, vector_recipe: str, batches: list[list[str]]) -> subprocess.Popen:
@@ -94,7 +94,7 @@ def test_readers_opened_before_a_writer_process_see_its_rows(make_store, vec, ve
         new = [f"new-{i}" for i in range(6)]  # one commit spanning two new shards
         assert readers[0].ask(op="sum", ids=new)["missing"] == new
         writer = _write(store.path, vector_recipe, [new])
-        assert writer.wait(timeout=120) == 0
+        assert writer.wait(timeout=600) == 0
         ids = ["old-1", *new]
         expected = store.sum(ids).vector  # this process's handle: opened before the writer, too
         exact = vec(ids).sum(0)
@@ -115,10 +115,10 @@ def test_readers_see_whole_commits_while_a_writer_appends(make_store, vec, vecto
     batches = [[f"b{b}-{i}" for i in range(5)] for b in range(8)]  # 5 rows: each commit spans shards
     reader = Reader(store.path)
     try:
-        reader.proc.stdin.write(json.dumps({"op": "watch", "batches": batches, "timeout_s": 120}) + "\n")
+        reader.proc.stdin.write(json.dumps({"op": "watch", "batches": batches, "timeout_s": 600}) + "\n")
         reader.proc.stdin.flush()
         writer = _write(store.path, vector_recipe, batches)
-        assert writer.wait(timeout=120) == 0
+        assert writer.wait(timeout=600) == 0
         seen = reader._reply()
         # Every batch was seen complete, and never partly: a commit is visible whole or not at all.
         assert all(set(counts) <= {0, 5} and counts[-1] == 5 for counts in seen.values()), seen
