@@ -123,8 +123,6 @@ class GradientStore:
     def __init__(self, path: Path, manifest: Manifest, index: Index, cache_bytes: int,
                  max_open_shards: int = DEFAULT_MAX_OPEN_SHARDS) -> None:
         """Use `create` or `open`."""
-        if max_open_shards < 1:
-            raise StoreError(f"`max_open_shards` must be at least 1, got {max_open_shards}")
         self.path = path
         self.manifest = manifest
         self._index = index
@@ -172,6 +170,7 @@ class GradientStore:
             The open store.
         """
         path = Path(path)
+        _check_max_open_shards(max_open_shards)
         entries, dim = _layout_or_error(layout, path)
         if not isinstance(fingerprint, str) or not fingerprint:
             raise StoreFormatError(str(path), f"`fingerprint` must be a non-empty string, got {fingerprint!r}")
@@ -244,6 +243,7 @@ class GradientStore:
             The open store.
         """
         path = Path(path)
+        _check_max_open_shards(max_open_shards)
         if not path.is_dir():
             raise StoreFormatError(str(path), "no such directory; build a store with `regrad encode` first")
         manifest = Manifest.load(path)
@@ -517,6 +517,11 @@ class GradientStore:
     def _check_open(self) -> None:
         if self._closed:
             raise StoreError(f"gradient store {self.path} is closed; open it again with `GradientStore.open`")
+
+
+def _check_max_open_shards(max_open_shards: int) -> None:
+    if not isinstance(max_open_shards, int) or max_open_shards < 1:
+        raise StoreError(f"`max_open_shards` must be an integer of at least 1, got {max_open_shards!r}")
 
 
 def _warn_if_network_filesystem(path: Path) -> None:
