@@ -28,6 +28,7 @@ from engine.errors import DocumentConflictError
 from engine.gradient_cache import GradientCache
 from engine.modes import ModeSpec, mode_spec
 from engine.types import Answer, Document, DocumentsResult, PassageHit, Question, StageTimings
+from gradient_store.errors import StoreLockedError
 from models import AnswerRequest as GenerationRequest
 from models import Learner, format_passage, generate_answers, load_preset, passage_gradients
 from models.base import resolve_device, resolve_dtype
@@ -70,6 +71,9 @@ class Engine:
         composition: how a request's passage gradients are combined when it does not say.
         gradient_cache: keeps computed gradients in memory by passage id (content hash for given
             passages); default a `GradientCache()`.
+        store_lock_timeout_s: how long `add_documents` waits for the store's writer lock, which another
+            process may hold (another replica's add: milliseconds; a `regrad encode` run: hours). It
+            waits on the model thread, so it is short; past it, StoreLockedError (HTTP 503).
     """
 
     def __init__(
@@ -83,6 +87,7 @@ class Engine:
         encode_batch_size: int = 8,
         composition: Composition = DEFAULT_COMPOSITION,
         gradient_cache: GradientCache | None = None,
+        store_lock_timeout_s: float = 2.0,
     ) -> None:
         if missing_gradients not in ("compute", "skip"):
             raise ValueError(f"`missing_gradients` must be 'compute' or 'skip', got {missing_gradients!r}")
@@ -96,6 +101,7 @@ class Engine:
         self.encode_batch_size = encode_batch_size
         self.composition = composition
         self.gradient_cache = gradient_cache if gradient_cache is not None else GradientCache()
+        self.store_lock_timeout_s = store_lock_timeout_s
         self.fingerprint = learner.fingerprint  # computed once: it hashes every LoRA weight
 
     # ----------------------------------------------------------------- construction
@@ -338,8 +344,13 @@ class Engine:
             self._write_back(write, torch.stack([vectors[pid] for pid in write]))
 
     def _write_back(self, ids: list[str], vectors: torch.Tensor) -> None:
+        """Append computed gradients if the store's writer lock is free now: this runs on the model
+        thread, which must not wait for another process's writer (a `regrad encode` holds it for hours)."""
         try:
-            self.store.append(ids, vectors, on_duplicate="skip")
+            with self.store.writer(on_duplicate="skip", lock_timeout_s=0.0) as writer:
+                writer.append(ids, vectors)
+        except StoreLockedError:
+            logger.info("not writing %d computed gradients back: another process is writing the store", len(ids))
         except Exception:  # the store is a cache here: a failed write must not fail the answer
             logger.exception("writing %d computed gradients back to the store failed", len(ids))
 
@@ -390,6 +401,13 @@ class Engine:
         """Compute and store the gradients of new passages, then index them. Idempotent per id: a
         document already present with the same text is left alone (its gradient is stored if it
         was missing); the same id with other text raises DocumentConflictError.
+
+        Several processes may serve one store and index (replicas on one host). The gradients are
+        computed first, outside any lock; then, holding the store's writer lock (which every
+        process's `add_documents` takes), the ids are checked again, the gradients committed and the
+        passages indexed, so that two processes adding one id with different texts cannot leave the
+        store holding one text's gradient and the index the other's. Raises StoreLockedError when
+        another writer (a `regrad encode` run) holds the lock past `store_lock_timeout_s`.
         """
         started_s = time.perf_counter()
         passages: dict[str, Passage] = {}
@@ -402,26 +420,30 @@ class Engine:
             if pid in passages and not _same_passage(passages[pid], passage):
                 conflicts.append(pid)
             passages.setdefault(pid, passage)
-        existing = {p.id: p for p in self.retriever.get(list(passages))}
-        conflicts += [pid for pid, p in existing.items() if not _same_passage(p, passages[pid])]
-        if conflicts:
-            raise DocumentConflictError(sorted(set(conflicts)))
-        new = [p for pid, p in passages.items() if pid not in existing]
+        new = self._new_passages(passages, conflicts)  # refuses a conflict before the costly encode
 
         encode_started_s = time.perf_counter()
         stored = 0
-        if self.store is not None:
+        if self.store is None:
+            index_started_s = time.perf_counter()
+            if new:
+                self.retriever.add(new)
+        else:
             unstored = [p for pid, p in passages.items() if not self.store.contains(pid)]
+            vectors = None
             if unstored:
                 vectors = passage_gradients(
                     self.learner, [format_passage(p.title, p.text) for p in unstored], self.encode_batch_size
                 )
+            index_started_s = time.perf_counter()
+            with self.store.writer(on_duplicate="skip", lock_timeout_s=self.store_lock_timeout_s) as writer:
+                new = self._new_passages(passages)  # again: another process may have added since
+                if vectors is not None:
+                    stored = writer.append([p.id for p in unstored], vectors)
                 # Gradients first, then the index: a question that finds a new passage finds its gradient.
-                self.store.append([p.id for p in unstored], vectors, on_duplicate="skip")
-                stored = len(unstored)
-        index_started_s = time.perf_counter()
-        if new:
-            self.retriever.add(new)
+                writer.commit()
+                if new:
+                    self.retriever.add(new)
         done_s = time.perf_counter()
         return DocumentsResult(
             ids=ids,
@@ -437,6 +459,15 @@ class Engine:
             },
         )
 
+    def _new_passages(self, passages: dict[str, Passage], conflicts: Sequence[str] = ()) -> list[Passage]:
+        """The passages the index lacks; DocumentConflictError for ids it holds with other text (and for
+        `conflicts`, ids given twice with different texts)."""
+        existing = {p.id: p for p in self.retriever.get(list(passages))}
+        conflicts = [*conflicts, *(pid for pid, p in existing.items() if not _same_passage(p, passages[pid]))]
+        if conflicts:
+            raise DocumentConflictError(sorted(set(conflicts)))
+        return [p for pid, p in passages.items() if pid not in existing]
+
     # ----------------------------------------------------------------- health
     def readiness(self) -> dict[str, str]:
         """`ok` or the problem, per component: model, retriever, store."""
@@ -450,7 +481,7 @@ class Engine:
             components["store"] = "ok"
         else:
             try:
-                len(self.store)  # a query on index.sqlite: the store is open and readable
+                self.store.probe()  # a query on index.sqlite: the store is open and readable
                 found = self.store.fingerprint
                 components["store"] = (
                     "ok" if found == self.fingerprint else f"store fingerprint {found[:12]}… != learner's"

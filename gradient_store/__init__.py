@@ -18,7 +18,7 @@ from gradient_store.errors import (
     UnknownCodecError,
 )
 from gradient_store.manifest import FORMAT_VERSION
-from gradient_store.store import DEFAULT_CACHE_BYTES, GradientStore, OnCorrupt, SumResult
+from gradient_store.store import DEFAULT_CACHE_BYTES, DEFAULT_MAX_OPEN_SHARDS, GradientStore, OnCorrupt, SumResult
 from gradient_store.verify import VerifyReport
 from gradient_store.writer import OnDuplicate, StoreWriter
 
@@ -31,6 +31,7 @@ __all__ = [
     "CODECS",
     "DEFAULT_CODEC",
     "DEFAULT_CACHE_BYTES",
+    "DEFAULT_MAX_OPEN_SHARDS",
     "FORMAT_VERSION",
     "OnCorrupt",
     "OnDuplicate",

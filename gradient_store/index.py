@@ -79,6 +79,11 @@ class Index:
                     out[pid] = RowRef(shard_id, row, crc)
         return out
 
+    def probe(self) -> None:
+        """A query that reads the passages table in O(log rows) (`count` reads all of it)."""
+        with self._lock:
+            self._conn.execute("SELECT max(rowid) FROM passages").fetchone()
+
     def count(self) -> int:
         with self._lock:
             return self._conn.execute("SELECT COUNT(*) FROM passages").fetchone()[0]
@@ -94,6 +99,16 @@ class Index:
                 ShardRecord(*r)
                 for r in self._conn.execute("SELECT shard_id, name, rows, bytes, sha256 FROM shards ORDER BY shard_id")
             ]
+
+    def shard(self, shard_id: int) -> ShardRecord:
+        """One registered shard's record (KeyError when the index does not list it)."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT shard_id, name, rows, bytes, sha256 FROM shards WHERE shard_id = ?", (shard_id,)
+            ).fetchone()
+        if row is None:
+            raise KeyError(shard_id)
+        return ShardRecord(*row)
 
     def passages_by_shard(self) -> Iterator[tuple[str, int, int, int]]:
         """Every `(id, shard_id, row, crc32)`, grouped by shard then row (for verify)."""

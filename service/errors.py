@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engine.errors import DocumentConflictError  # 409; raised by the engine, re-exported here
+from gradient_store.errors import StoreLockedError
 from retrieval.errors import BackendUnavailableError, IndexNotFoundError
 from service.batching import BatcherStoppedError, QueueFullError
 
@@ -41,7 +42,8 @@ class ServiceError(Exception):
 
 _UNPARSABLE_BODY = "There was an error parsing the body"  # FastAPI's detail for an undecodable body
 _ECHO_CHARS = 200  # of a rejected input echoed back in a 422
-_UNAVAILABLE = (BackendUnavailableError, IndexNotFoundError, QueueFullError, BatcherStoppedError)
+# StoreLockedError: POST /documents found another process (a `regrad encode` run) writing the store.
+_UNAVAILABLE = (BackendUnavailableError, IndexNotFoundError, QueueFullError, BatcherStoppedError, StoreLockedError)
 
 
 def is_unavailable(error: BaseException) -> bool:
@@ -52,6 +54,8 @@ def is_unavailable(error: BaseException) -> bool:
 def _component(error: BaseException) -> str:
     if isinstance(error, BackendUnavailableError | IndexNotFoundError):
         return "retriever"
+    if isinstance(error, StoreLockedError):
+        return "store"
     return "queue"
 
 

@@ -8,6 +8,7 @@ from fastapi.testclient import TestClient
 
 from engine.composition import DEFAULT_TEMPERATURE
 from engine.modes import MODE_NAMES, mode_spec
+from gradient_store import StoreLockedError
 from service.app import create_app
 from service.settings import Settings
 
@@ -150,6 +151,17 @@ def test_documents_route_maps_the_engine_result_and_its_conflict_to_409(client, 
     clash = client.post("/documents", json={"documents": [{**doc, "text": "Different text."}]})
     assert clash.status_code == 409 and "d1" in clash.json()["detail"]
     assert clash.json()["component"] == "documents"
+
+
+def test_documents_while_another_process_writes_the_store_is_503_with_retry_after(client, fake_engine,
+                                                                                 monkeypatch):
+    def locked(documents):
+        raise StoreLockedError("/srv/store", 2.0)  # e.g. a `regrad encode` run holds writer.lock
+
+    monkeypatch.setattr(fake_engine, "add_documents", locked)
+    busy = client.post("/documents", json={"documents": [{"id": "d1", "text": "A new passage."}]})
+    assert busy.status_code == 503 and int(busy.headers["Retry-After"]) >= 1
+    assert busy.json()["component"] == "store" and "writer.lock" in busy.json()["detail"]
 
 
 def test_api_key_is_required_when_configured(fake_engine):
