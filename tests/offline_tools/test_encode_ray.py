@@ -1,0 +1,159 @@
+"""`regrad encode --ray auto --workers 2` on a real local Ray cluster: the same store as a single-process encode,
+and a SIGKILLed run resumes where it stopped."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from cli.main import main
+from gradient_store import GradientStore
+from tests.conftest import REPO_ROOT, make_tiny_base
+
+N_PASSAGES = 120
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A tiny random learner saved as a checkpoint whose base model is a local folder (as a worker loads it)."""
+    from models import Learner, LearnerConfig
+
+    root = tmp_path_factory.mktemp("tiny")
+    model, tokenizer = make_tiny_base()
+    model.save_pretrained(root / "base")
+    tokenizer.save_pretrained(root / "base")
+    config = LearnerConfig(base_model=str(root / "base"), layers=[2, 3], r=4, lora_alpha=8,
+                           max_passage_tokens=64, name="tiny")
+    learner = Learner.create(config)
+    with torch.no_grad():
+        for name, tensor in learner.lora_tensors().items():
+            if name.endswith("lora_B"):
+                tensor.normal_(0, 0.2)  # a trained-looking learner: every gradient block is non-zero
+    learner.save(root / "ckpt")
+    return root / "ckpt"
+
+
+@pytest.fixture
+def corpus(tmp_path) -> Path:
+    words = ["river", "castle", "engine", "poet", "harbour", "comet", "violin", "desert", "lantern", "orchard",
+             "glacier", "falcon"]
+    lines = [json.dumps({"id": f"p{i}", "title": f"Topic {i}",
+                         "text": " ".join(words[(i * 7 + j) % len(words)] for j in range(5 + i % 23))})
+             for i in range(N_PASSAGES)]
+    lines.append(json.dumps({"id": "p3", "title": "again", "text": "a repeated id: the first one counts"}))
+    path = tmp_path / "corpus.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def ray_env(monkeypatch):
+    """A private Ray temp dir (short: Ray's socket paths must stay under 108 bytes), so `--ray auto` never
+    joins a cluster someone else runs on this machine, and starts its own."""
+    pytest.importorskip("ray.data")
+    tmp = tempfile.mkdtemp(prefix="rr", dir="/tmp")
+    monkeypatch.setenv("RAY_TMPDIR", tmp)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))  # the workers import regrad from this checkout
+    yield {**os.environ}
+    subprocess.run(["rm", "-rf", tmp], check=False)
+
+
+def _rows_in_parts(parts: Path) -> int:
+    total = 0
+    for part in parts.glob("*/manifest.json"):
+        with GradientStore.open(part.parent, cache_bytes=0) as store:
+            total += len(store)
+    return total
+
+
+def _kill_session(pid: int) -> None:
+    """SIGKILL every process of the session the child started (the driver and the Ray cluster it spawned)."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if os.getsid(int(proc.name)) == pid:
+                os.kill(int(proc.name), signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def test_ray_encode_matches_single_process_and_resumes_after_sigkill(tiny_checkpoint, corpus, tmp_path, ray_env,
+                                                                     capsys):
+    single, distributed = tmp_path / "single", tmp_path / "ray"
+    assert main(["encode", "--checkpoint", str(tiny_checkpoint), "--store", str(single), "--corpus", str(corpus),
+                 "--device", "cpu"]) == 0
+    capsys.readouterr()
+
+    # A Ray encode in its own session, SIGKILLed (driver and cluster) once some batches are committed.
+    command = [sys.executable, "-m", "cli.main", "encode", "--checkpoint", str(tiny_checkpoint), "--store",
+               str(distributed), "--corpus", str(corpus), "--device", "cpu", "--ray", "auto", "--workers", "2"]
+    child = subprocess.Popen(command, cwd=REPO_ROOT, env=ray_env, start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    parts = tmp_path / "ray.parts"
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and child.poll() is None:
+            if parts.is_dir() and _rows_in_parts(parts) >= 4:
+                break
+            time.sleep(0.05)
+    finally:
+        _kill_session(child.pid)
+        child.wait(timeout=30)
+    assert child.returncode == -signal.SIGKILL, child.stderr.read().decode()[-3000:]
+    committed = _rows_in_parts(parts)
+    assert 4 <= committed < N_PASSAGES, f"the kill should land mid-run, {committed} rows were committed"
+
+    # The rerun skips what the parts hold, encodes the rest, merges, verifies and removes the parts.
+    assert main(["encode", "--checkpoint", str(tiny_checkpoint), "--store", str(distributed), "--corpus", str(corpus),
+                 "--device", "cpu", "--ray", "auto", "--workers", "2"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["already_stored"] == committed and result["encoded"] == N_PASSAGES - committed
+    assert result["store_rows"] == N_PASSAGES
+    assert not parts.exists()
+
+    with GradientStore.open(single) as a, GradientStore.open(distributed, expect_fingerprint=a.fingerprint) as b:
+        assert b.verify().ok and not b.verify().warnings
+        assert sorted(a.ids()) == sorted(b.ids()) == sorted(f"p{i}" for i in range(N_PASSAGES))
+        assert b.codec.name == a.codec.name and b.layout == a.layout
+        ids = a.ids()
+        got, want = b.get(ids), a.get(ids)
+        for pid in ids:
+            rel = (got[pid] - want[pid]).norm() / want[pid].norm()
+            assert rel <= 1e-2, (pid, float(rel))
+        assert b.get(["p3"])["p3"].ne(0).any()
+
+    # Nothing left to do: a third run encodes nothing and leaves the store as it is.
+    assert main(["encode", "--checkpoint", str(tiny_checkpoint), "--store", str(distributed), "--corpus", str(corpus),
+                 "--ray", "auto", "--workers", "2"]) == 0
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert again["encoded"] == 0 and again["already_stored"] == N_PASSAGES and again["store_rows"] == N_PASSAGES
+
+
+def test_ray_flags_without_ray_are_a_usage_error(tmp_path, capsys):
+    code = main(["encode", "--checkpoint", str(tmp_path / "ckpt"), "--store", str(tmp_path / "s"),
+                 "--corpus", str(tmp_path / "c.jsonl"), "--workers", "2"])
+    assert code == 2 and "--workers and --parts-dir go with --ray" in capsys.readouterr().err
+
+
+def test_ray_encode_without_the_extra_names_the_install(monkeypatch, tmp_path):
+    from offline_tools.encode import EncodeArgs
+    from offline_tools.encode_ray import encode_on_ray
+    from offline_tools.errors import MissingExtraError
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ModuleNotFoundError
+    args = EncodeArgs(checkpoint=str(tmp_path / "ckpt"), store=str(tmp_path / "s"), passages_from=[],
+                      corpus=[str(tmp_path / "c.jsonl")])
+    with pytest.raises(MissingExtraError, match=r"pip install 'regrad\[ray\]'"):
+        encode_on_ray(args, workers=2)
+    assert not (tmp_path / "s").exists()
