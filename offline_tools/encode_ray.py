@@ -205,6 +205,7 @@ def encode_on_ray(args: EncodeArgs, address: str = "auto", workers: int = 2, par
 
     started = time.perf_counter()
     done, hosts, reported = 0, set(), set()
+    startup_s, first_rows = 0.0, 0  # until the first batch came back: Ray start-up and the actors' model loads
     if todo:
         connected = _connect(ray, address, workers)
         try:
@@ -231,6 +232,8 @@ def encode_on_ray(args: EncodeArgs, address: str = "auto", workers: int = 2, par
             )
             with tqdm(total=len(todo), desc="encode (ray)", unit="passage") as bar:
                 for out in encoded.iter_batches(batch_size=None, batch_format="numpy"):
+                    if not done:
+                        startup_s, first_rows = time.perf_counter() - started, len(out["id"])
                     done += len(out["id"])
                     reported.update(str(p) for p in out["part"])
                     hosts.update(str(h) for h in out["host"])
@@ -262,6 +265,8 @@ def encode_on_ray(args: EncodeArgs, address: str = "auto", workers: int = 2, par
         "rows_merged": merged["rows"],
         "workers": workers,
         "hosts": sorted(hosts),
+        "startup_seconds": startup_s,
+        "first_batch_rows": first_rows,
         "encode_seconds": encode_s,
         "seconds": elapsed,
         "passages_per_s": done / elapsed if elapsed > 0 else 0.0,
