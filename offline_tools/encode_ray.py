@@ -119,6 +119,21 @@ def _connect(ray, address: str, workers: int) -> bool:
     return True
 
 
+def _check_resources(resources: dict[str, float], device: str, workers: int) -> bool:
+    """Whether each actor takes a GPU; refuses a pool the cluster cannot hold (Ray would wait for it forever)."""
+    gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 0))
+    if device == "cuda" and gpus == 0:
+        raise UsageError("--device cuda, but the Ray cluster has no GPU; add GPU nodes or use --device auto or cpu")
+    use_gpu = device != "cpu" and gpus > 0
+    have, kind = (gpus, "GPU") if use_gpu else (cpus, "CPU")
+    if workers > have:
+        raise UsageError(
+            f"--workers {workers} asks for one {kind} per actor, but the Ray cluster has {have} {kind}(s); "
+            f"pass --workers {have} or fewer, or add nodes"
+        )
+    return use_gpu
+
+
 def _committed_parts(parts_root: Path) -> list[Path]:
     """Parts whose creation finished (a manifest is written last), oldest name first."""
     if not parts_root.is_dir():
@@ -209,7 +224,7 @@ def encode_on_ray(args: EncodeArgs, address: str = "auto", workers: int = 2, par
     if todo:
         connected = _connect(ray, address, workers)
         try:
-            use_gpu = args.device != "cpu" and ray.cluster_resources().get("GPU", 0) >= 1
+            use_gpu = _check_resources(ray.cluster_resources(), args.device, workers)
             batch_size = args.batch_size or default_batch_size("cuda" if use_gpu else "cpu")
             # Rows per Ray batch, each one commit of a part: a few batches per worker balance the pool, and
             # a part never buffers more than a shard.

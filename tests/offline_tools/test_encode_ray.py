@@ -157,3 +157,31 @@ def test_ray_encode_without_the_extra_names_the_install(monkeypatch, tmp_path):
     with pytest.raises(MissingExtraError, match=r"pip install 'regrad\[ray\]'"):
         encode_on_ray(args, workers=2)
     assert not (tmp_path / "s").exists()
+
+
+def test_a_pool_the_cluster_cannot_hold_is_refused_up_front():
+    from offline_tools.encode_ray import _check_resources
+    from offline_tools.errors import UsageError
+
+    assert _check_resources({"CPU": 3.0}, "auto", 2) is False
+    assert _check_resources({"CPU": 16.0, "GPU": 8.0}, "auto", 8) is True
+    assert _check_resources({"CPU": 16.0, "GPU": 8.0}, "cpu", 4) is False
+    with pytest.raises(UsageError, match="--workers 9 asks for one GPU per actor, but the Ray cluster has 8"):
+        _check_resources({"CPU": 64.0, "GPU": 8.0}, "auto", 9)
+    with pytest.raises(UsageError, match="--device cuda, but the Ray cluster has no GPU"):
+        _check_resources({"CPU": 3.0}, "cuda", 2)
+
+
+def test_half_created_and_half_deleted_parts_are_never_read(tmp_path):
+    """A part killed before its manifest, or renamed away for deletion, is not a part; the clean-up removes both."""
+    from offline_tools.encode_ray import _committed_parts, _remove_parts
+
+    root = tmp_path / "store.parts"
+    complete = GradientStore.create(root / "host-1-aaaa", fingerprint="ab" * 32, rows_per_shard=2,
+                                    layout=[{"name": "t", "shape": [4], "offset": 0}])
+    complete.close()
+    (root / "host-2-bbbb" / "shards").mkdir(parents=True)  # killed inside `create`: no manifest yet
+    (root / ".trash-host-3-cccc" / "shards").mkdir(parents=True)  # killed while being deleted
+    assert _committed_parts(root) == [root / "host-1-aaaa"]
+    _remove_parts(root)
+    assert not root.exists()
