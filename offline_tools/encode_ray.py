@@ -186,7 +186,7 @@ def encode_on_ray(args: EncodeArgs, address: str = "auto", workers: int = 2, par
     Args:
         args: what `encode` takes (checkpoint, store, passages, codec, batch size, device, limit).
         address: `auto` (join a running cluster, else start a local one) or a cluster address
-            (`ray://host:10001` or `host:6379`).
+            (its head, `host:6379`).
         workers: actors in the pool, one learner each (one GPU each where the cluster has GPUs).
         parts_dir: where the workers write their parts; default `<store>.parts` (must be visible to every
             worker and to this process: a shared filesystem on a cluster).

@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ray = p.add_argument_group("distributed (needs pip install 'regrad[ray]'; docs/encoding.md)")
     ray.add_argument("--ray", metavar="auto|ADDRESS", default=None,
                      help="encode on a Ray cluster: auto joins a running one or starts a local one; "
-                          "ADDRESS is a cluster's (host:6379 or ray://host:10001)")
+                          "ADDRESS is a running cluster's head (host:6379)")
     ray.add_argument("--workers", type=int, default=None,
                      help="with --ray: actors in the pool, one learner (and one GPU, where present) each "
                           "(default 2)")
