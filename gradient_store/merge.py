@@ -5,11 +5,13 @@ so a merged row is bit-identical to its source row. The whole merge goes through
 committed once, at the end: shard files are flushed as they fill (unregistered, so invisible), and the one
 SQLite transaction of the commit makes every copied row visible at once. A crash or SIGKILL before that
 transaction leaves the destination exactly as it was (the next writer deletes the unregistered shards);
-after it, the merge is complete.
+after it, the merge is complete. A destination the merge created is removed when the merge fails with an
+error; a SIGKILL leaves it as an empty store. The destination's writer lock is held for the whole merge.
 """
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -120,6 +122,7 @@ def merge_stores(
         raise StoreError(f"source store(s) named twice: {', '.join(repeated)}; name each source once")
 
     opened: list[GradientStore] = []
+    created = False  # `into` did not exist: a merge that fails leaves no empty store behind
     try:
         for source in sources:
             opened.append(GradientStore.open(source, cache_bytes=0))
@@ -131,6 +134,7 @@ def merge_stores(
             opened.append(dst)
             _check_compatible(first, dst)
         else:
+            created = not into.exists()
             dst = GradientStore.create(into, layout=first.layout, fingerprint=first.fingerprint,
                                        codec=first.codec.name, rows_per_shard=first.rows_per_shard, cache_bytes=0)
             opened.append(dst)
@@ -155,6 +159,12 @@ def merge_stores(
         report.duplicates = rows_before + sum(report.per_source.values()) - report.store_rows
         report.seconds = time.perf_counter() - started
         return report
+    except BaseException:
+        for store in opened:
+            store.close()
+        if created:
+            shutil.rmtree(into, ignore_errors=True)
+        raise
     finally:
         for store in opened:
             store.close()

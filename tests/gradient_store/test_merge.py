@@ -108,8 +108,12 @@ def test_duplicates_follow_the_rules_of_append(make_store, vec, tmp_path):
 
     with pytest.raises(DuplicateIdError, match="'y'"):
         merge_stores([a.path, b.path], tmp_path / "err")
-    with GradientStore.open(tmp_path / "err") as refused:
-        assert len(refused) == 0 and refused.verify().ok  # nothing of the refused merge is visible
+    assert not (tmp_path / "err").exists(), "a refused merge leaves no store it created"
+    dst = make_store(name="dst")
+    dst.append(["w"], vec(["w"]))
+    with pytest.raises(DuplicateIdError, match="'y'"):
+        merge_stores([a.path, b.path], dst.path)
+    assert dst.ids() == ["w"] and dst.verify().ok and not dst.verify().warnings  # nothing of it is visible
 
     report = merge_stores([a.path, b.path], tmp_path / "skip", on_duplicate="skip")
     assert (report.rows_copied, report.duplicates, report.store_rows) == (3, 1, 3)
