@@ -189,3 +189,21 @@ def test_sigkill_mid_merge_leaves_dst_as_it_was_or_complete(make_store, vec, poi
         expected = vec(merged_ids)
         for i, pid in enumerate(merged_ids):
             assert torch.allclose(got[pid], expected[i], rtol=2**-7, atol=1e-9), pid
+
+
+def test_a_corrupt_source_row_stops_the_merge_and_dst_is_unchanged(make_store, vec, capsys):
+    from gradient_store import CorruptShardError
+
+    dst, src = make_store(name="dst"), make_store(name="src", rows_per_shard=8)
+    dst.append(["d0"], vec(["d0"]))
+    src.append(["s0", "s1", "s2"], vec(["s0", "s1", "s2"]))
+    shard = next((src.path / "shards").glob("shard-*.safetensors"))
+    data = bytearray(shard.read_bytes())
+    data[-10] ^= 0xFF  # inside the last row (s2)
+    shard.write_bytes(bytes(data))
+
+    with pytest.raises(CorruptShardError, match="'s2'"):
+        merge_stores([src.path], dst.path)
+    assert dst.ids() == ["d0"] and not dst.verify().warnings
+    assert main(["store", "merge", str(src.path), "--into", str(dst.path), "--no-progress"]) == 5
+    assert "regrad store verify" in capsys.readouterr().err
