@@ -174,7 +174,7 @@ def _ray_error(ray, error: BaseException, parts_root: Path) -> RegradError:
     cause = error.cause if isinstance(error, ray.exceptions.RayTaskError) and error.cause is not None else error
     last = str(cause).strip().splitlines()[-1] if str(cause).strip() else type(cause).__name__
     return RegradError(
-        f"a Ray worker failed: {type(cause).__name__}: {last}; every batch it committed is kept in "
+        f"a Ray worker failed: {type(cause).__name__}: {last}; every batch committed so far is kept in "
         f"{parts_root}: fix the cause and rerun the same command to resume"
     )
 
