@@ -93,29 +93,53 @@ def _import_ray():
     return ray
 
 
+def _reachable(address: str, timeout_s: float = 5.0) -> bool:
+    """Whether something accepts TCP connections at `host:port` (ray.init would wait for a dead head forever)."""
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+def _auto_address() -> str | None:
+    """The cluster `ray.init(address="auto")` would join (RAY_ADDRESS, the last `ray start` on this machine, or a
+    running head found by its process), or None when there is none."""
+    try:
+        from ray._private.services import canonicalize_bootstrap_address
+    except ImportError:  # the lookup moved: fall back to the documented variable
+        return os.environ.get("RAY_ADDRESS") or None
+    try:
+        return canonicalize_bootstrap_address("auto")
+    except ConnectionError:
+        return None
+
+
 def _connect(ray, address: str, workers: int) -> bool:
     """Join the cluster at `address` (`auto`: a running one if any, else a new local one); True when this
     call connected (and the caller must shut down), False when Ray was already initialised."""
     if ray.is_initialized():
         return False
-    quiet = {"include_dashboard": False, "log_to_driver": False}
-    if address == "auto":
-        try:
-            ray.init(address="auto", log_to_driver=False)
-            return True
-        except ConnectionError:
-            pass  # no cluster running: start one here
-        # N actors of one CPU each, plus one CPU so Ray Data's read and split tasks are never starved.
-        ray.init(num_cpus=workers + 1, object_store_memory=LOCAL_OBJECT_STORE_BYTES, **quiet)
+    if address.startswith("ray://"):
+        raise UsageError(f"--ray {address}: Ray Client addresses are not supported (the driver must read the "
+                         "parts); run the command on a node of the cluster with --ray auto or --ray HEAD:6379")
+    target = _auto_address() if address == "auto" else address
+    if target is None:
+        # No cluster: a local one with N actors of one CPU each, plus one CPU so Ray Data's read and split
+        # tasks are never starved.
+        ray.init(address="local", num_cpus=workers + 1, object_store_memory=LOCAL_OBJECT_STORE_BYTES,
+                 include_dashboard=False, log_to_driver=False)
         return True
-    try:
-        ray.init(address=address, log_to_driver=False)
-    except ConnectionError as e:
+    if not _reachable(target):
+        found = " (found through --ray auto: RAY_ADDRESS or the last `ray start` here)" if address == "auto" else ""
         raise RegradError(
-            f"--ray {address}: no Ray cluster answers there ({e}); start one with `ray start --head` "
-            "or pass --ray auto to start a local one",
+            f"--ray {address}: no Ray cluster answers at {target}{found}; start one with `ray start --head`, "
+            "clear a stale record with `ray stop` (or unset RAY_ADDRESS), or pass --ray auto with no cluster "
+            "running to start a local one",
             exit_status=ExitStatus.UNAVAILABLE,
-        ) from e
+        )
+    ray.init(address=target, log_to_driver=False)
     return True
 
 

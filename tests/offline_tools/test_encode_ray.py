@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -185,3 +186,17 @@ def test_half_created_and_half_deleted_parts_are_never_read(tmp_path):
     assert _committed_parts(root) == [root / "host-1-aaaa"]
     _remove_parts(root)
     assert not root.exists()
+
+
+@pytest.mark.parametrize("how", ["address", "stale auto"])
+def test_no_cluster_at_the_address_is_a_clear_error_not_a_hang(tiny_checkpoint, corpus, tmp_path, ray_env,
+                                                                monkeypatch, capsys, how):
+    """`ray.init` waits forever for a head that is gone: the command checks the address first (exit 6)."""
+    address = "127.0.0.1:9"  # the discard port: nothing listens there
+    if how == "stale auto":
+        monkeypatch.setenv("RAY_ADDRESS", address)
+    code = main(["encode", "--checkpoint", str(tiny_checkpoint), "--store", str(tmp_path / "s"),
+                 "--corpus", str(corpus), "--ray", "auto" if how == "stale auto" else address, "--workers", "2"])
+    err = capsys.readouterr().err
+    assert code == 6 and re.search(r"no Ray cluster answers at \S+:9\b", err), err  # auto resolves 127.0.0.1
+    assert not (tmp_path / "s.parts").exists()
