@@ -21,6 +21,7 @@ import shutil
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,11 @@ __all__ = ["encode_on_ray", "PartEncoder", "parts_dir_for", "LOCAL_OBJECT_STORE_
 # actors write those to their parts), so 1 GiB is plenty and leaves the machine's memory to the learners.
 LOCAL_OBJECT_STORE_BYTES = 1 << 30
 _TRASH = ".trash-"  # a part being deleted is renamed to this prefix first, so a half-deleted part is never read
+
+# Test seam: tests/offline_tools/test_encode_ray.py sets this in a child process to SIGKILL the whole run (driver
+# and local cluster) once encoded rows, already committed to their parts, have come back: a kill mid-run at a
+# known point rather than a race with the clock.
+_ROWS_HOOK: Callable[[int], None] | None = None
 
 
 def parts_dir_for(store: str | os.PathLike) -> Path:
@@ -274,6 +280,8 @@ def encode_on_ray(args: EncodeArgs, address: str = "auto", workers: int = 2, par
                     if not done:
                         startup_s, first_rows = time.perf_counter() - started, len(out["id"])
                     done += len(out["id"])
+                    if _ROWS_HOOK is not None:
+                        _ROWS_HOOK(done)
                     reported.update(str(p) for p in out["part"])
                     hosts.update(str(h) for h in out["host"])
                     bar.update(len(out["id"]))
