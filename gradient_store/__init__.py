@@ -15,9 +15,11 @@ from gradient_store.errors import (
     StoreExistsError,
     StoreFormatError,
     StoreLockedError,
+    StoreMismatchError,
     UnknownCodecError,
 )
 from gradient_store.manifest import FORMAT_VERSION
+from gradient_store.merge import MergeReport, merge_stores
 from gradient_store.store import DEFAULT_CACHE_BYTES, DEFAULT_MAX_OPEN_SHARDS, GradientStore, OnCorrupt, SumResult
 from gradient_store.verify import VerifyReport
 from gradient_store.writer import OnDuplicate, StoreWriter
@@ -27,6 +29,8 @@ __all__ = [
     "StoreWriter",
     "SumResult",
     "VerifyReport",
+    "MergeReport",
+    "merge_stores",
     "Codec",
     "CODECS",
     "DEFAULT_CODEC",
@@ -41,6 +45,7 @@ __all__ = [
     "StoreExistsError",
     "StoreLockedError",
     "FingerprintMismatchError",
+    "StoreMismatchError",
     "InvalidAppendError",
     "UnknownCodecError",
     "DuplicateIdError",

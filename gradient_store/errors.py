@@ -12,6 +12,7 @@ __all__ = [
     "StoreExistsError",
     "StoreLockedError",
     "FingerprintMismatchError",
+    "StoreMismatchError",
     "InvalidAppendError",
     "UnknownCodecError",
     "DuplicateIdError",
@@ -62,6 +63,17 @@ class FingerprintMismatchError(StoreError):
             "or open the store that matches it"
         )
         self.path = str(path)
+        self.expected = expected
+        self.found = found
+
+
+class StoreMismatchError(StoreError):
+    """Two stores of one learner that still cannot be combined: another codec or parameter layout."""
+
+    def __init__(self, path: str, what: str, expected: object, found: object, fix: str) -> None:
+        super().__init__(f"gradient store {path} has {what} {found!r}, expected {expected!r}; {fix}")
+        self.path = str(path)
+        self.what = what
         self.expected = expected
         self.found = found
 

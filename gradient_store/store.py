@@ -13,7 +13,7 @@ import logging
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -485,10 +485,12 @@ class GradientStore:
 
     # --- checks and figures -------------------------------------------------------------------------------
 
-    def verify(self, on_shard: Callable[[ShardRecord], None] | None = None) -> VerifyReport:
-        """Read every shard and check sha256s, row CRC32s, index and manifest; see `VerifyReport`."""
+    def verify(self, on_shard: Callable[[ShardRecord], None] | None = None,
+               shard_ids: Collection[int] | None = None) -> VerifyReport:
+        """Read every shard (or the `shard_ids` ones) and check sha256s, row CRC32s, index and manifest; see
+        `VerifyReport`."""
         self._check_open()
-        return verify_store(self, on_shard=on_shard)
+        return verify_store(self, on_shard=on_shard, shard_ids=shard_ids)
 
     def info(self) -> dict[str, Any]:
         """Figures for `regrad store info`: passages, codec, size on disk, bytes per passage, fingerprint."""

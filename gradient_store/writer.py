@@ -180,22 +180,74 @@ class StoreWriter:
         _check_policy(policy)
         ids, vectors = self._validate(ids, vectors)
         keep = self._dedupe(ids, policy)
-        if not keep:
-            return 0
         for start in range(0, len(keep), _ENCODE_ROWS):
             chunk = keep[start : start + _ENCODE_ROWS]
             gradients, scales = self.store.codec.encode(vectors[chunk])
-            first = len(self._crcs)
-            for j, i in enumerate(chunk):
-                self._pending[ids[i]] = first + j  # a replaced pending row stays in its shard as garbage
-            self._crcs.extend(row_crcs(gradients, scales))
-            self._buffer.append((gradients, scales))
-            self._buffered_rows += len(chunk)
-            while self._buffered_rows >= self.store.rows_per_shard:
-                self._flush(self.store.rows_per_shard)
+            self._queue([ids[i] for i in chunk], gradients, scales)
         return len(keep)
 
-    def _validate(self, ids: Sequence[str], vectors: torch.Tensor) -> tuple[list[str], torch.Tensor]:
+    def append_encoded(
+        self,
+        ids: Sequence[str],
+        gradients: torch.Tensor,
+        scales: torch.Tensor | None = None,
+        on_duplicate: OnDuplicate | None = None,
+    ) -> int:
+        """Queue rows that are already in this store's codec, byte for byte (`merge_stores` copies rows so).
+
+        Args:
+            ids: passage ids, one per row.
+            gradients: `[len(ids), D]` in the codec's dtype (bf16, fp32 or int8), as another store holds them.
+            scales: int8 only: `[len(ids), n_blocks]` float32 scales of the same block size.
+            on_duplicate: overrides the writer's policy for this call.
+
+        Returns:
+            The number of rows queued (fewer than `len(ids)` when `skip` dropped duplicates).
+
+        Raises:
+            InvalidAppendError: a dtype, shape or scales tensor that does not fit this store's codec.
+            DuplicateIdError: `on_duplicate="error"` and an id is stored, pending, or repeated in `ids`.
+        """
+        if self._lock_fd is None:
+            raise InvalidAppendError("this writer is not open: use `with store.writer() as w:`")
+        policy = on_duplicate or self.on_duplicate
+        _check_policy(policy)
+        ids = self._validate_ids(ids)
+        codec, dim = self.store.codec, self.store.dim
+        if gradients.dtype != codec.dtype or list(gradients.shape) != [len(ids), dim]:
+            raise InvalidAppendError(
+                f"encoded rows are {gradients.dtype} {list(gradients.shape)}, expected {codec.dtype} "
+                f"[{len(ids)}, {dim}] for this {codec.name} store; copy rows only between stores of one codec"
+            )
+        if codec.has_scales != (scales is not None) or (
+            scales is not None and list(scales.shape) != [len(ids), codec.n_blocks(dim)]
+        ):
+            expected = f"[{len(ids)}, {codec.n_blocks(dim)}] float32" if codec.has_scales else "none"
+            found = "none" if scales is None else str(list(scales.shape))
+            raise InvalidAppendError(f"scales {found}, expected {expected} for this {codec.name} store")
+        keep = self._dedupe(ids, policy)
+        for start in range(0, len(keep), _ENCODE_ROWS):
+            chunk = keep[start : start + _ENCODE_ROWS]
+            self._queue(
+                [ids[i] for i in chunk],
+                gradients[chunk].contiguous(),
+                scales[chunk].to(torch.float32).contiguous() if scales is not None else None,
+            )
+        return len(keep)
+
+    def _queue(self, ids: list[str], gradients: torch.Tensor, scales: torch.Tensor | None) -> None:
+        """Buffer encoded rows for the next commit, flushing each shard as soon as it fills."""
+        first = len(self._crcs)
+        for j, pid in enumerate(ids):
+            self._pending[pid] = first + j  # a replaced pending row stays in its shard as garbage
+        self._crcs.extend(row_crcs(gradients, scales))
+        self._buffer.append((gradients, scales))
+        self._buffered_rows += len(ids)
+        while self._buffered_rows >= self.store.rows_per_shard:
+            self._flush(self.store.rows_per_shard)
+
+    @staticmethod
+    def _validate_ids(ids: Sequence[str]) -> list[str]:
         if isinstance(ids, str):
             raise InvalidAppendError(
                 f"`ids` must be a list of strings, got the single string {ids!r}; wrap it in a list"
@@ -204,6 +256,10 @@ class StoreWriter:
         bad = [i for i in ids if not isinstance(i, str) or not i]
         if bad:
             raise InvalidAppendError(f"passage ids must be non-empty strings, got {bad[:5]!r}; convert them with str()")
+        return ids
+
+    def _validate(self, ids: Sequence[str], vectors: torch.Tensor) -> tuple[list[str], torch.Tensor]:
+        ids = self._validate_ids(ids)
         if not isinstance(vectors, torch.Tensor):
             raise InvalidAppendError(f"`vectors` must be a torch.Tensor, got {type(vectors).__name__}")
         if vectors.dim() == 1:

@@ -9,7 +9,7 @@ it stopped: every batch is appended atomically), and each batch is one forward/b
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from tqdm import tqdm
@@ -20,7 +20,15 @@ from models.base import resolve_device
 from offline_tools.augmented import read_augmented
 from offline_tools.errors import UsageError
 
-__all__ = ["EncodeArgs", "encode", "passages_from_augmented", "passages_from_corpus"]
+__all__ = [
+    "EncodeArgs",
+    "encode",
+    "passages_from_augmented",
+    "passages_from_corpus",
+    "requested_passages",
+    "unique_passages",
+    "default_batch_size",
+]
 
 
 @dataclass
@@ -53,7 +61,18 @@ def passages_from_corpus(paths: Iterable[str], corpus_format: str = "auto") -> I
             yield passage.id, format_passage(passage.title, passage.text)
 
 
-def _unique(items: Iterable[tuple[str, str]], skip: GradientStore) -> tuple[list[tuple[str, str]], int, int]:
+def requested_passages(args: EncodeArgs) -> Iterator[tuple[str, str]]:
+    """(id, formatted text) of every passage `args` names, augmented files first, duplicates included."""
+    if args.passages_from:
+        yield from passages_from_augmented(args.passages_from, args.top_k)
+    if args.corpus:
+        yield from passages_from_corpus(args.corpus, args.corpus_format)
+
+
+def unique_passages(
+    items: Iterable[tuple[str, str]], is_stored: Callable[[str], bool]
+) -> tuple[list[tuple[str, str]], int, int]:
+    """`(to encode, already stored, empty)`: first occurrence of each id, minus empty and stored passages."""
     seen: set[str] = set()
     todo, already, empty = [], 0, 0
     for pid, text in items:
@@ -62,11 +81,17 @@ def _unique(items: Iterable[tuple[str, str]], skip: GradientStore) -> tuple[list
         seen.add(pid)
         if not text.strip():
             empty += 1
-        elif skip.contains(pid):
+        elif is_stored(pid):
             already += 1
         else:
             todo.append((pid, text))
     return todo, already, empty
+
+
+def default_batch_size(device: str) -> int:
+    # Batching pays on a GPU (12x at 16 passages on an H200) but not on a CPU, where it only adds
+    # padding and memory traffic (0.7x at 8 passages on the 2-core box): see docs/benchmarks.md.
+    return 16 if device.startswith("cuda") else 1
 
 
 def encode(args: EncodeArgs, log=print) -> dict:
@@ -76,18 +101,11 @@ def encode(args: EncodeArgs, log=print) -> dict:
         raise UsageError("nothing to encode: give --passages-from AUGMENTED.jsonl and/or --corpus FILE")
     device = resolve_device(args.device)
     learner = Learner.load(args.checkpoint, device=device)
-    # Batching pays on a GPU (12x at 16 passages on an H200) but not on a CPU, where it only adds
-    # padding and memory traffic (0.7x at 8 passages on the 2-core box): see docs/benchmarks.md.
-    batch_size = args.batch_size or (16 if device.startswith("cuda") else 1)
+    batch_size = args.batch_size or default_batch_size(device)
     store = GradientStore.create(
         args.store, layout=learner.layout.to_json(), fingerprint=learner.fingerprint, codec=args.codec, exist_ok=True
     )
-    items: list[Iterable[tuple[str, str]]] = []
-    if args.passages_from:
-        items.append(passages_from_augmented(args.passages_from, args.top_k))
-    if args.corpus:
-        items.append(passages_from_corpus(args.corpus, args.corpus_format))
-    todo, already, empty = _unique((x for it in items for x in it), store)
+    todo, already, empty = unique_passages(requested_passages(args), store.contains)
     if args.limit is not None:
         todo = todo[: args.limit]
     log(f"{len(todo)} passages to encode ({already} already in {args.store}, {empty} empty skipped)")

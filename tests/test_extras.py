@@ -21,7 +21,8 @@ from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("cli", "offline_tools", "service", "engine", "models", "gradient_store", "retrieval")
-EXTRA_ONLY = {"es": {"elasticsearch"}, "dense": {"faiss-cpu"}, "train": {"accelerate", "matplotlib", "pillow"}}
+EXTRA_ONLY = {"es": {"elasticsearch"}, "dense": {"faiss-cpu"}, "train": {"accelerate", "matplotlib", "pillow"},
+              "ray": {"ray"}}
 
 
 def project() -> dict:
@@ -40,7 +41,7 @@ def test_the_extras_are_declared_and_the_core_does_not_carry_them():
         assert not packages & core, f"{packages & core} belong to [{extra}], not to every install"
     dev = [Requirement(r) for r in extras["dev"]]
     self_reference = [r for r in dev if r.name == "regrad"]
-    assert self_reference and {"es", "dense", "train"} <= self_reference[0].extras, "the tests need every extra"
+    assert self_reference and {"es", "dense", "train", "ray"} <= self_reference[0].extras, "the tests need every extra"
 
 
 def test_sentencepiece_is_not_a_dependency():
@@ -114,7 +115,8 @@ def test_the_serving_path_imports_no_extra(tmp_path):
                             capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.returncode == 0, result.stderr
     loaded = set(json.loads(result.stdout.splitlines()[-1]))
-    for forbidden in ("faiss", "elasticsearch", "elastic_transport", "matplotlib", "accelerate", "sentencepiece"):
+    for forbidden in ("faiss", "elasticsearch", "elastic_transport", "matplotlib", "accelerate", "sentencepiece",
+                      "ray"):
         assert forbidden not in loaded, f"the serving path imports {forbidden}"
 
 

@@ -33,12 +33,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="where gradients are computed (default auto: cuda when available)")
     p.add_argument("--limit", type=int, default=None, help="encode at most N new passages")
+    ray = p.add_argument_group("distributed (needs pip install 'regrad[ray]'; docs/encoding.md)")
+    ray.add_argument("--ray", metavar="auto|ADDRESS", default=None,
+                     help="encode on a Ray cluster: auto joins a running one or starts a local one; "
+                          "ADDRESS is a running cluster's head (host:6379)")
+    ray.add_argument("--workers", type=int, default=None,
+                     help="with --ray: actors in the pool, one learner (and one GPU, where present) each "
+                          "(default 2)")
+    ray.add_argument("--parts-dir", default=None, metavar="DIR",
+                     help="with --ray: where each worker writes its store part before the merge "
+                          "(default STORE.parts; a filesystem every node shares)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from offline_tools.encode import EncodeArgs, encode
+    from offline_tools.encode import EncodeArgs
+    from offline_tools.errors import UsageError
 
     fields = EncodeArgs.__dataclass_fields__
-    print(json.dumps(encode(EncodeArgs(**{k: v for k, v in vars(args).items() if k in fields}))))
+    encode_args = EncodeArgs(**{k: v for k, v in vars(args).items() if k in fields})
+    if args.ray is None:
+        if args.workers is not None or args.parts_dir is not None:
+            raise UsageError("--workers and --parts-dir go with --ray auto|ADDRESS")
+        from offline_tools.encode import encode
+
+        print(json.dumps(encode(encode_args)))
+        return 0
+    from offline_tools.encode_ray import encode_on_ray
+
+    result = encode_on_ray(encode_args, address=args.ray, workers=2 if args.workers is None else args.workers,
+                           parts_dir=args.parts_dir)
+    print(json.dumps(result))
     return 0

@@ -1,4 +1,4 @@
-"""`regrad store info DIR` and `regrad store verify DIR`: look at and check a gradient store."""
+"""`regrad store info|verify|merge`: look at, check and combine gradient stores."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 
 from offline_tools.errors import ExitStatus, RegradError
 
-__all__ = ["register", "run_info", "run_verify", "NAME"]
+__all__ = ["register", "run_info", "run_verify", "run_merge", "NAME"]
 
 NAME = "store"
 
@@ -16,8 +16,8 @@ NAME = "store"
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         NAME,
-        help="inspect or verify a gradient store",
-        description="Inspect or verify a gradient store (see docs/gradient-store.md).",
+        help="inspect, verify or merge gradient stores",
+        description="Inspect, verify or merge gradient stores (see docs/gradient-store.md).",
     )
     actions = parser.add_subparsers(dest="store_command", metavar="ACTION", required=True,
                                     help="what to do with the store")
@@ -34,6 +34,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     verify.add_argument("--json", action="store_true", help="print the report as one JSON object")
     verify.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     verify.set_defaults(func=run_verify)
+
+    merge = actions.add_parser(
+        "merge",
+        help="copy the rows of stores of one learner and codec into one store (one atomic commit)",
+        description="Copy every row of SRC stores (one learner fingerprint, codec and layout) into DST, created "
+        "like the first source when missing. The merge is one commit: killed midway, DST is left as it was.",
+    )
+    merge.add_argument("sources", nargs="+", metavar="SRC", help="source store directories, read in this order")
+    merge.add_argument("--into", required=True, metavar="DST", help="the destination store directory")
+    merge.add_argument(
+        "--on-duplicate", choices=["error", "skip", "replace"], default="error",
+        help="an id already in DST or in an earlier SRC: error (default: refuse the merge, DST unchanged), "
+        "skip (keep the first row) or replace (keep the last)",
+    )
+    merge.add_argument("--verify", action="store_true", help="verify DST after the merge (exit 5 if corrupt)")
+    merge.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    merge.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    merge.set_defaults(func=run_merge)
 
 
 def _human_bytes(n: float) -> str:
@@ -93,6 +111,43 @@ def run_verify(args: argparse.Namespace) -> int:
         raise RegradError(
             f"gradient store {args.dir} failed verification: {len(report.errors)} error(s), first: "
             f"{report.errors[0]}; re-encode the passages listed above or restore the damaged shard(s)",
+            exit_status=ExitStatus.CORRUPT,
+        )
+    return ExitStatus.SUCCESS
+
+
+def run_merge(args: argparse.Namespace) -> int:
+    from gradient_store import GradientStore, merge_stores
+
+    bar = None
+    if not args.no_progress:
+        from tqdm import tqdm
+
+        bar = tqdm(desc="merge", unit="row", leave=False)
+    try:
+        report = merge_stores(args.sources, args.into, on_duplicate=args.on_duplicate,
+                              on_rows=bar.update if bar is not None else None)
+    finally:
+        if bar is not None:
+            bar.close()
+    result = {k: v for k, v in vars(report).items()}
+    verified = None
+    if args.verify:
+        with GradientStore.open(args.into, cache_bytes=0) as store:
+            verified = store.verify()
+        result["verify_ok"] = verified.ok
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{report.into}: {report.rows_copied:,} row(s) copied from {len(report.sources)} store(s), "
+              f"{report.duplicates:,} duplicate id(s) ({args.on_duplicate}), {report.store_rows:,} passage(s) "
+              f"now, {report.seconds:.1f} s")
+        if verified is not None:
+            print(verified.summary())
+    if verified is not None and not verified.ok:
+        raise RegradError(
+            f"gradient store {args.into} failed verification after the merge: {verified.errors[0]}; "
+            f"run `regrad store verify {args.into}` for the full report",
             exit_status=ExitStatus.CORRUPT,
         )
     return ExitStatus.SUCCESS
