@@ -67,12 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Domain error bases of the library packages, by (module, class name): checking the exception's
-# MRO by name means printing an error never imports torch (6-9 s on a loaded machine).
+# MRO by name means printing an error never imports torch (6-9 s on a loaded machine). Each family
+# carries its exit status on the class (`exit_status`), which `main` returns.
 _KNOWN_ERROR_BASES = {
     ("offline_tools.errors", "RegradError"),
     ("gradient_store.errors", "StoreError"),
     ("models.errors", "ModelError"),
     ("retrieval.errors", "RetrievalError"),
+    ("engine.errors", "EngineError"),
 }
 
 
@@ -81,17 +83,7 @@ def _is_known(error: BaseException) -> bool:
 
 
 def _exit_status_of(error: BaseException) -> int:
-    status = getattr(error, "exit_status", None)
-    if status is not None:
-        return int(status)
-    name = type(error).__name__
-    if "Mismatch" in name or "Fingerprint" in name:
-        return ExitStatus.MISMATCH
-    if "Corrupt" in name or "Checksum" in name:
-        return ExitStatus.CORRUPT
-    if "Unavailable" in name or "Connection" in name:
-        return ExitStatus.UNAVAILABLE
-    return ExitStatus.ERROR
+    return int(getattr(error, "exit_status", ExitStatus.ERROR))
 
 
 def main(argv: list[str] | None = None) -> int:

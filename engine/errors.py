@@ -8,6 +8,10 @@ __all__ = ["EngineError", "DocumentConflictError"]
 class EngineError(Exception):
     """Base class of errors raised by `engine/`."""
 
+    # What `regrad` exits with for this family (cli/main.py reads it; the codes are ExitStatus in
+    # offline_tools/errors.py, which this layer cannot import).
+    exit_status = 1  # ERROR
+
 
 class DocumentConflictError(EngineError):
     """A document reused an id that already holds a different passage."""

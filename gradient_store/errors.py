@@ -23,6 +23,10 @@ __all__ = [
 class StoreError(Exception):
     """Base class for gradient store errors."""
 
+    # What `regrad` exits with for this family (cli/main.py reads it; the codes are ExitStatus in
+    # offline_tools/errors.py, which this layer cannot import).
+    exit_status = 1  # ERROR
+
 
 class StoreFormatError(StoreError):
     """A directory is not a gradient store, or its manifest/index cannot be read."""
@@ -55,6 +59,8 @@ class StoreLockedError(StoreError):
 class FingerprintMismatchError(StoreError):
     """The store was built for another learner: its gradients are meaningless for this one."""
 
+    exit_status = 4  # ExitStatus.MISMATCH
+
     def __init__(self, path: str, expected: str, found: str) -> None:
         super().__init__(
             f"gradient store {path} was built for learner fingerprint {found[:16]}…, "
@@ -69,6 +75,8 @@ class FingerprintMismatchError(StoreError):
 
 class StoreMismatchError(StoreError):
     """Two stores of one learner that still cannot be combined: another codec or parameter layout."""
+
+    exit_status = 4  # ExitStatus.MISMATCH
 
     def __init__(self, path: str, what: str, expected: object, found: object, fix: str) -> None:
         super().__init__(f"gradient store {path} has {what} {found!r}, expected {expected!r}; {fix}")
@@ -112,6 +120,8 @@ class CorruptShardError(StoreError):
         shard: shard file name, e.g. ``shard-00003.safetensors``.
         ids: passage ids whose rows failed their CRC32 (empty when the whole shard is unreadable).
     """
+
+    exit_status = 5  # ExitStatus.CORRUPT
 
     def __init__(self, path: str, shard: str, reason: str, ids: list[str] | None = None) -> None:
         ids = list(ids or [])

@@ -22,6 +22,10 @@ __all__ = [
 class RetrievalError(Exception):
     """Base class for retrieval errors."""
 
+    # What `regrad` exits with for this family (cli/main.py reads it; the codes are ExitStatus in
+    # offline_tools/errors.py, which this layer cannot import).
+    exit_status = 1  # ERROR
+
 
 class RetrieverConfigError(RetrievalError, ValueError):
     """A `RetrieverConfig` field has a bad value; `field` names it."""
@@ -34,6 +38,8 @@ class RetrieverConfigError(RetrievalError, ValueError):
 class CorpusFormatError(RetrievalError):
     """A corpus file is malformed at `line` (1-based; None when the whole file is wrong)."""
 
+    exit_status = 3  # ExitStatus.INPUT
+
     def __init__(self, path: str, line: int | None, message: str) -> None:
         where = f"{path}:{line}" if line is not None else str(path)
         super().__init__(f"{where}: {message}")
@@ -44,6 +50,8 @@ class CorpusFormatError(RetrievalError):
 
 class IndexNotFoundError(RetrievalError):
     """The index folder or Elasticsearch index does not exist."""
+
+    exit_status = 3  # ExitStatus.INPUT
 
     def __init__(self, index: str, message: str) -> None:
         super().__init__(message)
@@ -65,6 +73,8 @@ class IndexLockedError(RetrievalError):
 class IndexMismatchError(RetrievalError):
     """The folder holds an index of another backend or format version."""
 
+    exit_status = 4  # ExitStatus.MISMATCH
+
 
 class BackendUnavailableError(RetrievalError):
     """The search backend (Elasticsearch) cannot be reached or is overloaded; the service maps it to 503.
@@ -73,6 +83,8 @@ class BackendUnavailableError(RetrievalError):
         url: the backend address.
         retry_after_s: a suggested wait before retrying.
     """
+
+    exit_status = 6  # ExitStatus.UNAVAILABLE
 
     def __init__(self, url: str, reason: str, retry_after_s: float = 5.0) -> None:
         super().__init__(
