@@ -22,7 +22,7 @@ def format_passage(title: str, text: str) -> str:
     """The one canonical, rank-independent passage text: title line, then body ("" if no body)."""
     title, text = (title or "").strip(), (text or "").strip()
     if not text:
-        return ""  # nothing to learn; the reference's "" passages gave NaN gradients
+        return ""  # nothing to learn; "" passages gave NaN gradients in the authors' research code
     return f"{title}\n{text}" if title else text
 
 

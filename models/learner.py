@@ -147,7 +147,7 @@ class Learner(nn.Module):
         elif mode == "full":
             for e in self.layout.entries:
                 params[e.name.replace(".", "-")] = nn.Parameter(torch.full(e.shape, init))
-        # `fix`: no parameters; the constant comes from the config (the reference crashes here).
+        # `fix`: no parameters; the constant comes from the config (the authors' research code crashes here).
         return params
 
     @classmethod

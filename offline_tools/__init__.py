@@ -1,3 +1,4 @@
-"""Offline tools and the `regrad` CLI: index, augment, train, encode, store, evaluate."""
+"""The offline side of regrad, behind the `regrad` commands (cli/): datasets, the synthetic benchmarks,
+augment, recipes, meta-training, export, encode and evaluation."""
 
 __all__: list[str] = []

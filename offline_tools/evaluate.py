@@ -45,7 +45,7 @@ __all__ = [
     "format_mode_table",
 ]
 
-# `regrad_shift` (the reference's --shift control) is `regrad` with the passages retrieved for
+# `regrad_shift` (the --shift control of the authors' research code) is `regrad` with the passages retrieved for
 # *another* question of the same file: the server is sent that question as `retrieval_query`.
 # It must stay near closed-book: any gain above that is a generic effect of updating, not knowledge.
 SHIFT_MODE = "regrad_shift"

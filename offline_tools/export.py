@@ -112,8 +112,8 @@ def export_learner(checkpoint: str | os.PathLike | Sequence[str | os.PathLike], 
         averaged = [{"checkpoint": str(s), "fingerprint": f, "record": f"runs/{i}",
                      "copied": _copy_record(s, output / "runs" / str(i))}
                     for i, (s, f) in enumerate(zip(sources, source_fingerprints), start=1)]
-        # A source with no record beside it that another source started from (its --init-from, e.g. the
-        # average of run 3 and the learner run 3 was warm-started from): its record is that init/ one.
+        # A source with no record beside it that another source started from (its --init-from: an average
+        # of a run and the learner it was warm-started from): its record is that source's init/ one.
         inits = {json.loads(p.read_text())["fingerprint"]: p.parent.relative_to(output).as_posix() + "/init"
                  for p in sorted(output.glob(f"runs/*/{INIT_JSON}"))}
         for entry in averaged:

@@ -55,7 +55,7 @@ class RetrieverConfig:
     backend: Literal["tantivy", "elasticsearch", "dense", "hybrid"] = "tantivy"
     create_if_missing: bool = True
     title_boost: float = 1.0
-    tie_breaker: float = 0.5  # the reference's Elasticsearch query
+    tie_breaker: float = 0.5  # as the authors' research code's Elasticsearch query
     remove_stopwords: bool = True
     writer_heap_bytes: int = 128_000_000
     lock_timeout_s: float = 30.0

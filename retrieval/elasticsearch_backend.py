@@ -56,7 +56,7 @@ __all__ = [
 logger = logging.getLogger("regrad.retrieval")
 
 MAX_QUERY_WORDS = 1000  # under ES's default max_clause_count (4096 in 8.x) for two fields
-MSEARCH_BATCH = 128  # queries per _msearch request, as the reference
+MSEARCH_BATCH = 128  # queries per _msearch request, as in the authors' research code
 TIE_WINDOW = 8       # hits asked past the k-th, to order equal scores by id (`by_score_then_id`)
 _SOURCE = ["title", "text"]
 

@@ -1,4 +1,4 @@
-"""The regrad HTTP service: FastAPI app, QA engine and request micro-batching.
+"""The regrad HTTP service: the FastAPI app, its settings and request micro-batching.
 
 `create_app(settings)` builds the app (see docs/service.md) around an `engine.Engine` (the
 retrieve → gradients → generate pipeline, which knows nothing of HTTP); the routes map the pydantic

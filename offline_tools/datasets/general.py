@@ -94,7 +94,8 @@ class TwoWikiMultihopQA(DatasetLoader):
             if obj.get("answer_id"):
                 if aliases is None:
                     aliases = self._aliases(path.parent / "id_aliases.json")
-                # An id missing from id_aliases.json crashed the reference; the answer alone is still gold.
+                # An id may be missing from id_aliases.json (the authors' research code crashed on it:
+                # shared/reference/seed-method.md); the answer alone is still gold.
                 answers += aliases.get(str(obj["answer_id"]), [])
             yield build_record(
                 where,
