@@ -13,6 +13,7 @@ from typing import Literal
 
 from engine.composition import Composition
 from engine.modes import mode_spec
+from models.vocab import ANSWER_TYPES
 
 __all__ = ["Question", "GivenPassage", "PassageHit", "StageTimings", "Answer", "Document", "DocumentsResult",
            "GradientSource", "MAX_GIVEN_PASSAGES"]
@@ -77,8 +78,8 @@ class Question:
             raise ValueError(f"gamma must be finite and >= 0, got {self.gamma}")
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.answer_type not in ("short", "yes_no", "choice"):
-            raise ValueError(f"answer_type must be short, yes_no or choice, got {self.answer_type!r}")
+        if self.answer_type not in ANSWER_TYPES:
+            raise ValueError(f"answer_type must be one of {', '.join(ANSWER_TYPES)}, got {self.answer_type!r}")
         if (self.answer_type == "choice") != bool(self.choices):
             raise ValueError("choices are required for answer_type 'choice' and only then")
         if self.retrieval_query is not None and not self.retrieval_query.strip():

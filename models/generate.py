@@ -9,7 +9,6 @@ none). The answer is read from the generated tokens only, cut at the first newli
 from __future__ import annotations
 
 import re
-import string
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
@@ -17,12 +16,12 @@ import torch
 
 from models.decoding import BatchDecoder, prefill
 from models.row_lora import RowAdapters
+from models.vocab import ANSWER_TYPES, CHOICE_LETTERS, MAX_CHOICES, MIN_CHOICES
 
 __all__ = ["AnswerRequest", "build_prompt", "build_messages", "generate_answers", "normalize_answer_type",
            "prepare_rows", "answer_text", "next_token_logits", "ANSWER_TYPES", "LETTERS"]
 
-ANSWER_TYPES = ("short", "yes_no", "choice")
-LETTERS = string.ascii_uppercase[:5]
+LETTERS = CHOICE_LETTERS
 
 _INSTRUCTIONS = {
     "short": "Answer the question with a short phrase or a single word. Do not write a sentence.",
@@ -64,8 +63,8 @@ def build_messages(question: str, answer_type: str = "short", choices: list[str]
         system = instruction
     user = question.strip()
     if answer_type == "choice":
-        if not choices or not 2 <= len(choices) <= len(LETTERS):
-            raise ValueError(f"`choices` must hold 2..{len(LETTERS)} options for answer_type 'choice'")
+        if not choices or not MIN_CHOICES <= len(choices) <= MAX_CHOICES:
+            raise ValueError(f"`choices` must hold {MIN_CHOICES}..{MAX_CHOICES} options for answer_type 'choice'")
         user += "\n" + "\n".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(choices))
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 

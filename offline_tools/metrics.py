@@ -15,6 +15,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from models.vocab import ANSWER_TYPES, CHOICE_LETTERS
+
 if TYPE_CHECKING:
     from offline_tools.datasets import QARecord
 
@@ -129,7 +131,7 @@ def extract_choice(prediction: str, choices: Sequence[str] | None = None) -> str
     Only the generated answer is read, never the prompt (the reference scanned the prompt too).
     """
     stripped = prediction.strip()
-    letters = "ABCDE"[: len(choices)] if choices else "ABCDE"
+    letters = CHOICE_LETTERS[: len(choices)] if choices else CHOICE_LETTERS
     if len(stripped) == 1 and stripped.upper() in letters:
         return stripped.upper()
     match = re.match(rf"^\s*(?:answer\s*(?:is)?\s*[:\-]?\s*)?\(?([{letters}])\b", stripped, re.IGNORECASE)
@@ -173,7 +175,7 @@ def score(
         hit = float(bool(letter) and any(letter == gold.strip().upper() for gold in golds))
         return Scores(hit, hit, hit, hit)
     if answer_type != "short":
-        raise ValueError(f"answer_type {answer_type!r}; expected 'short', 'yes_no' or 'choice'")
+        raise ValueError(f"answer_type {answer_type!r}; expected one of {', '.join(ANSWER_TYPES)}")
     normalised = normalize_answer(prediction)
     em = 0.0
     best = (-1.0, 0.0, 0.0)

@@ -22,6 +22,7 @@ from engine.types import (
     GradientSource,
     Question,
 )
+from models.vocab import MAX_CHOICES, MIN_CHOICES, AnswerType
 
 __all__ = [
     "Mode",
@@ -45,11 +46,9 @@ __all__ = [
 ]
 
 Mode = Literal[MODE_NAMES]  # type: ignore[valid-type]  # the engine's table, read at import
-AnswerType = Literal["short", "yes_no", "choice"]
 _MODE_HELP = "; ".join(f"{name}: {spec.description}" for name, spec in MODES.items())
 MAX_TOP_K = 20
 MAX_GAMMA = 100.0  # far past any useful step (the shipped learner is tuned at 1); 1e30 gave empty answers
-MIN_CHOICES, MAX_CHOICES = 2, 5
 # Hard ceilings of the schema; the configured, usually lower, limits are checked by the routes.
 QUESTION_CHARS_CEILING = 20_000
 MAX_NEW_TOKENS_CEILING = 256

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any
+
+from models.vocab import ANSWER_TYPES, CHOICE_LETTERS, AnswerType
 
 __all__ = [
     "QARecord",
@@ -17,10 +19,6 @@ __all__ = [
     "record_fields",
 ]
 
-AnswerType = Literal["short", "yes_no", "choice"]
-ANSWER_TYPES: tuple[str, ...] = get_args(AnswerType)
-# Option letters the prompts and the metric know; MedQA has 4 options, CaseHOLD 5.
-CHOICE_LETTERS = "ABCDE"
 YES_NO_GOLDS = ("yes", "no", "maybe")  # "maybe": PubMedQA only (see docs/datasets.md)
 
 
