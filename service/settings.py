@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
 from typing import Literal
@@ -154,9 +153,23 @@ class Settings(BaseSettings):
 
     def engine_config(self) -> EngineConfig:
         """The engine's part of these settings, the checkpoint resolved (`resolved_checkpoint`)."""
-        names = {f.name for f in dataclasses.fields(EngineConfig)} & set(type(self).model_fields)
-        config = EngineConfig(**{name: getattr(self, name) for name in names})
-        config.checkpoint = self.resolved_checkpoint()
+        config = EngineConfig(   # every field by name: a field added to either side is mapped here or nowhere
+            checkpoint=self.resolved_checkpoint(),
+            preset=self.preset,
+            store=self.store,
+            retriever_backend=self.retriever_backend,
+            index=self.index,
+            es_url=self.es_url,
+            es_timeout_s=self.es_timeout_s,
+            es_max_retries=self.es_max_retries,
+            device=self.device,
+            dtype=self.dtype,
+            torch_threads=self.torch_threads,
+            missing_gradients=self.missing_gradients,
+            write_back=self.write_back,
+            composition=self.composition,
+            # encode_batch_size: EngineConfig's default (no setting)
+        )
         if config.checkpoint is None:
             logger.warning(
                 "serving an UNTRAINED learner from preset %r (`untrained` is set): its gradients were "

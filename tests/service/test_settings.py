@@ -95,3 +95,24 @@ def test_the_default_engine_has_the_shipped_fingerprint(tmp_path):
         assert engine.store.fingerprint == engine.fingerprint
     finally:
         engine.close()
+
+
+def test_every_engine_setting_reaches_the_engine_config(tmp_path):
+    """Each EngineConfig field is set from its Setting (a non-default value goes through), except the ones
+    with no setting, which keep EngineConfig's default: a renamed field cannot be dropped silently."""
+    import dataclasses
+
+    from engine.config import EngineConfig
+
+    values = dict(checkpoint=tmp_path, preset="tiny-preset", store=tmp_path / "store", retriever_backend="hybrid",
+                  index="idx", es_url="http://es:9200", es_timeout_s=3.5, es_max_retries=4, device="cpu",
+                  dtype="float32", torch_threads=3, missing_gradients="skip", write_back=True,
+                  composition="softmax:0.2")
+    without_setting = {"encode_batch_size"}
+    assert set(values) | without_setting == {f.name for f in dataclasses.fields(EngineConfig)}
+    config = Settings(_env_file=None, **values).engine_config()
+    defaults = EngineConfig()
+    for name, value in values.items():
+        assert getattr(config, name) == value and getattr(defaults, name) != value, name
+    for name in without_setting:
+        assert getattr(config, name) == getattr(defaults, name), name
