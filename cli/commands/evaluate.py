@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--url", help="service base URL, e.g. http://127.0.0.1:8000")
     target.add_argument("--in-process", action="store_true",
-                        help="no server: build the service's engine here (settings as for `regrad serve`)")
+                        help="no server: build the engine here (its settings as for `regrad serve`)")
     p.add_argument("--mode", action="append", choices=[*_MODES, "all"],
                    help="mode to evaluate; repeat for several, or `all` (default regrad). regrad_shift is the "
                    "control: regrad with the passages retrieved for another question of the file")
@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     common = dict(modes=modes, top_k=args.top_k, gamma=args.gamma, max_new_tokens=args.max_new_tokens,
                   composition=args.composition, progress=not args.no_progress)
     if args.in_process:
-        settings = build_settings(args)
+        settings = build_settings(args, engine_only=True)
         result = evaluate_in_process(settings.engine_config(), records, batch_size=settings.max_batch, **common)
     else:
         api_key = args.api_key or os.environ.get("REGRAD_API_KEY") or None

@@ -54,11 +54,15 @@ def add_settings_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--env-file", default=".env", help="settings file (default .env); REGRAD_* variables win")
 
 
-def build_settings(args: argparse.Namespace, **extra):
-    """Settings from the env file and environment, overridden by the flags that were given."""
+def build_settings(args: argparse.Namespace, *, engine_only: bool = False, **extra):
+    """Settings from the env file and environment, overridden by the flags that were given: the service's
+    `Settings`, or with `engine_only` the engine's `EngineSettings` (no HTTP service imported)."""
     from pydantic import ValidationError
 
-    from service.settings import Settings
+    if engine_only:
+        from engine.settings import EngineSettings as Settings
+    else:
+        from service.settings import Settings
 
     given = {flag: getattr(args, flag, None) for flag in _OVERRIDES}
     overrides = {_OVERRIDES[flag]: value for flag, value in given.items() if value is not None}
@@ -69,7 +73,7 @@ def build_settings(args: argparse.Namespace, **extra):
         problems = "; ".join(
             f"{'.'.join(str(part) for part in e['loc']) or 'settings'}: {e['msg']}" for e in error.errors()
         )
-        raise UsageError(f"bad service settings: {problems}; fix the REGRAD_* variable or flag") from error
+        raise UsageError(f"bad settings: {problems}; fix the REGRAD_* variable or flag") from error
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

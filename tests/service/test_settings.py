@@ -62,7 +62,7 @@ def test_plain_serve_serves_the_shipped_learner(tmp_path):
 def test_untrained_only_when_asked_and_with_a_warning(caplog):
     args = build_parser().parse_args(["serve", "--env-file", "/dev/null", "--untrained"])
     settings = build_settings(args)
-    with caplog.at_level("WARNING", logger="regrad.service"):
+    with caplog.at_level("WARNING", logger="regrad.engine"):
         assert settings.engine_config().checkpoint is None
     assert "UNTRAINED" in caplog.text
 
@@ -74,8 +74,8 @@ def test_untrained_and_a_checkpoint_exclude_each_other(tmp_path):
 
 
 def test_a_missing_shipped_learner_says_what_to_pass(monkeypatch):
+    from engine import settings as settings_module
     from models.errors import ModelNotFoundError
-    from service import settings as settings_module
 
     monkeypatch.setattr(settings_module, "shipped_checkpoint", lambda: None)
     with pytest.raises(ModelNotFoundError, match="--checkpoint.*--untrained"):
@@ -116,3 +116,24 @@ def test_every_engine_setting_reaches_the_engine_config(tmp_path):
         assert getattr(config, name) == value and getattr(defaults, name) != value, name
     for name in without_setting:
         assert getattr(config, name) == getattr(defaults, name), name
+
+
+def test_in_process_evaluation_reads_the_engine_settings_without_the_http_service(tmp_path):
+    """`regrad evaluate --in-process` builds its settings from the engine's class: the same REGRAD_* names
+    and flags as `regrad serve`, and no import of the HTTP service (FastAPI) on the way."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from cli.main import build_parser\n"
+        "from cli.commands.serve import build_settings\n"
+        "args = build_parser().parse_args(['evaluate', '--in-process', '--data', 'x.jsonl', '--output', 'p.jsonl',"
+        " '--env-file', '/dev/null', '--max-batch', '3'])\n"
+        "s = build_settings(args, engine_only=True)\n"
+        "print(type(s).__module__, s.max_batch, s.composition, 'service' in sys.modules, 'fastapi' in sys.modules)\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "REGRAD_COMPOSITION": "sum", "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path,
+                         check=True).stdout.split()
+    assert out == ["engine.settings", "3", "sum", "False", "False"]
