@@ -55,7 +55,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-from offline_tools.synth import NAME_STYLES, fill_template, place, write_jsonl
+from offline_tools.synth_facts import NAME_STYLES, fill_template, place, write_jsonl
 from offline_tools.synth_relation_table import GROUPS, ORG_KINDS, RELATIONS, Relation
 
 __all__ = ["RelationsConfig", "BenchmarkTooLarge", "DEFAULT_COUNTS", "phrasings", "generate_relations",

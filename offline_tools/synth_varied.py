@@ -26,7 +26,7 @@ off) do not change: `tests/offline_tools/test_synth_varied.py` checks both.
 
 from __future__ import annotations
 
-from offline_tools.synth import ATTRIBUTES, Attribute, person_name, place
+from offline_tools.synth_facts import ATTRIBUTES, Attribute, person_name, place
 
 __all__ = ["TRAIN_PHRASINGS", "MORE_TRAIN_PHRASINGS", "DEV_PHRASINGS", "WIDE_DEV_PHRASINGS", "EXTRA_ATTRIBUTES",
            "varied_phrasings", "varied_attributes"]
