@@ -5,14 +5,11 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from gradient_store.errors import StoreFormatError
+from gradient_store.handle import StoreHandle
 from gradient_store.manifest import Manifest, ShardRecord
 from gradient_store.shard import scan_shard
-
-if TYPE_CHECKING:
-    from gradient_store.store import GradientStore
 
 __all__ = ["VerifyReport", "verify_store"]
 
@@ -53,7 +50,7 @@ class VerifyReport:
 
 
 def verify_store(
-    store: GradientStore,
+    store: StoreHandle,
     on_shard: Callable[[ShardRecord], None] | None = None,
     shard_ids: Collection[int] | None = None,
 ) -> VerifyReport:
@@ -105,7 +102,7 @@ def verify_store(
     return report
 
 
-def _check_manifest(store: GradientStore, shards: dict[int, ShardRecord], report: VerifyReport) -> None:
+def _check_manifest(store: StoreHandle, shards: dict[int, ShardRecord], report: VerifyReport) -> None:
     try:
         listed = Manifest.load(store.path).shards
     except StoreFormatError as e:
@@ -126,7 +123,7 @@ def _check_manifest(store: GradientStore, shards: dict[int, ShardRecord], report
 
 
 def _check_shard(
-    store: GradientStore, record: ShardRecord, rows: list[tuple[str, int, int]], report: VerifyReport
+    store: StoreHandle, record: ShardRecord, rows: list[tuple[str, int, int]], report: VerifyReport
 ) -> None:
     path = store.path / "shards" / record.name
     report.shards_checked += 1

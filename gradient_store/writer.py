@@ -18,16 +18,14 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import torch
 
 from gradient_store.errors import DuplicateIdError, InvalidAppendError, StoreLockedError
+from gradient_store.handle import StoreHandle
 from gradient_store.manifest import ShardRecord, fsync_dir
 from gradient_store.shard import row_crcs, shard_name, write_shard
-
-if TYPE_CHECKING:
-    from gradient_store.store import GradientStore
 
 __all__ = ["StoreWriter", "OnDuplicate", "LOCK_NAME"]
 
@@ -71,7 +69,7 @@ class StoreWriter:
         lock_timeout_s: how long to wait for another writer's `writer.lock`.
     """
 
-    def __init__(self, store: GradientStore, on_duplicate: OnDuplicate = "error", lock_timeout_s: float = 30.0) -> None:
+    def __init__(self, store: StoreHandle, on_duplicate: OnDuplicate = "error", lock_timeout_s: float = 30.0) -> None:
         _check_policy(on_duplicate)
         self.store = store
         self.on_duplicate = on_duplicate
