@@ -1,7 +1,7 @@
 """The import graph runs one way: cli → offline_tools / service → engine → models / gradient_store /
-retrieval, which never import each other, and no module imports itself through others (no circle). Read from
-the source (every `import`, at module level or
-inside a function), so a lazy import that crosses a layer is caught too."""
+retrieval, which never import each other, and no module imports itself through others (no circle). Read
+from the source (every `import`, at module level, inside a function or under TYPE_CHECKING), so a lazy
+import that crosses a layer is caught too."""
 
 from __future__ import annotations
 
