@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from engine import EngineConfig
     from engine.core import Engine
-    from offline_tools.evaluate import evaluate_in_process, load_records
+    from offline_tools.evaluation.evaluate import evaluate_in_process, load_records
 
     engine = Engine.from_config(EngineConfig(checkpoint=Path(args.checkpoint), index=args.index,
                                              store=Path(args.store), write_back=True))

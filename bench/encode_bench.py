@@ -56,8 +56,8 @@ def ray_arm(args: argparse.Namespace) -> dict:
     from bench_data import hotpot_passages
 
     from gradient_store import GradientStore
-    from offline_tools.encode import EncodeArgs, encode
-    from offline_tools.encode_ray import encode_on_ray
+    from offline_tools.encoding.encode import EncodeArgs, encode
+    from offline_tools.encoding.encode_ray import encode_on_ray
 
     with tempfile.TemporaryDirectory(prefix="encode-bench-") as tmp:
         corpus = Path(tmp) / "corpus.jsonl"

@@ -107,8 +107,8 @@ def main() -> None:
 
     # 3. meta-training (second order)
     if args.train:
-        from offline_tools.augmented import read_augmented
-        from offline_tools.meta import inner_delta, outer_loss, task_passages
+        from offline_tools.datasets.augmented import read_augmented
+        from offline_tools.training.meta import inner_delta, outer_loss, task_passages
 
         records = list(read_augmented(args.train))[: TRAIN_STEPS * META_BATCH]
         optimizer = torch.optim.AdamW(learner.trainable_parameters(), lr=4e-4)

@@ -256,7 +256,7 @@ def cpu_name() -> str:
 
 def main() -> None:
     from models.base import cpu_has_amx, resolve_dtype
-    from offline_tools.plots import plot_serving_bench
+    from offline_tools.training.plots import plot_serving_bench
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", default=str(CHECKPOINT), help="learner folder (default: the shipped one)")

@@ -26,8 +26,8 @@ STEPS = 4          # timed meta-steps per path, after one warm-up step
 def _tasks(n: int):
     from bench_data import DATA
 
-    from offline_tools.augmented import AugmentedPassage, AugmentedRecord
-    from offline_tools.synth import SynthConfig, generate
+    from offline_tools.benchmarks.synth import SynthConfig, generate
+    from offline_tools.datasets.augmented import AugmentedPassage, AugmentedRecord
 
     corpus, questions = generate(SynthConfig(train_people=n, dev_people=0, test_people=0, seed=1))
     passages = {p["_id"]: p for p in corpus}
@@ -60,7 +60,7 @@ def _legacy_outer_loss(learner, record, deltas, blind, top_k):
     import torch
     import torch.nn.functional as F
 
-    from offline_tools.meta import prompt_and_target
+    from offline_tools.training.meta import prompt_and_target
 
     prompt_ids, target_ids = prompt_and_target(learner, record, blind, top_k)
     ids = torch.tensor([prompt_ids + target_ids], device=learner.device)
@@ -71,7 +71,7 @@ def _legacy_outer_loss(learner, record, deltas, blind, top_k):
 
 
 def _old_step(learner, records):
-    from offline_tools.meta import inner_delta, task_passages
+    from offline_tools.training.meta import inner_delta, task_passages
 
     for record in records:
         delta = inner_delta(learner, task_passages(record, 3), create_graph=True)
@@ -81,7 +81,7 @@ def _old_step(learner, records):
 def _new_step(learner, records, bf16=False, batched="on"):
     import torch
 
-    from offline_tools.train import TrainArgs, meta_step
+    from offline_tools.training.train import TrainArgs, meta_step
 
     args = TrainArgs(output_dir="unused", train_files=[], dev_files=[], batched=batched)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from offline_tools.errors import RegradError
-from offline_tools.recipe import Recipe, load_recipe, run_steps
+from offline_tools.training.recipe import Recipe, load_recipe, run_steps
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -75,7 +75,7 @@ def report_questions(recipe: Recipe, output: Path) -> None:
 def composition_split(work: Path) -> tuple[Path, Path]:
     """The composition benchmark's test passages and the questions the demo reports (their own dataset
     name, so the table shows them apart)."""
-    from offline_tools.augmented import AugmentedRecord, write_augmented
+    from offline_tools.datasets.augmented import AugmentedRecord, write_augmented
 
     folder = work / "synth-composition"
     if not (folder / "synth.json").exists():

@@ -138,7 +138,7 @@ def test_a_backend_without_its_extra_names_the_install(monkeypatch, tmp_path, ba
 
 def test_training_without_its_extra_names_the_install(monkeypatch, tmp_path):
     from offline_tools.errors import MissingExtraError
-    from offline_tools.plots import plot_training_log
+    from offline_tools.training.plots import plot_training_log
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     log = tmp_path / "training_log.jsonl"

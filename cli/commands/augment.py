@@ -43,8 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from offline_tools.augment import augment_records, default_output
     from offline_tools.datasets import load_split
+    from offline_tools.datasets.augment import augment_records, default_output
     from retrieval import RetrieverConfig, open_retriever
 
     if args.start < 0 or (args.end is not None and args.end < args.start):

@@ -47,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from offline_tools.encode import EncodeArgs
+    from offline_tools.encoding.encode import EncodeArgs
     from offline_tools.errors import UsageError
 
     fields = EncodeArgs.__dataclass_fields__
@@ -55,11 +55,11 @@ def run(args: argparse.Namespace) -> int:
     if args.ray is None:
         if args.workers is not None or args.parts_dir is not None:
             raise UsageError("--workers and --parts-dir go with --ray auto|ADDRESS")
-        from offline_tools.encode import encode
+        from offline_tools.encoding.encode import encode
 
         print(json.dumps(encode(encode_args)))
         return 0
-    from offline_tools.encode_ray import encode_on_ray
+    from offline_tools.encoding.encode_ray import encode_on_ray
 
     result = encode_on_ray(encode_args, address=args.ray, workers=2 if args.workers is None else args.workers,
                            parts_dir=args.parts_dir)

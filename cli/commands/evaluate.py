@@ -9,7 +9,7 @@ from pathlib import Path
 
 from cli.commands.serve import add_settings_arguments, build_settings
 from offline_tools.errors import UsageError
-from offline_tools.evaluate import MODES as _MODES
+from offline_tools.evaluation.evaluate import MODES as _MODES
 
 __all__ = ["register", "run"]
 
@@ -60,14 +60,14 @@ def _modes(given: list[str] | None) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from offline_tools.evaluate import (
+    from offline_tools.evaluation.evaluate import (
         evaluate_http,
         evaluate_in_process,
         format_mode_table,
         load_records,
         write_predictions,
     )
-    from offline_tools.scoring import scores_path_for, write_scores, write_scores_png
+    from offline_tools.evaluation.scoring import scores_path_for, write_scores, write_scores_png
 
     if args.limit is not None and args.limit < 1:
         raise UsageError(f"--limit must be >= 1, got {args.limit}")

@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from offline_tools.export import export_learner, export_peft
+    from offline_tools.training.export import export_learner, export_peft
 
     if args.peft is not None:
         report = export_peft(args.checkpoint, args.peft, args.weights_dtype or "float32")

@@ -23,8 +23,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from offline_tools.evaluate import format_mode_table
-    from offline_tools.scoring import read_predictions, rescore, scores_path_for, write_scores, write_scores_png
+    from offline_tools.evaluation.evaluate import format_mode_table
+    from offline_tools.evaluation.scoring import (
+        read_predictions,
+        rescore,
+        scores_path_for,
+        write_scores,
+        write_scores_png,
+    )
 
     predictions = read_predictions(args.predictions)
     tables = rescore(predictions)

@@ -35,19 +35,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--varied", action="store_true",
                    help="training people stated and asked in many more phrasings, with four more kinds of fact; "
                    "their dev people use phrasings seen nowhere else (no test split: the benchmark's test is the "
-                   "test). See offline_tools/synth_varied.py")
+                   "test). See offline_tools/benchmarks/synth_varied.py")
     p.add_argument("--more-phrasings", action="store_true",
                    help="with --varied: a second batch of training phrasings (other sentence shapes) besides the first")
     p.add_argument("--wide-dev", action="store_true",
                    help="with --varied: dev people in 10 unseen statements and 10 unseen questions per attribute "
                    "(not 2), a dev split to choose between learners with")
     relations = p.add_argument_group(
-        "relations", "--relations MODE writes another benchmark (offline_tools/synth_relations.py): subjects with "
-        "ONE fact each over 46 relations, 28 for train, 6 held out for dev, 12 held out for test, so a question's "
-        "top-k holds the asked fact plus same-relation facts about other subjects. novel: 30/10/10 subjects per "
-        "relation (840/60/120 questions); composition: clusters of --cluster-size subjects of one relation stated "
-        "in the same words, every other one sharing a surname or brand word, 6/2/4 clusters per relation "
-        "(840/60/240 questions)")
+        "relations",
+        "--relations MODE writes another benchmark (offline_tools/benchmarks/synth_relations.py): subjects "
+        "with ONE fact each over 46 relations, 28 for train, 6 held out for dev, 12 held out for test, so a "
+        "question's top-k holds the asked fact plus same-relation facts about other subjects. novel: 30/10/10"
+        " subjects per relation (840/60/120 questions); composition: clusters of --cluster-size subjects of "
+        "one relation stated in the same words, every other one sharing a surname or brand word, 6/2/4 "
+        "clusters per relation (840/60/240 questions)")
     relations.add_argument("--relations", choices=("novel", "composition"),
                            help="write the novel-relation or the composition benchmark, not the six-attribute one")
     relations.add_argument("--train-per-relation", type=int, metavar="N",
@@ -72,14 +73,14 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--id-prefix {config.id_prefix} is also the prefix of --avoid {folder}: the two "
                              "would overwrite each other's passages in a shared index; choose another prefix")
     if args.relations:
-        from offline_tools.synth_relations import BenchmarkTooLarge, write_relations_benchmark
+        from offline_tools.benchmarks.synth_relations import BenchmarkTooLarge, write_relations_benchmark
 
         try:
             manifest = write_relations_benchmark(args.output, config, avoid_names=avoid)
         except BenchmarkTooLarge as error:
             raise UsageError(str(error)) from error
     else:
-        from offline_tools.synth import write_benchmark
+        from offline_tools.benchmarks.synth import write_benchmark
 
         manifest = write_benchmark(args.output, config, avoid_names=avoid)
     print(json.dumps({"output": args.output, "passages": manifest["passages"], "questions": manifest["questions"]}))
@@ -87,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _synth_config(args: argparse.Namespace):
-    from offline_tools.synth import SynthConfig
+    from offline_tools.benchmarks.synth import SynthConfig
 
     for flag in ("train_per_relation", "dev_per_relation", "test_per_relation"):
         if getattr(args, flag) is not None:
@@ -103,7 +104,7 @@ def _synth_config(args: argparse.Namespace):
 
 
 def _relations_config(args: argparse.Namespace):
-    from offline_tools.synth_relations import RelationsConfig
+    from offline_tools.benchmarks.synth_relations import RelationsConfig
 
     for flag in ("train_people", "dev_people", "test_people", "varied", "more_phrasings", "wide_dev"):
         if getattr(args, flag) not in (None, False):

@@ -1,10 +1,10 @@
 """`regrad train`: meta-train the learner on augmented files.
 
-The flags are built from `TrainArgs`' fields (offline_tools/train.py): each field carries its flag
+The flags are built from `TrainArgs`' fields (offline_tools/training/train.py): each field carries its flag
 name, help text and default, so a default lives in one place, and the parsed flags are read back
 into `TrainArgs` field by field, so a field and its flag cannot drift apart silently.
 
-`regrad train --recipe FILE` runs a recipe instead (offline_tools/recipe.py: the data steps, runs and
+`regrad train --recipe FILE` runs a recipe instead (offline_tools/training/recipe.py: the data steps, runs and
 averages that build a learner, e.g. checkpoints/regrad-smollm2-135m/recipe.toml); `--dry-run` prints
 its commands, each checked against the parser it will run with, and loads no model or data.
 """
@@ -20,7 +20,7 @@ import types
 import typing
 
 from offline_tools.errors import InputFileError, UsageError
-from offline_tools.train import TrainArgs  # no torch: the training code imports it where it runs
+from offline_tools.training.train import TrainArgs  # no torch: the training code imports it where it runs
 
 RECIPE_FLAGS = ("recipe", "dry_run", "overrides")   # the dests of the flags that are not `TrainArgs` fields
 
@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
                if f.default is dataclasses.MISSING and getattr(args, f.name) is None]
     if missing:
         raise UsageError(f"the following arguments are required: {', '.join(missing)} (or --recipe FILE)")
-    from offline_tools.train import train
+    from offline_tools.training.train import train
 
     summary = train(train_args_from(args))
     print(json.dumps(summary))
@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
 
 def run_recipe(args: argparse.Namespace) -> int:
     """`--recipe FILE`: every command checked first, then printed (`--dry-run`) or run."""
-    from offline_tools.recipe import format_plan, load_recipe, run_steps
+    from offline_tools.training.recipe import format_plan, load_recipe, run_steps
 
     given = [flag_of(f) for f in dataclasses.fields(TrainArgs)
              if getattr(args, f.name) != (None if f.default is dataclasses.MISSING else f.default)]

@@ -1,4 +1,4 @@
-"""The synthetic knowledge-injection benchmark written by `regrad synth` (see `offline_tools/synth.py`)."""
+"""The synthetic knowledge-injection benchmark written by `regrad synth` (see `offline_tools/benchmarks/synth.py`)."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ import pytest
 
 from cli.main import COMMANDS, build_parser, main
 from engine import __version__
-from offline_tools.metrics import score
+from offline_tools.evaluation.metrics import score
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:

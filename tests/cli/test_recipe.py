@@ -1,4 +1,4 @@
-"""Recipes (`regrad train --recipe FILE [--dry-run]`, offline_tools/recipe.py): the shipped learner's recipe
+"""Recipes (`regrad train --recipe FILE [--dry-run]`, offline_tools/training/recipe.py): the shipped learner's recipe
 is the one its runs recorded, a dry run loads nothing, a bad recipe is one error line naming the file,
 line and key, and a build skips what is done. No model anywhere."""
 
@@ -17,7 +17,7 @@ import pytest
 
 from cli.main import main
 from offline_tools.errors import RegradError
-from offline_tools.recipe import load_recipe, run_steps
+from offline_tools.training.recipe import load_recipe, run_steps
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "checkpoints" / "regrad-smollm2-135m"

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from models import AnswerRequest, Learner, format_passage, generate_answers, summed_gradient
-from offline_tools.metrics import score
-from offline_tools.synth import SynthConfig, generate
+from offline_tools.benchmarks.synth import SynthConfig, generate
+from offline_tools.evaluation.metrics import score
 
 pytestmark = pytest.mark.integration
 

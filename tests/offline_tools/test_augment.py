@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import pytest
 
 import cli.main as cli
-from offline_tools.augment import augment_records
-from offline_tools.augmented import read_augmented
 from offline_tools.datasets import QARecord, load_dataset
+from offline_tools.datasets.augment import augment_records
+from offline_tools.datasets.augmented import read_augmented
 from offline_tools.errors import ExitStatus
 
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from offline_tools.augmented import (
+from offline_tools.datasets.augmented import (
     AugmentedPassage,
     AugmentedRecord,
     AugmentedWriter,

@@ -100,7 +100,7 @@ kill_session = _namespace["kill_session"]
 # their part, come back to the driver: mid-run, whatever the machine's speed.
 CHILD = KILL_SESSION + """
 import os, sys
-import offline_tools.encode_ray as encode_ray
+import offline_tools.encoding.encode_ray as encode_ray
 from cli.main import main
 encode_ray._ROWS_HOOK = lambda done: kill_session(os.getsid(0))
 sys.exit(main(sys.argv[1:]))
@@ -163,8 +163,8 @@ def test_ray_flags_without_ray_are_a_usage_error(tmp_path, capsys):
 
 
 def test_ray_encode_without_the_extra_names_the_install(monkeypatch, tmp_path):
-    from offline_tools.encode import EncodeArgs
-    from offline_tools.encode_ray import encode_on_ray
+    from offline_tools.encoding.encode import EncodeArgs
+    from offline_tools.encoding.encode_ray import encode_on_ray
     from offline_tools.errors import MissingExtraError
 
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ModuleNotFoundError
@@ -176,7 +176,7 @@ def test_ray_encode_without_the_extra_names_the_install(monkeypatch, tmp_path):
 
 
 def test_a_pool_the_cluster_cannot_hold_is_refused_up_front():
-    from offline_tools.encode_ray import _check_resources
+    from offline_tools.encoding.encode_ray import _check_resources
     from offline_tools.errors import UsageError
 
     assert _check_resources({"CPU": 3.0}, "auto", 2) is False
@@ -190,7 +190,7 @@ def test_a_pool_the_cluster_cannot_hold_is_refused_up_front():
 
 def test_half_created_and_half_deleted_parts_are_never_read(tmp_path):
     """A part killed before its manifest, or renamed away for deletion, is not a part; the clean-up removes both."""
-    from offline_tools.encode_ray import _committed_parts, _remove_parts
+    from offline_tools.encoding.encode_ray import _committed_parts, _remove_parts
 
     root = tmp_path / "store.parts"
     complete = GradientStore.create(root / "host-1-aaaa", fingerprint="ab" * 32, rows_per_shard=2,

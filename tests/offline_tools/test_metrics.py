@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from offline_tools.augmented import AugmentedRecord
 from offline_tools.datasets import QARecord
-from offline_tools.metrics import (
+from offline_tools.datasets.augmented import AugmentedRecord
+from offline_tools.evaluation.metrics import (
     Scores,
     aggregate,
     extract_choice,

@@ -18,8 +18,8 @@ from engine.core import Engine, _Row
 from gradient_store import GradientStore
 from models import format_passage, passage_gradients
 from models.generate import next_token_logits
-from offline_tools.augmented import AugmentedPassage, AugmentedRecord
-from offline_tools.meta import answer_logits, task_deltas, task_passages, task_weights
+from offline_tools.datasets.augmented import AugmentedPassage, AugmentedRecord
+from offline_tools.training.meta import answer_logits, task_deltas, task_passages, task_weights
 from retrieval import Passage
 from retrieval.tantivy_backend import TantivyRetriever
 

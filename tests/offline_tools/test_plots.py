@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from offline_tools.plots import compact_png, plot_training_log
+from offline_tools.training.plots import compact_png, plot_training_log
 
 
 def test_curves_are_a_palette_png_of_the_logged_run(tmp_path: Path) -> None:
@@ -42,7 +42,7 @@ def test_compact_png_keeps_every_pixel_of_a_plot_and_is_smaller(tmp_path: Path) 
 
 
 def test_serving_bench_record_is_drawn_per_scheduler(tmp_path: Path) -> None:
-    from offline_tools.plots import plot_serving_bench
+    from offline_tools.training.plots import plot_serving_bench
 
     record = {"continuous_rps_at_1": 5.6, "continuous_rps_at_8": 11.5, "static_rps_at_1": 4.5, "static_rps_at_8": 13.1,
               "continuous_p95_ms_at_1": 250.0, "continuous_p95_ms_at_8": 998.0, "static_p95_ms_at_8": 697.0,

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from cli.main import main
+from offline_tools.benchmarks.synth import ATTRIBUTES, SynthConfig, generate, write_benchmark
 from offline_tools.datasets import load_split
-from offline_tools.synth import ATTRIBUTES, SynthConfig, generate, write_benchmark
 
 
 def _small(seed: int = 0) -> SynthConfig:

@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 
 import cli.main as cli
-from offline_tools.augmented import read_augmented
-from offline_tools.synth import fill_template
-from offline_tools.synth_relation_table import (
+from offline_tools.benchmarks.synth import fill_template
+from offline_tools.benchmarks.synth_relation_table import (
     DEV_RELATIONS,
     GROUPS,
     ORG_KINDS,
@@ -22,8 +21,14 @@ from offline_tools.synth_relation_table import (
     TEST_RELATIONS,
     TRAIN_RELATIONS,
 )
-from offline_tools.synth_relations import RelationsConfig, generate_relations, phrasings, write_relations_benchmark
-from offline_tools.synth_varied import EXTRA_ATTRIBUTES
+from offline_tools.benchmarks.synth_relations import (
+    RelationsConfig,
+    generate_relations,
+    phrasings,
+    write_relations_benchmark,
+)
+from offline_tools.benchmarks.synth_varied import EXTRA_ATTRIBUTES
+from offline_tools.datasets.augmented import read_augmented
 from retrieval import Passage, RetrieverConfig, open_retriever
 from retrieval.tantivy_backend import english_analyzer
 from tests.offline_tools.test_synth import _statement_pattern

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from cli.main import main
-from offline_tools.synth import ATTRIBUTES, SynthConfig, generate
-from offline_tools.synth_varied import (
+from offline_tools.benchmarks.synth import ATTRIBUTES, SynthConfig, generate
+from offline_tools.benchmarks.synth_varied import (
     DEV_PHRASINGS,
     EXTRA_ATTRIBUTES,
     MORE_TRAIN_PHRASINGS,

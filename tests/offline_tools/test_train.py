@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from offline_tools.augmented import AugmentedPassage, AugmentedRecord
+from offline_tools.datasets.augmented import AugmentedPassage, AugmentedRecord
 from offline_tools.errors import UsageError
-from offline_tools.meta import inner_delta as _inner_deltas
-from offline_tools.meta import outer_losses, prompt_and_target, task_deltas
-from offline_tools.train import (
+from offline_tools.training.meta import inner_delta as _inner_deltas
+from offline_tools.training.meta import outer_losses, prompt_and_target, task_deltas
+from offline_tools.training.train import (
     TrainArgs,
     _optimizer,
     _schedule,
@@ -155,7 +155,7 @@ def test_invalid_training_options_are_refused_by_name():
 
 # ------------------------------------------------------------------------- train(): the exact recipe
 def _train_files(tmp_path):
-    from offline_tools.augmented import read_augmented, write_augmented
+    from offline_tools.datasets.augmented import read_augmented, write_augmented
 
     train_records = _records()
     train_records[2] = dataclasses.replace(train_records[2], question="Who was US Chief of Protocol?")
@@ -369,7 +369,7 @@ def _distractor_record() -> AugmentedRecord:
 def test_the_inner_step_weights_each_passage_as_served(tiny_learner):
     from engine.composition import Composition
     from models import passage_gradients
-    from offline_tools.meta import task_weights
+    from offline_tools.training.meta import task_weights
 
     record = _distractor_record()
     weights = task_weights(record, 3, 0.2)
@@ -387,7 +387,7 @@ def test_the_inner_step_weights_each_passage_as_served(tiny_learner):
 
 def test_a_learned_temperature_gets_a_meta_gradient_and_is_saved_with_the_learner(tiny_learner, tmp_path):
     from models import Learner
-    from offline_tools.train import TaskComposition
+    from offline_tools.training.train import TaskComposition
 
     args = TrainArgs(output_dir="unused", train_files=[], dev_files=[], composition="softmax:0.5",
                      learn_temperature=True)

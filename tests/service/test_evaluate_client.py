@@ -1,4 +1,4 @@
-"""`regrad evaluate` (offline_tools/evaluate.py): HTTP client with retries, in-process twin, output and
+"""`regrad evaluate` (offline_tools/evaluation/evaluate.py): HTTP client with retries, in-process twin, output and
 score table, against a real uvicorn server with the model-free engine double.
 
 The double answers `<mode>:<question>`, so a gold answer of "rag:<question>" is right in mode rag
@@ -12,9 +12,9 @@ import json
 import pytest
 
 from cli.main import main
-from offline_tools.augmented import AugmentedRecord, write_augmented
+from offline_tools.datasets.augmented import AugmentedRecord, write_augmented
 from offline_tools.errors import UsageError
-from offline_tools.evaluate import (
+from offline_tools.evaluation.evaluate import (
     ServerError,
     evaluate_http,
     evaluate_in_process,
@@ -159,13 +159,13 @@ def test_cli_refuses_bad_usage(data_file, tmp_path, capsys):
 
 
 def _with_passages(i: int, ids: list[str]) -> AugmentedRecord:
-    from offline_tools.augmented import AugmentedPassage
+    from offline_tools.datasets.augmented import AugmentedPassage
 
     return record(i, passages=[AugmentedPassage(p, p, "text", 1.0) for p in ids])
 
 
 def test_shift_mode_applies_the_nearest_earlier_question_with_other_passages():
-    from offline_tools.evaluate import answer_body, make_jobs, shift_partners
+    from offline_tools.evaluation.evaluate import answer_body, make_jobs, shift_partners
 
     records = [_with_passages(0, ["a"]), _with_passages(1, ["b"]), _with_passages(2, ["b", "c"]),
                _with_passages(3, ["d"])]
@@ -182,7 +182,7 @@ def test_shift_mode_applies_the_nearest_earlier_question_with_other_passages():
 
 def test_shift_mode_needs_two_questions():
     from offline_tools.errors import UsageError
-    from offline_tools.evaluate import make_jobs
+    from offline_tools.evaluation.evaluate import make_jobs
 
     with pytest.raises(UsageError, match="at least 2"):
         make_jobs([record(0)], ["regrad_shift"])

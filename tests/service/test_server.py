@@ -275,8 +275,8 @@ def test_elasticsearch_down_is_503_then_recovers_without_restart(real_learner):
 
 
 def test_evaluate_over_http_matches_in_process(server, corpus):
-    from offline_tools.augmented import AugmentedRecord
-    from offline_tools.evaluate import evaluate_http, evaluate_in_process
+    from offline_tools.datasets.augmented import AugmentedRecord
+    from offline_tools.evaluation.evaluate import evaluate_http, evaluate_in_process
 
     url, engine, _ = server
     records = [AugmentedRecord(id=f"q{i}", dataset="hotpotqa", question=q, answers=["Chief of Protocol"],

@@ -17,8 +17,8 @@ from typing import Any, Protocol
 
 from tqdm import tqdm
 
-from offline_tools.augmented import AugmentedPassage, AugmentedRecord, AugmentedWriter
 from offline_tools.datasets import QARecord
+from offline_tools.datasets.augmented import AugmentedPassage, AugmentedRecord, AugmentedWriter
 from offline_tools.errors import RegradError, UsageError
 
 __all__ = ["AugmentReport", "augment_records", "default_output"]

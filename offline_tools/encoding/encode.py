@@ -17,7 +17,7 @@ from tqdm import tqdm
 from gradient_store import GradientStore
 from models import Learner, format_passage, passage_gradients
 from models.base import resolve_device
-from offline_tools.augmented import read_augmented
+from offline_tools.datasets.augmented import read_augmented
 from offline_tools.errors import UsageError
 
 __all__ = [

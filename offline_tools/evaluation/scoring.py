@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from offline_tools.errors import InputFileError
+from offline_tools.evaluation.metrics import ScoreTable, aggregate, score
 from offline_tools.files import atomic_text
-from offline_tools.metrics import ScoreTable, aggregate, score
 
 __all__ = ["read_predictions", "rescore", "tables_of", "write_scores", "scores_path_for", "scores_png_for",
            "write_scores_png"]
@@ -89,7 +89,7 @@ def scores_png_for(scores: str | Path) -> Path:
 
 def write_scores_png(scores: str | Path, tables: dict[str, ScoreTable]) -> Path:
     """Grouped bars of EM and F1, modes × datasets (`plots.plot_scores`), written to `scores_png_for(scores)`."""
-    from offline_tools.plots import plot_scores
+    from offline_tools.training.plots import plot_scores
 
     return plot_scores({mode: table.to_dict() for mode, table in tables.items()}, scores_png_for(scores),
                        title=Path(scores).name)

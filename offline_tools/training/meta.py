@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from engine.composition import softmax_weights, weighable
 from models import build_prompt, format_passage
 from models.gradients import _pad_right, _passage_ids, passage_losses, tokenize_passages
-from offline_tools.augmented import AugmentedRecord
+from offline_tools.datasets.augmented import AugmentedRecord
 
 __all__ = [
     "task_passages", "task_weights", "answer_target", "prompt_and_target", "inner_delta", "outer_loss",

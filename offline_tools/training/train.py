@@ -1,6 +1,6 @@
 """Meta-training (the reference's bi-level objective, with its inconsistencies fixed).
 
-The objective is in `offline_tools/meta.py`: G = Σ_i ∇θ NTP(passage_i), θ' = θ − α ⊙ G, outer
+The objective is in `offline_tools/training/meta.py`: G = Σ_i ∇θ NTP(passage_i), θ' = θ − α ⊙ G, outer
 loss = CE(answer | prompt; θ'). AdamW on (θ, α) over meta-batches, warm-up then linear decay,
 clipping at `clip_norm`. What makes the gradients teach (measured, see docs/results.md):
 
@@ -36,9 +36,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from models.base import cpu_has_amx, resolve_device, resolve_dtype
-from offline_tools.augmented import AugmentedRecord, read_augmented
+from offline_tools.datasets.augmented import AugmentedRecord, read_augmented
 from offline_tools.errors import InputFileError, UsageError
-from offline_tools.metrics import aggregate, score
+from offline_tools.evaluation.metrics import aggregate, score
 
 if TYPE_CHECKING:  # torch and the objective are imported where they are used (see the module docstring)
     import torch
@@ -46,16 +46,16 @@ if TYPE_CHECKING:  # torch and the objective are imported where they are used (s
     from tqdm import tqdm
 
     from models import Learner
-    from offline_tools.meta import answer_target, outer_loss, task_passages
+    from offline_tools.training.meta import answer_target, outer_loss, task_passages
 
 __all__ = ["TrainArgs", "train", "task_passages", "answer_target", "outer_loss", "validate"]
 
-_REEXPORTED = ("task_passages", "answer_target", "outer_loss")  # from offline_tools.meta, on first use
+_REEXPORTED = ("task_passages", "answer_target", "outer_loss")  # from offline_tools.training.meta, on first use
 
 
 def __getattr__(name: str):
     if name in _REEXPORTED:
-        from offline_tools import meta
+        from offline_tools.training import meta
 
         return getattr(meta, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -249,7 +249,7 @@ class TaskComposition:
         self.learn = learn
 
     def temperature(self):
-        """For `offline_tools.meta.task_weights`: None (plain sum), else T (a tensor when learned)."""
+        """For `offline_tools.training.meta.task_weights`: None (plain sum), else T (a tensor when learned)."""
         if not self.softmax:
             return None
         return self.log_temperature.exp() if self.learn else float(self.log_temperature.detach().exp())
@@ -345,7 +345,14 @@ def meta_step(learner: Learner, records: list[AugmentedRecord], args: TrainArgs,
               composition: TaskComposition | None = None) -> float:
     """Accumulate the meta-gradient of `records` (× `scale`) into .grad; returns the summed loss × scale.
     `composition`: how each task's passage gradients are combined (None: the plain sum)."""
-    from offline_tools.meta import inner_delta, outer_loss, outer_losses, task_deltas, task_passages, task_weights
+    from offline_tools.training.meta import (
+        inner_delta,
+        outer_loss,
+        outer_losses,
+        task_deltas,
+        task_passages,
+        task_weights,
+    )
 
     if not records:
         return 0.0
@@ -416,7 +423,7 @@ def validate(learner: Learner, records: list[AugmentedRecord], args: TrainArgs) 
 
     from engine.composition import Composition
     from models import AnswerRequest, generate_answers, passage_gradients, summed_gradient
-    from offline_tools.meta import _context, outer_losses, task_passages, task_weights
+    from offline_tools.training.meta import _context, outer_losses, task_passages, task_weights
 
     spec = Composition.parse(learner.composition or args.composition)
     temperature = spec.temperature if spec.kind == "softmax" else None
@@ -565,7 +572,7 @@ def _show_progress(bar: tqdm, meta_loss: float, validations: list[dict]) -> None
 
 
 def _plot(output: Path) -> None:
-    from offline_tools.plots import plot_training_log
+    from offline_tools.training.plots import plot_training_log
 
     plot_training_log(output / "training_log.jsonl", output / "training_curves.png")
 

@@ -1,6 +1,6 @@
 """Extra phrasings and attribute types for *training-only* invented people (`regrad synth --varied`).
 
-The benchmark (`offline_tools.synth.ATTRIBUTES`) states each attribute in 13 training phrasings and
+The benchmark (`offline_tools.benchmarks.synth.ATTRIBUTES`) states each attribute in 13 training phrasings and
 asks it in 11; its test people are stated and asked in one more phrasing each, held out. A learner
 trained on few phrasings answers new facts in them and not in others, so a training set that is meant
 to generalise needs many more ways of saying and asking the same thing. `--varied` people draw:
@@ -26,7 +26,7 @@ off) do not change: `tests/offline_tools/test_synth_varied.py` checks both.
 
 from __future__ import annotations
 
-from offline_tools.synth_facts import ATTRIBUTES, Attribute, person_name, place
+from offline_tools.benchmarks.synth_facts import ATTRIBUTES, Attribute, person_name, place
 
 __all__ = ["TRAIN_PHRASINGS", "MORE_TRAIN_PHRASINGS", "DEV_PHRASINGS", "WIDE_DEV_PHRASINGS", "EXTRA_ATTRIBUTES",
            "varied_phrasings", "varied_attributes"]

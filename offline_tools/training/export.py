@@ -47,7 +47,7 @@ _RECORD_FILES = {*RUN_RECORD, LOG_GZ, SOUP_JSON, INIT_JSON}  # what an exported 
 def _copy(source: Path, target: Path) -> str:
     """Copy one record file; a training log is written gzipped (reproducibly: no name or time in the header)
     and a plot as a palette PNG (`compact_png`: what a run wrote before plots were compact shrinks too)."""
-    from offline_tools.plots import compact_png
+    from offline_tools.training.plots import compact_png
 
     target.parent.mkdir(parents=True, exist_ok=True)
     if source.suffix == ".png":

@@ -1,4 +1,4 @@
-"""The relations of `regrad synth --relations` (see `offline_tools/synth_relations.py`): data only.
+"""The relations of `regrad synth --relations` (see `offline_tools/benchmarks/synth_relations.py`): data only.
 
 Each relation is one kind of fact about a subject (an invented person or organisation): how its
 value is drawn, how a passage states it and how a question asks it. None is one of the six synth
@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from offline_tools.synth import NAME_STYLES, article, person_name, place
+from offline_tools.benchmarks.synth import NAME_STYLES, article, person_name, place
 
 __all__ = ["Relation", "TRAIN_RELATIONS", "DEV_RELATIONS", "TEST_RELATIONS", "RELATIONS", "GROUPS", "ORG_KINDS"]
 

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from gradient_store import FingerprintMismatchError, GradientStore, merge_stores
 from gradient_store.manifest import MANIFEST_NAME
-from offline_tools.encode import EncodeArgs, default_batch_size, requested_passages, unique_passages
+from offline_tools.encoding.encode import EncodeArgs, default_batch_size, requested_passages, unique_passages
 from offline_tools.errors import ExitStatus, MissingExtraError, RegradError, UsageError, import_extra
 
 __all__ = ["encode_on_ray", "PartEncoder", "parts_dir_for", "LOCAL_OBJECT_STORE_BYTES"]

@@ -1,7 +1,7 @@
 """The parts every synthetic benchmark is built from: invented names, places and organisations, the six
 attributes of the people benchmark with their phrasings, filling a phrasing in, and writing JSON lines.
 
-offline_tools/synth.py (the people benchmark), synth_varied.py (more phrasings and kinds of fact) and
+offline_tools/benchmarks/synth.py (the people benchmark), synth_varied.py (more phrasings and kinds of fact) and
 synth_relations.py (the composition and novel-relation benchmarks) build on this module; it imports none
 of them.
 """

@@ -14,7 +14,7 @@ benchmarks in `regrad synth`'s format (so `regrad augment --dataset synth`, `reg
 
 `novel` (`--relations novel`): every subject (an invented person or organisation) has exactly one
 fact, one sentence, one passage titled with its name. The 46 relations of
-`offline_tools/synth_relation_table.py` are in three fixed groups: `train` subjects have the 28
+`offline_tools/benchmarks/synth_relation_table.py` are in three fixed groups: `train` subjects have the 28
 train relations, `dev` subjects the 6 dev relations, `test` subjects the 12 test relations, so dev
 and test ask relations (and phrasings) never seen in training. Many subjects share each relation
 (its phrasings taken in turn), so for a question BM25 ranks the asked passage first (its name) and
@@ -55,8 +55,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-from offline_tools.synth_facts import NAME_STYLES, fill_template, place, write_jsonl
-from offline_tools.synth_relation_table import GROUPS, ORG_KINDS, RELATIONS, Relation
+from offline_tools.benchmarks.synth_facts import NAME_STYLES, fill_template, place, write_jsonl
+from offline_tools.benchmarks.synth_relation_table import GROUPS, ORG_KINDS, RELATIONS, Relation
 
 __all__ = ["RelationsConfig", "BenchmarkTooLarge", "DEFAULT_COUNTS", "phrasings", "generate_relations",
            "write_relations_benchmark"]

@@ -32,7 +32,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from offline_tools.synth_facts import (
+from offline_tools.benchmarks.synth_facts import (
     ATTRIBUTES,
     NAME_STYLES,
     Attribute,
@@ -43,7 +43,7 @@ from offline_tools.synth_facts import (
     place,
     write_jsonl,
 )
-from offline_tools.synth_varied import varied_attributes, varied_phrasings
+from offline_tools.benchmarks.synth_varied import varied_attributes, varied_phrasings
 
 # The facts' parts (synth_facts.py) are exported here too, beside the generator that uses them.
 __all__ = ["SynthConfig", "ATTRIBUTES", "Attribute", "NAME_STYLES", "generate", "write_benchmark", "person_name",

@@ -45,7 +45,7 @@ from typing import Any
 
 from offline_tools.errors import InputFileError, RegradError, UsageError
 from offline_tools.files import atomic_text
-from offline_tools.train import TrainArgs  # its options, not the training code: no torch
+from offline_tools.training.train import TrainArgs  # its options, not the training code: no torch
 
 __all__ = ["Recipe", "Step", "MixPart", "load_recipe", "format_plan", "run_steps", "KINDS"]
 

@@ -27,10 +27,10 @@ from typing import Any
 
 from engine.composition import Composition
 from engine.modes import MODE_NAMES
-from offline_tools.augmented import AugmentedRecord, read_augmented
+from offline_tools.datasets.augmented import AugmentedRecord, read_augmented
 from offline_tools.errors import ExitStatus, RegradError, UsageError
+from offline_tools.evaluation.metrics import Scores, ScoreTable, aggregate, score
 from offline_tools.files import atomic_text
-from offline_tools.metrics import Scores, ScoreTable, aggregate, score
 
 __all__ = [
     "MODES",
