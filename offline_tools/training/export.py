@@ -4,16 +4,14 @@
     regrad export --checkpoint run-a/best --checkpoint run-b/best --output checkpoints/my-soup
 
 The exported learner is loaded, rounded (bf16) and saved with the fingerprint of the rounded
-weights, so a gradient store must be encoded with the exported learner, not the run's. The run's
-record (training_log.jsonl, gzipped; training_curves.png, as a palette PNG; summary.json; train_args.json;
-found beside the checkpoint folder) is copied along when present. A run warm-started from another learner
-(`regrad train --init-from`) also gets `init.json` (that learner's path and fingerprint) and that
-learner's own record under `init/` (a shipped folder's `runs/` and `soup.json` included): the
-exported folder keeps the whole lineage.
+weights, so a gradient store must be encoded with the exported learner, not the run's. Its lineage goes
+along, flat (offline_tools/training/lineage.py): `lineage.json` lists every run, warm start and average
+that made it, and each run's record (training_log.jsonl, gzipped; training_curves.png, as a palette PNG;
+summary.json; train_args.json; found beside the checkpoint folder) is copied to `runs/<fingerprint[:12]>/`.
+A run warm-started from another learner (`regrad train --init-from`) brings that learner's lineage first.
 
 With several checkpoints (one preset, one base model) the export is their uniform average, a model
-soup (`Learner.load_average`): each run's record goes to `runs/<i>/` in the order given, and
-`soup.json` names the averaged checkpoints and their fingerprints.
+soup (`Learner.load_average`), and its last lineage step is that `average`.
 
     regrad export --checkpoint run/best --peft adapters/regrad-lora
 
@@ -26,22 +24,19 @@ is the learner with no passage gradients applied (the model behind modes `closed
 from __future__ import annotations
 
 import gzip
-import json
 import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["INIT_JSON", "LOG_GZ", "PEFT_FILES", "RUN_RECORD", "SOUP_JSON", "export_learner", "export_peft",
-           "write_peft_adapter"]
+from offline_tools.training.lineage import Lineage, collect
+
+__all__ = ["LOG_GZ", "PEFT_FILES", "RUN_RECORD", "export_learner", "export_peft", "write_peft_adapter"]
 
 RUN_RECORD = ("training_log.jsonl", "training_curves.png", "summary.json", "train_args.json")
 LOG = "training_log.jsonl"
 LOG_GZ = LOG + ".gz"   # exported logs are gzipped: 5x smaller, and a shipped folder must stay under 5 MB
-SOUP_JSON = "soup.json"
-INIT_JSON = "init.json"
 PEFT_FILES = ("adapter_config.json", "adapter_model.safetensors")   # what `export_peft` writes
-_RECORD_FILES = {*RUN_RECORD, LOG_GZ, SOUP_JSON, INIT_JSON}  # what an exported folder's record is made of
 
 
 def _copy(source: Path, target: Path) -> str:
@@ -61,33 +56,6 @@ def _copy(source: Path, target: Path) -> str:
     return LOG_GZ
 
 
-def _copy_record(checkpoint: Path, folder: Path) -> list[str]:
-    """The run's record found beside `checkpoint` (its best/), into `folder`; and, for a warm-started run
-    (`regrad train --init-from`), the starting learner's fingerprint (`init.json`) and record (`init/`)."""
-    copied = [_copy(checkpoint.parent / name, folder / name) for name in RUN_RECORD
-              if (checkpoint.parent / name).is_file()]
-    train_args = checkpoint.parent / "train_args.json"
-    init = json.loads(train_args.read_text()).get("init_from") if train_args.is_file() else None
-    if init and (Path(init) / "learner.json").is_file():
-        copied += _copy_init(Path(init), folder)
-    return copied
-
-
-def _copy_init(init: Path, folder: Path) -> list[str]:
-    from models import Learner
-    from offline_tools.files import atomic_text
-
-    with atomic_text(folder / INIT_JSON) as f:
-        json.dump({"init_from": str(init), "fingerprint": Learner.read_meta(init)["fingerprint"],
-                   "record": "init"}, f, indent=2)
-    if not any((init / name).is_file() for name in _RECORD_FILES):
-        _copy_record(init, folder / "init")   # a run's best/: its record is beside it
-    else:                                      # an exported folder: its record is inside it, runs/ included
-        for path in sorted(p for p in init.rglob("*") if p.is_file() and p.name in _RECORD_FILES):
-            _copy(path, folder / "init" / path.relative_to(init))
-    return [INIT_JSON, "init/"]
-
-
 def export_learner(checkpoint: str | os.PathLike | Sequence[str | os.PathLike], output: str | os.PathLike,
                    weights_dtype: str = "bfloat16") -> dict:
     """Load `checkpoint` (several: their average), save it to `output` with LoRA weights in `weights_dtype`.
@@ -95,7 +63,6 @@ def export_learner(checkpoint: str | os.PathLike | Sequence[str | os.PathLike], 
     Returns a report: the output, its fingerprint, the source fingerprint(s), its size, the record copied.
     """
     from models import Learner, ModelError
-    from offline_tools.files import atomic_text
 
     sources = [Path(checkpoint)] if isinstance(checkpoint, (str, os.PathLike)) else [Path(c) for c in checkpoint]
     output = Path(output)
@@ -104,26 +71,15 @@ def export_learner(checkpoint: str | os.PathLike | Sequence[str | os.PathLike], 
             raise ModelError(f"--output {output} is the checkpoint folder {source} itself; export into a new folder")
     learner = Learner.load_average(sources)   # one checkpoint: `load`; each one's fingerprint is checked
     source_fingerprints = [Learner.read_meta(s)["fingerprint"] for s in sources]
+    lineage = Lineage()
+    for source in sources:
+        lineage.extend(collect(source, RUN_RECORD))
     learner.save(output, weights_dtype=weights_dtype)
-    report = {"output": str(output), "weights_dtype": weights_dtype, "fingerprint": learner.fingerprint}
-    if len(sources) == 1:
-        report |= {"source_fingerprint": source_fingerprints[0], "copied": _copy_record(sources[0], output)}
-    else:
-        averaged = [{"checkpoint": str(s), "fingerprint": f, "record": f"runs/{i}",
-                     "copied": _copy_record(s, output / "runs" / str(i))}
-                    for i, (s, f) in enumerate(zip(sources, source_fingerprints), start=1)]
-        # A source with no record beside it that another source started from (its --init-from: an average
-        # of a run and the learner it was warm-started from): its record is that source's init/ one.
-        inits = {json.loads(p.read_text())["fingerprint"]: p.parent.relative_to(output).as_posix() + "/init"
-                 for p in sorted(output.glob(f"runs/*/{INIT_JSON}"))}
-        for entry in averaged:
-            if not entry["copied"] and entry["fingerprint"] in inits:
-                entry["record"] = inits[entry["fingerprint"]]
-        with atomic_text(output / SOUP_JSON) as f:
-            json.dump({"average": "uniform, elementwise over LoRA A, LoRA B and step sizes",
-                       "fingerprint": learner.fingerprint, "weights_dtype": weights_dtype, "checkpoints": averaged},
-                      f, indent=2)
-        report["averaged"] = averaged
+    lineage.add({"kind": "average" if len(sources) > 1 else "export", "fingerprint": learner.fingerprint,
+                 "of": source_fingerprints, "weights_dtype": weights_dtype})
+    report = {"output": str(output), "weights_dtype": weights_dtype, "fingerprint": learner.fingerprint,
+              "sources": [{"checkpoint": str(s), "fingerprint": f} for s, f in zip(sources, source_fingerprints)],
+              "copied": lineage.write(output, learner.fingerprint, _copy)}
     report["bytes"] = sum(p.stat().st_size for p in output.rglob("*") if p.is_file())
     return report
 

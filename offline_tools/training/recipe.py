@@ -119,8 +119,9 @@ class Step:
             summary = self.output / "summary.json"
             return summary.is_file() and json.loads(summary.read_text()).get("steps", 0) >= self.steps
         if self.kind == "export":
-            several = self.argv.count("--checkpoint") > 1
-            return (self.output / ("soup.json" if several else "learner.json")).is_file()
+            # lineage.json is written last; soup.json is what a work folder built by an earlier export holds
+            return (self.output / "learner.json").is_file() and any(
+                (self.output / name).is_file() for name in ("lineage.json", "soup.json"))
         return False
 
     def command(self) -> list[str]:

@@ -23,16 +23,20 @@ def test_export_writes_a_loadable_bf16_learner_with_its_run_record(tmp_path: Pat
     assert main(["export", "--checkpoint", str(run / "best"), "--output", str(tmp_path / "shipped")]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["weights_dtype"] == "bfloat16"
-    assert report["copied"] == ["training_log.jsonl.gz", "training_curves.png"]
-    with Image.open(tmp_path / "shipped" / "training_curves.png") as plot:
+    record = f"runs/{json.loads((run / 'best' / 'learner.json').read_text())['fingerprint'][:12]}"
+    assert report["copied"] == ["lineage.json", f"{record}/training_log.jsonl.gz", f"{record}/training_curves.png"]
+    with Image.open(tmp_path / "shipped" / record / "training_curves.png") as plot:
         assert plot.mode == "P" and plot.size == (320, 80)  # copied as a palette PNG
     source = (run / "best" / "learner.safetensors").stat().st_size
     exported = (tmp_path / "shipped" / "learner.safetensors").stat().st_size
     assert exported < 0.51 * source
     loaded = Learner.load(tmp_path / "shipped", expect_fingerprint=report["fingerprint"])
     assert loaded.fingerprint == report["fingerprint"]
-    log = gzip.decompress((tmp_path / "shipped" / "training_log.jsonl.gz").read_bytes())
+    log = gzip.decompress((tmp_path / "shipped" / record / "training_log.jsonl.gz").read_bytes())
     assert log == (run / "training_log.jsonl").read_bytes()
+    steps = json.loads((tmp_path / "shipped" / "lineage.json").read_text())["steps"]
+    assert [(s["kind"], s.get("record")) for s in steps] == [("run", record), ("export", None)]
+    assert steps[-1]["fingerprint"] == report["fingerprint"] and steps[-1]["of"] == [steps[0]["fingerprint"]]
 
 
 def test_export_refuses_to_overwrite_its_own_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture,
@@ -72,10 +76,12 @@ def test_export_of_several_runs_is_their_average_with_each_run_record(tmp_path: 
         torch.testing.assert_close(mean[name], (a[name] + b[name]) / 2)
     assert any(not torch.equal(mean[n], a[n]) for n in a if n.endswith("lora_B"))
     assert Learner.load(soup, expect_fingerprint=report["fingerprint"]).fingerprint == report["fingerprint"]
-    sources = json.loads((soup / "soup.json").read_text())["checkpoints"]
-    assert [s["fingerprint"] for s in sources] == [json.loads((tmp_path / r / "best" / "learner.json").read_text())
-                                                  ["fingerprint"] for r in "ab"]
-    assert [gzip.decompress((soup / s["record"] / "training_log.jsonl.gz").read_bytes()) for s in sources] == [
+    steps = json.loads((soup / "lineage.json").read_text())["steps"]
+    runs = [json.loads((tmp_path / r / "best" / "learner.json").read_text())["fingerprint"] for r in "ab"]
+    assert [(s["kind"], s["fingerprint"]) for s in steps] == [("run", runs[0]), ("run", runs[1]),
+                                                              ("average", report["fingerprint"])]
+    assert steps[-1]["of"] == runs
+    assert [gzip.decompress((soup / s["record"] / "training_log.jsonl.gz").read_bytes()) for s in steps[:2]] == [
         b'{"run": "a"}\n', b'{"run": "b"}\n']
 
 
@@ -93,34 +99,55 @@ def test_export_refuses_to_average_learners_of_different_presets(tmp_path: Path,
     assert not (tmp_path / "soup").exists()
 
 
-def test_export_of_a_warm_started_run_keeps_its_lineage(tmp_path: Path, capsys: pytest.CaptureFixture,
-                                                       real_learner) -> None:
-    """A run trained with --init-from an exported soup: the export names the soup's fingerprint
-    (init.json) and carries the soup's own record (soup.json, runs/<i>/) under init/."""
-    soup = tmp_path / "soup"
-    (soup / "runs" / "1").mkdir(parents=True)
-    real_learner.save(soup)
-    (soup / "soup.json").write_text('{"checkpoints": []}\n')
-    (soup / "runs" / "1" / "training_log.jsonl").write_text('{"run": 1}\n')
-    (soup / "COMMAND.md").write_text("not part of a record\n")
+def test_export_of_a_warm_started_run_keeps_its_lineage_flat(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                            real_learner) -> None:
+    """A run trained with --init-from an exported learner: the export lists the start's own steps first, then
+    the run (init_from: the start's fingerprint), then itself; every run's record side by side in runs/."""
+    import torch
+
+    from models import Learner
+
+    def trained(folder: Path, seed: int) -> None:   # a "run" of its own: other LoRA weights and step sizes
+        real_learner.save(folder)
+        learner = Learner.load(folder)
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for t in learner.trainable_parameters():
+                t.add_(torch.randn(t.shape, generator=generator) * 0.05)
+        learner.save(folder)
+
+    first = tmp_path / "first"
+    trained(first / "best", 1)
+    (first / "training_log.jsonl").write_text('{"run": 1}\n')
+    start = tmp_path / "start"
+    assert main(["export", "--checkpoint", str(first / "best"), "--output", str(start)]) == 0
+    (start / "COMMAND.md").write_text("not part of a record\n")
     run = tmp_path / "run"
-    real_learner.save(run / "best")
-    (run / "train_args.json").write_text(json.dumps({"init_from": str(soup)}))
+    trained(run / "best", 2)
+    (run / "train_args.json").write_text(json.dumps({"init_from": str(start)}))
     (run / "training_log.jsonl").write_text('{"run": 3}\n')
     out = tmp_path / "shipped"
     assert main(["export", "--checkpoint", str(run / "best"), "--output", str(out)]) == 0
-    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert report["copied"] == ["training_log.jsonl.gz", "train_args.json", "init.json", "init/"]
-    init = json.loads((out / "init.json").read_text())
-    assert init["fingerprint"] == json.loads((soup / "learner.json").read_text())["fingerprint"]
-    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
-    assert files == ["init.json", "init/runs/1/training_log.jsonl.gz", "init/soup.json", "learner.json",
-                     "learner.safetensors", "train_args.json", "training_log.jsonl.gz"]
-    assert gzip.decompress((out / "init" / "runs" / "1" / "training_log.jsonl.gz").read_bytes()) == b'{"run": 1}\n'
-    # Averaged with the learner it started from: that one's record is the warm run's init/, not copied twice.
-    both = tmp_path / "both"
-    assert main(["export", "--checkpoint", str(run / "best"), "--checkpoint", str(soup), "--output", str(both)]) == 0
     capsys.readouterr()
-    entries = json.loads((both / "soup.json").read_text())["checkpoints"]
-    assert [(e["record"], e["copied"] == []) for e in entries] == [("runs/1", False), ("runs/1/init", True)]
-    assert (both / "runs" / "1" / "init" / "soup.json").is_file() and not (both / "runs" / "2").exists()
+    steps = json.loads((out / "lineage.json").read_text())["steps"]
+    fingerprint = {name: json.loads((folder / "learner.json").read_text())["fingerprint"]
+                   for name, folder in (("first", first / "best"), ("start", start), ("run", run / "best"),
+                                        ("out", out))}
+    assert [(s["kind"], s["fingerprint"]) for s in steps] == [
+        ("run", fingerprint["first"]), ("export", fingerprint["start"]), ("run", fingerprint["run"]),
+        ("export", fingerprint["out"])]
+    assert steps[2]["init_from"] == fingerprint["start"] and steps[0]["init_from"] is None
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    first_record, run_record = steps[0]["record"], steps[2]["record"]
+    assert files == sorted(["learner.json", "learner.safetensors", "lineage.json",
+                            f"{first_record}/training_log.jsonl.gz", f"{run_record}/train_args.json",
+                            f"{run_record}/training_log.jsonl.gz"])
+    assert gzip.decompress((out / first_record / "training_log.jsonl.gz").read_bytes()) == b'{"run": 1}\n'
+    # Averaged with the learner it started from: the start's steps and records appear once.
+    both = tmp_path / "both"
+    assert main(["export", "--checkpoint", str(run / "best"), "--checkpoint", str(start), "--output", str(both)]) == 0
+    capsys.readouterr()
+    both_steps = json.loads((both / "lineage.json").read_text())["steps"]
+    assert [s["fingerprint"] for s in both_steps[:3]] == [s["fingerprint"] for s in steps[:3]]
+    assert both_steps[-1]["kind"] == "average" and both_steps[-1]["of"] == [fingerprint["run"], fingerprint["start"]]
+    assert sorted(p.name for p in (both / "runs").iterdir()) == sorted([first_record[5:], run_record[5:]])

@@ -36,21 +36,22 @@ def _train_args(argv: list[str]) -> dict:
 # ---------------------------------------------------------------------------------- the shipped recipe
 def test_the_shipped_recipe_is_what_the_shipped_runs_recorded():
     """Each run's `regrad train` options are those in its train_args.json (paths aside); run 1's record is
-    its resumed extension; the averages are the lineage's soup.json pairs; the learner is the last average."""
+    its resumed extension; the averages are the lineage's average steps; the learner is the last average."""
     recipe = load_recipe(RECIPE)
     runs = {s.name: s for s in recipe.steps if s.kind == "train"}   # run1: its extension (the later step)
-    records = {"run1": "runs/1/init/runs/1/init/runs/1", "run2": "runs/1/init/runs/1/init/runs/2",
-               "run3": "runs/1/init/runs/1", "run5": "runs/1"}
-    assert list(runs) == list(records)
-    for name, record in records.items():
-        recorded = json.loads((SHIPPED / record / "train_args.json").read_text())
-        planned = _train_args(runs[name].argv)
+    lineage = json.loads((SHIPPED / "lineage.json").read_text())["steps"]
+    recorded_runs = [s for s in lineage if s["kind"] == "run"]
+    assert len(runs) == len(recorded_runs)
+    for (name, step), record in zip(runs.items(), recorded_runs):   # both in the order they were made
+        recorded = json.loads((SHIPPED / record["record"] / "train_args.json").read_text())
+        planned = _train_args(step.argv)
         paths = {"output_dir", "train_files", "dev_files", "init_from"}
         assert {k: planned[k] for k in recorded if k not in paths} == {k: v for k, v in recorded.items()
                                                                        if k not in paths}, name
-        assert bool(planned["init_from"]) == bool(recorded.get("init_from")), name
+        assert bool(planned["init_from"]) == bool(recorded.get("init_from")) == bool(record["init_from"]), name
     exports = [s for s in recipe.steps if s.kind == "export"]
     assert [s.needs for s in exports] == [["run1", "run2"], ["run3", "average1"], ["run5", "average2"]]
+    assert len(exports) == len([s for s in lineage if s["kind"] == "average"]) and lineage[-1]["kind"] == "average"
     assert recipe.shipped == exports[-1].name and runs["run5"].needs[-1] == "average2"
 
 
@@ -198,7 +199,8 @@ class FakeRegrad:
             (out / "summary.json").write_text(json.dumps({"steps": steps, "best": {"f1": 50.0, "step": steps}}))
         else:
             out.mkdir(parents=True, exist_ok=True)
-            (out / {"synth": "synth.json", "export": "soup.json"}.get(argv[0], "x")).write_text("{}")
+            for name in {"synth": ["synth.json"], "export": ["learner.json", "lineage.json"]}.get(argv[0], ["x"]):
+                (out / name).write_text("{}")
         return 0
 
 

@@ -30,28 +30,33 @@ def shipped() -> Learner:
 
 def test_the_shipped_learner_is_small_and_complete():
     """The average of run 5 and the learner run 5 was warm-started from (itself the average of run 3
-    and its start, the average of runs 1 and 2): `regrad export` with two --checkpoint at each level,
-    the whole lineage's records beside it."""
+    and its start, the average of runs 1 and 2), with its whole lineage flat: lineage.json lists the
+    steps in order, each run's record sits in runs/<fingerprint[:12]>/, and nothing nests."""
     files = {p.relative_to(SHIPPED).as_posix(): p.stat().st_size for p in SHIPPED.rglob("*") if p.is_file()}
-    record = ("training_log.jsonl.gz", "training_curves.png", "train_args.json", "summary.json")
-    level2, level3 = "runs/1/init", "runs/1/init/runs/1/init"
-    runs = [f"{run}/{name}" for run in ("runs/1", f"{level2}/runs/1", f"{level3}/runs/1", f"{level3}/runs/2")
-            for name in record]
-    assert {"learner.safetensors", "learner.json", "COMMAND.md", "soup.json", "runs/1/init.json",
-            f"{level2}/soup.json", f"{level2}/runs/1/init.json", f"{level3}/soup.json", *runs} <= set(files)
     assert sum(files.values()) <= 5_000_000
+    assert not [f for f in files if f.count("/") > 2], "records nest"
+    lineage = json.loads((SHIPPED / "lineage.json").read_text())
     meta = json.loads((SHIPPED / "learner.json").read_text())
-    fingerprint = meta["fingerprint"]
-    for level in ("", f"{level2}/", f"{level3}/"):   # each average names its two parts; the second is
-        soup = json.loads((SHIPPED / f"{level}soup.json").read_text())   # the first one's start
-        assert soup["fingerprint"] == fingerprint and len(soup["checkpoints"]) == 2
-        if level == f"{level3}/":
-            break
-        run, start = soup["checkpoints"]
-        assert (run["record"], start["record"]) == ("runs/1", "runs/1/init")
-        init = json.loads((SHIPPED / f"{level}runs/1/init.json").read_text())
-        assert start["fingerprint"] == init["fingerprint"]
-        fingerprint = init["fingerprint"]
+    steps = lineage["steps"]
+    assert lineage["learner"] == meta["fingerprint"] == steps[-1]["fingerprint"]
+    assert [s["kind"] for s in steps] == ["run", "run", "average", "run", "average", "run", "average"]
+    known: set[str] = set()
+    for step in steps:   # each step names only what came before it, and each fingerprint once
+        assert step["fingerprint"] not in known
+        if step["kind"] == "run":
+            assert step["init_from"] is None or step["init_from"] in known
+            record = ("training_log.jsonl.gz", "training_curves.png", "train_args.json", "summary.json")
+            assert {f"{step['record']}/{name}" for name in record} <= set(files)
+            assert step["record"] == f"runs/{step['fingerprint'][:12]}"
+        else:
+            assert len(step["of"]) == 2 and set(step["of"]) <= known
+        known.add(step["fingerprint"])
+    runs = [s for s in steps if s["kind"] == "run"]
+    averages = [s for s in steps if s["kind"] == "average"]
+    # each warm start begins at the average before it, and each later average is the run with its start
+    assert [r["init_from"] for r in runs] == [None, None, averages[0]["fingerprint"], averages[1]["fingerprint"]]
+    assert [a["of"] for a in averages[1:]] == [[runs[2]["fingerprint"], averages[0]["fingerprint"]],
+                                               [runs[3]["fingerprint"], averages[1]["fingerprint"]]]
 
 
 def test_the_shipped_learner_answers_unseen_facts_from_their_gradients_only(shipped: Learner):
