@@ -121,24 +121,17 @@ def low_rank(rank: int, factor_bits: int) -> RoundTrip:
 
 
 def store_codec(name: str) -> RoundTrip:
+    """A codec of the store (`gradient_store.CODECS`), bound to the row's layout."""
     from gradient_store import get_codec
 
-    codec = get_codec(name)
-
     def run(x: torch.Tensor, layout: Layout) -> tuple[torch.Tensor, int]:
+        codec = get_codec(name, layout=layout)
         if codec.name == "bf16":
             return x.clone(), codec.row_bytes(x.numel())
-        encoded = codec.encode(x[None], layout) if _takes_layout(codec) else codec.encode(x[None])
-        grads, scales = encoded
+        grads, scales = codec.encode(x[None])
         return codec.decode(grads[0], None if scales is None else scales[0]), codec.row_bytes(x.numel())
 
     return run
-
-
-def _takes_layout(codec) -> bool:
-    import inspect
-
-    return "layout" in inspect.signature(codec.encode).parameters
 
 
 CANDIDATES: dict[str, Callable[[], RoundTrip]] = {
@@ -152,6 +145,7 @@ CANDIDATES: dict[str, Callable[[], RoundTrip]] = {
     "lowrank2/bf16": lambda: low_rank(2, 16),
     "lowrank3/int8": lambda: low_rank(3, 8),
     "lowrank4/int8": lambda: low_rank(4, 8),
+    "lowrank4": lambda: store_codec("lowrank4"),
     "lowrank8/int8": lambda: low_rank(8, 8),
 }
 
@@ -231,7 +225,6 @@ class RoundTripStore:
     def __init__(self, store, codec: RoundTrip) -> None:
         self._store = store
         self._codec = codec
-        self._decoded: dict[str, torch.Tensor] = {}
 
     def __getattr__(self, name: str):
         return getattr(self._store, name)
@@ -241,12 +234,11 @@ class RoundTripStore:
 
         ids = list(ids)
         weights = [1.0] * len(ids) if weights is None else list(weights)
-        for pid, row in self._store.get([i for i in ids if i not in self._decoded], on_corrupt).items():
-            self._decoded[pid] = self._codec(row, self._store.layout)[0]
+        rows = self._store.get(ids, on_corrupt)
         vector, found, missing = torch.zeros(self._store.dim), [], []
         for pid, weight in zip(ids, weights, strict=True):
-            if pid in self._decoded:
-                vector.add_(self._decoded[pid], alpha=weight)
+            if pid in rows:
+                vector.add_(self._codec(rows[pid], self._store.layout)[0], alpha=weight)
                 found.append(pid)
             else:
                 missing.append(pid)
