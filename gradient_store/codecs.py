@@ -223,7 +223,10 @@ class LowRankCodec(Codec):
     def add_into(self, out: torch.Tensor, row: torch.Tensor, scales: torch.Tensor | None = None,
                  weight: float = 1.0) -> None:
         """`out += weight * decode(row)`: per tensor one `[m, r] @ [r, n]` product added in place (the
-        weight rides in the scales). Runs on the calling thread: every op is far under GRAIN_SIZE."""
+        weight rides in the scales). Each op stays on the calling thread (the small element-wise ops are
+        under GRAIN_SIZE, and BLAS runs these thin products single-threaded). One batched product per
+        group of same-shaped tensors was 2.8x faster with one torch thread but 1.8x slower with two on
+        the busy 2-core box: `baddbmm` fans its batch out to the OpenMP pool (docs/benchmarks.md)."""
         self._bound()
         assert scales is not None, f"{self.name} rows need their scales"
         if weight != 1.0:
