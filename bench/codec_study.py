@@ -95,15 +95,16 @@ def top_fraction(fraction: float, index_bytes: int | None) -> RoundTrip:
 
 def low_rank(rank: int, factor_bits: int) -> RoundTrip:
     """Per LoRA tensor [m, n], its best rank-`rank` approximation U diag(S) V^T, stored as the factors
-    (U S) [m, rank] and V [rank, n]: bf16 (factor_bits 16), or int8 with one float32 scale per factor
-    row/column (factor_bits 8)."""
+    (U S) [m, rank] and V [rank, n]: bf16 (factor_bits 16), or `factor_bits`-bit integers (packed) with one
+    float32 scale per factor row/column."""
 
     def q(t: torch.Tensor, dim: int) -> tuple[torch.Tensor, int]:
         if factor_bits == 16:
             return t.to(torch.bfloat16).float(), t.numel() * 2
-        s = t.abs().amax(dim=dim, keepdim=True) / 127
+        levels = 2 ** (factor_bits - 1) - 1
+        s = t.abs().amax(dim=dim, keepdim=True) / levels
         s = torch.where(s > 0, s, torch.ones_like(s))
-        return torch.round(t / s) * s, t.numel() + s.numel() * 4
+        return torch.round(t / s) * s, math.ceil(t.numel() * factor_bits / 8) + s.numel() * 4
 
     def run(x: torch.Tensor, layout: Layout) -> tuple[torch.Tensor, int]:
         out = torch.empty_like(x)
@@ -147,6 +148,8 @@ CANDIDATES: dict[str, Callable[[], RoundTrip]] = {
     "lowrank4/int8": lambda: low_rank(4, 8),
     "lowrank4": lambda: store_codec("lowrank4"),
     "lowrank8/int8": lambda: low_rank(8, 8),
+    "lowrank5/int6": lambda: low_rank(5, 6),
+    "lowrank8/int4": lambda: low_rank(8, 4),
 }
 
 
@@ -258,8 +261,10 @@ def build_store(ref, ids: list[str], codec: str, path: Path):
     return store
 
 
-def answer(args, files: list[tuple[str, list]], names: list[str]) -> list[dict]:
-    """EM/F1 at k = 3 under each candidate (`store:NAME`: a real store with codec NAME), one engine."""
+def answer(args, files: list[tuple[str, list]], names: list[str], save: Callable[[list[dict]], None]) -> list[dict]:
+    """EM/F1 at k = 3 under each candidate (`store:NAME`: a real store with codec NAME), one engine; the
+    rows hold each question's answer too (`changed`: answers that differ from the first candidate's).
+    `save(rows)` is called after each file, so a long run keeps what it finished."""
     import tempfile
 
     from engine import EngineConfig
@@ -286,10 +291,17 @@ def answer(args, files: list[tuple[str, list]], names: list[str]) -> list[dict]:
                     result = evaluate_in_process(engine, records, modes=["regrad"], top_k=K, progress=False)
                     s = result.tables["regrad"].overall_micro
                     missing = sum(p.get("gradient") == "missing" for r in result.predictions for p in r["passages"])
-                    rows.append({"codec": name, "data": Path(path).name, "n": s.n, "em": round(s.em, 2),
-                                 "f1": round(s.f1, 2), "missing_gradients": missing, "errors": result.errors})
+                    answers = [p["answer"] for p in result.predictions]
+                    first = next((r for r in rows if r["data"] == path), None)
+                    changed = sum(a != b for a, b in zip(answers, first["answers"], strict=True)) if first else 0
+                    rows.append({"codec": name, "data": path, "n": s.n, "em": round(s.em, 2), "f1": round(s.f1, 2),
+                                 "changed": changed, "missing_gradients": missing, "errors": result.errors,
+                                 "seconds": round(time.perf_counter() - started), "answers": answers,
+                                 "f1s": [round(p["scores"]["f1"], 4) for p in result.predictions]})
+                    save(rows)
                     print(f"{name:<16} {Path(path).parent.name}/{Path(path).name:<12} n={s.n:<4} EM {s.em:6.2f}  "
-                          f"F1 {s.f1:6.2f}  missing {missing}  ({time.perf_counter() - started:.0f} s)", flush=True)
+                          f"F1 {s.f1:6.2f}  changed {changed}  missing {missing}  "
+                          f"({time.perf_counter() - started:.0f} s)", flush=True)
                 if engine.store is not ref:
                     engine.store.close()
     finally:
@@ -332,10 +344,14 @@ def main(argv: list[str] | None = None) -> int:
             rows = study(store, questions, args.codec or list(CANDIDATES))
         finally:
             store.close()
-    answers = answer(args, files, args.eval) if args.eval else []
-    if args.output:
-        Path(args.output).write_text(json.dumps({"questions": {p: len(qs) for p, qs in files}, "rows": rows,
-                                                 "answers": answers}, indent=1) + "\n")
+    def save(answers: list[dict]) -> None:
+        if args.output:
+            Path(args.output).write_text(json.dumps({"questions": {p: len(qs) for p, qs in files}, "rows": rows,
+                                                     "answers": answers}, indent=1) + "\n")
+
+    save([])
+    if args.eval:
+        answer(args, files, args.eval, save)
     return 0
 
 

@@ -77,14 +77,14 @@ def _layout_shapes(dim: int) -> list[tuple[str, list[int]]]:
     return shapes
 
 
-def build_store(path: Path, rows: int, dim: int, codec: str):
+def build_store(path: Path, rows: int, dim: int, codec: str, layout: list[dict] | None = None):
     from gradient_store import GradientStore
 
-    shapes = _layout_shapes(dim)
-    layout, offset = [], 0
-    for name, shape in shapes:
-        layout.append({"name": name, "shape": shape, "offset": offset})
-        offset += shape[0] * (shape[1] if len(shape) > 1 else 1)
+    if layout is None:
+        layout, offset = [], 0
+        for name, shape in _layout_shapes(dim):
+            layout.append({"name": name, "shape": shape, "offset": offset})
+            offset += shape[0] * (shape[1] if len(shape) > 1 else 1)
     store = GradientStore.create(path, layout=layout, fingerprint="0" * 64, codec=codec, cache_bytes=CACHE_BYTES)
     gen = torch.Generator().manual_seed(SEED)
     chunk = store.rows_per_shard  # one shard per append: the writer never holds more than one shard
@@ -116,7 +116,7 @@ def compare_codecs(workdir: Path, store, codecs: list[str], rows: int, warm_sets
     the calls interleaved (one query on each store in turn) so that contention hits all alike."""
     stores = {store.codec.name: store}
     for name in codecs:
-        stores[name], _ = build_store(workdir / f"store-{name}", rows, store.dim, name)
+        stores[name], _ = build_store(workdir / f"store-{name}", rows, store.dim, name, store.layout)
     hot = sorted({pid for ids in warm_sets for pid in ids})
     for other in stores.values():
         time_sums(other, [hot[i : i + K] for i in range(0, len(hot), K)], drop_cache=False)  # fill the LRU
@@ -256,12 +256,19 @@ def main() -> None:
     parser.add_argument("--versus", action="append", default=[], choices=sorted(CODECS),
                         help="also time the weighted warm and cold fetch+sum on a store of this codec, interleaved "
                         "with --codec's (repeatable); prints the ratios")
+    parser.add_argument("--layout-from", type=Path, default=None,
+                        help="take D and the LoRA layout from this store's manifest.json (e.g. a store of the "
+                        "shipped learner) instead of the bundled preset's")
     parser.add_argument("--queries", type=int, default=QUERIES)
     parser.add_argument("--torchload-rows", type=int, default=TORCHLOAD_ROWS)
     parser.add_argument("--no-model", action="store_true", help="skip recompute timing and codec errors")
     parser.add_argument("--workdir", type=Path, default=None, help="where the store is built (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the built store")
     args = parser.parse_args()
+    layout = None
+    if args.layout_from is not None:
+        layout = json.loads(args.layout_from.read_text())["layout"]
+        args.dim = layout[-1]["offset"] + _numel(layout[-1]["shape"])
     if args.versus:
         args.versus = [name for name in dict.fromkeys(args.versus) if name != args.codec]
 
@@ -273,7 +280,7 @@ def main() -> None:
         flush=True,
     )
     try:
-        store, build_s = build_store(workdir / "store", args.rows, args.dim, args.codec)
+        store, build_s = build_store(workdir / "store", args.rows, args.dim, args.codec, layout)
         info = store.info()
         print(
             f"built in {build_s:.1f} s: {info['shards']} shards, {info['size_on_disk_bytes'] / 1e9:.2f} GB, "
