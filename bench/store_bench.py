@@ -12,7 +12,8 @@ summed gradient with the model (`summed_gradient(learner, 3 real passages)`). It
 bf16 and int8 relative reconstruction error on real gradients of the bundled model.
 The last line printed is one JSON object.
 
-    .venv/bin/python bench/store_bench.py [--rows 2000] [--codec bf16] [--versus lowrank4] [--no-model] [--workdir DIR] [--keep]
+    .venv/bin/python bench/store_bench.py [--rows 2000] [--no-model] [--workdir DIR] [--keep]
+    .venv/bin/python bench/store_bench.py --codec bf16 --versus lowrank4 [--layout-from STORE/manifest.json]
 """
 
 from __future__ import annotations
