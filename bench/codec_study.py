@@ -274,20 +274,24 @@ def answer(args, files: list[tuple[str, list]], names: list[str], save: Callable
     engine = Engine.from_config(EngineConfig(checkpoint=Path(args.checkpoint), index=args.index,
                                              store=Path(args.store), torch_threads=1))
     ref = engine.store
+    stores = {}
     rows = []
     try:
         with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
-            for name in names:
-                if name.startswith("store:"):
-                    ids = sorted({p["id"] for _, qs in files for q in qs for p in q["passages"][:K]})
+            # file by file, every candidate on it: a cut-short run still holds paired results
+            for number, (path, questions) in enumerate(files):
+                records = load_records([path], limit=len(questions))
+                for name in names:
+                    if name.startswith("store:"):  # the file's passages, re-encoded with that codec
+                        started = time.perf_counter()
+                        ids = sorted({p["id"] for q in questions for p in q["passages"][:K]})
+                        folder = Path(tmp) / f"{name.replace(':', '-')}-{number}"
+                        stores[name] = build_store(ref, ids, name.split(":", 1)[1], folder)
+                        print(f"built {name} ({len(ids)} rows) in {time.perf_counter() - started:.0f} s", flush=True)
+                    elif name not in stores:
+                        stores[name] = ref if name == "bf16" else RoundTripStore(ref, CANDIDATES[name]())
                     started = time.perf_counter()
-                    engine.store = build_store(ref, ids, name.split(":", 1)[1], Path(tmp) / name.replace(":", "-"))
-                    print(f"built {name} ({len(ids)} rows) in {time.perf_counter() - started:.0f} s", flush=True)
-                else:
-                    engine.store = ref if name == "bf16" else RoundTripStore(ref, CANDIDATES[name]())
-                for path, questions in files:
-                    started = time.perf_counter()
-                    records = load_records([path], limit=len(questions))
+                    engine.store = stores[name]
                     result = evaluate_in_process(engine, records, modes=["regrad"], top_k=K, progress=False)
                     s = result.tables["regrad"].overall_micro
                     missing = sum(p.get("gradient") == "missing" for r in result.predictions for p in r["passages"])
@@ -302,10 +306,13 @@ def answer(args, files: list[tuple[str, list]], names: list[str], save: Callable
                     print(f"{name:<16} {Path(path).parent.name}/{Path(path).name:<12} n={s.n:<4} EM {s.em:6.2f}  "
                           f"F1 {s.f1:6.2f}  changed {changed}  missing {missing}  "
                           f"({time.perf_counter() - started:.0f} s)", flush=True)
-                if engine.store is not ref:
-                    engine.store.close()
+                    if name.startswith("store:"):
+                        stores.pop(name).close()
     finally:
         engine.store = ref
+        for store in stores.values():
+            if store is not ref and not isinstance(store, RoundTripStore):
+                store.close()
         engine.close()
     return rows
 
