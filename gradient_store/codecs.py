@@ -39,9 +39,9 @@ ADD_CHUNK = 16384
 # 256 divides every LoRA tensor of the bundled preset (r*576 and r*1536 for r=8), so no int8 block
 # straddles two tensors whose gradients differ in scale.
 INT8_BLOCK_SIZE = 256
-# One passage's LoRA gradient is close to low rank per tensor (a lora_B gradient's top singular value
-# holds ~97 % of its energy on the shipped learner): rank 4 with int8 factors is 568,128 bytes per
-# passage for the shipped learner (D = 2,230,272) against 4,460,544 in bf16 (docs/benchmarks.md).
+# One passage's LoRA gradient is close to low rank per tensor (on the shipped learner the top 4
+# singular values hold a median 97-99 % of a tensor's energy): rank 4 with int8 factors is 568,128
+# bytes per passage for the shipped learner (D = 2,230,272) against 4,460,544 in bf16 (docs/benchmarks.md).
 LOWRANK_RANK = 4
 
 
