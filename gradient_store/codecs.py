@@ -151,7 +151,8 @@ class LowRankCodec(Codec):
     / 127, Q's row j likewise). Since component j is `P[:, j] Q[j, :]`, one float32 scale per component (the
     product of the two) decodes it: `M ≈ (int8 P * c) @ int8 Q`. A row's `gradients` is the tensors' P then
     Q, in layout order; its `scales` the tensors' `c`. Tensors with fewer than `rank` rows or columns keep
-    `min(m, n)` components (exact up to int8); tensors of other ranks are viewed as `[shape[0], rest]`.
+    `min(m, n)` components (exact up to int8); a 1-D tensor is one row `[1, n]`, and one of 3 or more
+    dimensions is viewed as `[shape[0], rest]`.
 
     Args:
         rank: components kept per tensor.
