@@ -12,7 +12,9 @@ for store codecs: `--eval` builds a store with that codec from the reference row
 
     python bench/codec_study.py --store artifacts/demo/store-3942d4ba0172 \\
         --data artifacts/demo/data_aug/synth/test.jsonl --data artifacts/demo/data_aug/hotpotqa/dev.jsonl \\
-        --limit 60 --output codec_study.json
+        --limit 60 --limit 40 --output codec_study.json
+    python bench/codec_study.py ... --codec none --index artifacts/demo/index \\
+        --eval bf16 --eval store:lowrank4 --eval lowrank3/int8 --output answers.json
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ from pathlib import Path
 import torch
 
 K = 3  # the service's top-k
-TEMPERATURE = 0.4  # the served composition, softmax:0.4 (engine.composition.DEFAULT_TEMPERATURE)
 
 Layout = list[dict]
 RoundTrip = Callable[[torch.Tensor, Layout], tuple[torch.Tensor, int]]  # (decoded [D] float32, bytes)
@@ -157,8 +158,10 @@ CANDIDATES: dict[str, Callable[[], RoundTrip]] = {
 
 
 def _weights(scores: list[float]) -> list[float]:
-    t = torch.tensor(scores, dtype=torch.float64)
-    return (len(scores) * torch.softmax(t / (t.max() * TEMPERATURE), dim=0)).tolist()
+    """The served composition's weights (the shipped learner names none: the default, softmax:0.4)."""
+    from engine.composition import DEFAULT_COMPOSITION
+
+    return DEFAULT_COMPOSITION.weights(scores)
 
 
 def _ab_mask(layout: Layout, dim: int) -> torch.Tensor:
