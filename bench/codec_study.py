@@ -283,7 +283,7 @@ def answer(args, files: list[tuple[str, list]], names: list[str], save: Callable
         with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
             # file by file, every candidate on it: a cut-short run still holds paired results
             for number, (path, questions) in enumerate(files):
-                records = load_records([path], limit=len(questions))
+                records = load_records([path], limit=args.skip + len(questions))[args.skip :]
                 for name in names:
                     if name.startswith("store:"):  # the file's passages, re-encoded with that codec
                         started = time.perf_counter()
@@ -326,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", action="append", required=True, help="augmented file (repeatable)")
     parser.add_argument("--limit", type=int, action="append",
                         help="first N questions of each file (once, or once per --data)")
+    parser.add_argument("--skip", type=int, default=0, help="leave out the first N questions of each file")
     parser.add_argument("--codec", action="append", help=f"candidates (default all: {', '.join(CANDIDATES)})")
     parser.add_argument("--eval", action="append", default=[],
                         help="also answer under this candidate (repeatable; `store:NAME` = a real store with codec "
@@ -345,7 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     files = []
     for path, limit in zip(args.data, limits, strict=True):
         with open(path) as handle:
-            files.append((path, [json.loads(line) for line in handle if line.strip()][:limit]))
+            lines = [json.loads(line) for line in handle if line.strip()][args.skip :]
+            files.append((path, lines[:limit]))
     questions = [q for _, qs in files for q in qs]
     rows = []
     if args.codec != ["none"]:
