@@ -122,6 +122,40 @@ def low_rank(rank: int, factor_bits: int) -> RoundTrip:
     return run
 
 
+def adaptive_low_rank(budget: int) -> RoundTrip:
+    """Like low_rank(r, 8), but each row spends `budget` bytes where its energy is: the rank components of
+    all tensors, taken in order of sigma^2 per byte (a component of [m, n] costs m + n int8 values and one
+    float32 scale), plus one byte per tensor for its rank."""
+
+    def run(x: torch.Tensor, layout: Layout) -> tuple[torch.Tensor, int]:
+        svds, gains = [], []
+        for t, (off, rows, cols) in enumerate(_tensors(layout)):
+            u, s, vh = torch.linalg.svd(x[off : off + rows * cols].view(rows, cols), full_matrices=False)
+            svds.append((u, s, vh))
+            cost = rows + cols + 4
+            gains += [(float(s[j]) ** 2 / cost, cost, t) for j in range(s.numel())]
+        ranks = [0] * len(svds)
+        spent = len(svds)  # the rank table
+        for _, cost, t in sorted(gains, reverse=True):
+            if spent + cost <= budget:
+                ranks[t] += 1
+                spent += cost
+        out = torch.zeros_like(x)
+        for (off, rows, cols), (u, s, vh), r in zip(_tensors(layout), svds, ranks, strict=True):
+            if r:
+                p, q = u[:, :r] * s[:r], vh[:r]
+                ps = _nonzero_scale(p.abs().amax(dim=0, keepdim=True) / 127)
+                qs = _nonzero_scale(q.abs().amax(dim=1, keepdim=True) / 127)
+                out[off : off + rows * cols] = ((torch.round(p / ps) * ps) @ (torch.round(q / qs) * qs)).reshape(-1)
+        return out, spent
+
+    return run
+
+
+def _nonzero_scale(s: torch.Tensor) -> torch.Tensor:
+    return torch.where(s > 0, s, torch.ones_like(s))
+
+
 def store_codec(name: str) -> RoundTrip:
     """A codec of the store (`gradient_store.CODECS`), bound to the row's layout."""
     from gradient_store import get_codec
@@ -150,6 +184,7 @@ CANDIDATES: dict[str, Callable[[], RoundTrip]] = {
     "lowrank4": lambda: store_codec("lowrank4"),
     "lowrank8/int8": lambda: low_rank(8, 8),
     "lowrank5/int6": lambda: low_rank(5, 6),
+    "adaptive/int8": lambda: adaptive_low_rank(568_128),
     "lowrank8/int4": lambda: low_rank(8, 4),
 }
 
