@@ -13,6 +13,7 @@ bf16 and int8 relative reconstruction error on real gradients of the bundled mod
 The last line printed is one JSON object.
 
     .venv/bin/python bench/store_bench.py [--rows 2000] [--no-model] [--workdir DIR] [--keep]
+    .venv/bin/python bench/store_bench.py --codec bf16 --versus lowrank4 [--layout-from STORE/manifest.json]
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from gradient_store import CODECS
 
 # -- knobs -------------------------------------------------------------------------------------
 ROWS = 2000  # passages in the synthetic store
@@ -75,14 +78,14 @@ def _layout_shapes(dim: int) -> list[tuple[str, list[int]]]:
     return shapes
 
 
-def build_store(path: Path, rows: int, dim: int, codec: str):
+def build_store(path: Path, rows: int, dim: int, codec: str, layout: list[dict] | None = None):
     from gradient_store import GradientStore
 
-    shapes = _layout_shapes(dim)
-    layout, offset = [], 0
-    for name, shape in shapes:
-        layout.append({"name": name, "shape": shape, "offset": offset})
-        offset += shape[0] * (shape[1] if len(shape) > 1 else 1)
+    if layout is None:
+        layout, offset = [], 0
+        for name, shape in _layout_shapes(dim):
+            layout.append({"name": name, "shape": shape, "offset": offset})
+            offset += shape[0] * (shape[1] if len(shape) > 1 else 1)
     store = GradientStore.create(path, layout=layout, fingerprint="0" * 64, codec=codec, cache_bytes=CACHE_BYTES)
     gen = torch.Generator().manual_seed(SEED)
     chunk = store.rows_per_shard  # one shard per append: the writer never holds more than one shard
@@ -106,6 +109,37 @@ def time_sums(store, id_sets: list[list[str]], drop_cache: bool, weights: list[f
         out.append(time.perf_counter() - started)
         assert len(found) == len(ids) and not missing
     return out
+
+
+def compare_codecs(workdir: Path, store, codecs: list[str], rows: int, warm_sets: list[list[str]],
+                   cold_sets: list[list[str]], weights: list[float]) -> dict:
+    """The weighted fetch+sum of `store`'s codec against each of `codecs` on stores of the same rows,
+    the calls interleaved (one query on each store in turn) so that contention hits all alike."""
+    stores = {store.codec.name: store}
+    for name in codecs:
+        stores[name], _ = build_store(workdir / f"store-{name}", rows, store.dim, name, store.layout)
+    hot = sorted({pid for ids in warm_sets for pid in ids})
+    for other in stores.values():
+        time_sums(other, [hot[i : i + K] for i in range(0, len(hot), K)], drop_cache=False)  # fill the LRU
+    times: dict[str, dict[str, list[float]]] = {name: {"warm": [], "cold": []} for name in stores}
+    for kind, sets in (("warm", warm_sets), ("cold", cold_sets)):
+        for ids in sets:
+            for name, other in stores.items():
+                times[name][kind] += time_sums(other, [ids], drop_cache=kind == "cold", weights=weights)
+    base = store.codec.name
+    out = {}
+    for name, other in stores.items():
+        warm, cold = _ms(times[name]["warm"]), _ms(times[name]["cold"])
+        out[name] = {"warm": warm, "cold": cold, "row_bytes": other.codec.row_bytes(other.dim),
+                     "warm_ratio": round(warm["p50_ms"] / times_p50(times[base]["warm"]), 2),
+                     "cold_ratio": round(cold["p50_ms"] / times_p50(times[base]["cold"]), 2)}
+        if other is not store:
+            other.close()
+    return out
+
+
+def times_p50(seconds: list[float]) -> float:
+    return statistics.median(seconds) * 1000
 
 
 def torchload_reference(workdir: Path, store, rows: int, id_sets: list[list[str]]) -> dict:
@@ -219,13 +253,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=ROWS)
     parser.add_argument("--dim", type=int, default=DIM)
-    parser.add_argument("--codec", default=CODEC, choices=["fp32", "bf16", "int8"])
+    parser.add_argument("--codec", default=CODEC, choices=sorted(CODECS))
+    parser.add_argument("--versus", action="append", default=[], choices=sorted(CODECS),
+                        help="also time the weighted warm and cold fetch+sum on a store of this codec, interleaved "
+                        "with --codec's (repeatable); prints the ratios")
+    parser.add_argument("--layout-from", type=Path, default=None,
+                        help="take D and the LoRA layout from this store's manifest.json (e.g. a store of the "
+                        "shipped learner) instead of the bundled preset's")
     parser.add_argument("--queries", type=int, default=QUERIES)
     parser.add_argument("--torchload-rows", type=int, default=TORCHLOAD_ROWS)
     parser.add_argument("--no-model", action="store_true", help="skip recompute timing and codec errors")
     parser.add_argument("--workdir", type=Path, default=None, help="where the store is built (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the built store")
     args = parser.parse_args()
+    layout = None
+    if args.layout_from is not None:
+        layout = json.loads(args.layout_from.read_text())["layout"]
+        args.dim = layout[-1]["offset"] + _numel(layout[-1]["shape"])
+    if args.versus:
+        args.versus = [name for name in dict.fromkeys(args.versus) if name != args.codec]
 
     workdir = Path(tempfile.mkdtemp(prefix="store-bench-", dir=args.workdir))
     rng = random.Random(SEED)
@@ -235,7 +281,7 @@ def main() -> None:
         flush=True,
     )
     try:
-        store, build_s = build_store(workdir / "store", args.rows, args.dim, args.codec)
+        store, build_s = build_store(workdir / "store", args.rows, args.dim, args.codec, layout)
         info = store.info()
         print(
             f"built in {build_s:.1f} s: {info['shards']} shards, {info['size_on_disk_bytes'] / 1e9:.2f} GB, "
@@ -262,6 +308,14 @@ def main() -> None:
         weighted = _ms(time_sums(store, warm_sets, drop_cache=False, weights=weights))
         print(f"weighted fetch+sum k={K} (warm): p50 {weighted['p50_ms']} ms, "
               f"{weighted['p50_ms'] / max(warm['p50_ms'], 1e-9):.2f}x the plain sum's", flush=True)
+
+        versus = None
+        if args.versus:
+            versus = compare_codecs(workdir, store, args.versus, args.rows, warm_sets, uniform_sets, weights)
+            for name, figures in versus.items():
+                print(f"weighted fetch+sum k={K}, {name} ({figures['row_bytes']:,} B/row), interleaved: warm p50 "
+                      f"{figures['warm']['p50_ms']} ms ({figures['warm_ratio']:.2f}x {args.codec}), LRU dropped p50 "
+                      f"{figures['cold']['p50_ms']} ms ({figures['cold_ratio']:.2f}x)", flush=True)
 
         ref = torchload_reference(workdir, store, min(args.torchload_rows, args.rows), warm_sets)
         torchload_full_s = ref["load_s"] * args.rows / ref["rows"]
@@ -322,6 +376,10 @@ def main() -> None:
         "codec": args.codec,
         "build_s": round(build_s, 2),
     }
+    if versus:
+        result["versus"] = {name: {"row_bytes": f["row_bytes"], "warm_p50_ms": f["warm"]["p50_ms"],
+                                   "cold_p50_ms": f["cold"]["p50_ms"], "warm_ratio": f["warm_ratio"],
+                                   "cold_ratio": f["cold_ratio"]} for name, f in versus.items()}
     if model:
         for key, e in model["errors"].items():
             result[key] = float(f"{e['rel_err_mean']:.3e}")

@@ -1,7 +1,8 @@
 """The question-answering engine: retrieve → gradients → generate, on plain dataclasses.
 
 The library core that the HTTP service (`service/`) and in-process evaluation
-(`offline_tools.evaluate`) both drive; it knows nothing of HTTP or pydantic.
+(`offline_tools.evaluation.evaluate`) both drive; it knows nothing of HTTP. Its settings
+(`engine/settings.py`) read the `REGRAD_*` environment with pydantic-settings.
 
     from engine import Engine, EngineConfig, Question
     engine = Engine.from_config(EngineConfig(index="artifacts/index", store="artifacts/store"))

@@ -91,7 +91,7 @@ class InvalidAppendError(StoreError, ValueError):
 
 
 class UnknownCodecError(StoreError, ValueError):
-    """A codec name that is not `fp32`, `bf16` or `int8`."""
+    """A codec name that is not one of `CODECS` (`fp32`, `bf16`, `int8`, `lowrank4`)."""
 
     def __init__(self, name: str, known: list[str]) -> None:
         super().__init__(f"`codec` must be one of {known}, got {name!r}; bf16 is the default")

@@ -65,7 +65,7 @@ class Manifest:
         fingerprint: learner fingerprint (64 hex chars) the gradients were computed with.
         layout: list of `{"name", "shape", "offset"}` dicts (flat-vector order of the LoRA tensors).
         dim: length D of one flat gradient, `= offset + numel` of the last layout entry.
-        codec: `fp32`, `bf16` or `int8`.
+        codec: `fp32`, `bf16`, `int8` or `lowrank4`.
         int8_block_size: elements per int8 scale (0 for other codecs).
         rows_per_shard: most rows one shard file holds.
         shards: mirror of the index's shard table.
@@ -83,7 +83,7 @@ class Manifest:
 
     @property
     def codec_obj(self) -> Codec:
-        return get_codec(self.codec, self.int8_block_size)
+        return get_codec(self.codec, self.int8_block_size, layout=self.layout)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -96,8 +96,8 @@ class Manifest:
             "rows_per_shard": self.rows_per_shard,
             "created_at": self.created_at,
             "tensors": {
-                "gradients": "[rows, dim] in the codec's dtype",
-                "scales": "[rows, ceil(dim/block)] F32 (int8)",
+                "gradients": "[rows, dim] in the codec's dtype ([rows, rank * sum(m + n)] I8 for lowrank4)",
+                "scales": "[rows, ceil(dim/block)] F32 (int8); [rows, rank * tensors] F32 (lowrank4)",
             },
             "layout": self.layout,
             "shards": [s.to_json() for s in self.shards],

@@ -1,4 +1,5 @@
-"""One shard file: a plain safetensors file holding `gradients [rows, D]` (and `scales` for int8).
+"""One shard file: a plain safetensors file holding `gradients [rows, width]` (and `scales` for int8 and
+lowrank4); width is D except for lowrank4 (`Codec.width`).
 
 We write and read the safetensors layout ourselves (8-byte little-endian header length, a JSON header,
 then the raw tensors) because the reader needs the byte offset of every row: a row is one contiguous
@@ -61,22 +62,21 @@ def row_crcs(gradients: torch.Tensor, scales: torch.Tensor | None) -> list[int]:
     return out
 
 
-def _header(codec: Codec, rows: int, dim: int, metadata: dict[str, str]) -> bytes:
-    grad_bytes = rows * dim * codec.dtype.itemsize
+def _header(codec: Codec, rows: int, width: int, n_scales: int, metadata: dict[str, str]) -> bytes:
+    grad_bytes = rows * width * codec.dtype.itemsize
     header: dict = {
         "__metadata__": metadata,
         "gradients": {
             "dtype": codec.safetensors_dtype,
-            "shape": [rows, dim],
+            "shape": [rows, width],
             "data_offsets": [0, grad_bytes],
         },
     }
     if codec.has_scales:
-        n_blocks = codec.n_blocks(dim)
         header["scales"] = {
             "dtype": "F32",
-            "shape": [rows, n_blocks],
-            "data_offsets": [grad_bytes, grad_bytes + rows * n_blocks * 4],
+            "shape": [rows, n_scales],
+            "data_offsets": [grad_bytes, grad_bytes + rows * n_scales * 4],
         }
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-(8 + len(raw)) % _ALIGN)
@@ -91,12 +91,13 @@ def write_shard(
     Returns:
         `(file size in bytes, sha256 hex of the whole file)`.
     """
-    rows, dim = gradients.shape
+    rows, width = gradients.shape
+    n_scales = scales.shape[1] if scales is not None else 0
     sha = hashlib.sha256()
     size = 0
     with open(path, "wb") as f:
         for chunk in (
-            _header(codec, rows, dim, metadata),
+            _header(codec, rows, width, n_scales, metadata),
             _as_bytes(gradients),
             _as_bytes(scales) if scales is not None else None,
         ):
@@ -133,19 +134,20 @@ def _parse_header(head: bytes, file_size: int, codec: Codec, rows: int, dim: int
         grads = header["gradients"]
     except (ValueError, KeyError, TypeError) as e:
         raise ShardHeaderError(f"header is not valid safetensors JSON with a `gradients` tensor ({e})") from e
-    if grads.get("dtype") != codec.safetensors_dtype or grads.get("shape") != [rows, dim]:
+    width = codec.width(dim)
+    if grads.get("dtype") != codec.safetensors_dtype or grads.get("shape") != [rows, width]:
         raise ShardHeaderError(
             f"`gradients` is {grads.get('dtype')} {grads.get('shape')}, "
-            f"expected {codec.safetensors_dtype} [{rows}, {dim}]"
+            f"expected {codec.safetensors_dtype} [{rows}, {width}]"
         )
     data_start = 8 + n
-    grad_row_bytes = dim * codec.dtype.itemsize
+    grad_row_bytes = width * codec.dtype.itemsize
     if grads.get("data_offsets") != [0, rows * grad_row_bytes]:
-        raise ShardHeaderError(f"`gradients` data_offsets {grads.get('data_offsets')} do not fit [{rows}, {dim}]")
+        raise ShardHeaderError(f"`gradients` data_offsets {grads.get('data_offsets')} do not fit [{rows}, {width}]")
     end = rows * grad_row_bytes
     scale_row_bytes = 0
     if codec.has_scales:
-        scale_row_bytes = codec.n_blocks(dim) * 4
+        scale_row_bytes = codec.n_scales(dim) * 4
         scales = header.get("scales") or {}
         expect = [end, end + rows * scale_row_bytes]
         if scales.get("dtype") != "F32" or scales.get("data_offsets") != expect:
@@ -180,7 +182,7 @@ class ShardReader:
             raise
 
     def read_row(self, row: int, crc: int) -> tuple[torch.Tensor, torch.Tensor | None] | None:
-        """Row `row` as `(gradients [D] in the codec dtype, scales [n_blocks] float32 or None)`, or None when
+        """Row `row` as `(gradients [width] in the codec dtype, scales [n_scales] float32 or None)`, or None when
         its bytes do not match `crc` (a corrupt row)."""
         lay = self._layout
         grad = torch.empty(lay.grad_row_bytes, dtype=torch.uint8)

@@ -157,7 +157,8 @@ class GradientStore:
             layout: the learner's parameter layout: `learner.layout.to_json()` (a list of
                 `{"name", "shape", "offset"}` dicts) or any object with `.to_json()`. Fixes D.
             fingerprint: the learner's fingerprint; `open(expect_fingerprint=...)` checks it.
-            codec: `bf16` (default), `fp32` or `int8` (per-block scales).
+            codec: `bf16` (default), `fp32`, `int8` (per-block scales) or `lowrank4` (each LoRA tensor at
+                rank 4, int8 factors: about 1/8 of bf16).
             rows_per_shard: rows per shard file; default keeps a shard at or under 256 MiB.
             cache_bytes: byte budget of the LRU cache of hot rows.
             exist_ok: if `path` already holds a store with the same fingerprint, layout and codec, open it
@@ -174,7 +175,7 @@ class GradientStore:
         entries, dim = _layout_or_error(layout, path)
         if not isinstance(fingerprint, str) or not fingerprint:
             raise StoreFormatError(str(path), f"`fingerprint` must be a non-empty string, got {fingerprint!r}")
-        codec_obj = get_codec(codec)
+        codec_obj = get_codec(codec, layout=entries)
         if (path / MANIFEST_NAME).exists():
             if not exist_ok:
                 raise StoreExistsError(

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
+# gradient_store.CODECS' names, spelt out: building the parser must not import torch (a test keeps them equal).
+CODEC_CHOICES = ["bf16", "fp32", "int8", "lowrank4"]
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("encode", help="compute passage gradients into a gradient store (resumable)")
@@ -26,8 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--format", dest="corpus_format", default="auto", help="corpus format (as for `regrad index`)")
     p.add_argument("--top-k", type=int, default=None, help="with --passages-from: first k passages per question")
-    p.add_argument("--codec", default="bf16", choices=["bf16", "fp32", "int8"],
-                   help="how gradients are stored: bf16 (default), fp32, int8 (blocks of 256)")
+    p.add_argument("--codec", default="bf16", choices=CODEC_CHOICES,
+                   help="how gradients are stored: bf16 (default), fp32, int8 (blocks of 256), lowrank4 (each "
+                   "LoRA tensor at rank 4, int8 factors: ~1/8 of bf16)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="passages per backward (default: 16 on a GPU, 1 on a CPU)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
