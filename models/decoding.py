@@ -3,7 +3,9 @@
 `BatchDecoder` is iteration-level scheduling's model half (Orca, vLLM): the batch is not fixed when
 it starts. At any step, new rows are prefilled and join (their KV cache rows, attention mask and
 LoRA row adapters are appended to the running batch's), and a row that has finished leaves at once
-(its cache row and adapter are dropped). Each row's adapter travels with its KV-cache row. Batch
+(its cache row and adapter are dropped). Each row's adapter (its own LoRA weights, folded once
+when it was prepared) sits in a slot of the batch's `RowAdapterBank`: joining writes only the new
+rows, leaving moves at most one row per row that left, and a step reads the slots in place. Batch
 generation (`generate_answers`) is the special case where every row joins at step 0.
 
     decoder = BatchDecoder(learner)
@@ -29,6 +31,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from models.row_bank import RowAdapterBank, fill_order
 from models.row_lora import RowAdapters
 
 __all__ = ["BatchDecoder", "prefill", "stop_token_ids", "attention_implementation"]
@@ -59,7 +62,9 @@ class BatchDecoder:
         self._cache = None                               # DynamicCache, batch = live rows
         self._attention: torch.Tensor | None = None      # (n, T) 1 = real token, left-padded
         self._next: torch.Tensor | None = None           # (n,) each row's next token, not yet emitted
-        self._adapters: RowAdapters | None = None        # the live rows' adapters (None: none adapted)
+        self._bank: RowAdapterBank | None = None         # the adapted live rows' own LoRA weights, in slots
+        self._off: list[int] = []                        # live rows whose LoRA is switched off (base model)
+        self._adapters: RowAdapters | None = None        # this step's view of both (None: no row adapted)
         self.emitted: list[tuple[Hashable, int]] = []    # (key, token) each row emitted in the last step
 
     def __len__(self) -> int:
@@ -84,11 +89,11 @@ class BatchDecoder:
             hidden, cache = prefill(self.learner, batch)      # SDPA for its duration
         next_token = self._head(hidden[:, -1]).argmax(-1)                        # (m,)
         new_rows = [_Row(key, int(n)) for key, n in zip(keys, max_new_tokens)]
+        self._add_adapters(adapters, len(self._rows))
         if not self._rows:
             self._rows, self._cache, self._attention, self._next = new_rows, cache, batch["attention_mask"], next_token
-            self._adapters = adapters
+            self._adapters = self._step_adapters()
             return
-        self._adapters = _extend(self._adapters, len(self._rows), adapters, len(new_rows))
         width = max(self._attention.shape[1], batch["attention_mask"].shape[1])
         mask = batch["attention_mask"]
         self._attention = torch.cat([_pad_left(self._attention, width, 1), _pad_left(mask, width, 1)])
@@ -97,6 +102,7 @@ class BatchDecoder:
             old.values = torch.cat([_pad_left(old.values, width, 2), _pad_left(new.values, width, 2)])
         self._next = torch.cat([self._next, next_token])
         self._rows += new_rows
+        self._adapters = self._step_adapters()
 
     @torch.no_grad()
     def step(self) -> list[tuple[Hashable, list[int]]]:
@@ -130,18 +136,55 @@ class BatchDecoder:
             self._keep([i for i, row in enumerate(self._rows) if row.key not in gone])
 
     # ------------------------------------------------------------------ internals
+    def _add_adapters(self, adapters: RowAdapters | None, offset: int) -> None:
+        """Joining rows' adapters (batch rows from `offset` on) into the running batch's: a bank that
+        `prepare_rows` just built is taken over as it is when no adapted row is live, else its rows are
+        copied into free slots."""
+        if adapters is None:
+            return
+        if adapters.has_off_rows:
+            self._off += [int(row) + offset for row in adapters.off.tolist()]
+        if not adapters.rows.numel():
+            return
+        bank = adapters.bank
+        if bank is not None and not bank.claimed and bank.count == adapters.rows.numel() and \
+                (self._bank is None or not self._bank.count):
+            bank.claimed = True
+            bank.shift(offset)
+            self._bank = bank
+            return
+        if self._bank is None:
+            self._bank = RowAdapterBank(self.learner.lora_tensors(), capacity=int(adapters.rows.numel()))
+        if bank is not None and bank.count == adapters.rows.numel():
+            self._bank.append(bank, offset)
+        else:
+            self._bank.write_adapters(adapters, offset)
+
+    def _step_adapters(self) -> RowAdapters | None:
+        off = torch.tensor(self._off, dtype=torch.long, device=self._next.device) if self._off else None
+        if self._bank is not None and self._bank.count:
+            return self._bank.adapters(len(self._rows), off)
+        return RowAdapters.switched_off(off, len(self._rows)) if off is not None else None
+
     def _keep(self, keep: list[int]) -> None:
+        """Only rows `keep` (ascending) stay; the last rows move into the places of rows that left
+        (`fill_order`, as the adapter bank fills its slots: fewest copies, slots stay aligned)."""
         if not keep:
             self._rows, self._cache, self._attention, self._next, self._adapters = [], None, None, None, None
+            self._off = []
+            if self._bank is not None:
+                self._bank.keep([])
             return
-        index = torch.tensor(keep, device=self._next.device)
-        self._rows = [self._rows[i] for i in keep]
+        order = fill_order(len(self._rows), keep)
+        index = torch.tensor(order, device=self._next.device)
+        self._rows = [self._rows[i] for i in order]
         self._cache.batch_select_indices(index)
         self._attention, self._next = self._attention[index], self._next[index]
-        if self._adapters is not None:
-            self._adapters = self._adapters.select(index)
-            if self._adapters.is_empty:
-                self._adapters = None
+        if self._bank is not None:
+            self._bank.keep(order)
+        position = {old: new for new, old in enumerate(order)}
+        self._off = sorted(position[row] for row in self._off if row in position)
+        self._adapters = self._step_adapters()
         # Columns that are padding in every live row (left by rows with longer prompts) go.
         first = int(self._attention.any(0).int().argmax())
         if first > 0:
@@ -165,14 +208,6 @@ def _pad_left(tensor: torch.Tensor, width: int, dim: int) -> torch.Tensor:
         return tensor
     pad = [0, 0] * (tensor.dim() - 1 - dim) + [missing, 0]
     return F.pad(tensor, pad)
-
-
-def _extend(old: RowAdapters | None, n_old: int, new: RowAdapters | None, n_new: int) -> RowAdapters | None:
-    if old is None and new is None:
-        return None
-    old = old if old is not None else RowAdapters.unadapted(n_old, like=new)
-    new = new if new is not None else RowAdapters.unadapted(n_new, like=old)
-    return old.extend(new)
 
 
 def prefill(learner, batch: dict[str, torch.Tensor]):

@@ -9,6 +9,10 @@ The math is `models/adapt.py`'s (`lora_row_correction`):
     c_i = dB_i (A x_i + dA_i x_i) + B (dA_i x_i)   for an adapted batch row i, else 0
         = (dB_i A_i + B dA_i) x_i                  with A_i = A + dA_i
 
+Serving gives the rows' own weights instead of their deltas (`RowAdapters.folded`, built once per
+row in a `models.row_bank.RowAdapterBank`): an adapted row's LoRA output is then B_i A_i x_i, two
+batched matmuls (`row_lora_output`), and a batch whose rows are all adapted skips the shared LoRA.
+
 A row may also be *switched off* (`RowAdapters.off`): its whole LoRA term is dropped, so it runs the
 base model (`y = W x`, bit for bit) in the same batch as adapted rows (the `*_base` modes).
 
@@ -21,11 +25,12 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
-from models.adapt import lora_row_correction
+from models.adapt import lora_row_correction, row_lora_output
 from models.errors import ModelError
 
 __all__ = ["RowAdapters", "RowAdapterSlot", "RowLoraLinear"]
@@ -44,6 +49,10 @@ class RowAdapters:
             (then rows leave and join with one copy of (m, D), not one per tensor).
         off: ascending batch rows whose LoRA is switched off entirely (the base model answers them);
             never also in `rows`. None or empty: none.
+        folded: `deltas` hold each adapted row's own weights `(A_i, B_i)`, not `(dA_i, dB_i)` (serving).
+        aligned: entry j belongs to batch row j for every row of the batch (None: `rows` is
+            ascending, so this is whether every row is adapted). A bank's rows may be in any order.
+        bank: the `RowAdapterBank` whose slots the folded weights are views of, if any.
     """
 
     deltas: dict[str, tuple[torch.Tensor, torch.Tensor]]
@@ -52,6 +61,9 @@ class RowAdapters:
     flat: torch.Tensor | None = None
     split: Callable[[torch.Tensor], dict[str, torch.Tensor]] | None = None
     off: torch.Tensor | None = None
+    folded: bool = False
+    aligned: bool | None = None
+    bank: Any = None
 
     @classmethod
     def from_flat(cls, flat: torch.Tensor, rows: torch.Tensor, batch_size: int,
@@ -69,6 +81,9 @@ class RowAdapters:
 
     @property
     def covers_every_row(self) -> bool:
+        """Entry j is batch row j's, for every row: the layers need not gather or scatter rows."""
+        if self.aligned is not None:
+            return self.aligned
         return self.rows.numel() == self.batch_size  # rows are ascending and distinct: 0..n-1
 
     @property
@@ -93,10 +108,16 @@ class RowAdapters:
         if self.flat is not None and self.split is not None:
             return RowAdapters.from_flat(self.flat[kept], mapped[kept], int(keep.numel()), self.split, off)
         deltas = {name: (dA[kept], dB[kept]) for name, (dA, dB) in self.deltas.items()}
-        return RowAdapters(deltas, mapped[kept], int(keep.numel()), off=off)
+        rows = mapped[kept]
+        aligned = None if not self.folded else bool(torch.equal(rows, torch.arange(int(keep.numel()))))
+        return RowAdapters(deltas, rows, int(keep.numel()), off=off, folded=self.folded, aligned=aligned)
 
     def extend(self, other: RowAdapters) -> RowAdapters:
         """This batch followed by `other`'s rows: rows that join."""
+        if self.folded != other.folded and self.rows.numel() and other.rows.numel():
+            raise ModelError("rows given as weights and rows given as deltas cannot share a batch")
+        if self.folded or other.folded:
+            return self._extend_folded(other)
         rows = torch.cat([self.rows, other.rows + self.batch_size])
         size = self.batch_size + other.batch_size
         off = _cat_rows(self.off, other.off, self.batch_size)
@@ -113,13 +134,26 @@ class RowAdapters:
         }
         return RowAdapters(deltas, rows, size, off=off)
 
+    def _extend_folded(self, other: RowAdapters) -> RowAdapters:
+        rows = torch.cat([self.rows, other.rows + self.batch_size])
+        size = self.batch_size + other.batch_size
+        off = _cat_rows(self.off, other.off, self.batch_size)
+        if self.rows.numel() and other.rows.numel():
+            deltas = {name: (torch.cat([A, other.deltas[name][0]]), torch.cat([B, other.deltas[name][1]]))
+                      for name, (A, B) in self.deltas.items()}
+        else:  # one side adapts no row: keep the other's weights
+            deltas = self.deltas if self.rows.numel() else other.deltas
+        aligned = bool(torch.equal(rows, torch.arange(size, device=rows.device)))
+        return RowAdapters(deltas, rows, size, off=off, folded=True, aligned=aligned)
+
     @staticmethod
     def unadapted(batch_size: int, like: RowAdapters) -> RowAdapters:
         """A batch of `batch_size` rows none of which is adapted (shaped like `like`, for `extend`)."""
         flat = like.flat[:0] if like.flat is not None else None
         return RowAdapters(
             {name: (dA[:0], dB[:0]) for name, (dA, dB) in like.deltas.items()},
-            like.rows[:0], batch_size, flat, like.split,
+            like.rows[:0], batch_size, flat, like.split, folded=like.folded,
+            aligned=False if like.folded and batch_size else None,
         )
 
 
@@ -148,7 +182,8 @@ class RowAdapterSlot:
 
 
 class RowLoraLinear(nn.Module):
-    """`base(x) + s * (lora_B(lora_A(x)) + row correction)`, the correction read from the slot.
+    """`base(x) + s * (lora_B(lora_A(x)) + row correction)`, the correction read from the slot
+    (or, for folded rows, `base(x) + s * B_i A_i x`).
 
     Built from peft's `lora.Linear` (adapter `default`, no dropout); takes over its modules.
     """
@@ -166,11 +201,22 @@ class RowLoraLinear(nn.Module):
         result = self.base_layer(x)                                   # W x, in the base dtype
         lora_A, lora_B = self.lora_A["default"], self.lora_B["default"]
         x = x.to(lora_A.weight.dtype)                                 # LoRA runs in fp32
-        ax = lora_A(x)                                                # A x
-        lora = lora_B(ax)                                             # B A x, shared by every row
         rows = self.slot.current
         if rows is not None and rows.batch_size != x.shape[0]:
             raise ModelError(f"batch has {x.shape[0]} rows but its row adapters were built for {rows.batch_size}")
+        if rows is not None and rows.folded and rows.rows.numel():     # each row's own weights (serving)
+            A_rows, B_rows = rows.deltas[self.name]
+            if rows.covers_every_row:                                 # no row runs the shared LoRA
+                lora = row_lora_output(x, A_rows, B_rows)
+            else:
+                index = rows.rows
+                lora = lora_B(lora_A(x)).index_copy(0, index, row_lora_output(x.index_select(0, index), A_rows,
+                                                                               B_rows))
+            if rows.has_off_rows:
+                lora = lora.index_fill(0, rows.off, 0.0)
+            return (result + lora * self.scaling).to(result.dtype)
+        ax = lora_A(x)                                                # A x
+        lora = lora_B(ax)                                             # B A x, shared by every row
         if rows is not None and rows.rows.numel():
             dA, dB = rows.deltas[self.name]
             if rows.covers_every_row:
