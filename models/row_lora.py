@@ -33,7 +33,7 @@ from torch import nn
 from models.adapt import lora_row_correction, row_lora_output
 from models.errors import ModelError
 
-__all__ = ["RowAdapters", "RowAdapterSlot", "RowLoraLinear"]
+__all__ = ["PackedRows", "RowAdapters", "RowAdapterSlot", "RowLoraLinear"]
 
 
 @dataclass(frozen=True)
@@ -165,14 +165,25 @@ def _cat_rows(first: torch.Tensor | None, second: torch.Tensor | None, offset: i
     return torch.cat(parts)
 
 
+@dataclass(frozen=True)
+class PackedRows:
+    """The row metadata of a packed forward: one sequence (batch 1) whose tokens are parts laid end to
+    end, each part a batch of its own (`rows` rows of `tokens` tokens, its own `RowAdapters` or None).
+    Continuous batching's fused step: the running rows' next tokens (one part, `rows` = live rows,
+    `tokens` = 1) followed by each joining row's prompt (a part of one row).
+    """
+
+    parts: tuple[tuple[int, int, RowAdapters | None], ...]   # (rows, tokens, adapters) per part
+
+
 class RowAdapterSlot:
     """The row metadata of the current step, shared by all `RowLoraLinear` layers of one learner."""
 
     def __init__(self) -> None:
-        self.current: RowAdapters | None = None
+        self.current: RowAdapters | PackedRows | None = None
 
     @contextlib.contextmanager
-    def use(self, adapters: RowAdapters | None) -> Iterator[None]:
+    def use(self, adapters: RowAdapters | PackedRows | None) -> Iterator[None]:
         """Forwards inside the block adapt the rows of `adapters` (None: no row is adapted)."""
         previous, self.current = self.current, adapters
         try:
@@ -199,9 +210,27 @@ class RowLoraLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         result = self.base_layer(x)                                   # W x, in the base dtype
-        lora_A, lora_B = self.lora_A["default"], self.lora_B["default"]
-        x = x.to(lora_A.weight.dtype)                                 # LoRA runs in fp32
+        x = x.to(self.lora_A["default"].weight.dtype)                 # LoRA runs in fp32
         rows = self.slot.current
+        if isinstance(rows, PackedRows):                              # (1, L, d_in): parts of their own
+            if x.shape[0] != 1 or x.shape[1] != sum(n * t for n, t, _ in rows.parts):
+                raise ModelError(f"a packed forward of {tuple(x.shape[:2])} tokens does not match its parts "
+                                 f"{[(n, t) for n, t, _ in rows.parts]}")
+            pieces, start = [], 0
+            for n, t, adapters in rows.parts:
+                part = x[0, start : start + n * t].view(n, t, x.shape[-1])              # (n, t, d_in)
+                pieces.append(self._lora(part, adapters).reshape(n * t, -1))
+                start += n * t
+            lora = torch.cat(pieces)[None]                                                # (1, L, d_out)
+        else:
+            lora = self._lora(x, rows)
+        # One rounding to the base dtype, after the LoRA part is complete (as peft, and as when a
+        # row's adapted weights are written into lora_A/lora_B: the reference's in-place way).
+        return (result + lora * self.scaling).to(result.dtype)
+
+    def _lora(self, x: torch.Tensor, rows: RowAdapters | None) -> torch.Tensor:
+        """The LoRA term of a batch `x` (n, T, d_in), fp32, before the scaling s: each row's own."""
+        lora_A, lora_B = self.lora_A["default"], self.lora_B["default"]
         if rows is not None and rows.batch_size != x.shape[0]:
             raise ModelError(f"batch has {x.shape[0]} rows but its row adapters were built for {rows.batch_size}")
         if rows is not None and rows.folded and rows.rows.numel():     # each row's own weights (serving)
@@ -212,25 +241,21 @@ class RowLoraLinear(nn.Module):
                 index = rows.rows
                 lora = lora_B(lora_A(x)).index_copy(0, index, row_lora_output(x.index_select(0, index), A_rows,
                                                                                B_rows))
-            if rows.has_off_rows:
-                lora = lora.index_fill(0, rows.off, 0.0)
-            return (result + lora * self.scaling).to(result.dtype)
-        ax = lora_A(x)                                                # A x
-        lora = lora_B(ax)                                             # B A x, shared by every row
-        if rows is not None and rows.rows.numel():
-            dA, dB = rows.deltas[self.name]
-            if rows.covers_every_row:
-                lora = lora + lora_row_correction(x, ax, dA, dB, lora_B.weight)
-            else:                                                     # only the adapted rows pay
-                index = rows.rows
-                correction = lora_row_correction(x.index_select(0, index), ax.index_select(0, index), dA, dB,
-                                                 lora_B.weight)
-                lora = lora.index_add(0, index, correction)
+        else:
+            ax = lora_A(x)                                            # A x
+            lora = lora_B(ax)                                         # B A x, shared by every row
+            if rows is not None and rows.rows.numel():
+                dA, dB = rows.deltas[self.name]
+                if rows.covers_every_row:
+                    lora = lora + lora_row_correction(x, ax, dA, dB, lora_B.weight)
+                else:                                                 # only the adapted rows pay
+                    index = rows.rows
+                    correction = lora_row_correction(x.index_select(0, index), ax.index_select(0, index), dA, dB,
+                                                     lora_B.weight)
+                    lora = lora.index_add(0, index, correction)
         if rows is not None and rows.has_off_rows:                  # the base model's rows: no LoRA at all
             lora = lora.index_fill(0, rows.off, 0.0)
-        # One rounding to the base dtype, after the LoRA part is complete (as peft, and as when a
-        # row's adapted weights are written into lora_A/lora_B: the reference's in-place way).
-        return (result + lora * self.scaling).to(result.dtype)
+        return lora
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}, scaling={self.scaling}"

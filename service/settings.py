@@ -60,6 +60,10 @@ class Settings(BaseSettings):
         max_wait_ms: how long a request waits for company: `static`, the first request of a batch
             for others to join it; `continuous`, newcomers too few to fill the free rows, while
             other rows decode, so that several are prefilled together.
+        prefill_budget_tokens: `continuous` only. 0: a newcomer's prompt is prefilled in a forward of
+            its own, which stalls the rows decoding. N: newcomers that join decoding rows are
+            prefilled inside the next decode step's forward (packed with the rows' next tokens, as
+            vLLM's chunked prefill), at most N prompt tokens per step.
         max_queue: most requests waiting for the model; more are refused with 503 + Retry-After.
         missing_gradients: `compute` (one batched backward for the misses) or `skip` (answer without them).
         write_back: write computed gradients back to the store (the store as a cache).
@@ -92,6 +96,8 @@ class Settings(BaseSettings):
     scheduler: Literal["continuous", "static"] = Field("continuous", description="continuous | static batching")
     max_batch: int = Field(8, ge=1, le=256, description="most requests in one generation batch")
     max_wait_ms: float = Field(10.0, ge=0, le=10_000, description="batch gathering window, ms")
+    prefill_budget_tokens: int = Field(0, ge=0, le=1_000_000,
+                                       description="continuous: prompt tokens prefilled inside a decode step (0: off)")
     max_queue: int = Field(256, ge=1, description="most requests waiting; more get 503")
     missing_gradients: Literal["compute", "skip"] = Field("compute", description="compute | skip")
     write_back: bool = Field(False, description="store gradients computed for misses")
