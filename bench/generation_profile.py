@@ -20,6 +20,7 @@ Last line: one JSON object.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import time
@@ -32,6 +33,7 @@ DATA = Path(os.environ.get("REGRAD_DATA_DIR", Path(__file__).resolve().parents[2
 CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "regrad-smollm2-135m"
 GRADIENT_SCALE = 1e-3           # synthetic per-row gradients: N(0, scale^2) per value (timing only)
 PROFILE_TOP_OPS = 10
+PREFILL_BUDGET_TOKENS = 512     # the fused newcomer's budget (its prompt fits)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -148,8 +150,8 @@ def adapted_timings(report: dict, questions: list[str]) -> None:
     plain = [AnswerRequest(q) for q in questions]
     limits = [64] * len(questions)
 
-    def running(requests):
-        decoder = BatchDecoder(learner)
+    def running(requests, budget=None):
+        decoder = BatchDecoder(learner, **({"prefill_budget_tokens": budget} if budget else {}))
         batch, adapters = prepare_rows(learner, requests)
         decoder.join(list(range(len(requests))), batch, adapters, limits[: len(requests)])
         decoder.step()  # the first tokens: every row is decoding
@@ -187,6 +189,32 @@ def adapted_timings(report: dict, questions: list[str]) -> None:
         report[f"{cpu_key}_adapted"], report[f"{cpu_key}_unadapted"] = round(a_cpu, 1), round(u_cpu, 1)
         print(f"{key:>18}: adapted {a:7.1f} ms, unadapted {u:7.1f} ms ({a / u:.2f}x); "
               f"CPU time {a_cpu:7.1f} vs {u_cpu:7.1f} ms ({a_cpu / u_cpu:.2f}x)")
+
+    if "prefill_budget_tokens" in inspect.signature(BatchDecoder).parameters:
+        # A newcomer joins 7 running rows, and the batch emits its next tokens: the newcomer's prompt
+        # prefilled in a forward of its own, then a decode step of 8 (the running rows stall), or
+        # packed into the decode step's forward (one forward).
+        newcomer = {}
+        for name, budget in (("separate", None), ("fused", PREFILL_BUDGET_TOKENS)):
+            def setup(budget=budget):
+                return running(adapted[:7], budget), prepare_rows(learner, adapted[7:])
+
+            def call(state):
+                state[0].join(["new"], *state[1], [64])
+                state[0].step()
+            newcomer[name] = (call, setup)
+        times = {name: [] for name in newcomer}
+        for _ in range(REPEAT + 1):
+            for name, (call, setup) in newcomer.items():
+                state = setup()
+                started_cpu = time.thread_time()
+                call(state)
+                times[name].append(time.thread_time() - started_cpu)
+        for name in newcomer:
+            report[f"newcomer_into_7_cpu_ms_{name}"] = round(min(times[name][1:]) * 1000, 1)
+        print(f"a newcomer joins 7 adapted rows + their next step: CPU time "
+              f"{report['newcomer_into_7_cpu_ms_separate']:.1f} ms with its own prefill forward, "
+              f"{report['newcomer_into_7_cpu_ms_fused']:.1f} ms packed into the step")
 
     def one_batch(requests) -> None:  # what one adapted batch costs: its adapters, prefill, a new token
         decoder = BatchDecoder(learner)

@@ -38,12 +38,13 @@ __all__ = ["PackedRows", "RowAdapters", "RowAdapterSlot", "RowLoraLinear"]
 
 @dataclass(frozen=True)
 class RowAdapters:
-    """The adapted rows of one batch: per layer, each adapted row's LoRA deltas `(dA, dB)`.
+    """The adapted rows of one batch: per layer, each adapted row's LoRA deltas `(dA, dB)`, or its
+    own weights `(A_i, B_i)` when `folded`.
 
     Args:
         deltas: layer name → `(dA (m, r, d_in), dB (m, d_out, r))`; views of `flat` when it is set.
-        rows: (m,) the batch rows they belong to, ascending; a batch row not listed is unadapted
-            (its output is the shared LoRA's, bit for bit).
+        rows: (m,) the batch rows they belong to, ascending (a bank's: distinct, in slot order); a
+            batch row not listed is unadapted (its output is the shared LoRA's, bit for bit).
         batch_size: rows in the batch, adapted or not.
         flat: the (m, D) deltas the views come from, and `split` the layout's `{name: view}` split
             (then rows leave and join with one copy of (m, D), not one per tensor).
@@ -109,7 +110,9 @@ class RowAdapters:
             return RowAdapters.from_flat(self.flat[kept], mapped[kept], int(keep.numel()), self.split, off)
         deltas = {name: (dA[kept], dB[kept]) for name, (dA, dB) in self.deltas.items()}
         rows = mapped[kept]
-        aligned = None if not self.folded else bool(torch.equal(rows, torch.arange(int(keep.numel()))))
+        aligned = None
+        if self.folded:
+            aligned = bool(torch.equal(rows, torch.arange(int(keep.numel()), device=rows.device)))
         return RowAdapters(deltas, rows, int(keep.numel()), off=off, folded=self.folded, aligned=aligned)
 
     def extend(self, other: RowAdapters) -> RowAdapters:
