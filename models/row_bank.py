@@ -57,10 +57,6 @@ class RowAdapterBank:
     def count(self) -> int:
         return len(self.rows)
 
-    @property
-    def nbytes(self) -> int:
-        return sum(t.nelement() * t.element_size() for t in self.slots.values())
-
     # ------------------------------------------------------------------ writing rows
     @torch.no_grad()
     def write(self, gradients: Sequence[torch.Tensor], gammas: Sequence[float], rows: Sequence[int],
