@@ -234,7 +234,7 @@ class Learner(nn.Module):
         if rows.numel() != m:
             raise ModelError(f"{m} row deltas were given for {rows.numel()} rows")
         size = m if batch_size is None else batch_size
-        if not isinstance(deltas, dict):  # views of one flat tensor: leaving and joining copy it once
+        if not isinstance(deltas, dict):  # views of one flat tensor, no copy
             return RowAdapters.from_flat(deltas, rows, size, self.layout.split)
         views = {short: (deltas[f"{short}.lora_A"], deltas[f"{short}.lora_B"]) for short in self.lora_modules}
         return RowAdapters(views, rows, size)

@@ -42,12 +42,10 @@ class RowAdapters:
     own weights `(A_i, B_i)` when `folded`.
 
     Args:
-        deltas: layer name → `(dA (m, r, d_in), dB (m, d_out, r))`; views of `flat` when it is set.
+        deltas: layer name → `(dA (m, r, d_in), dB (m, d_out, r))`.
         rows: (m,) the batch rows they belong to, ascending (a bank's: distinct, in slot order); a
             batch row not listed is unadapted (its output is the shared LoRA's, bit for bit).
         batch_size: rows in the batch, adapted or not.
-        flat: the (m, D) deltas the views come from, and `split` the layout's `{name: view}` split
-            (then rows leave and join with one copy of (m, D), not one per tensor).
         off: ascending batch rows whose LoRA is switched off entirely (the base model answers them);
             never also in `rows`. None or empty: none.
         folded: `deltas` hold each adapted row's own weights `(A_i, B_i)`, not `(dA_i, dB_i)` (serving).
@@ -59,8 +57,6 @@ class RowAdapters:
     deltas: dict[str, tuple[torch.Tensor, torch.Tensor]]
     rows: torch.Tensor
     batch_size: int
-    flat: torch.Tensor | None = None
-    split: Callable[[torch.Tensor], dict[str, torch.Tensor]] | None = None
     off: torch.Tensor | None = None
     folded: bool = False
     aligned: bool | None = None
@@ -73,7 +69,7 @@ class RowAdapters:
         views = split(flat)
         names = {name.rsplit(".", 1)[0] for name in views}
         deltas = {name: (views[f"{name}.lora_A"], views[f"{name}.lora_B"]) for name in sorted(names)}
-        return cls(deltas, rows, batch_size, flat, split, off)
+        return cls(deltas, rows, batch_size, off=off)
 
     @classmethod
     def switched_off(cls, off: torch.Tensor, batch_size: int) -> RowAdapters:
@@ -90,82 +86,6 @@ class RowAdapters:
     @property
     def has_off_rows(self) -> bool:
         return self.off is not None and self.off.numel() > 0
-
-    @property
-    def is_empty(self) -> bool:
-        """No row adapted and none switched off: the batch runs the shared LoRA alone."""
-        return not self.rows.numel() and not self.has_off_rows
-
-    def select(self, keep: torch.Tensor) -> RowAdapters:
-        """The adapters of batch rows `keep` (ascending), renumbered 0..len(keep)-1: rows that leave."""
-        new_index = torch.full((self.batch_size,), -1, dtype=torch.long, device=self.rows.device)
-        new_index[keep.to(self.rows.device)] = torch.arange(keep.numel(), device=self.rows.device)
-        mapped = new_index[self.rows]
-        kept = (mapped >= 0).nonzero().squeeze(1)
-        off = None
-        if self.has_off_rows:
-            mapped_off = new_index[self.off]
-            off = mapped_off[mapped_off >= 0]
-        if self.flat is not None and self.split is not None:
-            return RowAdapters.from_flat(self.flat[kept], mapped[kept], int(keep.numel()), self.split, off)
-        deltas = {name: (dA[kept], dB[kept]) for name, (dA, dB) in self.deltas.items()}
-        rows = mapped[kept]
-        aligned = None
-        if self.folded:
-            aligned = bool(torch.equal(rows, torch.arange(int(keep.numel()), device=rows.device)))
-        return RowAdapters(deltas, rows, int(keep.numel()), off=off, folded=self.folded, aligned=aligned)
-
-    def extend(self, other: RowAdapters) -> RowAdapters:
-        """This batch followed by `other`'s rows: rows that join."""
-        if self.folded != other.folded and self.rows.numel() and other.rows.numel():
-            raise ModelError("rows given as weights and rows given as deltas cannot share a batch")
-        if self.folded or other.folded:
-            return self._extend_folded(other)
-        rows = torch.cat([self.rows, other.rows + self.batch_size])
-        size = self.batch_size + other.batch_size
-        off = _cat_rows(self.off, other.off, self.batch_size)
-        if not other.rows.numel() or not self.rows.numel():  # one side adapts no row: keep the other's deltas
-            donor = self if self.rows.numel() else other
-            if donor.flat is not None and donor.split is not None:
-                return RowAdapters.from_flat(donor.flat, rows, size, donor.split, off)
-            return RowAdapters(donor.deltas, rows, size, off=off)
-        if self.flat is not None and other.flat is not None and self.split is not None:
-            return RowAdapters.from_flat(torch.cat([self.flat, other.flat]), rows, size, self.split, off)
-        deltas = {
-            name: (torch.cat([dA, other.deltas[name][0]]), torch.cat([dB, other.deltas[name][1]]))
-            for name, (dA, dB) in self.deltas.items()
-        }
-        return RowAdapters(deltas, rows, size, off=off)
-
-    def _extend_folded(self, other: RowAdapters) -> RowAdapters:
-        rows = torch.cat([self.rows, other.rows + self.batch_size])
-        size = self.batch_size + other.batch_size
-        off = _cat_rows(self.off, other.off, self.batch_size)
-        if self.rows.numel() and other.rows.numel():
-            deltas = {name: (torch.cat([A, other.deltas[name][0]]), torch.cat([B, other.deltas[name][1]]))
-                      for name, (A, B) in self.deltas.items()}
-        else:  # one side adapts no row: keep the other's weights
-            deltas = self.deltas if self.rows.numel() else other.deltas
-        aligned = bool(torch.equal(rows, torch.arange(size, device=rows.device)))
-        return RowAdapters(deltas, rows, size, off=off, folded=True, aligned=aligned)
-
-    @staticmethod
-    def unadapted(batch_size: int, like: RowAdapters) -> RowAdapters:
-        """A batch of `batch_size` rows none of which is adapted (shaped like `like`, for `extend`)."""
-        flat = like.flat[:0] if like.flat is not None else None
-        return RowAdapters(
-            {name: (dA[:0], dB[:0]) for name, (dA, dB) in like.deltas.items()},
-            like.rows[:0], batch_size, flat, like.split, folded=like.folded,
-            aligned=False if like.folded and batch_size else None,
-        )
-
-
-def _cat_rows(first: torch.Tensor | None, second: torch.Tensor | None, offset: int) -> torch.Tensor | None:
-    """Row indices of two batches laid one after the other (None: no such rows on either side)."""
-    if first is None and second is None:
-        return None
-    parts = [t for t in (first, None if second is None else second + offset) if t is not None]
-    return torch.cat(parts)
 
 
 @dataclass(frozen=True)
