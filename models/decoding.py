@@ -261,11 +261,12 @@ class BatchDecoder:
             mask[start : start + length, cached + start : cached + start + length] = torch.ones(
                 length, length, dtype=torch.bool, device=device).tril()
             start += length
-        input_ids = torch.cat([self._next] * bool(n) + [p.prompt for p in joining])[None]          # (1, L)
-        positions = torch.cat([self._attention.sum(-1)] * bool(n)
-                              + [torch.arange(length, device=device) for length in lengths])[None]   # (1, L)
-        parts = ((n, 1, self._adapters),) * bool(n) + tuple((1, length, p.adapters)
-                                                             for length, p in zip(lengths, joining))
+        running_ids = [self._next] if n else []
+        running_positions = [self._attention.sum(-1)] if n else []       # each row's next position
+        input_ids = torch.cat(running_ids + [p.prompt for p in joining])[None]                      # (1, L)
+        positions = torch.cat(running_positions + [torch.arange(length, device=device) for length in lengths])[None]
+        parts = ((n, 1, self._adapters),) if n else ()
+        parts += tuple((1, length, p.adapters) for length, p in zip(lengths, joining))
         kwargs = {}
         if n:
             old = [(layer.keys, layer.values) for layer in self._cache.layers]
@@ -280,7 +281,7 @@ class BatchDecoder:
         ends = torch.tensor(list(range(n)) + [n + sum(lengths[: i + 1]) - 1 for i in range(len(lengths))],
                             device=device)
         self._next = self._head(out.last_hidden_state[0, ends]).argmax(-1)                        # (n + m,)
-        width = max([width_old + 1] * bool(n) + lengths)
+        width = max(([width_old + 1] if n else []) + lengths)
         for i, layer in enumerate(cache.layers):                         # back to (n + m, h, width, d)
             for attribute in ("keys", "values"):
                 packed = getattr(layer, attribute)[0]                    # (h, K + L, d)
@@ -293,7 +294,7 @@ class BatchDecoder:
                     parts_kv.append(_pad_left(packed[:, start : start + length][None], width, 2))
                     start += length
                 setattr(layer, attribute, torch.cat(parts_kv))
-        masks = [_pad_left(torch.cat([self._attention, self._attention.new_ones(n, 1)], dim=1), width, 1)] * bool(n)
+        masks = [_pad_left(torch.cat([self._attention, self._attention.new_ones(n, 1)], dim=1), width, 1)] if n else []
         masks += [_pad_left(torch.ones(1, length, dtype=torch.long, device=device), width, 1) for length in lengths]
         self._attention, self._cache = torch.cat(masks), cache
         for offset, pending in enumerate(joining, start=n):

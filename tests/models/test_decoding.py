@@ -114,3 +114,19 @@ def test_rows_prefilled_inside_a_decode_step_get_their_solo_tokens(tiny_learner,
     assert sorted(done) == list(range(7))
     joined = [answer_text(learner.tokenizer, done[i], r, raw=True) for i, r in enumerate(requests)]
     assert joined == solo
+
+
+def test_rows_waiting_when_the_running_rows_all_leave_are_prefilled_alone(tiny_learner, passages, monkeypatch):
+    """The step in which the last running row finishes prefills the waiting rows by themselves."""
+    monkeypatch.setattr("models.decoding.stop_token_ids", lambda tok: frozenset({tok.eos_token_id}))
+    learner = tiny_learner
+    requests = _requests(learner, passages)
+    solo = [generate_answers(learner, [r], max_new_tokens=4, return_raw=True)[0] for r in requests[2:5]]
+    decoder = BatchDecoder(learner, prefill_budget_tokens=10_000)
+    _join(decoder, learner, ["first"], requests[:1], [1])             # finishes at its first step
+    _join(decoder, learner, [2, 3, 4], requests[2:5], [4, 4, 4])      # waits for that step
+    done = dict(decoder.step())
+    assert list(done) == ["first"] and len(decoder) == 3 and not decoder._pending
+    while decoder:
+        done.update(decoder.step())
+    assert [answer_text(learner.tokenizer, done[i], requests[i], raw=True) for i in (2, 3, 4)] == solo
