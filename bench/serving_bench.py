@@ -77,7 +77,7 @@ def build_artifacts(root: Path, checkpoint: str, n_questions: int) -> list[str]:
     return questions
 
 
-def start_server(root: Path, dtype: str, scheduler: str, max_wait_ms: float):
+def start_server(root: Path, dtype: str, scheduler: str, max_wait_ms: float, prefill_budget_tokens: int = 0):
     import socket
 
     import uvicorn
@@ -87,7 +87,8 @@ def start_server(root: Path, dtype: str, scheduler: str, max_wait_ms: float):
 
     settings = Settings(_env_file=None, checkpoint=root / "checkpoint", store=root / "store",
                         index=str(root / "index"), device="cpu", dtype=dtype, scheduler=scheduler,
-                        max_batch=MAX_BATCH, max_wait_ms=max_wait_ms, max_queue=1024)
+                        max_batch=MAX_BATCH, max_wait_ms=max_wait_ms, max_queue=1024,
+                        prefill_budget_tokens=prefill_budget_tokens if scheduler == "continuous" else 0)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -168,7 +169,7 @@ async def open_loop(url: str, questions: list[str], rate: float, n_requests: int
 
 
 def service_phase(root: Path, questions: list[str], args: argparse.Namespace) -> dict:
-    server, thread, url = start_server(root, args.dtype, args.scheduler, args.max_wait_ms)
+    server, thread, url = start_server(root, args.dtype, args.scheduler, args.max_wait_ms, args.prefill_budget_tokens)
     results: dict = {"closed": {}}
     name = f"{args.scheduler:<10}"
     try:
@@ -239,7 +240,8 @@ def run_phase(phase: str, root: Path, args: argparse.Namespace, scheduler: str =
     command = [sys.executable, __file__, "--phase", phase, "--root", str(root), "--dtype", args.dtype,
                "--questions", str(args.questions), "--requests", str(args.requests), "--rate", str(args.rate),
                "--scheduler", scheduler, "--checkpoint", args.checkpoint, "--concurrency", args.concurrency,
-               "--max-wait-ms", str(args.max_wait_ms)] + (["--uneven"] if args.uneven else [])
+               "--max-wait-ms", str(args.max_wait_ms), "--prefill-budget-tokens", str(args.prefill_budget_tokens)]
+    command += ["--uneven"] if args.uneven else []
     subprocess.run(command, check=True)
     return json.loads((root / f"{phase}-{scheduler}.json").read_text())
 
@@ -266,6 +268,9 @@ def main() -> None:
     parser.add_argument("--concurrency", default=",".join(map(str, CONCURRENCY)),
                         help="closed-loop client counts, comma-separated (must include 8 and 16)")
     parser.add_argument("--max-wait-ms", type=float, default=10.0, help="REGRAD_MAX_WAIT_MS of both servers")
+    parser.add_argument("--prefill-budget-tokens", type=int, default=0, metavar="N",
+                        help="REGRAD_PREFILL_BUDGET_TOKENS of the continuous server (0: newcomers are prefilled in "
+                        "a forward of their own)")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
                         help="base weights for every way (auto: bfloat16 on an AMX or AVX512-BF16 CPU)")
     parser.add_argument("--uneven", action="store_true",
@@ -319,7 +324,8 @@ def main() -> None:
     dtype = resolve_dtype(args.dtype, "cpu") or "preset (float32)"
     threads = os.environ.get("REGRAD_TORCH_THREADS") or os.cpu_count()
     machine = f"{cpu_name()} ({'AMX' if cpu_has_amx() else 'no AMX'}), {threads} cpus"
-    print(f"machine: {machine}; base weights {dtype}; max_batch {MAX_BATCH}; max_new_tokens {MAX_NEW_TOKENS}")
+    print(f"machine: {machine}; base weights {dtype}; max_batch {MAX_BATCH}; max_new_tokens {MAX_NEW_TOKENS}; "
+          f"prefill_budget_tokens {args.prefill_budget_tokens}")
     print(f"same answers as in-place, alone: continuous {same['continuous']}/{n}, static {same['static']}/{n}; "
           f"at 8 clients: continuous {same_8['continuous']}/{n}, static {same_8['static']}/{n}")
     record = {
@@ -340,7 +346,7 @@ def main() -> None:
                         "static": round(static["closed"]["8"]["p95_ms"], 1)},
         "answer_tokens": {"min": min(inplace["lengths"]), "median": statistics.median(inplace["lengths"]),
                           "max": max(inplace["lengths"])},
-        "machine": machine, "base_dtype": dtype,
+        "machine": machine, "base_dtype": dtype, "prefill_budget_tokens": args.prefill_budget_tokens,
     }
     print(json.dumps(record))
     if args.png:

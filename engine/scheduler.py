@@ -76,6 +76,10 @@ class ContinuousScheduler:
             costs several times its share of a batched prefill on a CPU); `REGRAD_MAX_WAIT_MS`.
         on_join: called each time rows join, with the live row count after the join and how many of
             the joining rows joined a generation already running (metrics).
+        prefill_budget_tokens: None: newcomers are prefilled in a forward of their own, which stalls
+            the decoding rows. A number: newcomers that join running rows are prefilled inside the
+            next decode step's forward, at most this many prompt tokens per step
+            (`BatchDecoder`; `REGRAD_PREFILL_BUDGET_TOKENS`).
 
     Example:
         scheduler = ContinuousScheduler(engine, max_rows=8)
@@ -85,9 +89,12 @@ class ContinuousScheduler:
     """
 
     def __init__(self, engine=None, *, max_rows: int = 8, join_wait_ms: float = 0.0,
-                 on_join: Callable[[int, int], None] | None = None) -> None:
+                 on_join: Callable[[int, int], None] | None = None, prefill_budget_tokens: int | None = None) -> None:
         if max_rows < 1:
             raise ValueError(f"`max_rows` must be >= 1, got {max_rows}")
+        if prefill_budget_tokens is not None and prefill_budget_tokens < 1:
+            raise ValueError(f"`prefill_budget_tokens` must be >= 1 or None, got {prefill_budget_tokens}")
+        self.prefill_budget_tokens = prefill_budget_tokens
         if join_wait_ms < 0:
             raise ValueError(f"`join_wait_ms` must be >= 0, got {join_wait_ms}")
         self.engine = engine
@@ -225,7 +232,7 @@ class ContinuousScheduler:
     def _model_loop(self) -> None:
         from models.decoding import BatchDecoder
 
-        decoder = BatchDecoder(self.engine.learner)
+        decoder = BatchDecoder(self.engine.learner, prefill_budget_tokens=self.prefill_budget_tokens)
         while True:
             with self._lock:
                 while self._running and not (self._live or self._staged or self._exclusive):
@@ -255,7 +262,7 @@ class ContinuousScheduler:
                 for job in self._live.values():
                     _fail(job.future, error)
                 self._live.clear()
-                decoder = BatchDecoder(self.engine.learner)
+                decoder = BatchDecoder(self.engine.learner, prefill_budget_tokens=self.prefill_budget_tokens)
                 continue
             self._stream(decoder.emitted)
             for key, token_ids in finished:

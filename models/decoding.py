@@ -3,7 +3,9 @@
 `BatchDecoder` is iteration-level scheduling's model half (Orca, vLLM): the batch is not fixed when
 it starts. At any step, new rows are prefilled and join (their KV cache rows, attention mask and
 LoRA row adapters are appended to the running batch's), and a row that has finished leaves at once
-(its cache row and adapter are dropped). Each row's adapter travels with its KV-cache row. Batch
+(its cache row and adapter are dropped). Each row's adapter (its own LoRA weights, folded once
+when it was prepared) sits in a slot of the batch's `RowAdapterBank`: joining writes only the new
+rows, leaving moves at most one row per row that left, and a step reads the slots in place. Batch
 generation (`generate_answers`) is the special case where every row joins at step 0.
 
     decoder = BatchDecoder(learner)
@@ -29,7 +31,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from models.row_lora import RowAdapters
+from models.row_bank import RowAdapterBank, fill_order
+from models.row_lora import PackedRows, RowAdapters
 
 __all__ = ["BatchDecoder", "prefill", "stop_token_ids", "attention_implementation"]
 
@@ -41,15 +44,33 @@ class _Row:
     tokens: list[int] = field(default_factory=list)
 
 
+@dataclass
+class _Pending:
+    """A row that joined a running batch and waits for the next step to be prefilled inside it."""
+
+    row: _Row
+    prompt: torch.Tensor                 # (T,) its prompt's tokens, no padding
+    adapters: RowAdapters | None         # its own, as a batch of this one row
+
+
 class BatchDecoder:
     """A running greedy batch with a KV cache; rows join (`join`) and leave (`step`, `leave`).
 
     Args:
         learner: the learner whose model decodes (its weights are only read).
+        prefill_budget_tokens: None: rows that join are prefilled at once, in a forward of their own,
+            which stalls the running rows. A number: rows that join a running batch are prefilled in
+            the next step's forward, packed after the running rows' next tokens (vLLM's chunked
+            prefill, whole prompts), at most this many prompt tokens per step (the first waiting
+            row always; the others wait for the next step).
     """
 
-    def __init__(self, learner) -> None:
+    def __init__(self, learner, *, prefill_budget_tokens: int | None = None) -> None:
+        if prefill_budget_tokens is not None and prefill_budget_tokens < 1:
+            raise ValueError(f"`prefill_budget_tokens` must be >= 1 or None, got {prefill_budget_tokens}")
         self.learner = learner
+        self.prefill_budget_tokens = prefill_budget_tokens
+        self._pending: list[_Pending] = []              # joined, to be prefilled inside the next step
         base = learner.model.get_base_model()
         self._base, self._decoder, self._head = base, base.get_decoder(), base.get_output_embeddings()
         self._cache_kw = _cache_keyword(self._decoder)
@@ -59,15 +80,17 @@ class BatchDecoder:
         self._cache = None                               # DynamicCache, batch = live rows
         self._attention: torch.Tensor | None = None      # (n, T) 1 = real token, left-padded
         self._next: torch.Tensor | None = None           # (n,) each row's next token, not yet emitted
-        self._adapters: RowAdapters | None = None        # the live rows' adapters (None: none adapted)
+        self._bank: RowAdapterBank | None = None         # the adapted live rows' own LoRA weights, in slots
+        self._off: list[int] = []                        # live rows whose LoRA is switched off (base model)
+        self._adapters: RowAdapters | None = None        # this step's view of both (None: no row adapted)
         self.emitted: list[tuple[Hashable, int]] = []    # (key, token) each row emitted in the last step
 
     def __len__(self) -> int:
-        return len(self._rows)
+        return len(self._rows) + len(self._pending)
 
     @property
     def keys(self) -> list[Hashable]:
-        return [row.key for row in self._rows]
+        return [row.key for row in self._rows] + [p.row.key for p in self._pending]
 
     @torch.no_grad()
     def join(self, keys: Sequence[Hashable], batch: dict[str, torch.Tensor], adapters: RowAdapters | None,
@@ -80,15 +103,20 @@ class BatchDecoder:
             raise ValueError("join needs one key and one max_new_tokens per batch row")
         if any(n < 1 for n in max_new_tokens):
             raise ValueError(f"max_new_tokens must be >= 1, got {list(max_new_tokens)}")
+        if self.prefill_budget_tokens is not None and self._rows:   # prefilled inside the next step
+            for i, (key, n) in enumerate(zip(keys, max_new_tokens)):
+                prompt = batch["input_ids"][i][batch["attention_mask"][i].bool()]
+                self._pending.append(_Pending(_Row(key, int(n)), prompt, _one_row(adapters, i)))
+            return
         with self.learner.using_rows(adapters):
             hidden, cache = prefill(self.learner, batch)      # SDPA for its duration
         next_token = self._head(hidden[:, -1]).argmax(-1)                        # (m,)
         new_rows = [_Row(key, int(n)) for key, n in zip(keys, max_new_tokens)]
+        self._add_adapters(adapters, len(self._rows))
         if not self._rows:
             self._rows, self._cache, self._attention, self._next = new_rows, cache, batch["attention_mask"], next_token
-            self._adapters = adapters
+            self._adapters = self._step_adapters()
             return
-        self._adapters = _extend(self._adapters, len(self._rows), adapters, len(new_rows))
         width = max(self._attention.shape[1], batch["attention_mask"].shape[1])
         mask = batch["attention_mask"]
         self._attention = torch.cat([_pad_left(self._attention, width, 1), _pad_left(mask, width, 1)])
@@ -97,12 +125,15 @@ class BatchDecoder:
             old.values = torch.cat([_pad_left(old.values, width, 2), _pad_left(new.values, width, 2)])
         self._next = torch.cat([self._next, next_token])
         self._rows += new_rows
+        self._adapters = self._step_adapters()
 
     @torch.no_grad()
     def step(self) -> list[tuple[Hashable, list[int]]]:
         """Emit each live row's next token (listed in `emitted`, for streaming); rows that finished
         leave (returned with all their tokens); the others run one decoder step together."""
         if not self._rows:
+            if self._pending:                      # the running rows all left: prefill the waiting ones
+                self._decode_packed(self._take_pending())
             return []
         if self._stop_tensor is None:
             self._stop_tensor = torch.tensor(sorted(self._stops), device=self._next.device)
@@ -119,29 +150,69 @@ class BatchDecoder:
                 keep.append(i)
         if finished:
             self._keep(keep)
-        if self._rows:
+        if self._pending:
+            self._decode_packed(self._take_pending())
+        elif self._rows:
             self._decode_one()
         return finished
 
     def leave(self, keys: Sequence[Hashable]) -> None:
         """Drop rows before they finish (their clients left): their cache rows and adapters go."""
         gone = set(keys)
-        if gone & set(self.keys):
+        self._pending = [p for p in self._pending if p.row.key not in gone]
+        if gone & {row.key for row in self._rows}:
             self._keep([i for i, row in enumerate(self._rows) if row.key not in gone])
 
     # ------------------------------------------------------------------ internals
+    def _add_adapters(self, adapters: RowAdapters | None, offset: int) -> None:
+        """Joining rows' adapters (batch rows from `offset` on) into the running batch's: a bank that
+        `prepare_rows` just built is taken over as it is when no adapted row is live, else its rows are
+        copied into free slots."""
+        if adapters is None:
+            return
+        if adapters.has_off_rows:
+            self._off += [int(row) + offset for row in adapters.off.tolist()]
+        if not adapters.rows.numel():
+            return
+        bank = adapters.bank
+        if bank is not None and not bank.claimed and bank.count == adapters.rows.numel() and \
+                (self._bank is None or not self._bank.count):
+            bank.claimed = True
+            bank.shift(offset)
+            self._bank = bank
+            return
+        if self._bank is None:
+            self._bank = RowAdapterBank(self.learner.lora_tensors(), capacity=int(adapters.rows.numel()))
+        if bank is not None and bank.count == adapters.rows.numel():
+            self._bank.append(bank, offset)
+        else:
+            self._bank.write_adapters(adapters, offset)
+
+    def _step_adapters(self) -> RowAdapters | None:
+        off = torch.tensor(self._off, dtype=torch.long, device=self._next.device) if self._off else None
+        if self._bank is not None and self._bank.count:
+            return self._bank.adapters(len(self._rows), off)
+        return RowAdapters.switched_off(off, len(self._rows)) if off is not None else None
+
     def _keep(self, keep: list[int]) -> None:
+        """Only rows `keep` (ascending) stay; the last rows move into the places of rows that left
+        (`fill_order`, as the adapter bank fills its slots: fewest copies, slots stay aligned)."""
         if not keep:
             self._rows, self._cache, self._attention, self._next, self._adapters = [], None, None, None, None
+            self._off = []
+            if self._bank is not None:
+                self._bank.keep([])
             return
-        index = torch.tensor(keep, device=self._next.device)
-        self._rows = [self._rows[i] for i in keep]
+        order = fill_order(len(self._rows), keep)
+        index = torch.tensor(order, device=self._next.device)
+        self._rows = [self._rows[i] for i in order]
         self._cache.batch_select_indices(index)
         self._attention, self._next = self._attention[index], self._next[index]
-        if self._adapters is not None:
-            self._adapters = self._adapters.select(index)
-            if self._adapters.is_empty:
-                self._adapters = None
+        if self._bank is not None:
+            self._bank.keep(order)
+        position = {old: new for new, old in enumerate(order)}
+        self._off = sorted(position[row] for row in self._off if row in position)
+        self._adapters = self._step_adapters()
         # Columns that are padding in every live row (left by rows with longer prompts) go.
         first = int(self._attention.any(0).int().argmax())
         if first > 0:
@@ -158,6 +229,95 @@ class BatchDecoder:
         self._next = self._head(out.last_hidden_state[:, -1]).argmax(-1)
 
 
+    def _take_pending(self) -> list[_Pending]:
+        """The waiting rows this step prefills: in order, up to the token budget (the first always)."""
+        taken, tokens = [], 0
+        for pending in self._pending:
+            if taken and tokens + pending.prompt.numel() > self.prefill_budget_tokens:
+                break
+            taken.append(pending)
+            tokens += pending.prompt.numel()
+        self._pending = self._pending[len(taken):]
+        return taken
+
+    def _decode_packed(self, joining: list[_Pending]) -> None:
+        """One forward for the running rows' next tokens and the joining rows' whole prompts, packed
+        into one sequence (batch 1): each token attends to its own row's cache and tokens only (a
+        4-D mask), each part runs its own row adapters (`PackedRows`). Then the cache is the batch's
+        again, the joining rows appended, and every row has its next token."""
+        n, device = len(self._rows), self.learner.device
+        width_old = self._attention.shape[1] if n else 0
+        lengths = [p.prompt.numel() for p in joining]
+        cached, total = n * width_old, n + sum(lengths)                 # K cached keys, L new tokens
+        mask = torch.zeros(total, cached + total, dtype=torch.bool, device=device)
+        if n:
+            own = torch.zeros(n, n, width_old, dtype=torch.bool, device=device)
+            rows = torch.arange(n, device=device)
+            own[rows, rows] = self._attention.bool()
+            mask[:n, :cached] = own.view(n, cached)                     # its own cache row
+            mask[rows, cached + rows] = True                            # and its new token
+        start = n
+        for length in lengths:                                          # a prompt: causal within itself
+            mask[start : start + length, cached + start : cached + start + length] = torch.ones(
+                length, length, dtype=torch.bool, device=device).tril()
+            start += length
+        running_ids = [self._next] if n else []
+        running_positions = [self._attention.sum(-1)] if n else []       # each row's next position
+        input_ids = torch.cat(running_ids + [p.prompt for p in joining])[None]                      # (1, L)
+        positions = torch.cat(running_positions + [torch.arange(length, device=device) for length in lengths])[None]
+        parts = ((n, 1, self._adapters),) if n else ()
+        parts += tuple((1, length, p.adapters) for length, p in zip(lengths, joining))
+        kwargs = {}
+        if n:
+            old = [(layer.keys, layer.values) for layer in self._cache.layers]
+            for layer, (keys, values) in zip(self._cache.layers, old):   # (n, h, W, d) → (1, h, n·W, d)
+                layer.keys = keys.transpose(0, 1).reshape(1, keys.shape[1], cached, keys.shape[-1])
+                layer.values = values.transpose(0, 1).reshape(1, values.shape[1], cached, values.shape[-1])
+            kwargs[self._cache_kw] = self._cache
+        with attention_implementation(self._base, "sdpa"), self.learner.using_rows(PackedRows(parts)):
+            out = self._decoder(input_ids=input_ids, attention_mask=mask[None, None], position_ids=positions,
+                                use_cache=True, **kwargs)
+        cache = getattr(out, self._cache_kw)
+        ends = torch.tensor(list(range(n)) + [n + sum(lengths[: i + 1]) - 1 for i in range(len(lengths))],
+                            device=device)
+        self._next = self._head(out.last_hidden_state[0, ends]).argmax(-1)                        # (n + m,)
+        width = max(([width_old + 1] if n else []) + lengths)
+        for i, layer in enumerate(cache.layers):                         # back to (n + m, h, width, d)
+            for attribute in ("keys", "values"):
+                packed = getattr(layer, attribute)[0]                    # (h, K + L, d)
+                parts_kv = []
+                if n:
+                    new = packed[:, cached : cached + n].transpose(0, 1).unsqueeze(2)             # (n, h, 1, d)
+                    parts_kv.append(_pad_left(torch.cat([old[i][attribute == "values"], new], dim=2), width, 2))
+                start = cached + n
+                for length in lengths:
+                    parts_kv.append(_pad_left(packed[:, start : start + length][None], width, 2))
+                    start += length
+                setattr(layer, attribute, torch.cat(parts_kv))
+        masks = [_pad_left(torch.cat([self._attention, self._attention.new_ones(n, 1)], dim=1), width, 1)] if n else []
+        masks += [_pad_left(torch.ones(1, length, dtype=torch.long, device=device), width, 1) for length in lengths]
+        self._attention, self._cache = torch.cat(masks), cache
+        for offset, pending in enumerate(joining, start=n):
+            self._add_adapters(pending.adapters, offset)
+        self._rows += [p.row for p in joining]
+        self._adapters = self._step_adapters()
+
+
+def _one_row(adapters: RowAdapters | None, i: int) -> RowAdapters | None:
+    """Batch row `i`'s adapters, as a batch of that one row (None: it runs the shared LoRA)."""
+    if adapters is None:
+        return None
+    one = torch.zeros(1, dtype=torch.long, device=adapters.rows.device)
+    if adapters.has_off_rows and i in adapters.off.tolist():
+        return RowAdapters.switched_off(one, 1)
+    rows = adapters.rows.tolist()
+    if i not in rows:
+        return None
+    j = rows.index(i)
+    deltas = {name: (A[j : j + 1], B[j : j + 1]) for name, (A, B) in adapters.deltas.items()}
+    return RowAdapters(deltas, one, 1, off=None, folded=adapters.folded, aligned=True if adapters.folded else None)
+
+
 def _pad_left(tensor: torch.Tensor, width: int, dim: int) -> torch.Tensor:
     """Zero-pad `tensor` on the left of `dim` to `width` (a mask: 0 = padding; a cache: masked out)."""
     missing = width - tensor.shape[dim]
@@ -165,14 +325,6 @@ def _pad_left(tensor: torch.Tensor, width: int, dim: int) -> torch.Tensor:
         return tensor
     pad = [0, 0] * (tensor.dim() - 1 - dim) + [missing, 0]
     return F.pad(tensor, pad)
-
-
-def _extend(old: RowAdapters | None, n_old: int, new: RowAdapters | None, n_new: int) -> RowAdapters | None:
-    if old is None and new is None:
-        return None
-    old = old if old is not None else RowAdapters.unadapted(n_old, like=new)
-    new = new if new is not None else RowAdapters.unadapted(n_new, like=old)
-    return old.extend(new)
 
 
 def prefill(learner, batch: dict[str, torch.Tensor]):

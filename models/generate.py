@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import torch
 
@@ -130,9 +130,9 @@ def prepare_rows(learner, requests: list[AnswerRequest]) -> tuple[dict[str, torc
 
     A row without a gradient (or with γ = 0) gets no adapter at all: it is not in `adapters.rows`,
     and the LoRA layers leave its output unadapted, bit for bit (no zero gradient is built for it).
+    An adapted row's adapter is its own LoRA weights, W - γ_i α ⊙ g_i, folded once
+    (`Learner.row_weights`); a `BatchDecoder` that the rows join keeps them in its slots.
     """
-    from models.adapt import row_deltas
-
     tok = learner.tokenizer
     prompts = [build_prompt(tok, r.question, r.answer_type, r.choices, r.context) for r in requests]
     batch = tok(prompts, add_special_tokens=False, padding=True, return_tensors="pt", padding_side="left")
@@ -142,12 +142,9 @@ def prepare_rows(learner, requests: list[AnswerRequest]) -> tuple[dict[str, torc
     adapted = [i for i, r in enumerate(requests) if r.gradient is not None and r.gamma != 0]
     if not adapted:
         return batch, (RowAdapters.switched_off(off, len(requests)) if off is not None else None)
-    grads = torch.stack([requests[i].gradient.to(learner.device, torch.float32) for i in adapted])  # (m, D)
-    gammas = torch.tensor([float(requests[i].gamma) for i in adapted], device=learner.device)       # (m,)
-    deltas = row_deltas(grads, learner.step_size_vector().detach(), gammas)                         # (m, D)
-    rows = torch.tensor(adapted, device=learner.device)
-    adapters = learner.row_adapters(deltas, rows=rows, batch_size=len(requests))
-    return batch, (replace(adapters, off=off) if off is not None else adapters)
+    adapters = learner.row_weights([requests[i].gradient for i in adapted], [requests[i].gamma for i in adapted],
+                                   adapted, len(requests), off)
+    return batch, adapters
 
 
 @torch.no_grad()

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -233,10 +234,27 @@ class Learner(nn.Module):
         if rows.numel() != m:
             raise ModelError(f"{m} row deltas were given for {rows.numel()} rows")
         size = m if batch_size is None else batch_size
-        if not isinstance(deltas, dict):  # views of one flat tensor: leaving and joining copy it once
+        if not isinstance(deltas, dict):  # views of one flat tensor, no copy
             return RowAdapters.from_flat(deltas, rows, size, self.layout.split)
         views = {short: (deltas[f"{short}.lora_A"], deltas[f"{short}.lora_B"]) for short in self.lora_modules}
         return RowAdapters(views, rows, size)
+
+    def row_weights(self, gradients: Sequence[torch.Tensor], gammas: Sequence[float], rows: Sequence[int],
+                    batch_size: int, off: torch.Tensor | None = None) -> RowAdapters:
+        """Row adapters for serving: adapted row j (batch row `rows[j]`) gets its own LoRA weights
+        W - gammas[j] * alpha ⊙ gradients[j], folded once into a `RowAdapterBank` (no flat delta, no
+        per-step scaling). Not differentiable: meta-training uses `row_adapters`.
+
+        Args:
+            gradients: flat summed gradients, each (D,).    gammas: one scale per row.
+            rows: ascending batch rows they belong to.    batch_size: rows in the batch.
+            off: ascending batch rows whose LoRA is switched off (base model), or None.
+        """
+        from models.row_bank import RowAdapterBank
+
+        bank = RowAdapterBank(self.lora_tensors(), capacity=len(gradients))
+        bank.write(gradients, gammas, rows, self.step_size_tensors(), self.layout)
+        return bank.adapters(batch_size, off)
 
     def using_rows(self, adapters: RowAdapters | None):
         """Context: forwards inside it adapt the rows of `adapters` (set once per step; None = none)."""

@@ -9,6 +9,10 @@ The math is `models/adapt.py`'s (`lora_row_correction`):
     c_i = dB_i (A x_i + dA_i x_i) + B (dA_i x_i)   for an adapted batch row i, else 0
         = (dB_i A_i + B dA_i) x_i                  with A_i = A + dA_i
 
+Serving gives the rows' own weights instead of their deltas (`RowAdapters.folded`, built once per
+row in a `models.row_bank.RowAdapterBank`): an adapted row's LoRA output is then B_i A_i x_i, two
+batched matmuls (`row_lora_output`), and a batch whose rows are all adapted skips the shared LoRA.
+
 A row may also be *switched off* (`RowAdapters.off`): its whole LoRA term is dropped, so it runs the
 base model (`y = W x`, bit for bit) in the same batch as adapted rows (the `*_base` modes).
 
@@ -21,37 +25,42 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
-from models.adapt import lora_row_correction
+from models.adapt import lora_row_correction, row_lora_output
 from models.errors import ModelError
 
-__all__ = ["RowAdapters", "RowAdapterSlot", "RowLoraLinear"]
+__all__ = ["PackedRows", "RowAdapters", "RowAdapterSlot", "RowLoraLinear"]
 
 
 @dataclass(frozen=True)
 class RowAdapters:
-    """The adapted rows of one batch: per layer, each adapted row's LoRA deltas `(dA, dB)`.
+    """The adapted rows of one batch: per layer, each adapted row's LoRA deltas `(dA, dB)`, or its
+    own weights `(A_i, B_i)` when `folded`.
 
     Args:
-        deltas: layer name → `(dA (m, r, d_in), dB (m, d_out, r))`; views of `flat` when it is set.
-        rows: (m,) the batch rows they belong to, ascending; a batch row not listed is unadapted
-            (its output is the shared LoRA's, bit for bit).
+        deltas: layer name → `(dA (m, r, d_in), dB (m, d_out, r))`.
+        rows: (m,) the batch rows they belong to, ascending (a bank's: distinct, in slot order); a
+            batch row not listed is unadapted (its output is the shared LoRA's, bit for bit).
         batch_size: rows in the batch, adapted or not.
-        flat: the (m, D) deltas the views come from, and `split` the layout's `{name: view}` split
-            (then rows leave and join with one copy of (m, D), not one per tensor).
         off: ascending batch rows whose LoRA is switched off entirely (the base model answers them);
             never also in `rows`. None or empty: none.
+        folded: `deltas` hold each adapted row's own weights `(A_i, B_i)`, not `(dA_i, dB_i)` (serving).
+        aligned: entry j belongs to batch row j for every row of the batch (None: `rows` is
+            ascending, so this is whether every row is adapted). A bank's rows may be in any order.
+        bank: the `RowAdapterBank` whose slots the folded weights are views of, if any.
     """
 
     deltas: dict[str, tuple[torch.Tensor, torch.Tensor]]
     rows: torch.Tensor
     batch_size: int
-    flat: torch.Tensor | None = None
-    split: Callable[[torch.Tensor], dict[str, torch.Tensor]] | None = None
     off: torch.Tensor | None = None
+    folded: bool = False
+    aligned: bool | None = None
+    bank: Any = None
 
     @classmethod
     def from_flat(cls, flat: torch.Tensor, rows: torch.Tensor, batch_size: int,
@@ -60,7 +69,7 @@ class RowAdapters:
         views = split(flat)
         names = {name.rsplit(".", 1)[0] for name in views}
         deltas = {name: (views[f"{name}.lora_A"], views[f"{name}.lora_B"]) for name in sorted(names)}
-        return cls(deltas, rows, batch_size, flat, split, off)
+        return cls(deltas, rows, batch_size, off=off)
 
     @classmethod
     def switched_off(cls, off: torch.Tensor, batch_size: int) -> RowAdapters:
@@ -69,76 +78,35 @@ class RowAdapters:
 
     @property
     def covers_every_row(self) -> bool:
+        """Entry j is batch row j's, for every row: the layers need not gather or scatter rows."""
+        if self.aligned is not None:
+            return self.aligned
         return self.rows.numel() == self.batch_size  # rows are ascending and distinct: 0..n-1
 
     @property
     def has_off_rows(self) -> bool:
         return self.off is not None and self.off.numel() > 0
 
-    @property
-    def is_empty(self) -> bool:
-        """No row adapted and none switched off: the batch runs the shared LoRA alone."""
-        return not self.rows.numel() and not self.has_off_rows
 
-    def select(self, keep: torch.Tensor) -> RowAdapters:
-        """The adapters of batch rows `keep` (ascending), renumbered 0..len(keep)-1: rows that leave."""
-        new_index = torch.full((self.batch_size,), -1, dtype=torch.long, device=self.rows.device)
-        new_index[keep.to(self.rows.device)] = torch.arange(keep.numel(), device=self.rows.device)
-        mapped = new_index[self.rows]
-        kept = (mapped >= 0).nonzero().squeeze(1)
-        off = None
-        if self.has_off_rows:
-            mapped_off = new_index[self.off]
-            off = mapped_off[mapped_off >= 0]
-        if self.flat is not None and self.split is not None:
-            return RowAdapters.from_flat(self.flat[kept], mapped[kept], int(keep.numel()), self.split, off)
-        deltas = {name: (dA[kept], dB[kept]) for name, (dA, dB) in self.deltas.items()}
-        return RowAdapters(deltas, mapped[kept], int(keep.numel()), off=off)
+@dataclass(frozen=True)
+class PackedRows:
+    """The row metadata of a packed forward: one sequence (batch 1) whose tokens are parts laid end to
+    end, each part a batch of its own (`rows` rows of `tokens` tokens, its own `RowAdapters` or None).
+    Continuous batching's fused step: the running rows' next tokens (one part, `rows` = live rows,
+    `tokens` = 1) followed by each joining row's prompt (a part of one row).
+    """
 
-    def extend(self, other: RowAdapters) -> RowAdapters:
-        """This batch followed by `other`'s rows: rows that join."""
-        rows = torch.cat([self.rows, other.rows + self.batch_size])
-        size = self.batch_size + other.batch_size
-        off = _cat_rows(self.off, other.off, self.batch_size)
-        if not other.rows.numel() or not self.rows.numel():  # one side adapts no row: keep the other's deltas
-            donor = self if self.rows.numel() else other
-            if donor.flat is not None and donor.split is not None:
-                return RowAdapters.from_flat(donor.flat, rows, size, donor.split, off)
-            return RowAdapters(donor.deltas, rows, size, off=off)
-        if self.flat is not None and other.flat is not None and self.split is not None:
-            return RowAdapters.from_flat(torch.cat([self.flat, other.flat]), rows, size, self.split, off)
-        deltas = {
-            name: (torch.cat([dA, other.deltas[name][0]]), torch.cat([dB, other.deltas[name][1]]))
-            for name, (dA, dB) in self.deltas.items()
-        }
-        return RowAdapters(deltas, rows, size, off=off)
-
-    @staticmethod
-    def unadapted(batch_size: int, like: RowAdapters) -> RowAdapters:
-        """A batch of `batch_size` rows none of which is adapted (shaped like `like`, for `extend`)."""
-        flat = like.flat[:0] if like.flat is not None else None
-        return RowAdapters(
-            {name: (dA[:0], dB[:0]) for name, (dA, dB) in like.deltas.items()},
-            like.rows[:0], batch_size, flat, like.split,
-        )
-
-
-def _cat_rows(first: torch.Tensor | None, second: torch.Tensor | None, offset: int) -> torch.Tensor | None:
-    """Row indices of two batches laid one after the other (None: no such rows on either side)."""
-    if first is None and second is None:
-        return None
-    parts = [t for t in (first, None if second is None else second + offset) if t is not None]
-    return torch.cat(parts)
+    parts: tuple[tuple[int, int, RowAdapters | None], ...]   # (rows, tokens, adapters) per part
 
 
 class RowAdapterSlot:
     """The row metadata of the current step, shared by all `RowLoraLinear` layers of one learner."""
 
     def __init__(self) -> None:
-        self.current: RowAdapters | None = None
+        self.current: RowAdapters | PackedRows | None = None
 
     @contextlib.contextmanager
-    def use(self, adapters: RowAdapters | None) -> Iterator[None]:
+    def use(self, adapters: RowAdapters | PackedRows | None) -> Iterator[None]:
         """Forwards inside the block adapt the rows of `adapters` (None: no row is adapted)."""
         previous, self.current = self.current, adapters
         try:
@@ -148,7 +116,8 @@ class RowAdapterSlot:
 
 
 class RowLoraLinear(nn.Module):
-    """`base(x) + s * (lora_B(lora_A(x)) + row correction)`, the correction read from the slot.
+    """`base(x) + s * (lora_B(lora_A(x)) + row correction)`, the correction read from the slot
+    (or, for folded rows, `base(x) + s * B_i A_i x`).
 
     Built from peft's `lora.Linear` (adapter `default`, no dropout); takes over its modules.
     """
@@ -164,27 +133,52 @@ class RowLoraLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         result = self.base_layer(x)                                   # W x, in the base dtype
-        lora_A, lora_B = self.lora_A["default"], self.lora_B["default"]
-        x = x.to(lora_A.weight.dtype)                                 # LoRA runs in fp32
-        ax = lora_A(x)                                                # A x
-        lora = lora_B(ax)                                             # B A x, shared by every row
+        x = x.to(self.lora_A["default"].weight.dtype)                 # LoRA runs in fp32
         rows = self.slot.current
-        if rows is not None and rows.batch_size != x.shape[0]:
-            raise ModelError(f"batch has {x.shape[0]} rows but its row adapters were built for {rows.batch_size}")
-        if rows is not None and rows.rows.numel():
-            dA, dB = rows.deltas[self.name]
-            if rows.covers_every_row:
-                lora = lora + lora_row_correction(x, ax, dA, dB, lora_B.weight)
-            else:                                                     # only the adapted rows pay
-                index = rows.rows
-                correction = lora_row_correction(x.index_select(0, index), ax.index_select(0, index), dA, dB,
-                                                 lora_B.weight)
-                lora = lora.index_add(0, index, correction)
-        if rows is not None and rows.has_off_rows:                  # the base model's rows: no LoRA at all
-            lora = lora.index_fill(0, rows.off, 0.0)
+        if isinstance(rows, PackedRows):                              # (1, L, d_in): parts of their own
+            if x.shape[0] != 1 or x.shape[1] != sum(n * t for n, t, _ in rows.parts):
+                raise ModelError(f"a packed forward of {tuple(x.shape[:2])} tokens does not match its parts "
+                                 f"{[(n, t) for n, t, _ in rows.parts]}")
+            pieces, start = [], 0
+            for n, t, adapters in rows.parts:
+                part = x[0, start : start + n * t].view(n, t, x.shape[-1])              # (n, t, d_in)
+                pieces.append(self._lora(part, adapters).reshape(n * t, -1))
+                start += n * t
+            lora = torch.cat(pieces)[None]                                                # (1, L, d_out)
+        else:
+            lora = self._lora(x, rows)
         # One rounding to the base dtype, after the LoRA part is complete (as peft, and as when a
         # row's adapted weights are written into lora_A/lora_B: the reference's in-place way).
         return (result + lora * self.scaling).to(result.dtype)
+
+    def _lora(self, x: torch.Tensor, rows: RowAdapters | None) -> torch.Tensor:
+        """The LoRA term of a batch `x` (n, T, d_in), fp32, before the scaling s: each row's own."""
+        lora_A, lora_B = self.lora_A["default"], self.lora_B["default"]
+        if rows is not None and rows.batch_size != x.shape[0]:
+            raise ModelError(f"batch has {x.shape[0]} rows but its row adapters were built for {rows.batch_size}")
+        if rows is not None and rows.folded and rows.rows.numel():     # each row's own weights (serving)
+            A_rows, B_rows = rows.deltas[self.name]
+            if rows.covers_every_row:                                 # no row runs the shared LoRA
+                lora = row_lora_output(x, A_rows, B_rows)
+            else:
+                index = rows.rows
+                lora = lora_B(lora_A(x)).index_copy(0, index, row_lora_output(x.index_select(0, index), A_rows,
+                                                                               B_rows))
+        else:
+            ax = lora_A(x)                                            # A x
+            lora = lora_B(ax)                                         # B A x, shared by every row
+            if rows is not None and rows.rows.numel():
+                dA, dB = rows.deltas[self.name]
+                if rows.covers_every_row:
+                    lora = lora + lora_row_correction(x, ax, dA, dB, lora_B.weight)
+                else:                                                 # only the adapted rows pay
+                    index = rows.rows
+                    correction = lora_row_correction(x.index_select(0, index), ax.index_select(0, index), dA, dB,
+                                                     lora_B.weight)
+                    lora = lora.index_add(0, index, correction)
+        if rows is not None and rows.has_off_rows:                  # the base model's rows: no LoRA at all
+            lora = lora.index_fill(0, rows.off, 0.0)
+        return lora
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}, scaling={self.scaling}"

@@ -30,6 +30,7 @@ _OVERRIDES = {
     "scheduler": "scheduler",
     "max_batch": "max_batch",
     "max_wait_ms": "max_wait_ms",
+    "prefill_budget_tokens": "prefill_budget_tokens",
     "missing_gradients": "missing_gradients",
 }
 
@@ -50,6 +51,9 @@ def add_settings_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], help="REGRAD_DTYPE")
     p.add_argument("--max-batch", type=int, help="most rows decoding together (REGRAD_MAX_BATCH)")
     p.add_argument("--max-wait-ms", type=float, help="how long a request waits for company (REGRAD_MAX_WAIT_MS)")
+    p.add_argument("--prefill-budget-tokens", type=int, metavar="N",
+                   help="continuous: prefill newcomers inside the next decode step, at most N prompt tokens per "
+                   "step; 0 = in a forward of their own (REGRAD_PREFILL_BUDGET_TOKENS)")
     p.add_argument("--missing-gradients", choices=["compute", "skip"], help="REGRAD_MISSING_GRADIENTS")
     p.add_argument("--env-file", default=".env", help="settings file (default .env); REGRAD_* variables win")
 

@@ -58,10 +58,14 @@ def _questions() -> list[Question]:
     ]
 
 
-def test_rows_joining_mid_generation_get_their_solo_answers(engine):
+@pytest.mark.parametrize("prefill_budget_tokens", [None, 64])
+def test_rows_joining_mid_generation_get_their_solo_answers(engine, prefill_budget_tokens):
+    """Newcomers prefilled in a forward of their own (None), or inside the running rows' next decode
+    step (a budget): either way each request gets exactly its solo answer."""
     questions = _questions()
     solo = [engine.answer_batch([q])[0] for q in questions]
-    scheduler = ContinuousScheduler(engine, max_rows=3)   # 12 requests, 3 rows: most join a running batch
+    # 12 requests, 3 rows: most join a running batch
+    scheduler = ContinuousScheduler(engine, max_rows=3, prefill_budget_tokens=prefill_budget_tokens)
     scheduler.start()
     try:
         futures = [scheduler.submit(q) for q in questions[:5]]

@@ -1,6 +1,7 @@
 """Iteration-level decoding: rows that join a running batch mid-generation, or leave it early,
 get exactly the tokens they get alone."""
 
+import pytest
 import torch
 
 from models import AnswerRequest, generate_answers, summed_gradient
@@ -82,3 +83,50 @@ def test_unadapted_rows_of_a_mixed_batch_are_exactly_unadapted(tiny_learner, pas
     plain = next_token_logits(learner, [AnswerRequest("What is Paris?"), AnswerRequest("What is Paris?")])
     assert torch.equal(mixed[1], plain[1])
     assert float((mixed[0] - plain[0]).abs().max()) > 1e-3
+
+
+@pytest.mark.parametrize("budget", [10_000, 1])
+def test_rows_prefilled_inside_a_decode_step_get_their_solo_tokens(tiny_learner, passages, monkeypatch, budget):
+    """Continuous batching's fused step: rows that join a running batch are prefilled in the next
+    step's forward, packed after the running rows' next tokens (all the waiting prompts at once, or
+    one per step under a 1-token budget). Adapted, plain and switched-off rows, a waiting row that is
+    withdrawn: every other row gets exactly the tokens it gets alone."""
+    monkeypatch.setattr("models.decoding.stop_token_ids", lambda tok: frozenset({tok.eos_token_id}))
+    learner = tiny_learner
+    requests = _requests(learner, passages)[:5] + [AnswerRequest("Where is it?", base=True),
+                                                   AnswerRequest("And then?", gradient=None)]
+    lengths = [6, 9, 5, 7, 8, 4, 6]
+    solo = [generate_answers(learner, [r], max_new_tokens=n, return_raw=True)[0] for r, n in zip(requests, lengths)]
+
+    decoder = BatchDecoder(learner, prefill_budget_tokens=budget)
+    _join(decoder, learner, [0, 1], requests[0:2], lengths[0:2])     # nothing runs: prefilled at once
+    assert not decoder._pending
+    done: dict[int, list[int]] = dict(decoder.step())
+    _join(decoder, learner, [2, 3, 9], requests[2:4] + [requests[0]], lengths[2:4] + [5])
+    assert len(decoder._pending) == 3 and len(decoder) == 5        # waiting for the next step's forward
+    decoder.leave([9])                                             # withdrawn while waiting
+    assert 9 not in decoder.keys
+    done.update(decoder.step())
+    assert len(decoder._pending) == (0 if budget > 1 else 1)       # a 1-token budget: one prompt per step
+    _join(decoder, learner, [4, 5, 6], requests[4:7], lengths[4:7])
+    while decoder:
+        done.update(decoder.step())
+    assert sorted(done) == list(range(7))
+    joined = [answer_text(learner.tokenizer, done[i], r, raw=True) for i, r in enumerate(requests)]
+    assert joined == solo
+
+
+def test_rows_waiting_when_the_running_rows_all_leave_are_prefilled_alone(tiny_learner, passages, monkeypatch):
+    """The step in which the last running row finishes prefills the waiting rows by themselves."""
+    monkeypatch.setattr("models.decoding.stop_token_ids", lambda tok: frozenset({tok.eos_token_id}))
+    learner = tiny_learner
+    requests = _requests(learner, passages)
+    solo = [generate_answers(learner, [r], max_new_tokens=4, return_raw=True)[0] for r in requests[2:5]]
+    decoder = BatchDecoder(learner, prefill_budget_tokens=10_000)
+    _join(decoder, learner, ["first"], requests[:1], [1])             # finishes at its first step
+    _join(decoder, learner, [2, 3, 4], requests[2:5], [4, 4, 4])      # waits for that step
+    done = dict(decoder.step())
+    assert list(done) == ["first"] and len(decoder) == 3 and not decoder._pending
+    while decoder:
+        done.update(decoder.step())
+    assert [answer_text(learner.tokenizer, done[i], requests[i], raw=True) for i in (2, 3, 4)] == solo

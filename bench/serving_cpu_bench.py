@@ -1,0 +1,187 @@
+"""What serving a request costs in CPU time, in one process: a measure a busy machine disturbs little.
+
+On a machine shared with other jobs, wall-clock throughput (`bench/serving_bench.py`) measures the
+scheduler of the operating system as much as ours. This bench runs the same engine in-process (no
+HTTP), with one torch thread, and divides the process's CPU time by the requests answered:
+  * continuous: `engine.scheduler.ContinuousScheduler`, 8 closed-loop clients (threads), mode
+                `regrad` (each row its own adapter) and mode `closed_book` (no adaptation);
+                with `--prefill-budget-tokens N` also the same scheduler with newcomers prefilled
+                inside the decode step;
+  * in-place:   the reference's way, one request at a time (patch the LoRA, generate, restore).
+On one core, requests per CPU-second is the throughput the way would have alone; the ratios are
+the figures to read. Wall-clock figures are printed too, and mean little under contention.
+Last line: one JSON object.
+
+    .venv/bin/python bench/serving_cpu_bench.py --root DIR        # DIR: a build of serving_bench.py
+    .venv/bin/python bench/serving_cpu_bench.py --uneven --checkpoint UNTRAINED --prefill-budget-tokens 512
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+# ---- knobs ----------------------------------------------------------------------------------
+CLIENTS = 8
+REQUESTS = 48                   # per way (after a warm-up of 8)
+TOP_K = 3
+MAX_NEW_TOKENS = 20
+MAX_ROWS = 16
+JOIN_WAIT_MS = 10.0
+UNEVEN_LENGTHS = (4, 32, 8, 24, 4, 16, 32, 8)   # --uneven: the i-th request's max_new_tokens, cycled
+# ---------------------------------------------------------------------------------------------
+
+
+def closed_loop(scheduler, questions: list[str], mode: str, n_requests: int, lengths: tuple[int, ...]) -> dict:
+    """`CLIENTS` threads, each submitting its next request when its answer arrives."""
+    from engine import Question
+
+    queue = list(range(n_requests))
+    lock = threading.Lock()
+    latencies: list[float] = []
+
+    def client() -> None:
+        while True:
+            with lock:
+                if not queue:
+                    return
+                i = queue.pop(0)
+            started = time.perf_counter()
+            question = Question(questions[i % len(questions)], mode=mode, top_k=TOP_K,
+                                max_new_tokens=lengths[i % len(lengths)])
+            scheduler.submit(question).result()
+            with lock:
+                latencies.append(time.perf_counter() - started)
+
+    threads = [threading.Thread(target=client) for _ in range(CLIENTS)]
+    started, started_cpu = time.perf_counter(), time.process_time()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall, cpu = time.perf_counter() - started, time.process_time() - started_cpu
+    latencies.sort()
+    return {"requests": n_requests, "cpu_s": round(cpu, 2), "wall_s": round(wall, 2),
+            "per_cpu_s": round(n_requests / cpu, 3), "per_wall_s": round(n_requests / wall, 3),
+            "p95_wall_ms": round(latencies[int(0.95 * (len(latencies) - 1))] * 1000)}
+
+
+def continuous(root: Path, questions: list[str], args, budget: int | None) -> dict:
+    from engine.config import EngineConfig
+    from engine.core import Engine
+    from engine.scheduler import ContinuousScheduler
+
+    config = EngineConfig(checkpoint=root / "checkpoint", store=root / "store", index=str(root / "index"),
+                          device="cpu", dtype=args.dtype)
+    fused = {"prefill_budget_tokens": budget} if budget else {}   # (so that the bench runs on older code too)
+    scheduler = ContinuousScheduler(max_rows=MAX_ROWS, join_wait_ms=JOIN_WAIT_MS, **fused)
+    scheduler.start(lambda: Engine.from_config(config))
+    lengths = UNEVEN_LENGTHS if args.uneven else (MAX_NEW_TOKENS,)
+    try:
+        closed_loop(scheduler, questions, "regrad", CLIENTS, lengths)            # warm-up
+        result = {mode: closed_loop(scheduler, questions, mode, args.requests, lengths)
+                  for mode in ("regrad", "closed_book")}
+    finally:
+        scheduler.stop()
+        scheduler.engine.close()
+    return result
+
+
+def in_place(root: Path, questions: list[str], args) -> dict:
+    """The reference's serving loop: one request at a time, weights patched in place and restored."""
+    import torch
+
+    from gradient_store import GradientStore
+    from models import AnswerRequest, Learner, generate_answers
+    from models.adapt import row_deltas
+    from models.base import resolve_dtype
+    from retrieval import RetrieverConfig, open_retriever
+
+    learner = Learner.load(root / "checkpoint", dtype=resolve_dtype(args.dtype, "cpu"))
+    retriever = open_retriever(RetrieverConfig(backend="tantivy", index=str(root / "index")))
+    store = GradientStore.open(root / "store", expect_fingerprint=learner.fingerprint)
+    alpha = learner.step_size_vector().detach()
+    lengths = UNEVEN_LENGTHS if args.uneven else (MAX_NEW_TOKENS,)
+
+    def answer(i: int) -> None:
+        question = questions[i % len(questions)]
+        ids = [p.id for p in retriever.search(question, TOP_K)]
+        vector, _, _ = store.sum(ids)
+        delta = row_deltas(vector[None], alpha, torch.tensor([1.0]))[0]
+        with learner.patched_in_place(delta):
+            generate_answers(learner, [AnswerRequest(question)], lengths[i % len(lengths)])
+
+    answer(0)                                                                    # warm-up
+    n = max(8, args.requests // 2)
+    started, started_cpu = time.perf_counter(), time.process_time()
+    for i in range(n):
+        answer(i)
+    wall, cpu = time.perf_counter() - started, time.process_time() - started_cpu
+    retriever.close()
+    store.close()
+    return {"requests": n, "cpu_s": round(cpu, 2), "wall_s": round(wall, 2), "per_cpu_s": round(n / cpu, 3),
+            "per_wall_s": round(n / wall, 3)}
+
+
+def main() -> None:
+    import torch
+    from serving_bench import CHECKPOINT, build_artifacts, cpu_name
+
+    from models.base import cpu_has_amx
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--root", type=Path, help="a serving_bench build (checkpoint, index, store); default: build")
+    parser.add_argument("--checkpoint", default=str(CHECKPOINT), help="learner folder, when building")
+    parser.add_argument("--requests", type=int, default=REQUESTS)
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
+    parser.add_argument("--uneven", action="store_true", help=f"max_new_tokens cycling {UNEVEN_LENGTHS}")
+    parser.add_argument("--prefill-budget-tokens", type=int, default=0, metavar="N",
+                        help="also run continuous with newcomers prefilled inside the decode step (0: not)")
+    parser.add_argument("--skip-inplace", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(int(os.environ.get("REGRAD_TORCH_THREADS", "1")))
+
+    with tempfile.TemporaryDirectory(prefix="regrad-serving-cpu-") as tmp:
+        root = args.root or Path(tmp)
+        if args.root is None:
+            build_artifacts(root, args.checkpoint, 32)
+            (root / "build-continuous.json").write_text(json.dumps({"questions": _questions(root)}))
+        questions = json.loads((root / "build-continuous.json").read_text())["questions"]
+        record: dict = {"machine": f"{cpu_name()} ({'AMX' if cpu_has_amx() else 'no AMX'})",
+                        "torch_threads": torch.get_num_threads(), "uneven": args.uneven, "clients": CLIENTS}
+        record["continuous"] = continuous(root, questions, args, None)
+        if args.prefill_budget_tokens:
+            record["continuous_fused"] = continuous(root, questions, args, args.prefill_budget_tokens)
+            record["prefill_budget_tokens"] = args.prefill_budget_tokens
+        if not args.skip_inplace:
+            record["inplace"] = in_place(root, questions, args)
+    for way in ("continuous", "continuous_fused"):
+        if way in record:
+            for mode, figures in record[way].items():
+                print(f"{way:>16} {mode:<11}: {figures['per_cpu_s']:6.2f} req/CPU-s  ({figures['per_wall_s']:5.2f} "
+                      f"req/s wall, p95 {figures['p95_wall_ms']} ms)")
+    cont = record["continuous"]
+    record["adapted_vs_unadapted_cpu"] = round(cont["regrad"]["per_cpu_s"] / cont["closed_book"]["per_cpu_s"], 3)
+    if "inplace" in record:
+        record["continuous_vs_inplace_cpu"] = round(cont["regrad"]["per_cpu_s"] / record["inplace"]["per_cpu_s"], 2)
+        print(f"{'in-place':>16} regrad     : {record['inplace']['per_cpu_s']:6.2f} req/CPU-s")
+    if "continuous_fused" in record:
+        record["fused_vs_continuous_cpu"] = round(
+            record["continuous_fused"]["regrad"]["per_cpu_s"] / cont["regrad"]["per_cpu_s"], 3)
+    print(json.dumps(record))
+
+
+def _questions(root: Path) -> list[str]:
+    return [json.loads(line)["question_text"] for line in (root / "corpus.jsonl").read_text().splitlines()]
+
+
+if __name__ == "__main__":
+    main()
