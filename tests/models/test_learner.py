@@ -118,7 +118,7 @@ def test_untrained_learner_is_the_base_model(tiny_learner_factory):
 
 
 def test_fingerprint_ignores_where_the_base_model_was_loaded_from(tiny_learner_factory):
-    from models.learner import _config_sha256
+    from models.persistence import config_sha256 as _config_sha256
 
     base = tiny_learner_factory(seed=5).model.get_base_model()
     before = _config_sha256(base)
