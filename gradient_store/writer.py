@@ -195,8 +195,8 @@ class StoreWriter:
 
         Args:
             ids: passage ids, one per row.
-            gradients: `[len(ids), D]` in the codec's dtype (bf16, fp32 or int8), as another store holds them.
-            scales: int8 only: `[len(ids), n_blocks]` float32 scales of the same block size.
+            gradients: `[len(ids), codec.width(D)]` in the codec's dtype, as another store holds them.
+            scales: codecs with scales only: `[len(ids), codec.n_scales(D)]` float32.
             on_duplicate: overrides the writer's policy for this call.
 
         Returns:
@@ -212,15 +212,16 @@ class StoreWriter:
         _check_policy(policy)
         ids = self._validate_ids(ids)
         codec, dim = self.store.codec, self.store.dim
-        if gradients.dtype != codec.dtype or list(gradients.shape) != [len(ids), dim]:
+        width, n_scales = codec.width(dim), codec.n_scales(dim)   # the stored tensors' row shapes
+        if gradients.dtype != codec.dtype or list(gradients.shape) != [len(ids), width]:
             raise InvalidAppendError(
                 f"encoded rows are {gradients.dtype} {list(gradients.shape)}, expected {codec.dtype} "
-                f"[{len(ids)}, {dim}] for this {codec.name} store; copy rows only between stores of one codec"
+                f"[{len(ids)}, {width}] for this {codec.name} store; copy rows only between stores of one codec"
             )
         if codec.has_scales != (scales is not None) or (
-            scales is not None and list(scales.shape) != [len(ids), codec.n_blocks(dim)]
+            scales is not None and list(scales.shape) != [len(ids), n_scales]
         ):
-            expected = f"[{len(ids)}, {codec.n_blocks(dim)}] float32" if codec.has_scales else "none"
+            expected = f"[{len(ids)}, {n_scales}] float32" if codec.has_scales else "none"
             found = "none" if scales is None else str(list(scales.shape))
             raise InvalidAppendError(f"scales {found}, expected {expected} for this {codec.name} store")
         keep = self._dedupe(ids, policy)

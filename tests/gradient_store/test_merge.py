@@ -37,7 +37,7 @@ def _raw_rows(store: GradientStore) -> dict[str, tuple[bytes, bytes | None]]:
     return out
 
 
-@pytest.mark.parametrize("codec", ["bf16", "int8", "fp32"])
+@pytest.mark.parametrize("codec", ["bf16", "int8", "fp32", "lowrank4"])
 def test_merge_copies_every_row_bit_for_bit_into_a_new_store(make_store, vec, tmp_path, codec):
     a, b = make_store(codec=codec, name="a", rows_per_shard=3), make_store(codec=codec, name="b", rows_per_shard=5)
     a.append([f"a{i}" for i in range(7)], vec([f"a{i}" for i in range(7)]))
