@@ -185,13 +185,6 @@ class Learner(nn.Module):
                     t.copy_(backup[name])
 
     # ----------------------------------------------------------------- save / load (models/persistence.py)
-    def _state_tensors(self) -> dict[str, torch.Tensor]:
-        return persistence.state_tensors(self)
-
-    def round_lora_weights(self, dtype: torch.dtype) -> None:
-        """Round the LoRA tensors in place to the values `dtype` can hold (they stay float32)."""
-        persistence.round_lora_weights(self, dtype)
-
     def save(self, directory: str | os.PathLike, *, weights_dtype: str = "float32") -> Path:
         """Write learner.safetensors + learner.json atomically; `weights_dtype="bfloat16"` stores the LoRA
         tensors in half the bytes, rounding this learner's LoRA weights in place first."""
