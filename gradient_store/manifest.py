@@ -50,15 +50,6 @@ class ShardRecord:
     bytes: int
     sha256: str
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.shard_id,
-            "name": self.name,
-            "rows": self.rows,
-            "bytes": self.bytes,
-            "sha256": self.sha256,
-        }
-
 
 @dataclass
 class Manifest:
