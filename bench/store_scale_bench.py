@@ -11,12 +11,13 @@ process (so memory and open files are the reader's, not the builder's):
     (the memory-mapped copy + CRC32 + adds: what a row costs once the OS has it);
   - sum, LRU warm: ids from a hot set held by the row cache (the service's steady state), plain and weighted;
   - a one-row append (a commit, as POST /documents makes one) on the store of N rows;
+  (--small-commits: instead, how a one-row commit's cost grows with the shard count; see `small_commits`.)
   - RSS after open and after the queries, open file descriptors, memory maps of shards, shards, index size.
 Timings on a shared machine are contended: compare rows of one run. The last line printed is JSON.
 
     .venv/bin/python bench/store_scale_bench.py --rows 1e3,1e4,1e5,1e6 --dim 4096
     .venv/bin/python bench/store_scale_bench.py --rows 1e4 --dim 1024,4096,16384,65536
-    .venv/bin/python bench/store_scale_bench.py --small-commits 3000 --dim 4096
+    .venv/bin/python bench/store_scale_bench.py --small-commits 300 --dim 4096 --at-shards 10000
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ K = 3  # passages summed per request (the service's top-k)
 QUERIES = 1000  # timed calls per measurement
 HOT_SET = 60  # LRU-warm: ids drawn from this many passages
 APPENDS = 20  # one-row appends timed at the end (each a commit, as POST /documents makes)
-MANIFEST_SHARDS = (1_000, 10_000, 100_000)  # --small-commits: manifest save/load timed at these shard counts
+AT_SHARDS = "10000"  # --small-commits: one-row commits also timed on stores of this many shards
 WEIGHTS = [2.9, 0.07, 0.03]  # a composition's weights for the weighted sum
 MAX_BYTES = 10e9  # refuse a sweep point whose shards would exceed this (disk here is shared)
 SEED = 0
@@ -239,11 +240,36 @@ def _summary(f: dict) -> str:
     )
 
 
-def small_commits(path: Path, commits: int, dim: int, codec: str) -> dict:
-    """One-row commits (as POST /documents makes, one shard each): how a commit's cost grows with the shard
-    count (the writer lists `shards/` and rewrites the manifest's shard list on every commit)."""
+def _bulk_shards(path: Path, shards: int, dim: int, codec: str) -> float:
+    """A store of `shards` one-row shards, built fast: one writer, `rows_per_shard=1`, a commit per 1,000 rows
+    (a one-row commit on it writes one one-row shard, as on a store of POST /documents commits)."""
     from gradient_store import GradientStore
-    from gradient_store.manifest import Manifest
+
+    store = GradientStore.create(path, layout=[{"name": "flat", "shape": [dim], "offset": 0}],
+                                 fingerprint="0" * 64, codec=codec, rows_per_shard=1)
+    gen = torch.Generator().manual_seed(SEED)
+    started = time.perf_counter()
+    with store.writer() as w:
+        for first in range(0, shards, 1000):
+            n = min(1000, shards - first)
+            w.append([f"bulk-{first + i}" for i in range(n)], torch.randn(n, dim, generator=gen) * 1e-3)
+            w.commit()
+            print(f"  built {first + n}/{shards} shards", file=sys.stderr, end="\r")
+    print(file=sys.stderr)
+    store.close()
+    return time.perf_counter() - started
+
+
+def small_commits(path: Path, commits: int, dim: int, codec: str, at_shards: list[int]) -> dict:
+    """How a one-row commit's cost (as POST /documents makes one, one shard each) grows with the shard count.
+
+    `commits` one-row commits on a new store: the p50 of the first tenth against the last tenth. Then, for
+    each count in `at_shards`, a store of that many shards, opened afresh: its first one-row commit (the
+    handle's first writer, which lists `shards/` once) and APPENDS more (the steady state), against the
+    first tenth of this run. Only store APIs that format-1 regrad has too, so the script times either.
+    """
+    import gradient_store
+    from gradient_store import GradientStore
 
     store = GradientStore.create(path, layout=[{"name": "flat", "shape": [dim], "offset": 0}],
                                  fingerprint="0" * 64, codec=codec)
@@ -251,33 +277,27 @@ def small_commits(path: Path, commits: int, dim: int, codec: str) -> dict:
     times = _timed(store.append, [([f"doc-{i}"], torch.randn(1, dim, generator=gen)) for i in range(commits)])
     store.close()
     window = max(1, commits // 10)
-    started = time.perf_counter()
-    Manifest.load(path)
-    manifest_load_s = time.perf_counter() - started
-    # The per-commit manifest rewrite at shard counts a long-lived service reaches (one shard per request).
-    from gradient_store.manifest import ShardRecord
-
-    manifest_bytes = (path / "manifest.json").stat().st_size
-    manifest = Manifest.load(path)
-    rewrite = {}
-    for n in MANIFEST_SHARDS:
-        manifest.shards = [ShardRecord(i, f"shard-{i:05d}.safetensors", 1, 8_300, "0" * 64) for i in range(n)]
-        started = time.perf_counter()
-        manifest.save(path)
-        saved_s = time.perf_counter() - started
-        started = time.perf_counter()
-        Manifest.load(path)
-        rewrite[n] = {"save_ms": round(saved_s * 1000, 2), "load_ms": round((time.perf_counter() - started) * 1000, 2),
-                      "bytes": (path / "manifest.json").stat().st_size}
+    first_p50 = statistics.median(times[:window])
+    at = {}
+    for n in at_shards:
+        big = path.with_name(f"{path.name}-{n}")
+        build_s = _bulk_shards(big, n, dim, codec)
+        with GradientStore.open(big) as store:
+            rows = [([f"new-{i}"], torch.randn(1, dim, generator=gen)) for i in range(APPENDS + 1)]
+            timed = _timed(store.append, rows)
+            assert len(store) == n + APPENDS + 1
+        at[n] = {"build_s": round(build_s, 1), "first_commit_ms": round(timed[0] * 1000, 2),
+                 "commit": _ms(timed[1:]), "vs_first_tenth": round(statistics.median(timed[1:]) / first_p50, 2),
+                 "manifest_bytes": (big / "manifest.json").stat().st_size}
+        shutil.rmtree(big)
     return {
-        "manifest_at_shards": rewrite,
+        "format_version": gradient_store.FORMAT_VERSION,
         "commits": commits,
         "first_tenth": _ms(times[:window]),
         "last_tenth": _ms(times[-window:]),
-        "growth_p50": round(statistics.median(times[-window:]) / statistics.median(times[:window]), 2),
-        "shards": commits,
-        "manifest_bytes": manifest_bytes,
-        "manifest_load_ms": round(manifest_load_s * 1000, 3),
+        "growth_p50": round(statistics.median(times[-window:]) / first_p50, 2),
+        "manifest_bytes": (path / "manifest.json").stat().st_size,
+        "at_shards": at,
     }
 
 
@@ -295,6 +315,8 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the built stores")
     parser.add_argument("--small-commits", type=int, default=0,
                         help="instead of the sweep: this many one-row commits, each its own shard (first D of --dim)")
+    parser.add_argument("--at-shards", default=AT_SHARDS,
+                        help="with --small-commits: also time commits on stores of these many shards (\"\" for none)")
     parser.add_argument("--measure", type=Path, default=None, help=argparse.SUPPRESS)  # the child's mode
     args = parser.parse_args()
 
@@ -307,15 +329,17 @@ def main() -> None:
     if args.small_commits:
         workdir = Path(tempfile.mkdtemp(prefix="store-commits-", dir=args.workdir))
         try:
-            figures = small_commits(workdir / "store", args.small_commits, _parse_counts(args.dim)[0], args.codec)
+            figures = small_commits(workdir / "store", args.small_commits, _parse_counts(args.dim)[0], args.codec,
+                                    _parse_counts(args.at_shards))
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-        print(f"{figures['commits']} one-row commits (one shard each): p50 {figures['first_tenth']['p50_ms']} ms in "
-              f"the first tenth, {figures['last_tenth']['p50_ms']} ms in the last ({figures['growth_p50']}x); "
-              f"manifest {figures['manifest_bytes'] / 1e6:.2f} MB, loads in {figures['manifest_load_ms']} ms")
-        for n, m in figures["manifest_at_shards"].items():
-            print(f"  manifest of {n} shards ({m['bytes'] / 1e6:.1f} MB): save (each commit) {m['save_ms']} ms, "
-                  f"load (each open) {m['load_ms']} ms")
+        print(f"format_version {figures['format_version']}: {figures['commits']} one-row commits (one shard each): "
+              f"p50 {figures['first_tenth']['p50_ms']} ms in the first tenth, {figures['last_tenth']['p50_ms']} ms in "
+              f"the last ({figures['growth_p50']}x); manifest {figures['manifest_bytes'] / 1e6:.3f} MB")
+        for n, m in figures["at_shards"].items():
+            print(f"  at {n} shards (built in {m['build_s']} s): first commit of a fresh handle "
+                  f"{m['first_commit_ms']} ms, then p50 {m['commit']['p50_ms']} p99 {m['commit']['p99_ms']} ms "
+                  f"({m['vs_first_tenth']}x the first tenth); manifest {m['manifest_bytes'] / 1e6:.3f} MB")
         print(json.dumps(figures))
         return
     sweep = [(n, d) for d in _parse_counts(args.dim) for n in _parse_counts(args.rows)]

@@ -17,6 +17,7 @@ class StoreHandle(Protocol):
     path: Path
     manifest: Manifest
     _index: Index   # the store's own SQLite index: the writer commits to it, verify reads it
+    _writer_ready: bool  # a writer of this handle has cleaned up after crashed writers and upgraded the manifest
 
     @property
     def codec(self) -> Codec: ...

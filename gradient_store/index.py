@@ -1,5 +1,8 @@
 """`index.sqlite`: passage id → (shard, row, CRC32), and the shard table. Its transaction is the commit point.
 
+The `shards` table is the store's only shard list (name, rows, bytes, sha256 of every shard file);
+`verify` checks the files against it.
+
 WAL mode lets readers (other processes, or the same process through another connection) look rows
 up while a writer commits; a reader always sees whole commits.
 """
@@ -99,6 +102,11 @@ class Index:
                 ShardRecord(*r)
                 for r in self._conn.execute("SELECT shard_id, name, rows, bytes, sha256 FROM shards ORDER BY shard_id")
             ]
+
+    def max_shard_id(self) -> int | None:
+        """The highest registered shard id (None for an empty table), in O(log shards)."""
+        with self._lock:
+            return self._conn.execute("SELECT max(shard_id) FROM shards").fetchone()[0]
 
     def shard(self, shard_id: int) -> ShardRecord:
         """One registered shard's record (KeyError when the index does not list it)."""

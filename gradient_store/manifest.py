@@ -1,8 +1,9 @@
-"""`manifest.json`: what a store holds (learner fingerprint, parameter layout, codec) and its shard list.
+"""`manifest.json`: what a store holds (learner fingerprint, parameter layout, codec, shard size).
 
-The header fields never change after `create`. The shard list mirrors the `shards` table of
-`index.sqlite`, which is the commit point; the writer rewrites the manifest (atomically) after each
-commit and repairs it when a crash left it one commit behind.
+It is written once, at `create` (and once more when a writer upgrades a version-1 store), and never
+changes after: commits do not touch it. The shard list is the `shards` table of `index.sqlite`, which
+is the commit point. A version-1 manifest also carried a copy of that list, rewritten after every
+commit; it is still read (`verify` compares it with the index) until a writer upgrades the store.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from gradient_store.errors import StoreFormatError
 __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
+    "READABLE_VERSIONS",
     "DEFAULT_SHARD_BYTES",
     "MANIFEST_NAME",
     "ShardRecord",
@@ -31,7 +33,8 @@ __all__ = [
 ]
 
 FORMAT_NAME = "regrad-gradient-store"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the version this regrad writes
+READABLE_VERSIONS = (1, 2)  # 1: the manifest also lists the shards; a writer upgrades it to 2
 MANIFEST_NAME = "manifest.json"
 # A shard is written in one go from memory, so this bounds the writer's buffer as well as file size.
 DEFAULT_SHARD_BYTES = 256 << 20
@@ -47,15 +50,6 @@ class ShardRecord:
     bytes: int
     sha256: str
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.shard_id,
-            "name": self.name,
-            "rows": self.rows,
-            "bytes": self.bytes,
-            "sha256": self.sha256,
-        }
-
 
 @dataclass
 class Manifest:
@@ -68,7 +62,9 @@ class Manifest:
         codec: `fp32`, `bf16`, `int8` or `lowrank4`.
         int8_block_size: elements per int8 scale (0 for other codecs).
         rows_per_shard: most rows one shard file holds.
-        shards: mirror of the index's shard table.
+        format_version: the version read from disk (1 or 2); `save` writes version 2 only.
+        v1_shards: a version-1 manifest's copy of the index's shard table as of its last rewrite (empty
+            for version 2, where the index's `shards` table is the only list).
     """
 
     fingerprint: str
@@ -79,7 +75,7 @@ class Manifest:
     rows_per_shard: int
     created_at: float = field(default_factory=time.time)
     format_version: int = FORMAT_VERSION
-    shards: list[ShardRecord] = field(default_factory=list)
+    v1_shards: list[ShardRecord] = field(default_factory=list)
 
     @property
     def codec_obj(self) -> Codec:
@@ -100,10 +96,13 @@ class Manifest:
                 "scales": "[rows, ceil(dim/block)] F32 (int8); [rows, rank * tensors] F32 (lowrank4)",
             },
             "layout": self.layout,
-            "shards": [s.to_json() for s in self.shards],
         }
 
     def save(self, store_dir: Path) -> None:
+        """Write `manifest.json` atomically (the header only: this regrad writes version 2)."""
+        if self.format_version != FORMAT_VERSION:
+            raise ValueError(f"only format_version {FORMAT_VERSION} manifests are written, this one is "
+                             f"{self.format_version}: upgrade it with dataclasses.replace first")
         write_atomic(store_dir / MANIFEST_NAME, (json.dumps(self.to_json(), indent=1) + "\n").encode())
 
     @classmethod
@@ -128,11 +127,11 @@ class Manifest:
                 f"expected {FORMAT_NAME!r}; point at a directory made by `GradientStore.create`",
             )
         version = data.get("format_version")
-        if version != FORMAT_VERSION:
+        if version not in READABLE_VERSIONS:
             raise StoreFormatError(
                 str(store_dir),
-                f"format_version {version!r} is not supported (this regrad reads {FORMAT_VERSION}); "
-                "upgrade regrad or re-encode the store",
+                f"format_version {version!r} is not supported (this regrad reads "
+                f"{' and '.join(map(str, READABLE_VERSIONS))}); upgrade regrad or re-encode the store",
             )
         try:
             layout, dim = normalize_layout(data["layout"])
@@ -147,9 +146,9 @@ class Manifest:
                 rows_per_shard=int(data["rows_per_shard"]),
                 created_at=float(data.get("created_at", 0.0)),
                 format_version=int(version),
-                shards=[
+                v1_shards=[
                     ShardRecord(int(s["id"]), str(s["name"]), int(s["rows"]), int(s["bytes"]), str(s["sha256"]))
-                    for s in data.get("shards", [])
+                    for s in (data.get("shards", []) if version == 1 else [])
                 ],
             )
             manifest.codec_obj  # noqa: B018 - validates the codec name

@@ -133,6 +133,7 @@ class GradientStore:
         self._max_open_shards = int(max_open_shards)
         self._broken: dict[int, CorruptShardError] = {}
         self._shard_lock = threading.Lock()
+        self._writer_ready = False  # set by this handle's first writer (StoreWriter._recover)
         self._closed = False
 
     # --- construction -------------------------------------------------------------------------------------
@@ -319,6 +320,11 @@ class GradientStore:
         self._check_open()
         return self._index.ids()
 
+    def shards(self) -> list[ShardRecord]:
+        """Every committed shard (id, file name, rows, bytes, sha256), from the index's `shards` table."""
+        self._check_open()
+        return self._index.shards()
+
     # --- writing ------------------------------------------------------------------------------------------
 
     def writer(self, on_duplicate: OnDuplicate = "error", lock_timeout_s: float = 30.0) -> StoreWriter:
@@ -488,8 +494,8 @@ class GradientStore:
 
     def verify(self, on_shard: Callable[[ShardRecord], None] | None = None,
                shard_ids: Collection[int] | None = None) -> VerifyReport:
-        """Read every shard (or the `shard_ids` ones) and check sha256s, row CRC32s, index and manifest; see
-        `VerifyReport`."""
+        """Read every shard (or the `shard_ids` ones) and check sizes, sha256s and row CRC32s against the index,
+        and the manifest (a version-1 manifest's shard list against the index's); see `VerifyReport`."""
         self._check_open()
         return verify_store(self, on_shard=on_shard, shard_ids=shard_ids)
 

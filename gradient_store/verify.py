@@ -1,4 +1,8 @@
-"""`verify`: read every shard once and check it against the index and the manifest."""
+"""`verify`: read every shard once and check it against the index's `shards` and `passages` tables.
+
+The index is the only shard list of a version-2 store. A version-1 store's manifest also carries a copy
+of it, which is compared with the index until a writer upgrades the store.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +24,8 @@ class VerifyReport:
 
     Errors make a store unfit to serve as-is (a shard whose sha256 or a row whose CRC32 differs, a missing
     file, an index row pointing nowhere). Warnings are harmless leftovers: files from an interrupted
-    writer and a manifest one commit behind the index; the next writer removes or repairs both.
+    writer, and (version-1 stores) a manifest one commit behind the index; the next writer opened on a
+    fresh handle removes the files, and upgrades a version-1 manifest (dropping its shard list).
     """
 
     path: str
@@ -54,7 +59,8 @@ def verify_store(
     on_shard: Callable[[ShardRecord], None] | None = None,
     shard_ids: Collection[int] | None = None,
 ) -> VerifyReport:
-    """Check every shard's size, header and sha256, every index row's shard/row/CRC32, and the manifest.
+    """Check every shard's size, header and sha256 against the index's shard table, every index row's
+    shard/row/CRC32, and that the manifest loads (a version-1 manifest's shard list: against the index).
 
     Args:
         store: an open store (a verify never writes).
@@ -104,10 +110,13 @@ def verify_store(
 
 def _check_manifest(store: StoreHandle, shards: dict[int, ShardRecord], report: VerifyReport) -> None:
     try:
-        listed = Manifest.load(store.path).shards
+        manifest = Manifest.load(store.path)  # from disk: a writer may have upgraded it since this handle opened
     except StoreFormatError as e:
         report.errors.append(str(e))
         return
+    if manifest.format_version != 1:
+        return  # the header alone: nothing in it mirrors the index
+    listed = manifest.v1_shards
     for s in listed:
         if shards.get(s.shard_id) != s:
             report.errors.append(
@@ -117,8 +126,8 @@ def _check_manifest(store: StoreHandle, shards: dict[int, ShardRecord], report: 
     lagging = sorted(set(shards) - {s.shard_id for s in listed})
     if lagging:
         report.warnings.append(
-            f"manifest.json lags index.sqlite by {len(lagging)} shard(s) (a writer stopped "
-            "after its commit); the next writer rewrites it"
+            f"manifest.json (format_version 1) lags index.sqlite by {len(lagging)} shard(s) (a writer "
+            "stopped after its commit); the next writer upgrades it to version 2, without a shard list"
         )
 
 
@@ -143,12 +152,14 @@ def _check_shard(
     assert scan.crcs is not None
     bad = [pid for pid, row, crc in rows if scan.crcs[row] != crc]
     report.rows_checked += len(rows)
-    if scan.sha256 != record.sha256 or bad:
+    if scan.sha256 != record.sha256 or scan.size != record.bytes or bad:
         reason = (
             f"sha256 {scan.sha256[:12]}… differs from the recorded {record.sha256[:12]}…"
             if scan.sha256 != record.sha256
             else "sha256 matches"
         )
+        if scan.size != record.bytes:
+            reason = f"{scan.size} bytes, the index records {record.bytes}; {reason}"
         if bad:
             reason += f"; {len(bad)} row(s) fail their CRC32: {', '.join(repr(p) for p in bad[:5])}"
         else:

@@ -4,14 +4,17 @@ One append cycle (`commit`):
   1. encoded rows are written to `shards/.tmp-…`, fsynced, renamed to `shards/shard-NNNNN.safetensors`
      (a full shard is flushed as soon as it fills, so the writer's memory stays at one shard);
   2. the `shards/` directory is fsynced;
-  3. ONE SQLite transaction registers the new shards and points the ids at their rows: the commit point;
-  4. `manifest.json` is rewritten (temp file, fsync, rename) to mirror the shard table.
-A crash before 3 leaves only unregistered files, invisible to readers and deleted by the next writer;
-a crash between 3 and 4 leaves the manifest one commit behind, which the next writer repairs.
+  3. ONE SQLite transaction registers the new shards and points the ids at their rows: the commit point.
+A commit costs O(rows committed) whatever the store's size: it neither lists `shards/` nor writes
+`manifest.json`. A crash before 3 leaves only unregistered files, invisible to readers. The first writer
+that a `GradientStore` handle opens deletes them (it lists `shards/` once) and upgrades a version-1
+manifest to version 2 (the header alone, written atomically); later writers of that handle only ask the
+index for the next shard id, and reuse (overwrite) an unregistered shard's name when they reach it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import fcntl
 import logging
@@ -24,7 +27,7 @@ import torch
 
 from gradient_store.errors import DuplicateIdError, InvalidAppendError, StoreLockedError
 from gradient_store.handle import StoreHandle
-from gradient_store.manifest import ShardRecord, fsync_dir
+from gradient_store.manifest import FORMAT_VERSION, ShardRecord, fsync_dir
 from gradient_store.shard import row_crcs, shard_name, write_shard
 
 __all__ = ["StoreWriter", "OnDuplicate", "LOCK_NAME"]
@@ -119,10 +122,17 @@ class StoreWriter:
             self._lock_fd = None
 
     def _recover(self) -> None:
-        """Delete what an interrupted writer left (we hold the lock, readers never open unregistered files),
-        and bring the manifest's shard list up to date with the index."""
-        registered = self.store._index.shards()
-        names = {s.name for s in registered}
+        """Find the next shard id in O(log shards); on the handle's first writer, also clean up and upgrade."""
+        if not self.store._writer_ready:
+            self._clean_up()
+            self._upgrade_manifest()
+            self.store._writer_ready = True
+        top = self.store._index.max_shard_id()
+        self._next_shard_id = 0 if top is None else top + 1
+
+    def _clean_up(self) -> None:
+        """Delete what an interrupted writer left (we hold the lock, readers never open unregistered files)."""
+        names = {s.name for s in self.store._index.shards()}
         removed = []
         for f in (self.store.path / "shards").iterdir():
             if f.name.startswith(".tmp-") or (f.name.startswith("shard-") and f.name not in names):
@@ -138,10 +148,17 @@ class StoreWriter:
                 len(removed),
                 ", ".join(sorted(removed)[:5]),
             )
-        self._next_shard_id = max((s.shard_id for s in registered), default=-1) + 1
-        if self.store.manifest.shards != registered:
-            self.store.manifest.shards = registered
-            self.store.manifest.save(self.store.path)
+
+    def _upgrade_manifest(self) -> None:
+        """Rewrite a version-1 manifest (header plus a copy of the shard list) as version 2 (the header)."""
+        manifest = self.store.manifest
+        if manifest.format_version >= FORMAT_VERSION:
+            return
+        upgraded = dataclasses.replace(manifest, format_version=FORMAT_VERSION, v1_shards=[])
+        upgraded.save(self.store.path)  # temp file, fsync, rename: the old manifest or the new one
+        self.store.manifest = upgraded
+        logger.info("gradient store %s: manifest.json upgraded from format_version %d to %d (the shard list "
+                    "lives in index.sqlite alone)", self.store.path, manifest.format_version, FORMAT_VERSION)
 
     # --- appending ----------------------------------------------------------------------------------------
 
@@ -315,9 +332,13 @@ class StoreWriter:
             "fingerprint": self.store.fingerprint,
             "codec": self.store.codec.name,
         }
-        size, sha = write_shard(
-            tmp, self.store.codec, grads[:rows], scales[:rows] if scales is not None else None, metadata
-        )
+        try:
+            size, sha = write_shard(
+                tmp, self.store.codec, grads[:rows], scales[:rows] if scales is not None else None, metadata
+            )
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # e.g. a full disk; only a handle's first writer lists shards/
+            raise
         _crash_point("shard_written")
         os.replace(tmp, final)
         _crash_point("shard_renamed")
@@ -341,8 +362,6 @@ class StoreWriter:
         self.store._index.commit(self._written, rows, replace=True)
         _crash_point("index_committed")
         self._next_shard_id += len(self._written)
-        self.store.manifest.shards = self.store._index.shards()
-        self.store.manifest.save(self.store.path)
         self._reset()
 
     def abort(self) -> None:

@@ -324,14 +324,14 @@ def _merge_and_verify(parts_root: Path, store_path: str, fingerprint: str) -> di
     """Merge every committed part into the store (one commit), verify the new shards, delete the parts."""
     parts = _committed_parts(parts_root)
     with GradientStore.open(store_path, expect_fingerprint=fingerprint, cache_bytes=0) as store:
-        before = {s.shard_id for s in store.manifest.shards}
+        before = {s.shard_id for s in store.shards()}
     rows = 0
     if parts:
         # skip: a part of a run killed after its merge committed (or a batch retried by Ray) repeats ids.
         rows = merge_stores(parts, store_path, on_duplicate="skip").rows_copied
     with GradientStore.open(store_path, expect_fingerprint=fingerprint, cache_bytes=0) as store:
-        new = {s.shard_id for s in store.manifest.shards} - before
-        report = store.verify(shard_ids=new)  # index and manifest whole, the new shards' bytes
+        new = {s.shard_id for s in store.shards()} - before
+        report = store.verify(shard_ids=new)  # the index and manifest whole, the new shards' bytes
         total = len(store)
     if not report.ok:
         raise RegradError(

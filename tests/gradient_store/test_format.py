@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 
@@ -83,11 +84,16 @@ def test_directory_layout_and_shards_are_plain_safetensors(make_store, vec, code
     assert manifest["format_version"] == FORMAT_VERSION
     assert manifest["fingerprint"] == store.fingerprint and manifest["codec"] == codec
     assert manifest["dim"] == 1000 and [e["name"] for e in manifest["layout"]] == [e["name"] for e in store.layout]
-    assert [(s["name"], s["rows"]) for s in manifest["shards"]] == [
+    assert "shards" not in manifest  # the shard list is the index's `shards` table
+    with sqlite3.connect(store.path / "index.sqlite") as db:
+        shards = db.execute("SELECT shard_id, name, rows, bytes, sha256 FROM shards ORDER BY shard_id").fetchall()
+    assert [(name, rows) for _, name, rows, _, _ in shards] == [
         ("shard-00000.safetensors", 4),
         ("shard-00001.safetensors", 2),
     ]
-    assert all(len(s["sha256"]) == 64 for s in manifest["shards"])
+    for _, name, _, size, sha in shards:
+        data = (store.path / "shards" / name).read_bytes()
+        assert size == len(data) and sha == hashlib.sha256(data).hexdigest()
 
     with sqlite3.connect(store.path / "index.sqlite") as db:
         rows = db.execute("SELECT id, shard_id, row FROM passages ORDER BY shard_id, row").fetchall()
