@@ -169,7 +169,9 @@ async def open_loop(url: str, questions: list[str], rate: float, n_requests: int
 
 
 def service_phase(root: Path, questions: list[str], args: argparse.Namespace) -> dict:
-    server, thread, url = start_server(root, args.dtype, args.scheduler, args.max_wait_ms, args.prefill_budget_tokens)
+    joins = args.scheduler == "continuous" and args.join_wait_ms is not None
+    wait_ms = args.join_wait_ms if joins else args.max_wait_ms
+    server, thread, url = start_server(root, args.dtype, args.scheduler, wait_ms, args.prefill_budget_tokens)
     results: dict = {"closed": {}}
     name = f"{args.scheduler:<10}"
     try:
@@ -241,6 +243,7 @@ def run_phase(phase: str, root: Path, args: argparse.Namespace, scheduler: str =
                "--questions", str(args.questions), "--requests", str(args.requests), "--rate", str(args.rate),
                "--scheduler", scheduler, "--checkpoint", args.checkpoint, "--concurrency", args.concurrency,
                "--max-wait-ms", str(args.max_wait_ms), "--prefill-budget-tokens", str(args.prefill_budget_tokens)]
+    command += ["--join-wait-ms", str(args.join_wait_ms)] if args.join_wait_ms is not None else []
     command += ["--uneven"] if args.uneven else []
     subprocess.run(command, check=True)
     return json.loads((root / f"{phase}-{scheduler}.json").read_text())
@@ -268,6 +271,9 @@ def main() -> None:
     parser.add_argument("--concurrency", default=",".join(map(str, CONCURRENCY)),
                         help="closed-loop client counts, comma-separated (must include 8 and 16)")
     parser.add_argument("--max-wait-ms", type=float, default=10.0, help="REGRAD_MAX_WAIT_MS of both servers")
+    parser.add_argument("--join-wait-ms", type=float, metavar="MS",
+                        help="REGRAD_MAX_WAIT_MS of the continuous server alone (how long newcomers wait to join "
+                        "decoding rows together; default: --max-wait-ms)")
     parser.add_argument("--prefill-budget-tokens", type=int, default=0, metavar="N",
                         help="REGRAD_PREFILL_BUDGET_TOKENS of the continuous server (0: newcomers are prefilled in "
                         "a forward of their own)")
@@ -347,6 +353,8 @@ def main() -> None:
         "answer_tokens": {"min": min(inplace["lengths"]), "median": statistics.median(inplace["lengths"]),
                           "max": max(inplace["lengths"])},
         "machine": machine, "base_dtype": dtype, "prefill_budget_tokens": args.prefill_budget_tokens,
+        "max_wait_ms": args.max_wait_ms,
+        "join_wait_ms": args.join_wait_ms if args.join_wait_ms is not None else args.max_wait_ms,
     }
     print(json.dumps(record))
     if args.png:
