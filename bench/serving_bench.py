@@ -269,7 +269,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=64, help="requests per closed-loop level and open loop")
     parser.add_argument("--rate", type=float, default=6.0, help="open-loop Poisson arrival rate, requests/s")
     parser.add_argument("--concurrency", default=",".join(map(str, CONCURRENCY)),
-                        help="closed-loop client counts, comma-separated (must include 8 and 16)")
+                        help="closed-loop client counts, comma-separated (must include 1, 8 and 16)")
     parser.add_argument("--max-wait-ms", type=float, default=10.0, help="REGRAD_MAX_WAIT_MS of both servers")
     parser.add_argument("--join-wait-ms", type=float, metavar="MS",
                         help="REGRAD_MAX_WAIT_MS of the continuous server alone (how long newcomers wait to join "
@@ -291,6 +291,9 @@ def main() -> None:
     parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.levels = [int(c) for c in args.concurrency.split(",")]
+    if not {1, 8, 16} <= set(args.levels):
+        parser.error("--concurrency must include 1, 8 and 16 (the record compares answers alone and at 8, "
+                     "and rates at 8 and 16)")
     global _lengths
     if args.uneven:
         _lengths = UNEVEN_LENGTHS
