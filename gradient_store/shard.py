@@ -159,7 +159,11 @@ def _parse_header(head: bytes, file_size: int, codec: Codec, rows: int, dim: int
 
 
 class ShardReader:
-    """A memory-mapped shard; `read_row` copies one row out and checks it against its CRC32.
+    """A memory-mapped shard; `read_row` checks one row against its CRC32 and returns it as a view of the
+    map (no copy: the page cache holds the bytes, and the caller's LRU cache holds only views).
+
+    The map is private and writable (`ACCESS_COPY`) so that torch can view it without a read-only
+    warning; nothing writes through it (a write would only touch this process's copy of a page).
 
     Raises ShardHeaderError (or OSError) on open when the file is missing or its header is wrong.
     """
@@ -173,7 +177,7 @@ class ShardReader:
             size = os.fstat(f.fileno()).st_size
             if size == 0:
                 raise ShardHeaderError("file is empty")
-            self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
         try:
             (n,) = struct.unpack("<Q", self._mm[:8]) if size >= 8 else (0,)
             self._layout = _parse_header(self._mm[: min(size, 8 + n)], size, codec, rows, dim)
@@ -185,23 +189,25 @@ class ShardReader:
         """Row `row` as `(gradients [width] in the codec dtype, scales [n_scales] float32 or None)`, or None when
         its bytes do not match `crc` (a corrupt row)."""
         lay = self._layout
-        grad = torch.empty(lay.grad_row_bytes, dtype=torch.uint8)
-        g = grad.numpy()
-        g[:] = np.frombuffer(self._mm, np.uint8, lay.grad_row_bytes, lay.data_start + row * lay.grad_row_bytes)
-        found = zlib.crc32(g)
+        grad = torch.frombuffer(self._mm, dtype=torch.uint8, count=lay.grad_row_bytes,
+                                offset=lay.data_start + row * lay.grad_row_bytes)
+        found = zlib.crc32(grad.numpy())
         scales = None
         if lay.scale_row_bytes:
-            scales = torch.empty(lay.scale_row_bytes, dtype=torch.uint8)
-            s = scales.numpy()
-            s[:] = np.frombuffer(self._mm, np.uint8, lay.scale_row_bytes, lay.scales_start + row * lay.scale_row_bytes)
-            found = zlib.crc32(s, found)
+            scales = torch.frombuffer(self._mm, dtype=torch.uint8, count=lay.scale_row_bytes,
+                                      offset=lay.scales_start + row * lay.scale_row_bytes)
+            found = zlib.crc32(scales.numpy(), found)
             scales = scales.view(torch.float32)
         if found != crc:
             return None
         return grad.view(self.codec.dtype), scales
 
     def close(self) -> None:
-        self._mm.close()
+        """Unmap now, unless rows read from it are still referenced: the map then goes with the last one."""
+        try:
+            self._mm.close()
+        except BufferError:  # views exported by read_row are alive (a cache, a sum in flight)
+            pass
 
 
 @dataclass
