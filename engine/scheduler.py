@@ -232,7 +232,8 @@ class ContinuousScheduler:
     def _model_loop(self) -> None:
         from models.decoding import BatchDecoder
 
-        decoder = BatchDecoder(self.engine.learner, prefill_budget_tokens=self.prefill_budget_tokens)
+        decoder = BatchDecoder(self.engine.learner, prefill_budget_tokens=self.prefill_budget_tokens,
+                               slots=self.max_rows)
         while True:
             with self._lock:
                 while self._running and not (self._live or self._staged or self._exclusive):
@@ -262,7 +263,8 @@ class ContinuousScheduler:
                 for job in self._live.values():
                     _fail(job.future, error)
                 self._live.clear()
-                decoder = BatchDecoder(self.engine.learner, prefill_budget_tokens=self.prefill_budget_tokens)
+                decoder = BatchDecoder(self.engine.learner, prefill_budget_tokens=self.prefill_budget_tokens,
+                               slots=self.max_rows)
                 continue
             self._stream(decoder.emitted)
             for key, token_ids in finished:
@@ -307,7 +309,7 @@ class ContinuousScheduler:
             return
         try:
             requests = [self.engine.generation_request(job.row) for job in ready]
-            batch, adapters = prepare_rows(self.engine.learner, requests)
+            batch, adapters = prepare_rows(self.engine.learner, requests, bank=decoder.join_bank())
             decoder.join([job.key for job in ready], batch, adapters,
                          [job.question.max_new_tokens for job in ready])
         except Exception as error:

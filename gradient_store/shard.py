@@ -9,6 +9,7 @@ library still opens the files (tests check that).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import mmap
@@ -189,25 +190,24 @@ class ShardReader:
         """Row `row` as `(gradients [width] in the codec dtype, scales [n_scales] float32 or None)`, or None when
         its bytes do not match `crc` (a corrupt row)."""
         lay = self._layout
-        grad = torch.frombuffer(self._mm, dtype=torch.uint8, count=lay.grad_row_bytes,
-                                offset=lay.data_start + row * lay.grad_row_bytes)
-        found = zlib.crc32(grad.numpy())
+        # numpy's view holds a buffer export of the map, so `close` cannot unmap it under a live row
+        # (torch.frombuffer would release the export and leave the tensor dangling).
+        g = np.frombuffer(self._mm, np.uint8, lay.grad_row_bytes, lay.data_start + row * lay.grad_row_bytes)
+        found = zlib.crc32(g)
+        grad = torch.from_numpy(g)
         scales = None
         if lay.scale_row_bytes:
-            scales = torch.frombuffer(self._mm, dtype=torch.uint8, count=lay.scale_row_bytes,
-                                      offset=lay.scales_start + row * lay.scale_row_bytes)
-            found = zlib.crc32(scales.numpy(), found)
-            scales = scales.view(torch.float32)
+            s = np.frombuffer(self._mm, np.uint8, lay.scale_row_bytes, lay.scales_start + row * lay.scale_row_bytes)
+            found = zlib.crc32(s, found)
+            scales = torch.from_numpy(s).view(torch.float32)
         if found != crc:
             return None
         return grad.view(self.codec.dtype), scales
 
     def close(self) -> None:
         """Unmap now, unless rows read from it are still referenced: the map then goes with the last one."""
-        try:
+        with contextlib.suppress(BufferError):  # views read_row exported are alive (a cache, a sum in flight)
             self._mm.close()
-        except BufferError:  # views exported by read_row are alive (a cache, a sum in flight)
-            pass
 
 
 @dataclass

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from models.errors import ModelError
 from models.row_bank import RowAdapterBank, fill_order
 from models.row_lora import PackedRows, RowAdapters
 
@@ -63,13 +64,21 @@ class BatchDecoder:
             the next step's forward, packed after the running rows' next tokens (vLLM's chunked
             prefill, whole prompts), at most this many prompt tokens per step (the first waiting
             row always; the others wait for the next step).
+        slots: None: the first adapted rows' bank becomes the batch's, growing as rows join (one
+            generation). A number: the decoder keeps a bank of its own with this many slots for its
+            whole life (a server's `max_rows`): no growth copies, and joining rows fold their adapters
+            straight into its free slots (`join_bank`).
     """
 
-    def __init__(self, learner, *, prefill_budget_tokens: int | None = None) -> None:
+    def __init__(self, learner, *, prefill_budget_tokens: int | None = None, slots: int | None = None) -> None:
         if prefill_budget_tokens is not None and prefill_budget_tokens < 1:
             raise ValueError(f"`prefill_budget_tokens` must be >= 1 or None, got {prefill_budget_tokens}")
+        if slots is not None and slots < 1:
+            raise ValueError(f"`slots` must be >= 1 or None, got {slots}")
         self.learner = learner
         self.prefill_budget_tokens = prefill_budget_tokens
+        self.slots = slots
+        self._join_start: int | None = None             # `join_bank`'s first free slot
         self._pending: list[_Pending] = []              # joined, to be prefilled inside the next step
         base = learner.model.get_base_model()
         self._base, self._decoder, self._head = base, base.get_decoder(), base.get_output_embeddings()
@@ -91,6 +100,19 @@ class BatchDecoder:
     @property
     def keys(self) -> list[Hashable]:
         return [row.key for row in self._rows] + [p.row.key for p in self._pending]
+
+    def join_bank(self) -> RowAdapterBank | None:
+        """The bank that rows about to `join` should fold their adapters into (`prepare_rows(..., bank=)`):
+        this decoder's own free slots when it keeps its own (`slots`), so that joining copies nothing;
+        None when joining rows bring a bank of their own (no `slots`, or a packed join, whose waiting
+        rows keep their views until the next step). Join next: a leave or another join in between
+        moves or overwrites the free slots (join then refuses the rows)."""
+        packed = self.prefill_budget_tokens is not None and self._rows
+        if self.slots is None or packed:
+            self._join_start = None
+            return None
+        self._join_start = self._own_bank().count
+        return self._bank
 
     @torch.no_grad()
     def join(self, keys: Sequence[Hashable], batch: dict[str, torch.Tensor], adapters: RowAdapters | None,
@@ -175,6 +197,18 @@ class BatchDecoder:
         if not adapters.rows.numel():
             return
         bank = adapters.bank
+        start, self._join_start = self._join_start, None
+        if bank is not None and bank is self._bank and self.slots is not None:   # folded into our free slots
+            if start is None or self._bank.count != start:
+                raise ModelError("the decoder's rows changed after join_bank(); prepare the joining rows again")
+            self._bank.take([int(row) + offset for row in adapters.rows.tolist()])
+            return
+        if self.slots is not None:                     # copied into our own slots
+            if bank is not None and bank.count == adapters.rows.numel():
+                self._own_bank().append(bank, offset)
+            else:
+                self._own_bank().write_adapters(adapters, offset)
+            return
         if bank is not None and not bank.claimed and bank.count == adapters.rows.numel() and \
                 (self._bank is None or not self._bank.count):
             bank.claimed = True
@@ -187,6 +221,12 @@ class BatchDecoder:
             self._bank.append(bank, offset)
         else:
             self._bank.write_adapters(adapters, offset)
+
+    def _own_bank(self) -> RowAdapterBank:
+        """This decoder's bank of `slots` slots (made on first use, kept when every row has left)."""
+        if self._bank is None:
+            self._bank = RowAdapterBank(self.learner.lora_tensors(), capacity=self.slots or 1)
+        return self._bank
 
     def _step_adapters(self) -> RowAdapters | None:
         off = torch.tensor(self._off, dtype=torch.long, device=self._next.device) if self._off else None

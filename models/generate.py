@@ -124,14 +124,16 @@ def answer_text(tokenizer, token_ids: list[int], request: AnswerRequest, *, raw:
     return text if raw else normalize_answer_type(text, request.answer_type, request.choices)
 
 
-def prepare_rows(learner, requests: list[AnswerRequest]) -> tuple[dict[str, torch.Tensor], RowAdapters | None]:
+def prepare_rows(learner, requests: list[AnswerRequest],
+                 bank=None) -> tuple[dict[str, torch.Tensor], RowAdapters | None]:
     """Left-padded prompts, and row adapters for the rows that carry a gradient (deltas −γ_i α ⊙ g_i)
     or run the base model (`base`: listed in `adapters.off`).
 
     A row without a gradient (or with γ = 0) gets no adapter at all: it is not in `adapters.rows`,
     and the LoRA layers leave its output unadapted, bit for bit (no zero gradient is built for it).
     An adapted row's adapter is its own LoRA weights, W - γ_i α ⊙ g_i, folded once
-    (`Learner.row_weights`); a `BatchDecoder` that the rows join keeps them in its slots.
+    (`Learner.row_weights`); a `BatchDecoder` that the rows join keeps them in its slots. With `bank`,
+    they are folded into that bank's free slots instead (`BatchDecoder.prepare`: no copy on joining).
     """
     tok = learner.tokenizer
     prompts = [build_prompt(tok, r.question, r.answer_type, r.choices, r.context) for r in requests]
@@ -143,7 +145,7 @@ def prepare_rows(learner, requests: list[AnswerRequest]) -> tuple[dict[str, torc
     if not adapted:
         return batch, (RowAdapters.switched_off(off, len(requests)) if off is not None else None)
     adapters = learner.row_weights([requests[i].gradient for i in adapted], [requests[i].gamma for i in adapted],
-                                   adapted, len(requests), off)
+                                   adapted, len(requests), off, bank=bank)
     return batch, adapters
 
 

@@ -139,7 +139,7 @@ class Learner(nn.Module):
         return RowAdapters(views, rows, size)
 
     def row_weights(self, gradients: Sequence[torch.Tensor], gammas: Sequence[float], rows: Sequence[int],
-                    batch_size: int, off: torch.Tensor | None = None) -> RowAdapters:
+                    batch_size: int, off: torch.Tensor | None = None, bank=None) -> RowAdapters:
         """Row adapters for serving: adapted row j (batch row `rows[j]`) gets its own LoRA weights
         W - gammas[j] * alpha ⊙ gradients[j], folded once into a `RowAdapterBank` (no flat delta, no
         per-step scaling). Not differentiable: meta-training uses `row_adapters`.
@@ -148,9 +148,15 @@ class Learner(nn.Module):
             gradients: flat summed gradients, each (D,).    gammas: one scale per row.
             rows: ascending batch rows they belong to.    batch_size: rows in the batch.
             off: ascending batch rows whose LoRA is switched off (base model), or None.
+            bank: fold into this `RowAdapterBank`'s free slots instead of a new bank, without taking them
+                (`RowAdapterBank.fold_free`): a decoder's own slots (`BatchDecoder.prepare`).
         """
         from models.row_bank import RowAdapterBank
 
+        if bank is not None:
+            start = bank.fold_free(gradients, gammas, self.step_size_tensors(), self.layout)
+            index = torch.tensor([int(r) for r in rows], dtype=torch.long, device=self.device)
+            return bank.free_view(start, len(gradients), index, batch_size, off)
         bank = RowAdapterBank(self.lora_tensors(), capacity=len(gradients))
         bank.write(gradients, gammas, rows, self.step_size_tensors(), self.layout)
         return bank.adapters(batch_size, off)

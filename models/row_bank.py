@@ -72,9 +72,19 @@ class RowAdapterBank:
         if not (len(gradients) == len(gammas) == len(rows)):
             raise ModelError(f"{len(gradients)} gradients, {len(gammas)} gammas and {len(rows)} rows: "
                              "give one of each per row")
+        self.fold_free(gradients, gammas, step_sizes, layout)
+        self.rows += [int(row) for row in rows]
+
+    @torch.no_grad()
+    def fold_free(self, gradients: Sequence[torch.Tensor], gammas: Sequence[float],
+                  step_sizes: dict[str, torch.Tensor], layout) -> int:
+        """Fold rows into the free slots from `count` on, without taking them: they stay free (a later
+        write may overwrite them) until `take` gives them batch rows. Returns the first slot written.
+        A decoder folds joining rows straight into its own slots this way (`BatchDecoder.prepare`)."""
+        start = self.count
         if not gradients:
-            return
-        self._reserve(self.count + len(gradients))
+            return start
+        self._reserve(start + len(gradients))
         entries = layout.entries
         device = next(iter(self.weights.values())).device
         gamma_t = torch.tensor([float(g) for g in gammas], dtype=torch.float32, device=device)     # (m,)
@@ -82,16 +92,29 @@ class RowAdapterBank:
         if scalar:  # tie / same / fix: one float per tensor and row, as float32 rounds gamma * alpha
             alpha = torch.stack([step_sizes[e.name].detach().reshape(()) for e in entries]).float()  # (E,)
             scales = [row.unbind(0) for row in -(gamma_t[:, None] * alpha[None, :])]               # (m, E)
-        for j, (gradient, batch_row) in enumerate(zip(gradients, rows, strict=True)):
+        for j, gradient in enumerate(gradients):
             if gradient.shape != (layout.dim,):
                 raise ModelError(f"a row's gradient must be ({layout.dim},), got {tuple(gradient.shape)}")
             flat = gradient.to(device, torch.float32)
-            slot = self.count
             for k, e in enumerate(entries):
                 grad = flat[e.offset : e.offset + e.numel].view(e.shape)
                 scale = scales[j][k] if scalar else -(gamma_t[j] * step_sizes[e.name].detach())
-                fold_row_weight(self.weights[e.name], grad, scale, self.slots[e.name][slot])
-            self.rows.append(int(batch_row))
+                fold_row_weight(self.weights[e.name], grad, scale, self.slots[e.name][start + j])
+        return start
+
+    def take(self, rows: Sequence[int]) -> None:
+        """The next `len(rows)` free slots (folded by `fold_free`) become live, for batch rows `rows`."""
+        if self.count + len(rows) > self.capacity:
+            raise ModelError(f"{len(rows)} rows taken with {self.capacity - self.count} free slots")
+        self.rows += [int(row) for row in rows]
+
+    def free_view(self, start: int, m: int, rows: torch.Tensor, batch_size: int,
+                  off: torch.Tensor | None = None) -> RowAdapters:
+        """Folded-but-free slots `start..start+m-1` as the adapters of a batch of their own (entry j is
+        batch row `rows[j]`, ascending): what a joining batch's prefill reads before `take`."""
+        deltas = {short: (self.slots[f"{short}.lora_A"][start : start + m],
+                          self.slots[f"{short}.lora_B"][start : start + m]) for short in self._shorts()}
+        return RowAdapters(deltas, rows, batch_size, off=off, folded=True, bank=self)
 
     @torch.no_grad()
     def write_adapters(self, adapters: RowAdapters, offset: int) -> None:
@@ -150,14 +173,17 @@ class RowAdapterBank:
     def adapters(self, batch_size: int, off: torch.Tensor | None = None) -> RowAdapters:
         """This step's row metadata: views of the live slots (no copy), and the batch's off rows."""
         m = self.count
-        shorts = [name.removesuffix(".lora_A") for name in self.slots if name.endswith(".lora_A")]
-        deltas = {short: (self.slots[f"{short}.lora_A"][:m], self.slots[f"{short}.lora_B"][:m]) for short in shorts}
+        deltas = {short: (self.slots[f"{short}.lora_A"][:m], self.slots[f"{short}.lora_B"][:m])
+                  for short in self._shorts()}
         device = next(iter(self.slots.values())).device
         rows = torch.tensor(self.rows, dtype=torch.long, device=device)
         aligned = self.rows == list(range(batch_size))
         return RowAdapters(deltas, rows, batch_size, off=off, folded=True, aligned=aligned, bank=self)
 
     # ------------------------------------------------------------------ internals
+    def _shorts(self) -> list[str]:
+        return [name.removesuffix(".lora_A") for name in self.slots if name.endswith(".lora_A")]
+
     def _reserve(self, needed: int) -> None:
         if needed <= self.capacity:
             return

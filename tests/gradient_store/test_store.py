@@ -261,3 +261,34 @@ def test_weighted_sum_weights_each_row_in_the_same_op(make_store, vec, codec, to
     assert torch.equal(store.sum(ids, weights=[1.0] * 5).vector, store.sum(ids).vector)
     with pytest.raises(ValueError, match="2 weights given for 3 ids"):
         store.sum(ids[:3], weights=[1.0, 2.0])
+
+
+@pytest.mark.parametrize("codec", ["fp32", "bf16"])
+def test_several_rows_summed_chunk_by_chunk_equal_row_by_row_bit_for_bit(codec):
+    from gradient_store.codecs import SUM_CHUNK, get_codec
+
+    c = get_codec(codec)
+    dim = 2 * SUM_CHUNK + 17                                     # crosses chunk edges, a ragged last chunk
+    generator = torch.Generator().manual_seed(0)
+    rows = [c.encode(torch.randn(1, dim, generator=generator)) for _ in range(3)]
+    rows = [(g[0], None) for g, _ in rows]
+    weights = [0.7, -1.3, 2.0]
+    together, one_by_one = torch.zeros(dim), torch.zeros(dim)
+    c.sum_into(together, rows, weights)
+    for (row, scales), weight in zip(rows, weights):
+        c.add_into(one_by_one, row, scales, weight=weight)
+    assert torch.equal(together, one_by_one)
+
+
+def test_rows_are_checked_views_of_the_shard_map_not_copies(make_store, vec):
+    """A row is read as a view of its shard's memory map (its bytes stay in the page cache); a store
+    closes while a row read from it is still referenced, and that row stays readable."""
+    store = make_store(codec="bf16", cache_bytes=0)              # no cache: every read goes to the shard
+    store.append(_ids(3), vec(_ids(3)))
+    first = store._fetch(["doc-1"], "raise")[0]["doc-1"][0]
+    again = store._fetch(["doc-1"], "raise")[0]["doc-1"][0]
+    assert first.data_ptr() == again.data_ptr()                  # the same mapped bytes, read twice
+    expected = vec(["doc-1"])[0].to(torch.bfloat16)
+    assert torch.equal(first, expected)
+    store.close()                                               # the map outlives the handle for `first`
+    assert torch.equal(first, expected)

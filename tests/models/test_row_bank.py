@@ -12,6 +12,7 @@ import torch
 from models import AnswerRequest, generate_answers, summed_gradient
 from models.adapt import row_deltas
 from models.decoding import BatchDecoder, prefill
+from models.errors import ModelError
 from models.generate import next_token_logits, prepare_rows
 from models.row_bank import RowAdapterBank, fill_order
 
@@ -157,3 +158,58 @@ def test_a_row_given_as_deltas_joins_a_folded_batch(tiny_learner, passages, monk
     while decoder:
         tokens.update(decoder.step())
     assert learner.tokenizer.decode(tokens["a"], skip_special_tokens=True) == solo
+
+
+def test_a_decoder_with_its_own_slots_folds_joining_rows_in_place(tiny_learner, passages, monkeypatch):
+    """With `BatchDecoder(slots=N)`, joining rows fold straight into the decoder's free slots: the
+    bank is made once with N slots and never copied or regrown, mixed batches (an unadapted row, a
+    base row) join it, and every row's tokens are still its tokens alone."""
+    monkeypatch.setattr("models.decoding.stop_token_ids", lambda tok: frozenset({tok.eos_token_id}))
+    learner = tiny_learner
+    grads = [g * 200 for g in _gradients(learner, passages, 5)]
+    questions = ["Who was Shirley Temple?", "What is Paris?", "Is it?", "Which one?", "Where?", "When?"]
+    requests = [AnswerRequest(q, gradient=g, gamma=0.5 + i / 4) for i, (q, g) in enumerate(zip(questions, grads))]
+    requests.append(AnswerRequest(questions[5]))                          # unadapted: the shared LoRA
+    requests.append(AnswerRequest(questions[0], base=True))               # the base model
+    lengths = [2, 7, 4, 6, 3, 5, 4]
+    solo = [generate_answers(learner, [r], max_new_tokens=n, return_raw=True)[0] for r, n in zip(requests, lengths)]
+
+    decoder = BatchDecoder(learner, slots=4)
+    batch, adapters = prepare_rows(learner, requests[:3], bank=decoder.join_bank())
+    bank = decoder._bank
+    pointers = {name: buffer.data_ptr() for name, buffer in bank.slots.items()}
+    assert adapters.bank is bank and bank.count == 0                     # folded, not yet taken
+    decoder.join([0, 1, 2], batch, adapters, lengths[:3])
+    assert bank.count == 3
+    done: dict[int, list[int]] = {}
+    waves = {1: [3, 5], 2: [4, 6]}
+    step = 0
+    while decoder:
+        done.update(decoder.step())
+        step += 1
+        if step in waves:
+            keys = waves[step]
+            batch, adapters = prepare_rows(learner, [requests[k] for k in keys], bank=decoder.join_bank())
+            decoder.join(keys, batch, adapters, [lengths[k] for k in keys])
+        adapted_live = sum(1 for key in decoder.keys if requests[key].gradient is not None)
+        assert decoder._bank is bank and bank.count == adapted_live
+    assert sorted(done) == list(range(7))
+    assert [learner.tokenizer.decode(done[i], skip_special_tokens=True) for i in range(7)] == solo
+    assert {name: buffer.data_ptr() for name, buffer in bank.slots.items()} == pointers   # never regrown
+    assert bank.capacity == 4
+
+
+def test_a_decoder_refuses_a_prepared_batch_after_its_rows_changed(tiny_learner, passages):
+    learner = tiny_learner
+    grads = _gradients(learner, passages, 3)
+    requests = [AnswerRequest(q, gradient=g) for q, g in zip(["Who?", "What?", "Why?"], grads)]
+    decoder = BatchDecoder(learner, slots=4)
+    batch, adapters = prepare_rows(learner, requests[:2], bank=decoder.join_bank())
+    decoder.join([0, 1], batch, adapters, [5, 5])
+    batch, adapters = prepare_rows(learner, requests[2:], bank=decoder.join_bank())   # into slot 2
+    decoder.leave([0])                                                   # slot 1's row moves to slot 0
+    with pytest.raises(ModelError, match="prepare the joining rows again"):
+        decoder.join([2], batch, adapters, [5])
+    batch, adapters = prepare_rows(learner, requests[2:], bank=decoder.join_bank())   # again: fine
+    decoder.join([2], batch, adapters, [5])
+    assert decoder._bank.count == 2 and decoder.keys == [1, 2]
