@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from models.errors import ModelError
+from models.packed_attention import PACKED_ATTENTION, PackedLayout, packed_layout, register_packed_attention
 from models.row_bank import RowAdapterBank, fill_order
 from models.row_lora import PackedRows, RowAdapters
 
@@ -77,6 +78,8 @@ class BatchDecoder:
             raise ValueError(f"`slots` must be >= 1 or None, got {slots}")
         self.learner = learner
         self.prefill_budget_tokens = prefill_budget_tokens
+        if prefill_budget_tokens is not None:
+            register_packed_attention()
         self.slots = slots
         self._join_start: int | None = None             # `join_bank`'s first free slot
         self._pending: list[_Pending] = []              # joined, to be prefilled inside the next step
@@ -282,8 +285,9 @@ class BatchDecoder:
 
     def _decode_packed(self, joining: list[_Pending]) -> None:
         """One forward for the running rows' next tokens and the joining rows' whole prompts, packed
-        into one sequence (batch 1): each token attends to its own row's cache and tokens only (a
-        4-D mask), each part runs its own row adapters (`PackedRows`). Then the cache is the batch's
+        into one sequence (batch 1): each token attends to its own row's cache and tokens only, part by
+        part (`models.packed_attention`; the 4-D mask says the same to any other attention), each part
+        runs its own row adapters (`PackedRows`). Then the cache is the batch's
         again, the joining rows appended, and every row has its next token."""
         n, device = len(self._rows), self.learner.device
         width_old = self._attention.shape[1] if n else 0
@@ -314,7 +318,9 @@ class BatchDecoder:
                 layer.keys = keys.transpose(0, 1).reshape(1, keys.shape[1], cached, keys.shape[-1])
                 layer.values = values.transpose(0, 1).reshape(1, values.shape[1], cached, values.shape[-1])
             kwargs[self._cache_kw] = self._cache
-        with attention_implementation(self._base, "sdpa"), self.learner.using_rows(PackedRows(parts)):
+        layout = PackedLayout(n, width_old, self._attention.bool() if n else None, tuple(lengths))
+        with attention_implementation(self._base, PACKED_ATTENTION), packed_layout(layout), \
+                self.learner.using_rows(PackedRows(parts)):
             out = self._decoder(input_ids=input_ids, attention_mask=mask[None, None], position_ids=positions,
                                 use_cache=True, **kwargs)
         cache = getattr(out, self._cache_kw)

@@ -1,0 +1,100 @@
+"""Attention for a packed decode step, part by part (vLLM's chunked prefill, on SDPA).
+
+Continuous batching's fused step (`BatchDecoder._decode_packed`) runs one forward over one sequence:
+the n running rows' next tokens, then each joining row's whole prompt. Scored as one sequence with a
+4-D mask, every token meets every row's cached keys (n · W of them) and SDPA computes all of them
+before the mask drops most: O(L · n · W) for L new tokens. Here each part attends to its own keys only:
+
+    running rows (n, 1 token each):   row i's query  × [row i's W cached keys, its new key]   one batched call
+    each joining prompt (l tokens):   its l queries × its own l keys, causal                   one call each
+
+so the step costs what its parts cost: O(n · W) for the decode tokens and O(l²) per prompt.
+
+The packed layout is set per forward on a `PackedAttentionSlot` (as `RowAdapterSlot` sets the row
+adapters); `attention_implementation(model, PACKED_ATTENTION)` selects this function for the duration
+of the forward. The HF decoder hands it the cache already extended by the step's L keys: (1, h, n·W + L, d).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["PACKED_ATTENTION", "PackedLayout", "packed_layout", "register_packed_attention"]
+
+PACKED_ATTENTION = "regrad_packed"
+
+
+@dataclass(frozen=True)
+class PackedLayout:
+    """One packed forward's parts.
+
+    Args:
+        rows: running rows n (each one new token), first in the sequence.
+        width: cached keys per running row W (left-padded: `cache_mask` marks the real ones).
+        cache_mask: (n, W) bool, True where a running row's cached key is real.
+        lengths: each joining prompt's token count, in sequence order after the running rows.
+    """
+
+    rows: int
+    width: int
+    cache_mask: torch.Tensor | None
+    lengths: tuple[int, ...]
+
+
+class _Slot:
+    current: PackedLayout | None = None
+
+
+_SLOT = _Slot()
+
+
+@contextlib.contextmanager
+def packed_layout(layout: PackedLayout) -> Iterator[None]:
+    """Forwards inside the block that use `PACKED_ATTENTION` read this layout."""
+    previous, _SLOT.current = _SLOT.current, layout
+    try:
+        yield
+    finally:
+        _SLOT.current = previous
+
+
+def packed_attention(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask,
+                     dropout: float = 0.0, scaling: float | None = None, **kwargs) -> tuple[torch.Tensor, None]:
+    """HF's attention-function signature: query (1, H, L, d), key/value (1, h, n·W + L, d) → (1, L, H, d)."""
+    layout = _SLOT.current
+    if layout is None:
+        raise RuntimeError(f"{PACKED_ATTENTION} attention needs a packed_layout() around the forward")
+    n, width = layout.rows, layout.width
+    heads, kv_heads, dim = query.shape[1], key.shape[1], query.shape[-1]
+    gqa = heads != kv_heads
+    cached = n * width
+    outputs = []
+    if n:
+        q = query[0, :, :n].transpose(0, 1).unsqueeze(2)                                  # (n, H, 1, d)
+        parts_k = (key[0, :, :cached].view(kv_heads, n, width, dim), key[0, :, cached : cached + n, None])
+        parts_v = (value[0, :, :cached].view(kv_heads, n, width, dim), value[0, :, cached : cached + n, None])
+        k = torch.cat(parts_k, dim=2).transpose(0, 1)                                    # (n, h, W + 1, d)
+        v = torch.cat(parts_v, dim=2).transpose(0, 1)
+        mask = F.pad(layout.cache_mask, (0, 1), value=True)[:, None, None, :]            # (n, 1, 1, W + 1)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scaling, enable_gqa=gqa)
+        outputs.append(out[:, :, 0])                                                     # (n, H, d)
+    q_start, k_start = n, cached + n
+    for length in layout.lengths:
+        q = query[:, :, q_start : q_start + length]                                       # (1, H, l, d)
+        k, v = key[:, :, k_start : k_start + length], value[:, :, k_start : k_start + length]
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scaling, enable_gqa=gqa)
+        outputs.append(out[0].transpose(0, 1))                                           # (l, H, d)
+        q_start, k_start = q_start + length, k_start + length
+    return torch.cat(outputs)[None], None
+
+
+def register_packed_attention() -> None:
+    """Make `PACKED_ATTENTION` a name `set_attn_implementation` accepts (idempotent)."""
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(PACKED_ATTENTION, packed_attention)
