@@ -14,6 +14,7 @@ Last line: one JSON object.
 
     .venv/bin/python bench/serving_cpu_bench.py --root DIR        # DIR: a build of serving_bench.py
     .venv/bin/python bench/serving_cpu_bench.py --uneven --checkpoint UNTRAINED --prefill-budget-tokens 512
+    .venv/bin/python bench/serving_cpu_bench.py --root DIR --phases --skip-inplace   # where the time goes
 """
 
 from __future__ import annotations
@@ -40,13 +41,59 @@ UNEVEN_LENGTHS = (4, 32, 8, 24, 4, 16, 32, 8)   # --uneven: the i-th request's m
 # ---------------------------------------------------------------------------------------------
 
 
-def closed_loop(scheduler, questions: list[str], mode: str, n_requests: int, lengths: tuple[int, ...]) -> dict:
+class PhaseClock:
+    """Model-thread CPU time per phase of a continuous server (`--phases`): each phase's function is
+    wrapped while the clock is installed. Per request, what `regrad` pays beyond `closed_book`."""
+
+    PHASES = {  # phase → (module, class or None, function)
+        "store sum": ("engine.core", "Engine", "complete"),
+        "prompts + fold": ("models.generate", None, "prepare_rows"),
+        "join (prefill)": ("models.decoding", "BatchDecoder", "join"),
+        "decode step": ("models.decoding", "BatchDecoder", "_decode_one"),
+        "packed step": ("models.decoding", "BatchDecoder", "_decode_packed"),
+        "rows leave": ("models.decoding", "BatchDecoder", "_keep"),
+    }
+
+    def __init__(self) -> None:
+        import importlib
+
+        self.seconds: dict[str, float] = dict.fromkeys(self.PHASES, 0.0)
+        self.calls: dict[str, int] = dict.fromkeys(self.PHASES, 0)
+        for phase, (module, owner, name) in self.PHASES.items():
+            target = importlib.import_module(module)
+            target = getattr(target, owner) if owner else target
+            setattr(target, name, self._wrap(phase, getattr(target, name)))
+
+    def _wrap(self, phase: str, function):
+        def timed(*args, **kwargs):
+            started = time.thread_time()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self.seconds[phase] += time.thread_time() - started
+                self.calls[phase] += 1
+        return timed
+
+    def reset(self) -> None:
+        self.seconds = dict.fromkeys(self.seconds, 0.0)
+        self.calls = dict.fromkeys(self.calls, 0)
+
+    def per_request(self, n_requests: int) -> dict:
+        return {phase: {"ms": round(self.seconds[phase] * 1000 / n_requests, 1), "calls": self.calls[phase]}
+                for phase in self.PHASES if self.calls[phase]}
+
+
+def closed_loop(scheduler, questions: list[str], mode: str, n_requests: int, lengths: tuple[int, ...],
+                clock: PhaseClock | None = None) -> dict:
     """`CLIENTS` threads, each submitting its next request when its answer arrives."""
     from engine import Question
 
     queue = list(range(n_requests))
     lock = threading.Lock()
     latencies: list[float] = []
+    answers: list[str] = []
+    if clock is not None:
+        clock.reset()
 
     def client() -> None:
         while True:
@@ -57,9 +104,10 @@ def closed_loop(scheduler, questions: list[str], mode: str, n_requests: int, len
             started = time.perf_counter()
             question = Question(questions[i % len(questions)], mode=mode, top_k=TOP_K,
                                 max_new_tokens=lengths[i % len(lengths)])
-            scheduler.submit(question).result()
+            answer = scheduler.submit(question).result()
             with lock:
                 latencies.append(time.perf_counter() - started)
+                answers.append(answer.answer)
 
     threads = [threading.Thread(target=client) for _ in range(CLIENTS)]
     started, started_cpu = time.perf_counter(), time.process_time()
@@ -69,9 +117,15 @@ def closed_loop(scheduler, questions: list[str], mode: str, n_requests: int, len
         thread.join()
     wall, cpu = time.perf_counter() - started, time.process_time() - started_cpu
     latencies.sort()
-    return {"requests": n_requests, "cpu_s": round(cpu, 2), "wall_s": round(wall, 2),
-            "per_cpu_s": round(n_requests / cpu, 3), "per_wall_s": round(n_requests / wall, 3),
-            "p95_wall_ms": round(latencies[int(0.95 * (len(latencies) - 1))] * 1000)}
+    tokenizer = scheduler.engine.learner.tokenizer          # counted after the clock stopped
+    tokens = [len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in answers]
+    result = {"requests": n_requests, "cpu_s": round(cpu, 2), "wall_s": round(wall, 2),
+              "per_cpu_s": round(n_requests / cpu, 3), "per_wall_s": round(n_requests / wall, 3),
+              "p95_wall_ms": round(latencies[int(0.95 * (len(latencies) - 1))] * 1000),
+              "answer_tokens_mean": round(sum(tokens) / len(tokens), 2)}
+    if clock is not None:
+        result["phases"] = clock.per_request(n_requests)
+    return result
 
 
 def continuous(root: Path, questions: list[str], args, budget: int | None) -> dict:
@@ -85,9 +139,10 @@ def continuous(root: Path, questions: list[str], args, budget: int | None) -> di
     scheduler = ContinuousScheduler(max_rows=MAX_ROWS, join_wait_ms=JOIN_WAIT_MS, **fused)
     scheduler.start(lambda: Engine.from_config(config))
     lengths = UNEVEN_LENGTHS if args.uneven else (MAX_NEW_TOKENS,)
+    clock = PhaseClock() if args.phases else None
     try:
         closed_loop(scheduler, questions, "regrad", CLIENTS, lengths)            # warm-up
-        result = {mode: closed_loop(scheduler, questions, mode, args.requests, lengths)
+        result = {mode: closed_loop(scheduler, questions, mode, args.requests, lengths, clock)
                   for mode in ("regrad", "closed_book")}
     finally:
         scheduler.stop()
@@ -146,6 +201,8 @@ def main() -> None:
     parser.add_argument("--prefill-budget-tokens", type=int, default=0, metavar="N",
                         help="also run continuous with newcomers prefilled inside the decode step (0: not)")
     parser.add_argument("--skip-inplace", action="store_true")
+    parser.add_argument("--phases", action="store_true",
+                        help="also time the model thread's phases per request (store sum, fold, prefill, steps)")
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("REGRAD_TORCH_THREADS", "1")))
 
@@ -167,7 +224,10 @@ def main() -> None:
         if way in record:
             for mode, figures in record[way].items():
                 print(f"{way:>16} {mode:<11}: {figures['per_cpu_s']:6.2f} req/CPU-s  ({figures['per_wall_s']:5.2f} "
-                      f"req/s wall, p95 {figures['p95_wall_ms']} ms)")
+                      f"req/s wall, p95 {figures['p95_wall_ms']} ms), answers of {figures['answer_tokens_mean']} "
+                      "tokens on average")
+                for phase, spent in figures.get("phases", {}).items():
+                    print(f"{'':>30}{phase:<16} {spent['ms']:7.1f} ms/request ({spent['calls']} calls)")
     cont = record["continuous"]
     record["adapted_vs_unadapted_cpu"] = round(cont["regrad"]["per_cpu_s"] / cont["closed_book"]["per_cpu_s"], 3)
     if "inplace" in record:

@@ -184,12 +184,26 @@ class Engine:
     # ----------------------------------------------------------------- stages (the continuous scheduler's)
     def begin(self, requests: Sequence[Question]) -> list[_Row]:
         """Stage 1, no torch work (the scheduler runs it on another thread, beside the decoding rows):
-        retrieve. A row whose retrieval failed carries its `error`."""
+        retrieve, and read the stored gradients into the store's cache (`GradientStore.prefetch`: the
+        file pages and each row's CRC32, which `complete`'s sum on the model thread then skips). A row
+        whose retrieval failed carries its `error`."""
         rows = [_Row(request, mode_spec(request.mode)) for request in requests]
         retrieve_s = self._retrieve(rows)
+        self._prefetch(rows)
         for row in rows:
             row.retrieve_s = retrieve_s
         return rows
+
+    def _prefetch(self, rows: list[_Row]) -> None:
+        if self.store is None:
+            return
+        ids = [p.id for row in rows if row.error is None and row.mode.gradients for p in row.passages]
+        if not ids:
+            return
+        try:
+            self.store.prefetch(ids)
+        except Exception:  # the sum on the model thread reads them again and decides
+            logger.exception("prefetching %d stored gradients failed", len(ids))
 
     def complete(self, rows: list[_Row]) -> None:
         """Stage 2, on the model thread: sum the stored gradients, and compute the missing ones in

@@ -399,6 +399,17 @@ class GradientStore:
         missing_set = set(missing)
         return SumResult(vector, found, [pid for pid in ids if pid in missing_set], corrupt)
 
+    def prefetch(self, ids: Sequence[str]) -> int:
+        """Read the stored rows of `ids` into the row cache (their file pages, and each row's CRC32
+        check), so that a `sum` or `get` of them soon after finds them there. No torch work: a server
+        prefetches on the thread that retrieves, beside the thread that runs the model. Missing and
+        corrupt ids are left for the sum to report. Returns how many rows are now cached."""
+        ids = [ids] if isinstance(ids, str) else list(ids)
+        if self._cache.max_bytes <= 0:
+            return 0
+        rows, _, _ = self._fetch(ids, on_corrupt="missing")
+        return len(rows)
+
     def clear_cache(self) -> None:
         """Drop the LRU cache of rows and forget shards that failed to open (to retry a restored file)."""
         self._cache.clear()

@@ -123,3 +123,15 @@ def test_given_passages_are_weighted_by_their_own_scores_or_equally_without(engi
     ])
     assert [p.weight for p in plain.passages] == [1.0, 1.0, 1.0]
     assert [p.weight for p in weighted.passages] == pytest.approx(composition.weights([30.0, 10.0, 9.0]))
+
+
+def test_staging_reads_the_stored_gradients_before_the_model_thread_sums_them(engine):
+    """`begin` (the staging thread: no torch work) prefetches the stored rows into the store's cache,
+    so `complete`'s sum on the model thread reads no shard and checks no CRC32."""
+    engine.store.clear_cache()
+    [row] = engine.begin([Question("On which island did Ada Quillmore keep the lighthouse?", top_k=3)])
+    assert engine.store.cache_stats()["rows"] == 1                      # p0, the one stored
+    misses = engine.store.cache_stats()["misses"]
+    engine.complete([row])
+    assert engine.store.cache_stats()["misses"] == misses             # the sum hit the cache
+    assert row.sources.count("stored") == 1

@@ -292,3 +292,18 @@ def test_rows_are_checked_views_of_the_shard_map_not_copies(make_store, vec):
     assert torch.equal(first, expected)
     store.close()                                               # the map outlives the handle for `first`
     assert torch.equal(first, expected)
+
+
+def test_prefetch_reads_rows_into_the_cache_for_the_next_sum(make_store, vec):
+    store = make_store()
+    store.append(_ids(4), vec(_ids(4)))
+    assert store.prefetch(["doc-1", "nope", "doc-3"]) == 2                # the missing id is left for the sum
+    assert store.cache_stats()["rows"] == 2
+    misses = store.cache_stats()["misses"]
+    vector, found, missing = store.sum(["doc-1", "nope", "doc-3"])
+    assert store.cache_stats()["misses"] == misses and store.cache_stats()["hits"] == 2   # both from the cache
+    assert found == ["doc-1", "doc-3"] and missing == ["nope"]
+    assert torch.equal(vector, store.sum(["doc-1", "doc-3"]).vector)
+    uncached = make_store(name="uncached", cache_bytes=0)
+    uncached.append(_ids(1), vec(_ids(1)))
+    assert uncached.prefetch(["doc-0"]) == 0                              # no cache: nothing to keep
