@@ -274,9 +274,9 @@ def main() -> None:
     parser.add_argument("--join-wait-ms", type=float, metavar="MS",
                         help="REGRAD_MAX_WAIT_MS of the continuous server alone (how long newcomers wait to join "
                         "decoding rows together; default: --max-wait-ms)")
-    parser.add_argument("--prefill-budget-tokens", type=int, default=0, metavar="N",
-                        help="REGRAD_PREFILL_BUDGET_TOKENS of the continuous server (0: newcomers are prefilled in "
-                        "a forward of their own)")
+    parser.add_argument("--prefill-budget-tokens", type=int, default=512, metavar="N",
+                        help="REGRAD_PREFILL_BUDGET_TOKENS of the continuous server (default 512, the server's; 0: "
+                        "newcomers are prefilled in a forward of their own)")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
                         help="base weights for every way (auto: bfloat16 on an AMX or AVX512-BF16 CPU)")
     parser.add_argument("--uneven", action="store_true",

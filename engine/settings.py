@@ -64,10 +64,10 @@ class EngineSettings(BaseSettings):
         max_wait_ms: how long a request waits for company: `static`, the first request of a batch
             for others to join it; `continuous`, newcomers too few to fill the free rows, while
             other rows decode, so that several are prefilled together.
-        prefill_budget_tokens: `continuous` only. 0: a newcomer's prompt is prefilled in a forward of
-            its own, which stalls the rows decoding. N: newcomers that join decoding rows are
-            prefilled inside the next decode step's forward (packed with the rows' next tokens, as
-            vLLM's chunked prefill), at most N prompt tokens per step.
+        prefill_budget_tokens: `continuous` only. N (default 512): newcomers that join decoding rows
+            are prefilled inside the next decode step's forward (packed with the rows' next tokens, as
+            vLLM's chunked prefill; attention part by part), at most N prompt tokens per step. 0: a
+            newcomer's prompt is prefilled in a forward of its own, which stalls the rows decoding.
         missing_gradients: `compute` (one batched backward for the misses) or `skip` (answer without them).
         write_back: write computed gradients back to the store (the store as a cache).
         composition: how a request's passage gradients are combined when it does not say: `sum`,
@@ -93,7 +93,7 @@ class EngineSettings(BaseSettings):
     scheduler: Literal["continuous", "static"] = Field("continuous", description="continuous | static batching")
     max_batch: int = Field(8, ge=1, le=256, description="most requests in one generation batch")
     max_wait_ms: float = Field(10.0, ge=0, le=10_000, description="batch gathering window, ms")
-    prefill_budget_tokens: int = Field(0, ge=0, le=1_000_000,
+    prefill_budget_tokens: int = Field(512, ge=0, le=1_000_000,
                                        description="continuous: prompt tokens prefilled inside a decode step (0: off)")
     missing_gradients: Literal["compute", "skip"] = Field("compute", description="compute | skip")
     write_back: bool = Field(False, description="store gradients computed for misses")
