@@ -71,23 +71,27 @@ def packed_attention(module, query: torch.Tensor, key: torch.Tensor, value: torc
         raise RuntimeError(f"{PACKED_ATTENTION} attention needs a packed_layout() around the forward")
     n, width = layout.rows, layout.width
     heads, kv_heads, dim = query.shape[1], key.shape[1], query.shape[-1]
-    gqa = heads != kv_heads
+    groups = heads // kv_heads            # grouped-query attention: query head j reads kv head j // groups
     cached = n * width
     outputs = []
     if n:
-        q = query[0, :, :n].transpose(0, 1).unsqueeze(2)                                  # (n, H, 1, d)
+        # A running row's `groups` query heads of one kv head go as `groups` queries of that head (no
+        # copy of the cache per query head, and no `enable_gqa`, which torch < 2.5 lacks).
+        q = query[0, :, :n].transpose(0, 1).reshape(n, kv_heads, groups, dim)            # (n, h, g, d)
         parts_k = (key[0, :, :cached].view(kv_heads, n, width, dim), key[0, :, cached : cached + n, None])
         parts_v = (value[0, :, :cached].view(kv_heads, n, width, dim), value[0, :, cached : cached + n, None])
         k = torch.cat(parts_k, dim=2).transpose(0, 1)                                    # (n, h, W + 1, d)
         v = torch.cat(parts_v, dim=2).transpose(0, 1)
         mask = F.pad(layout.cache_mask, (0, 1), value=True)[:, None, None, :]            # (n, 1, 1, W + 1)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scaling, enable_gqa=gqa)
-        outputs.append(out[:, :, 0])                                                     # (n, H, d)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scaling)    # (n, h, g, d)
+        outputs.append(out.reshape(n, heads, dim))                                       # (n, H, d)
     q_start, k_start = n, cached + n
     for length in layout.lengths:
         q = query[:, :, q_start : q_start + length]                                       # (1, H, l, d)
         k, v = key[:, :, k_start : k_start + length], value[:, :, k_start : k_start + length]
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scaling, enable_gqa=gqa)
+        if groups > 1:                                                                    # a prompt's own keys: small
+            k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scaling)
         outputs.append(out[0].transpose(0, 1))                                           # (l, H, d)
         q_start, k_start = q_start + length, k_start + length
     return torch.cat(outputs)[None], None
