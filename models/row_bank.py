@@ -80,7 +80,7 @@ class RowAdapterBank:
                   step_sizes: dict[str, torch.Tensor], layout) -> int:
         """Fold rows into the free slots from `count` on, without taking them: they stay free (a later
         write may overwrite them) until `take` gives them batch rows. Returns the first slot written.
-        A decoder folds joining rows straight into its own slots this way (`BatchDecoder.prepare`)."""
+        A decoder's joining rows fold straight into its own slots this way (`BatchDecoder.join_bank`)."""
         start = self.count
         if not gradients:
             return start
