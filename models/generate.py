@@ -133,7 +133,7 @@ def prepare_rows(learner, requests: list[AnswerRequest],
     and the LoRA layers leave its output unadapted, bit for bit (no zero gradient is built for it).
     An adapted row's adapter is its own LoRA weights, W - γ_i α ⊙ g_i, folded once
     (`Learner.row_weights`); a `BatchDecoder` that the rows join keeps them in its slots. With `bank`,
-    they are folded into that bank's free slots instead (`BatchDecoder.prepare`: no copy on joining).
+    they are folded into that bank's free slots instead (`BatchDecoder.join_bank`: no copy on joining).
     """
     tok = learner.tokenizer
     prompts = [build_prompt(tok, r.question, r.answer_type, r.choices, r.context) for r in requests]

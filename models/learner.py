@@ -149,7 +149,7 @@ class Learner(nn.Module):
             rows: ascending batch rows they belong to.    batch_size: rows in the batch.
             off: ascending batch rows whose LoRA is switched off (base model), or None.
             bank: fold into this `RowAdapterBank`'s free slots instead of a new bank, without taking them
-                (`RowAdapterBank.fold_free`): a decoder's own slots (`BatchDecoder.prepare`).
+                (`RowAdapterBank.fold_free`): a decoder's own slots (`BatchDecoder.join_bank`).
         """
         from models.row_bank import RowAdapterBank
 
