@@ -59,10 +59,17 @@ class PhaseClock:
 
         self.seconds: dict[str, float] = dict.fromkeys(self.PHASES, 0.0)
         self.calls: dict[str, int] = dict.fromkeys(self.PHASES, 0)
+        self._originals = []
         for phase, (module, owner, name) in self.PHASES.items():
             target = importlib.import_module(module)
             target = getattr(target, owner) if owner else target
+            self._originals.append((target, name, getattr(target, name)))
             setattr(target, name, self._wrap(phase, getattr(target, name)))
+
+    def uninstall(self) -> None:
+        """Put the wrapped functions back."""
+        for target, name, original in self._originals:
+            setattr(target, name, original)
 
     def _wrap(self, phase: str, function):
         def timed(*args, **kwargs):
@@ -147,6 +154,8 @@ def continuous(root: Path, questions: list[str], args, budget: int | None) -> di
     finally:
         scheduler.stop()
         scheduler.engine.close()
+        if clock is not None:
+            clock.uninstall()
     return result
 
 

@@ -124,8 +124,8 @@ class Codec:
         For the element-wise float codecs the loop runs over chunks of `out` and, inside, over the rows:
         each chunk of `out` stays in cache while every row is added into it (one pass over `out`
         instead of one per row: 2x faster for three bf16 rows of D = 2.2 M on the 2-core box,
-        docs/benchmarks.md). Other codecs add row by row (`add_into`)."""
-        if self.has_scales or type(self).add_into is not Codec.add_into or len(rows) < 2:
+        docs/benchmarks.md). Codecs with scales (int8, lowrank4) add row by row (`add_into`)."""
+        if self.has_scales or len(rows) < 2:
             for (row, scales), weight in zip(rows, weights, strict=True):
                 self.add_into(out, row, scales, weight=weight)
             return

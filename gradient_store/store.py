@@ -393,9 +393,9 @@ class GradientStore:
             raise ValueError(f"{len(weights)} weights given for {len(ids)} ids")
         rows, missing, corrupt = self._fetch(ids, on_corrupt)
         vector = zeros_f32(self.dim)
-        found = [pid for pid in ids if pid in rows]
         present = [(pid, weight) for pid, weight in zip(ids, weights) if pid in rows]
         self._codec.sum_into(vector, [rows[pid] for pid, _ in present], [weight for _, weight in present])
+        found = [pid for pid, _ in present]
         missing_set = set(missing)
         return SumResult(vector, found, [pid for pid in ids if pid in missing_set], corrupt)
 

@@ -110,8 +110,7 @@ class BatchDecoder:
         None when joining rows bring a bank of their own (no `slots`, or a packed join, whose waiting
         rows keep their views until the next step). Join next: a leave or another join in between
         moves or overwrites the free slots (join then refuses the rows)."""
-        packed = self.prefill_budget_tokens is not None and self._rows
-        if self.slots is None or packed:
+        if self.slots is None or self._joins_packed():
             self._join_start = None
             return None
         self._join_start = self._own_bank().count
@@ -128,7 +127,7 @@ class BatchDecoder:
             raise ValueError("join needs one key and one max_new_tokens per batch row")
         if any(n < 1 for n in max_new_tokens):
             raise ValueError(f"max_new_tokens must be >= 1, got {list(max_new_tokens)}")
-        if self.prefill_budget_tokens is not None and self._rows:   # prefilled inside the next step
+        if self._joins_packed():                                   # prefilled inside the next step
             for i, (key, n) in enumerate(zip(keys, max_new_tokens)):
                 prompt = batch["input_ids"][i][batch["attention_mask"][i].bool()]
                 self._pending.append(_Pending(_Row(key, int(n)), prompt, _one_row(adapters, i)))
@@ -224,6 +223,10 @@ class BatchDecoder:
             self._bank.append(bank, offset)
         else:
             self._bank.write_adapters(adapters, offset)
+
+    def _joins_packed(self) -> bool:
+        """Rows joining now wait to be prefilled inside the next step (a budget, and rows running)."""
+        return self.prefill_budget_tokens is not None and bool(self._rows)
 
     def _own_bank(self) -> RowAdapterBank:
         """This decoder's bank of `slots` slots (made on first use, kept when every row has left)."""
