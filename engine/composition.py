@@ -1,18 +1,27 @@
-"""How a request's passage gradients are combined before gamma: the plain sum, or weighted by retrieval score.
+"""How a request's passage gradients are combined before gamma: the plain sum, or weighted by relevance.
 
-With k passages of scores s_1..s_k (s_max the highest),
+With k passages of retrieval scores s_1..s_k (s_max the highest),
 
-    sum:      g = Σ_i g_i
-    softmax:  g = Σ_i w_i g_i,   w = k · softmax(s / (s_max · T))
+    sum:         g = Σ_i g_i
+    softmax:     g = Σ_i w_i g_i,   w = k · softmax(s / (s_max · T))
+    likelihood:  g = Σ_i w_i g_i,   w = k · softmax(ℓ / T)
+
+where ℓ_i is the base model's mean log-probability of the question's tokens given passage i
+(`models.relevance`: how well the passage explains the question, UPR). BM25 matches words: for
+"What is the birth year of X?" it may rank "X is a ferry captain" above "X was born in 1931", and
+then weighs the fact asked for down. ℓ reads the meaning, scores a caller's own passages too, and
+is a log-probability, the same scale on every corpus and backend; it costs one batched forward of
+the base model over the k passages and the question (docs/benchmarks.md).
 
 The scores are divided by the request's own top score, so one temperature T travels across corpora
 and backends (a BM25 score's scale depends on the corpus and the query; the ratio to the top hit far
 less). The weights sum to k, so the applied magnitude stays that of the plain sum: the learner's step
 sizes are calibrated to a sum of about k gradients. As T grows the weights tend to 1 (the sum); as it
-shrinks, to k on the top passage alone. Passages without a score (a caller's own), or a top score
-that is not positive, are weighted equally (the sum).
+shrinks, to k on the top passage alone. Under `softmax`, passages without a score (a caller's own),
+or a top score that is not positive, are weighted equally (the sum).
 
-    Composition.parse("softmax:0.1").weights([30.0, 12.0, 11.5])   # ≈ [3.0, 0.0, 0.0]
+    Composition.parse("softmax:0.1").weights([30.0, 12.0, 11.5])       # ≈ [3.0, 0.0, 0.0]
+    Composition.parse("likelihood:0.5").weights([-1.1, -1.3, -2.6])    # ≈ [1.74, 1.17, 0.09]
 """
 
 from __future__ import annotations
@@ -25,12 +34,13 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # torch is imported where it is used: the CLI and the HTTP schemas read this module
     import torch
 
-__all__ = ["Composition", "COMPOSITION_KINDS", "DEFAULT_TEMPERATURE", "DEFAULT_COMPOSITION", "softmax_weights",
-           "weighable"]
+__all__ = ["Composition", "COMPOSITION_KINDS", "DEFAULT_TEMPERATURE", "DEFAULT_TEMPERATURES", "DEFAULT_COMPOSITION",
+           "softmax_weights", "weighable"]
 
-COMPOSITION_KINDS = ("sum", "softmax")
-# The served default (chosen on dev splits only: docs/results.md, "Composition").
-DEFAULT_TEMPERATURE = 0.4
+COMPOSITION_KINDS = ("sum", "softmax", "likelihood")
+# Each kind's temperature when a spec names none (chosen on dev splits only: docs/results.md, "Composition").
+DEFAULT_TEMPERATURES = {"sum": 1.0, "softmax": 0.4, "likelihood": 0.5}
+DEFAULT_TEMPERATURE = DEFAULT_TEMPERATURES["softmax"]
 
 
 @dataclass(frozen=True)
@@ -38,22 +48,26 @@ class Composition:
     """The combination of a request's passage gradients.
 
     Args:
-        kind: `sum` (every passage weight 1) or `softmax` (weights from the retrieval scores).
-        temperature: softmax temperature over the scores divided by the request's top score (> 0).
+        kind: `sum` (every passage weight 1), `softmax` (weights from the retrieval scores) or
+            `likelihood` (weights from the base model's likelihood of the question given each passage).
+        temperature: the softmax's temperature (> 0); None: the kind's default (`DEFAULT_TEMPERATURES`).
     """
 
     kind: str = "softmax"
-    temperature: float = DEFAULT_TEMPERATURE
+    temperature: float = None  # type: ignore[assignment]  # set from the kind when None
 
     def __post_init__(self) -> None:
         if self.kind not in COMPOSITION_KINDS:
             raise ValueError(f"composition must be one of {', '.join(COMPOSITION_KINDS)}, got {self.kind!r}")
+        if self.temperature is None:
+            object.__setattr__(self, "temperature", DEFAULT_TEMPERATURES[self.kind])
         if not (math.isfinite(self.temperature) and self.temperature > 0):
             raise ValueError(f"composition temperature must be finite and > 0, got {self.temperature}")
 
     @classmethod
     def parse(cls, text: str) -> Composition:
-        """`sum`, `softmax` (the default temperature) or `softmax:T`; ValueError in words otherwise."""
+        """`sum`, `softmax` or `likelihood` (the kind's default temperature), or `softmax:T` /
+        `likelihood:T`; ValueError in words otherwise."""
         kind, _, temperature = text.strip().partition(":")
         if not temperature:
             return cls(kind)
@@ -64,14 +78,23 @@ class Composition:
         return cls(kind, value)
 
     def __str__(self) -> str:
-        return "sum" if self.kind == "sum" else f"softmax:{self.temperature:g}"
+        return "sum" if self.kind == "sum" else f"{self.kind}:{self.temperature:g}"
+
+    @property
+    def needs_likelihood(self) -> bool:
+        """The weights read the question's likelihood given each passage, not the retrieval scores."""
+        return self.kind == "likelihood"
 
     def weights(self, scores: Sequence[float | None]) -> list[float]:
-        """One weight per passage, in order; they sum to len(scores)."""
-        if self.kind == "sum" or not weighable(scores):
-            return [1.0] * len(scores)
+        """One weight per passage, in order; they sum to len(scores). `scores`: the retrieval scores
+        (`softmax`) or the question's log-likelihoods given each passage (`likelihood`)."""
         import torch
 
+        if self.kind == "likelihood" and len(scores) > 1 and all(s is not None and math.isfinite(s) for s in scores):
+            values = torch.tensor(scores, dtype=torch.float64)
+            return (values.numel() * torch.softmax(values / self.temperature, dim=0)).tolist()
+        if self.kind != "softmax" or not weighable(scores):
+            return [1.0] * len(scores)
         return softmax_weights(torch.tensor(scores, dtype=torch.float64), self.temperature).tolist()
 
 

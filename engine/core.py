@@ -32,6 +32,7 @@ from gradient_store.errors import StoreLockedError
 from models import AnswerRequest as GenerationRequest
 from models import Learner, format_passage, generate_answers, load_preset, passage_gradients
 from models.base import resolve_device, resolve_dtype
+from models.relevance import question_likelihoods
 from retrieval.passage import Passage, normalize_whitespace, passage_id
 
 __all__ = ["Engine", "open_store"]
@@ -282,15 +283,34 @@ class Engine:
     def _stored_gradients(self, rows: list[_Row]) -> None:
         """Each gradient-mode row's stored gradients, combined with the row's weights (one vector op
         per row in the store); the others are listed in `row.missing`."""
+        likelihoods = self._likelihoods(rows)
         for row in rows:
             if row.error is not None or not row.mode.gradients:
                 continue
             ids = [p.id for p in row.passages]
-            row.weights = self.composition_of(row.request).weights(_scores(row))
+            scores = likelihoods[id(row)] if id(row) in likelihoods else _scores(row)
+            row.weights = self.composition_of(row.request).weights(scores)
             stored_sum, stored_ids = self._stored_sum(ids, row.weights)
             row.gradient = stored_sum
             row.sources = ["stored" if pid in stored_ids else "missing" for pid in ids]
             row.missing = [i for i, pid in enumerate(ids) if pid not in stored_ids]
+
+    def _likelihoods(self, rows: list[_Row]) -> dict[int, list[float]]:
+        """ℓ(question | passage) for each passage of every row whose composition is `likelihood`, in
+        one batched scoring (by `id(row)`); the question is the text the passages were retrieved for."""
+        chosen = [row for row in rows if row.error is None and row.mode.gradients and len(row.passages) > 1
+                  and self.composition_of(row.request).needs_likelihood]
+        if not chosen:
+            return {}
+        try:
+            scores = question_likelihoods(
+                self.learner, [(row.request.retrieval_query or row.request.question, row.passages) for row in chosen])
+        except Exception as error:  # e.g. out of memory: these rows fail, the others still answer
+            logger.exception("scoring %d rows' passages failed", len(chosen))
+            for row in chosen:
+                row.error = error
+            return {}
+        return {id(row): row_scores for row, row_scores in zip(chosen, scores, strict=True)}
 
     def _missing_gradients(self, rows: list[_Row]) -> None:
         if self.missing_gradients != "compute" or not rows:

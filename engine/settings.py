@@ -71,7 +71,9 @@ class EngineSettings(BaseSettings):
         missing_gradients: `compute` (one batched backward for the misses) or `skip` (answer without them).
         write_back: write computed gradients back to the store (the store as a cache).
         composition: how a request's passage gradients are combined when it does not say: `sum`,
-            `softmax` or `softmax:T` (weights from the retrieval scores); unset = the engine's default.
+            `softmax` or `softmax:T` (weights from the retrieval scores), `likelihood` or `likelihood:T`
+            (weights from the base model's likelihood of the question given each passage); unset = the
+            learner's own, else the engine's default.
     """
 
     model_config = SettingsConfigDict(
@@ -97,7 +99,7 @@ class EngineSettings(BaseSettings):
                                        description="continuous: prompt tokens prefilled inside a decode step (0: off)")
     missing_gradients: Literal["compute", "skip"] = Field("compute", description="compute | skip")
     write_back: bool = Field(False, description="store gradients computed for misses")
-    composition: str | None = Field(None, description="default gradient combination: sum | softmax | softmax:T")
+    composition: str | None = Field(None, description="default combination: sum | softmax[:T] | likelihood[:T]")
 
     @field_validator("retriever_backend")
     @classmethod

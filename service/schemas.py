@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from engine.composition import COMPOSITION_KINDS, DEFAULT_TEMPERATURE, Composition
+from engine.composition import COMPOSITION_KINDS, DEFAULT_TEMPERATURES, Composition
 from engine.modes import MODE_NAMES, MODES
 from engine.types import (
     MAX_GIVEN_PASSAGES,
@@ -61,14 +61,17 @@ class _Strict(BaseModel):
 
 class CompositionIn(_Strict):
     """How the passages' gradients are combined (gradient modes). Also accepted as a string:
-    `"sum"`, `"softmax"` or `"softmax:0.1"`."""
+    `"sum"`, `"softmax"`, `"softmax:0.1"`, `"likelihood"` or `"likelihood:0.5"`."""
 
     kind: Literal[COMPOSITION_KINDS] = Field(  # type: ignore[valid-type]
-        ..., description="sum: every passage weight 1; softmax: weights from the retrieval scores"
+        ..., description="sum: every passage weight 1; softmax: weights from the retrieval scores; likelihood: "
+        "weights from the base model's likelihood of the question given each passage"
     )
-    temperature: float = Field(
-        DEFAULT_TEMPERATURE, gt=0, le=1000, allow_inf_nan=False,
-        description="softmax temperature over the scores divided by the request's top score",
+    temperature: float | None = Field(
+        None, gt=0, le=1000, allow_inf_nan=False,
+        description="the softmax's temperature: over the retrieval scores divided by the request's top score "
+        f"(softmax, default {DEFAULT_TEMPERATURES['softmax']:g}), or over the log-likelihoods (likelihood, default "
+        f"{DEFAULT_TEMPERATURES['likelihood']:g})",
     )
 
     def to_composition(self) -> Composition:
@@ -167,8 +170,8 @@ class AnswerRequest(_PassagesAndStreaming):
     )
     composition: CompositionIn | None = Field(
         None,
-        description="how the passages' gradients are combined: {kind: sum|softmax, temperature}, or the "
-        "string sum, softmax or softmax:T; default: the server's (REGRAD_COMPOSITION)",
+        description="how the passages' gradients are combined: {kind: sum|softmax|likelihood, temperature}, or "
+        "the string sum, softmax, softmax:T, likelihood or likelihood:T; default: the server's (REGRAD_COMPOSITION)",
     )
 
     model_config = ConfigDict(
@@ -272,7 +275,8 @@ class AnswerResponse(_Strict):
     learner: str = Field(..., description="fingerprint of the learner that answered")
     batch_size: int = Field(1, description="requests generated together with this one")
     composition: str | None = Field(
-        None, description="the combination applied (sum or softmax:T); null when the mode uses no gradients"
+        None, description="the combination applied (sum, softmax:T or likelihood:T); null when the mode uses no "
+        "gradients"
     )
 
     @classmethod

@@ -41,8 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--gamma", type=float, default=1.0, help="gradient scale (default 1.0)")
     p.add_argument("--max-new-tokens", type=int, default=20, help="answer length limit (default 20)")
     p.add_argument("--composition", metavar="SPEC",
-                   help="how each question's passage gradients are combined: sum, softmax or softmax:T "
-                   "(weights from the retrieval scores); default: the server's (REGRAD_COMPOSITION)")
+                   help="how each question's passage gradients are combined: sum, softmax[:T] (weights from the "
+                   "retrieval scores) or likelihood[:T] (from the base model's likelihood of the question given "
+                   "each passage); default: the server's (REGRAD_COMPOSITION)")
     p.add_argument("--api-key", default=None, help="API key (default: REGRAD_API_KEY)")
     p.add_argument("--timeout-s", type=float, default=300.0, help="per-request timeout (default 300)")
     p.add_argument("--retries", type=int, default=8, help="retries on 503 / connection errors (default 8)")
