@@ -53,7 +53,8 @@ def question_likelihoods(learner: Learner, requests: Sequence[tuple[str, Sequenc
     tokenizer = learner.tokenizer
     sequences: list[tuple[list[int], int]] = []          # (token ids, where the question starts)
     for question, passages in requests:
-        question_ids = tokenizer(" " + question.strip(), add_special_tokens=False).input_ids
+        text = question.strip()
+        question_ids = tokenizer(" " + text, add_special_tokens=False).input_ids if text else []
         for passage in passages:
             before, after = relevance_prompt(passage)
             body = tokenizer(passage.text, add_special_tokens=False).input_ids[:max_passage_tokens]

@@ -6,8 +6,9 @@ For each task t (a question, its answer and its k passages):
     δ_t    = −α ⊙ G_t                              learnable per-tensor step sizes α
     loss_t = CE(answer tokens | prompt; θ + δ_t)    outer loss, blind or with passages in the prompt
 
-The weights w are the serving composition's (`engine.composition`): all 1 for the plain sum, or
-k · softmax(s / (s_max · T)) over the task's retrieval scores, with T fixed or learned with θ and α
+The weights w are the serving composition's (`engine.composition`): all 1 for the plain sum,
+k · softmax(s / (s_max · T)) over the task's retrieval scores, or k · softmax(ℓ / T) over the base
+model's likelihood of the question given each passage, with T fixed or learned with θ and α
 (`task_weights`), so the learner is trained on the combination it is served with.
 
 `task_deltas` + `outer_losses` do a whole meta-batch in two batched forwards: every passage of
@@ -30,14 +31,17 @@ from models.gradients import _pad_right, _passage_ids, passage_losses, tokenize_
 from offline_tools.datasets.augmented import AugmentedRecord
 
 __all__ = [
-    "task_passages", "task_weights", "answer_target", "prompt_and_target", "inner_delta", "outer_loss",
-    "task_deltas", "outer_losses", "answer_logits",
+    "task_passages", "task_weights", "task_likelihoods", "answer_target", "prompt_and_target", "inner_delta",
+    "outer_loss", "task_deltas", "outer_losses", "answer_logits",
 ]
 
 
+def _kept_passages(record: AugmentedRecord, top_k: int) -> list:
+    return [p for p in record.passages[:top_k] if format_passage(p.title, p.text).strip()]
+
+
 def _kept(record: AugmentedRecord, top_k: int) -> list[tuple[str, float]]:
-    pairs = [(format_passage(p.title, p.text), p.score) for p in record.passages[:top_k]]
-    return [(text, score) for text, score in pairs if text.strip()]
+    return [(format_passage(p.title, p.text), p.score) for p in _kept_passages(record, top_k)]
 
 
 def task_passages(record: AugmentedRecord, top_k: int) -> list[str]:
@@ -45,14 +49,29 @@ def task_passages(record: AugmentedRecord, top_k: int) -> list[str]:
     return [text for text, _ in _kept(record, top_k)]
 
 
-def task_weights(record: AugmentedRecord, top_k: int, temperature: torch.Tensor | float | None) -> torch.Tensor | None:
-    """The weights of `task_passages` under the softmax composition at `temperature` (P,), or None
-    for the plain sum (no temperature, fewer than two passages, or no positive score: as served)."""
+def task_weights(record: AugmentedRecord, top_k: int, temperature: torch.Tensor | float | None,
+                 likelihoods: list[float] | None = None) -> torch.Tensor | None:
+    """The weights of `task_passages` (P,) at `temperature`, as served: the softmax composition over
+    the retrieval scores, or, given `likelihoods` (`task_likelihoods`), the likelihood composition
+    k · softmax(ℓ / T). None for the plain sum (no temperature, fewer than two passages, or no
+    positive score under the softmax)."""
+    device = temperature.device if isinstance(temperature, torch.Tensor) else None
+    if likelihoods is not None:
+        if temperature is None or len(likelihoods) < 2:
+            return None
+        return len(likelihoods) * torch.softmax(torch.tensor(likelihoods, device=device) / temperature, dim=0)
     scores = [score for _, score in _kept(record, top_k)]
     if temperature is None or not weighable(scores):
         return None
-    device = temperature.device if isinstance(temperature, torch.Tensor) else None
     return softmax_weights(torch.tensor(scores, device=device), temperature)
+
+
+def task_likelihoods(learner, records: list[AugmentedRecord], top_k: int) -> list[list[float]]:
+    """ℓ(question | passage) for each of `task_passages` of every record (`models.relevance`: the base
+    model's, the LoRA off, no gradient), for the likelihood composition."""
+    from models.relevance import question_likelihoods
+
+    return question_likelihoods(learner, [(r.question, _kept_passages(r, top_k)) for r in records])
 
 
 def answer_target(record: AugmentedRecord) -> str:

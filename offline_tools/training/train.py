@@ -130,12 +130,13 @@ class TrainArgs:
         help="bf16 autocast: auto = on a GPU or an AMX CPU (native bf16 matmuls), else off")
     composition: str = _option(
         "sum", metavar="SPEC",
-        help="how a task's passage gradients are combined in the inner step, as served: sum, or softmax:T "
-             "(weights k*softmax(score / (top score * T)) from the retrieval scores); saved with the learner as "
-             "its served default (default %(default)s)")
+        help="how a task's passage gradients are combined in the inner step, as served: sum, softmax:T "
+             "(weights k*softmax(score / (top score * T)) from the retrieval scores) or likelihood:T (weights "
+             "k*softmax(l / T) from the base model's likelihood of the question given each passage); saved "
+             "with the learner as its served default (default %(default)s)")
     learn_temperature: bool = _option(
-        False, help="with --composition softmax:T: learn T with the LoRA and the step sizes (T is the start; "
-                    "its log in the step sizes' optimizer group)")
+        False, help="with --composition softmax:T or likelihood:T: learn T with the LoRA and the step sizes (T "
+                    "is the start; its log in the step sizes' optimizer group)")
 
     def __post_init__(self) -> None:
         checks = {
@@ -155,8 +156,9 @@ class TrainArgs:
             kind = Composition.parse(self.composition).kind
         except ValueError as error:
             raise UsageError(f"--composition {self.composition}: {error}") from None
-        if self.learn_temperature and kind != "softmax":
-            raise UsageError("--learn-temperature needs --composition softmax:T (a temperature to learn)")
+        if self.learn_temperature and kind == "sum":
+            raise UsageError("--learn-temperature needs --composition softmax:T or likelihood:T (a temperature "
+                             "to learn)")
 
 
 # ------------------------------------------------------------------------------------------ setup
@@ -234,8 +236,9 @@ def _warm_start(learner: Learner, checkpoint: Path) -> None:
 
 
 class TaskComposition:
-    """The inner step's combination of passage gradients: the plain sum, or the softmax over retrieval
-    scores at a fixed or learned temperature (its log is a parameter, so T stays positive)."""
+    """The inner step's combination of passage gradients: the plain sum, or a softmax (over retrieval
+    scores, or over the question's likelihood given each passage) at a fixed or learned temperature
+    (its log is a parameter, so T stays positive)."""
 
     def __init__(self, spec: str, learn: bool, device) -> None:
         import torch
@@ -243,10 +246,12 @@ class TaskComposition:
         from engine.composition import Composition
 
         composition = Composition.parse(spec)
-        self.softmax = composition.kind == "softmax"
+        self.kind = composition.kind
+        self.softmax = composition.kind != "sum"
         self.log_temperature = torch.nn.Parameter(
             torch.tensor(math.log(composition.temperature), device=device), requires_grad=learn)
         self.learn = learn
+        self._likelihoods: dict[tuple[str, str], list[float]] = {}   # the base model's: fixed, so kept
 
     def temperature(self):
         """For `offline_tools.training.meta.task_weights`: None (plain sum), else T (a tensor when learned)."""
@@ -254,9 +259,22 @@ class TaskComposition:
             return None
         return self.log_temperature.exp() if self.learn else float(self.log_temperature.detach().exp())
 
+    def likelihoods(self, learner: Learner, records: list[AugmentedRecord], top_k: int) -> list[list[float] | None]:
+        """Each record's ℓ per passage under the likelihood composition (computed once per task: the
+        base model does not train), else None for every record."""
+        if self.kind != "likelihood":
+            return [None] * len(records)
+        from offline_tools.training.meta import task_likelihoods
+
+        keys = [(r.id, r.question) for r in records]
+        new = [r for r, key in zip(records, keys) if key not in self._likelihoods]
+        if new:
+            self._likelihoods.update(zip([(r.id, r.question) for r in new], task_likelihoods(learner, new, top_k)))
+        return [self._likelihoods[key] for key in keys]
+
     def spec(self) -> str:
         """What the learner is saved with as its served composition, e.g. `softmax:0.1`."""
-        return f"softmax:{float(self.log_temperature.detach().exp()):.4g}" if self.softmax else "sum"
+        return f"{self.kind}:{float(self.log_temperature.detach().exp()):.4g}" if self.softmax else "sum"
 
     def start_from(self, spec: str | None) -> None:
         """Resume: the temperature a saved learner reached."""
@@ -264,7 +282,7 @@ class TaskComposition:
 
         from engine.composition import Composition
 
-        if self.softmax and spec and spec.startswith("softmax"):
+        if self.softmax and spec and spec.startswith(self.kind):
             with torch.no_grad():
                 self.log_temperature.fill_(math.log(Composition.parse(spec).temperature))
 
@@ -361,17 +379,19 @@ def meta_step(learner: Learner, records: list[AugmentedRecord], args: TrainArgs,
     def temperature():  # a fresh graph node per backward (a learned T is exp of a parameter)
         return composition.temperature() if composition is not None else None
 
+    likelihoods = composition.likelihoods(learner, records, args.top_k) if composition is not None \
+        else [None] * len(records)
     batched = args.batched == "on" or (args.batched == "auto" and learner.device.type == "cuda")
     if batched:  # on a CPU, padding short passages to the longest costs more than batching saves
         deltas = task_deltas(learner, [task_passages(r, args.top_k) for r in records], create_graph,
-                             [task_weights(r, args.top_k, temperature()) for r in records])
+                             [task_weights(r, args.top_k, temperature(), ell) for r, ell in zip(records, likelihoods)])
         loss = outer_losses(learner, records, deltas, args.blind, args.top_k).sum() * scale
         loss.backward()
         return float(loss.detach())
     total = 0.0
-    for record in records:  # one task at a time: the CPU default
+    for record, ell in zip(records, likelihoods):  # one task at a time: the CPU default
         delta = inner_delta(learner, task_passages(record, args.top_k), create_graph,
-                            task_weights(record, args.top_k, temperature()))
+                            task_weights(record, args.top_k, temperature(), ell))
         loss = outer_loss(learner, record, delta, args.blind, args.top_k) * scale
         loss.backward()
         total += float(loss.detach())
@@ -423,14 +443,15 @@ def validate(learner: Learner, records: list[AugmentedRecord], args: TrainArgs) 
 
     from engine.composition import Composition
     from models import AnswerRequest, generate_answers, passage_gradients, summed_gradient
-    from offline_tools.training.meta import _context, outer_losses, task_passages, task_weights
+    from offline_tools.training.meta import _context, outer_losses, task_likelihoods, task_passages, task_weights
 
     spec = Composition.parse(learner.composition or args.composition)
-    temperature = spec.temperature if spec.kind == "softmax" else None
+    temperature = spec.temperature if spec.kind != "sum" else None
 
     def combined(record: AugmentedRecord) -> torch.Tensor:
         passages = task_passages(record, args.top_k)
-        weights = task_weights(record, args.top_k, temperature)
+        likelihoods = task_likelihoods(learner, [record], args.top_k)[0] if spec.needs_likelihood else None
+        weights = task_weights(record, args.top_k, temperature, likelihoods)
         if weights is None:
             return summed_gradient(learner, passages)
         return (passage_gradients(learner, passages) * weights.float().cpu()[:, None]).sum(0)

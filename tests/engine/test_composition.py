@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from engine import Question
-from engine.composition import Composition
+from engine.composition import DEFAULT_TEMPERATURES, Composition
 from engine.core import Engine, open_store
 from models import format_passage, passage_gradients
+from models.relevance import question_likelihoods
 from retrieval.passage import Passage
 from retrieval.tantivy_backend import TantivyRetriever
 
@@ -46,6 +47,30 @@ def test_temperature_moves_from_top_one_to_the_sum():
 @pytest.mark.parametrize("scores", [[None, 3.0], [0.0, 0.0, 0.0], [-1.0, -2.0], [5.0], [float("nan"), 1.0]])
 def test_unscored_or_degenerate_passages_are_weighted_equally(scores):
     assert Composition("softmax", 0.1).weights(scores) == [1.0] * len(scores)
+
+
+@pytest.mark.parametrize("temperature", [0.1, 0.5, 2.0])
+def test_likelihood_weights_keep_the_magnitude_and_depend_on_differences_only(temperature):
+    """Log-likelihoods: the softmax of ℓ / T with no per-request rescaling (adding a constant to
+    every ℓ, as a longer question does to all its passages alike, changes nothing)."""
+    composition = Composition("likelihood", temperature)
+    weights = composition.weights([-1.1, -1.3, -2.6, -1.2])
+    assert math.isclose(sum(weights), 4.0, rel_tol=1e-9)
+    assert weights[0] > weights[3] > weights[1] > weights[2] > 0
+    assert composition.weights([-0.1, -0.3, -1.6, -0.2]) == pytest.approx(weights, rel=1e-12)
+    assert Composition("likelihood", 0.001).weights([-1.0, -1.5]) == pytest.approx([2.0, 0.0], abs=1e-9)
+
+
+@pytest.mark.parametrize("scores", [[None, -3.0], [-1.0], [float("nan"), -1.0]])
+def test_likelihood_without_scores_weighs_equally(scores):
+    assert Composition("likelihood", 0.5).weights(scores) == [1.0] * len(scores)
+
+
+def test_each_kind_has_its_own_default_temperature():
+    assert Composition.parse("likelihood") == Composition("likelihood", DEFAULT_TEMPERATURES["likelihood"])
+    assert Composition.parse("softmax") == Composition("softmax", DEFAULT_TEMPERATURES["softmax"])
+    assert str(Composition.parse("likelihood:0.25")) == "likelihood:0.25"
+    assert Composition("likelihood").needs_likelihood and not Composition("softmax").needs_likelihood
 
 
 def test_parse_and_refusals():
@@ -123,6 +148,33 @@ def test_given_passages_are_weighted_by_their_own_scores_or_equally_without(engi
     ])
     assert [p.weight for p in plain.passages] == [1.0, 1.0, 1.0]
     assert [p.weight for p in weighted.passages] == pytest.approx(composition.weights([30.0, 10.0, 9.0]))
+
+
+def test_likelihood_weights_come_from_the_question_given_each_passage(engine):
+    """The engine scores the retrieved passages with the base model and weighs them by those scores,
+    not by BM25's; the answer reports the weights and the composition."""
+    composition = Composition("likelihood", 0.05)
+    question = "On which island did Ada Quillmore keep the lighthouse?"
+    [row] = engine.begin([Question(question, top_k=3, composition=composition)])
+    engine.complete([row])
+    [likelihoods] = question_likelihoods(engine.learner, [(question, row.passages)])
+    assert row.weights == pytest.approx(composition.weights(likelihoods), rel=1e-6)
+    assert row.weights != pytest.approx(Composition("softmax", 0.05).weights([p.score for p in row.passages]))
+    answer = engine.answer_batch([Question(question, composition=composition, max_new_tokens=2)])[0]
+    assert answer.composition == "likelihood:0.05" and sum(p.weight for p in answer.passages) == pytest.approx(3.0)
+
+
+def test_likelihood_weighs_a_callers_own_unscored_passages(engine):
+    from engine.types import GivenPassage
+
+    passages = tuple(GivenPassage(text, title) for title, text in FACTS)
+    question = "Who kept the lighthouse on Vessholm?"
+    answer = engine.answer_batch([Question(question, passages=passages, composition=Composition("likelihood", 0.05),
+                                           max_new_tokens=2)])[0]
+    [likelihoods] = question_likelihoods(engine.learner, [(question, [Passage("", t, x) for t, x in FACTS])])
+    assert [p.weight for p in answer.passages] == pytest.approx(Composition("likelihood", 0.05).weights(likelihoods),
+                                                                 rel=1e-6)
+    assert len({round(p.weight, 6) for p in answer.passages}) == 3          # not the plain sum's 1, 1, 1
 
 
 def test_staging_reads_the_stored_gradients_before_the_model_thread_sums_them(engine):

@@ -411,3 +411,31 @@ def test_composition_options_are_checked():
         TrainArgs(output_dir="u", train_files=[], dev_files=[], composition="mean")
     with pytest.raises(UsageError, match="learn-temperature needs"):
         TrainArgs(output_dir="u", train_files=[], dev_files=[], learn_temperature=True)
+
+
+def test_the_likelihood_composition_weighs_tasks_as_served_and_learns_its_temperature(tiny_learner):
+    """--composition likelihood:T: the inner step weighs each task's passages by the base model's
+    likelihood of the question given each (as the engine does), computed once per task, and a learned
+    T gets a meta-gradient; the learner is saved with `likelihood:T`."""
+    from engine.composition import Composition
+    from models.relevance import question_likelihoods
+    from offline_tools.training.meta import task_likelihoods, task_weights
+    from offline_tools.training.train import TaskComposition
+
+    record = _distractor_record()
+    [ell] = question_likelihoods(tiny_learner, [(record.question, record.passages)])
+    assert task_likelihoods(tiny_learner, [record], 3) == [ell]
+    weights = task_weights(record, 3, 0.05, ell)
+    assert weights.tolist() == pytest.approx(Composition("likelihood", 0.05).weights(ell), rel=1e-5)
+    assert weights.tolist() != pytest.approx(task_weights(record, 3, 0.05).tolist())     # not BM25's
+
+    args = TrainArgs(output_dir="unused", train_files=[], dev_files=[], composition="likelihood:0.5",
+                     learn_temperature=True)
+    composition = TaskComposition(args.composition, args.learn_temperature, "cpu")
+    meta_step(tiny_learner, [record, _distractor_record()], args, scale=0.5, composition=composition)
+    assert len(composition._likelihoods) == 1                      # one task, scored once
+    grad = composition.log_temperature.grad
+    assert grad is not None and float(grad.abs()) > 0
+    assert composition.spec() == "likelihood:0.5"
+    with pytest.raises(UsageError, match="learn-temperature needs"):
+        TrainArgs(output_dir="u", train_files=[], dev_files=[], composition="sum", learn_temperature=True)

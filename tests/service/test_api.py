@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from engine.composition import DEFAULT_TEMPERATURE
+from engine.composition import DEFAULT_TEMPERATURES
 from engine.modes import MODE_NAMES, mode_spec
 from gradient_store import StoreLockedError
 from service.app import create_app
@@ -69,6 +69,7 @@ def test_answer_in_each_mode(client, mode):
         ({"question": "q", "composition": "softmax:hot"}, "temperature"),
         ({"question": "q", "composition": {"kind": "softmax", "temperature": 0}}, "temperature"),
         ({"question": "q", "composition": {"kind": "softmax", "temp": 1}}, "temp"),
+        ({"question": "q", "composition": "likelihood:-1"}, "temperature"),
         ({"question": "q", "composition": 3}, "composition"),
     ],
 )
@@ -78,7 +79,8 @@ def test_bad_answer_input_is_422_naming_the_field(client, payload, field):
 
 @pytest.mark.parametrize(("composition", "applied"), [
     ("sum", "sum"), ("softmax:0.3", "softmax:0.3"), ({"kind": "softmax", "temperature": 2}, "softmax:2"),
-    ("softmax", f"softmax:{DEFAULT_TEMPERATURE:g}"),
+    ("softmax", f"softmax:{DEFAULT_TEMPERATURES['softmax']:g}"), ("likelihood:0.25", "likelihood:0.25"),
+    ("likelihood", f"likelihood:{DEFAULT_TEMPERATURES['likelihood']:g}"), ({"kind": "likelihood"}, "likelihood:0.5"),
 ])
 def test_composition_reaches_the_engine_as_string_or_object(client, composition, applied):
     body = client.post("/answer", json={"question": "Who?", "composition": composition}).json()

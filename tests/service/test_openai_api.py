@@ -66,6 +66,8 @@ def test_chat_completion_reads_the_last_user_message_and_ignores_unknown_fields(
 def test_chat_completion_takes_the_composition_as_an_extra_field(client):
     body = chat(client, messages=[{"role": "user", "content": "Who?"}], composition="softmax:0.3").json()
     assert body["regrad"]["composition"] == "softmax:0.3"   # the engine (double) was given it
+    body = chat(client, messages=[{"role": "user", "content": "Who?"}], composition="likelihood:0.7").json()
+    assert body["regrad"]["composition"] == "likelihood:0.7"
 
 
 @pytest.mark.parametrize(("extra", "param"), [
