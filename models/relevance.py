@@ -49,7 +49,8 @@ def question_likelihoods(learner: Learner, requests: Sequence[tuple[str, Sequenc
     """ℓ(question | passage) for every passage of every (question, passages) pair, in order.
 
     All pairs run in batched forwards of the base model (the learner's LoRA off for every row), right
-    padded, `_BATCH_PAIRS` at a time. A question with no tokens scores 0.0 for each passage."""
+    padded, `_BATCH_PAIRS` at a time, grouped by length. A question with no tokens scores 0.0 for
+    each passage."""
     tokenizer = learner.tokenizer
     sequences: list[tuple[list[int], int]] = []          # (token ids, where the question starts)
     for question, passages in requests:
@@ -61,8 +62,13 @@ def question_likelihoods(learner: Learner, requests: Sequence[tuple[str, Sequenc
             prefix = (tokenizer(before, add_special_tokens=False).input_ids + body
                       + tokenizer(after, add_special_tokens=False).input_ids)
             sequences.append((prefix + question_ids, len(prefix)))
-    flat = [_score_chunk(learner, sequences[i:i + _BATCH_PAIRS]) for i in range(0, len(sequences), _BATCH_PAIRS)]
-    scores = [s for chunk in flat for s in chunk]
+    # Longest first, so that each forward pads its pairs to nearly their own length.
+    order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i][0]))
+    scores = [0.0] * len(sequences)
+    for start in range(0, len(order), _BATCH_PAIRS):
+        chunk = order[start : start + _BATCH_PAIRS]
+        for i, score in zip(chunk, _score_chunk(learner, [sequences[i] for i in chunk]), strict=True):
+            scores[i] = score
     out, at = [], 0
     for _, passages in requests:
         out.append(scores[at:at + len(passages)])
