@@ -272,6 +272,13 @@ def test_a_failing_step_stops_the_build_naming_it(small: Path):
     (('shipped = "average"', 'shipped = "mix"'), 1, "shipped = 'mix' must name a train or export step"),
     (('seed = 3', 'seed = [3]'), 18, "seed = [3] must be a number, a string or a boolean"),
     (('[data]', '[data'), None, "not valid TOML: "),
+    (('checkpoints = ["run", "run"]', 'checkpoints = ["run"]\ncomposition = "likelyhood:0.2"'), 64,
+     "step 'average': composition = 'likelyhood:0.2': composition must be one of sum, softmax, likelihood"),
+    (('checkpoints = ["run", "run"]', 'checkpoints = ["run"]\ncomposition = "softmax:0"'), 64,
+     "composition temperature must be finite and > 0"),
+    (('{ from = "aug", tail = 2 }', '{ from = "aug", skip = -1 }'), 43, "skip = -1 must be an integer >= 0"),
+    (('{ from = "aug", tail = 2 }', '{ from = "aug", skip = 1, head = 1, tail = 2 }'), 47,
+     "with at most one of repeat, head or tail (and skip)"),
 ])
 def test_a_bad_recipe_is_one_error_line_naming_file_line_and_key(small: Path, capsys: pytest.CaptureFixture,
                                                                  edit: tuple[str, str], line: int, message: str):
@@ -294,6 +301,40 @@ def test_a_step_its_command_would_refuse_is_caught_before_anything_runs(small: P
     err = capsys.readouterr().err
     assert f"{small}:13: step 'people': `regrad synth" in err and "unrecognized arguments: --sede 3" in err
     assert not (small.parent / "work").exists()
+
+
+def test_an_export_step_can_set_the_learners_served_composition(small: Path, capsys: pytest.CaptureFixture):
+    """`composition = SPEC` on an export step is `regrad export --composition SPEC` (the dry run shows it)."""
+    small.write_text(small.read_text().replace('checkpoints = ["run", "run"]',
+                                               'checkpoints = ["run"]\ncomposition = "likelihood:0.2"'))
+    assert main(["train", "--recipe", str(small), "--dry-run"]) == 0
+    work = load_recipe(small).work
+    exports = [line for line in capsys.readouterr().out.splitlines() if line.startswith("regrad export")]
+    assert exports == [f"regrad export --checkpoint {work}/run/best --output {work}/average --composition "
+                       "likelihood:0.2"]
+    fake = FakeRegrad()
+    recipe = load_recipe(small)
+    run_steps(recipe, recipe.steps, fake)
+    assert fake.ran[-1][0] == "export" and fake.ran[-1][-2:] == ["--composition", "likelihood:0.2"]
+
+
+def test_a_mix_part_can_skip_a_files_first_lines(small: Path, capsys: pytest.CaptureFixture):
+    """skip = N leaves out the first N lines, then repeat, head or tail takes from the rest."""
+    small.write_text(small.read_text().replace(
+        '{ from = "questions", head = 1 }, { from = "aug", tail = 2 }',
+        '{ from = "questions", skip = 1, head = 1 }, { from = "aug", skip = 1, tail = 1 }, '
+        '{ from = "aug", skip = 3, repeat = 2 }, { from = "questions", skip = 9 }'))
+    recipe = load_recipe(small)
+    run_steps(recipe, recipe.plan(["val"]), FakeRegrad())
+    aug = (recipe.work / "aug" / "train.jsonl").read_text().splitlines()
+    questions = (small.parent / "data" / "questions.jsonl").read_text().splitlines()
+    assert (recipe.work / "aug" / "val.jsonl").read_text().splitlines() == \
+        questions[1:2] + aug[-1:] + aug[3:] * 2
+    capsys.readouterr()
+    assert main(["train", "--recipe", str(small), "--dry-run"]) == 0
+    [val] = [line for line in capsys.readouterr().out.splitlines() if f"{recipe.work}/aug/val.jsonl <-" in line]
+    assert f"<- skip 1, head 1 of {small.parent}/data/questions.jsonl + skip 1, tail 1 of " in val
+    assert f" + skip 3, all of {recipe.work}/aug/train.jsonl x2 + skip 9, all of " in val
 
 
 def test_the_demo_builds_its_data_with_the_recipes_first_steps():
