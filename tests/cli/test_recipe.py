@@ -75,7 +75,12 @@ def test_dry_run_lists_every_command_in_order_without_loading_anything(tmp_path:
                      "synth", "index", "augment", "mix",                           # run 2's fresh people
                      "synth", "index", "augment", "augment", "mix", "mix",         # run 3's varied people
                      "synth", "index", "augment", "mix",                           # run 5's second batch
-                     "train", "train", "train", "export", "train", "export", "train", "export"]
+                     "synth", "index", "augment", "augment",                       # run 8's: composition,
+                     "synth", "index", "augment",                                  #   a second one,
+                     "synth", "index", "augment", "augment",                       #   novel relations,
+                     "augment", "mix", "mix",                                      #   synthetic dev top 5
+                     "train", "train", "train", "export", "train", "export", "train", "export",
+                     "train", "export"]                                            # run 8, served
     work, data = tmp_path / "work", tmp_path / "no-data"
     assert f"--corpus {data}/hotpotqa/ircot_hotpotqa_dev_subsampled.jsonl" in commands[1]
     runs = [c for c in commands if c.startswith("regrad train")]
@@ -83,12 +88,20 @@ def test_dry_run_lists_every_command_in_order_without_loading_anything(tmp_path:
                                                               "--eval-every 250 --bf16 on --resume")
     assert "--init-from" not in runs[0] + runs[1] + runs[2]
     assert f"--init-from {work}/checkpoint-soup " in runs[3] and f"--init-from {work}/checkpoint-trained " in runs[4]
+    assert f"--init-from {work}/checkpoint-trained-more " in runs[5] and runs[5].endswith(
+        "--bf16 on --composition softmax:0.1 --learn-temperature")
+    assert "--meta-batch-size 16 " in runs[5] and "--max-steps 276 " in runs[5] and "--seed 8 " in runs[5]
+    mix8 = next(c for c in commands if c.startswith(f"(mix) {work}/data_aug/train_mix_relations.jsonl"))
+    assert f" + skip 840, head 1260 of {work}/data_aug/synth/train.jsonl + " in mix8
+    assert mix8.endswith(f"{work}/data_aug/hotpotqa/train.jsonl x4, shuffled with random.Random(7)")
     averages = [c for c in commands if c.startswith("regrad export")]
     assert averages[0] == (f"regrad export --checkpoint {work}/checkpoint/best --checkpoint "
                            f"{work}/checkpoint-fresh/best --output {work}/checkpoint-soup")
     assert averages[2] == (f"regrad export --checkpoint {work}/checkpoint-more/best --checkpoint "
                            f"{work}/checkpoint-trained --output {work}/checkpoint-trained-more")
-    assert plan[-1] == f"# the learner: {work}/checkpoint-trained-more"
+    assert averages[3] == (f"regrad export --checkpoint {work}/checkpoint-relations/best --output "
+                           f"{work}/checkpoint-run8 --composition likelihood:0.2")
+    assert plan[-1] == f"# the learner: {work}/checkpoint-run8"
     assert not work.exists()
 
 
