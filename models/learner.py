@@ -45,9 +45,10 @@ class Learner(nn.Module):
     def __init__(self, model, tokenizer, config: LearnerConfig, base_identity: dict) -> None:
         super().__init__()
         self.config = config
-        # How the passage gradients are combined when served (`engine.composition`: "sum" or "softmax:T"),
-        # the combination the learner was meta-trained with; None = never said. Metadata in learner.json,
-        # not part of the fingerprint (the gradients a store holds do not depend on it).
+        # How the passage gradients are combined when served (`engine.composition`: "sum", "softmax:T" or
+        # "likelihood:T"): the combination the learner was meta-trained with, or the one `regrad export
+        # --composition` set; None = never said. Metadata in learner.json, not part of the fingerprint (the
+        # gradients a store holds do not depend on it).
         self.composition: str | None = None
         self.tokenizer = tokenizer
         self.base_identity = base_identity

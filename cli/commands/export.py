@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from offline_tools.errors import UsageError
+
 __all__ = ["register", "run"]
 
 
@@ -22,7 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(adapter_config.json + adapter_model.safetensors, no pickle) for its base model, loadable with "
         "peft.PeftModel.from_pretrained(base, DIR). The learned step sizes are not part of a PEFT adapter: "
         "the adapter is the learner with no passage gradients applied (modes closed_book and rag). "
-        "Several --checkpoint are averaged there too.",
+        "Several --checkpoint are averaged there too. "
+        "--composition SPEC: the learner's served default composition, instead of the checkpoint's own.",
     )
     p.add_argument("--checkpoint", required=True, action="append",
                    help="learner folder to export, e.g. run/best; repeat to average several runs")
@@ -30,6 +33,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     target.add_argument("--output", help="folder to write (learner.safetensors + learner.json + run record)")
     target.add_argument("--peft", metavar="DIR",
                         help="new or empty folder to write the LoRA into as a PEFT adapter (no step sizes)")
+    p.add_argument("--composition", metavar="SPEC",
+                   help="with --output: the exported learner's served default composition (learner.json "
+                   "`composition`): sum, softmax[:T] or likelihood[:T], e.g. likelihood:0.2; default: the "
+                   "checkpoint's own (the first --checkpoint's for an average). Metadata, not part of the "
+                   "fingerprint; recorded in lineage.json's last step")
     p.add_argument("--weights-dtype", default=None, choices=["bfloat16", "float32"],
                    help="dtype of the stored LoRA tensors (default: bfloat16 for --output, where step sizes "
                    "stay float32; float32 for --peft)")
@@ -37,11 +45,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from offline_tools.training.export import export_learner, export_peft
+    from offline_tools.training.export import export_learner, export_peft, served_composition
 
+    if args.composition is not None:
+        if args.peft is not None:
+            raise UsageError("--composition sets an --output learner's served default; a PEFT adapter has none")
+        served_composition(args.composition)   # a bad spec stops here, before anything is loaded
     if args.peft is not None:
         report = export_peft(args.checkpoint, args.peft, args.weights_dtype or "float32")
     else:
-        report = export_learner(args.checkpoint, args.output, args.weights_dtype or "bfloat16")
+        report = export_learner(args.checkpoint, args.output, args.weights_dtype or "bfloat16", args.composition)
     print(json.dumps(report))
     return 0

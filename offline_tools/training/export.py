@@ -2,6 +2,7 @@
 
     regrad export --checkpoint run/best --output checkpoints/my-learner --weights-dtype bfloat16
     regrad export --checkpoint run-a/best --checkpoint run-b/best --output checkpoints/my-soup
+    regrad export --checkpoint run/best --output checkpoints/my-learner --composition likelihood:0.2
 
 The exported learner is loaded, rounded (bf16) and saved with the fingerprint of the rounded
 weights, so a gradient store must be encoded with the exported learner, not the run's. Its lineage goes
@@ -12,6 +13,12 @@ A run warm-started from another learner (`regrad train --init-from`) brings that
 
 With several checkpoints (one preset, one base model) the export is their uniform average, a model
 soup (`Learner.load_average`), and its last lineage step is that `average`.
+
+The exported learner is served by default with the composition in its learner.json (`engine.composition`):
+the checkpoint's own (a run saves the one it was meta-trained with; an average keeps the first checkpoint's),
+or, with `composition=` (`--composition SPEC`), that one instead, recorded in the last lineage step too.
+The composition is metadata: it is not part of the fingerprint, so the weights and a store encoded with them
+are the same whichever is served.
 
     regrad export --checkpoint run/best --peft adapters/regrad-lora
 
@@ -29,9 +36,11 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+from offline_tools.errors import UsageError
 from offline_tools.training.lineage import Lineage, collect
 
-__all__ = ["LOG_GZ", "PEFT_FILES", "RUN_RECORD", "export_learner", "export_peft", "write_peft_adapter"]
+__all__ = ["LOG_GZ", "PEFT_FILES", "RUN_RECORD", "export_learner", "export_peft", "served_composition",
+           "write_peft_adapter"]
 
 RUN_RECORD = ("training_log.jsonl", "training_curves.png", "summary.json", "train_args.json")
 LOG = "training_log.jsonl"
@@ -56,14 +65,29 @@ def _copy(source: Path, target: Path) -> str:
     return LOG_GZ
 
 
+def served_composition(spec: str) -> str:
+    """`spec` as a learner.json `composition` (`Composition.parse`'s canonical form, e.g. `likelihood:0.2`);
+    `UsageError` naming the flag for a bad one."""
+    from engine.composition import Composition
+
+    try:
+        return str(Composition.parse(spec))
+    except ValueError as error:
+        raise UsageError(f"--composition {spec}: {error}") from None
+
+
 def export_learner(checkpoint: str | os.PathLike | Sequence[str | os.PathLike], output: str | os.PathLike,
-                   weights_dtype: str = "bfloat16") -> dict:
+                   weights_dtype: str = "bfloat16", composition: str | None = None) -> dict:
     """Load `checkpoint` (several: their average), save it to `output` with LoRA weights in `weights_dtype`.
 
-    Returns a report: the output, its fingerprint, the source fingerprint(s), its size, the record copied.
+    `composition` (a spec, e.g. `likelihood:0.2`): the exported learner's served default instead of the
+    checkpoint's own; checked before anything is loaded or written. Not part of the fingerprint.
+    Returns a report: the output, its fingerprint, the source fingerprint(s), the served composition, its
+    size, the record copied.
     """
     from models import Learner, ModelError
 
+    served = served_composition(composition) if composition is not None else None
     sources = [Path(checkpoint)] if isinstance(checkpoint, (str, os.PathLike)) else [Path(c) for c in checkpoint]
     output = Path(output)
     for source in sources:
@@ -74,12 +98,15 @@ def export_learner(checkpoint: str | os.PathLike | Sequence[str | os.PathLike], 
     lineage = Lineage()
     for source in sources:
         lineage.extend(collect(source, RUN_RECORD))
+    if served is not None:
+        learner.composition = served
     learner.save(output, weights_dtype=weights_dtype)
     lineage.add({"kind": "average" if len(sources) > 1 else "export", "fingerprint": learner.fingerprint,
-                 "of": source_fingerprints, "weights_dtype": weights_dtype})
+                 "of": source_fingerprints, "weights_dtype": weights_dtype,
+                 **({"composition": served} if served is not None else {})})
     report = {"output": str(output), "weights_dtype": weights_dtype, "fingerprint": learner.fingerprint,
               "sources": [{"checkpoint": str(s), "fingerprint": f} for s, f in zip(sources, source_fingerprints)],
-              "copied": lineage.write(output, learner.fingerprint, _copy)}
+              "composition": learner.composition, "copied": lineage.write(output, learner.fingerprint, _copy)}
     report["bytes"] = sum(p.stat().st_size for p in output.rglob("*") if p.is_file())
     return report
 

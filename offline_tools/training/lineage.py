@@ -12,7 +12,8 @@ run's record (log, curves, summary, arguments) sits beside the others in `runs/<
 Steps come in the order they were made (a step names only fingerprints listed before it), each fingerprint
 once. `regrad export` writes it: a source that is a run's `best/` adds a `run` step (and, when the run was
 warm-started, its starting learner's lineage first); a source that is an exported folder brings its own
-lineage; the export itself is the last step, an `average` of several sources or an `export` of one.
+lineage; the export itself is the last step, an `average` of several sources or an `export` of one (with
+`"composition": SPEC` when `regrad export --composition` set the learner's served default).
 """
 
 from __future__ import annotations

@@ -11,11 +11,13 @@ A recipe is a TOML file; `checkpoints/regrad-smollm2-135m/recipe.toml` builds th
       synth    `regrad synth --output OUTPUT`; every other key is its flag (`avoid` = synth steps)
       index    `regrad index`, corpora = data entries or synth steps (their corpus.jsonl)
       augment  `regrad augment`: dataset, source (a data entry or synth step), split, index, top_k = 3
-      mix      the lines of parts = [{from, repeat | head | tail}] in order, shuffled if shuffle = SEED
+      mix      the lines of parts = [{from, skip?, repeat | head | tail}] in order, shuffled if shuffle = SEED
+               (skip = N: leave out a file's first N lines first, e.g. skip = 840, head = 1260)
       train    `regrad train`: train, dev (mixes, augments or data entries), steps, extend_to (then
                --resume to that many steps), init_from (a run, meaning its best/, or an export), and
                any `TrainArgs` option
-      export   `regrad export`: checkpoints = runs or exports, averaged when several
+      export   `regrad export`: checkpoints = runs or exports, averaged when several; composition = SPEC
+               (`--composition`: the learner's served default, e.g. "likelihood:0.2"; default its own)
 
 Steps refer to earlier steps (and [data] entries) by name. A step whose output is there is skipped,
 so a stopped build continues where it stopped: a run whose last/ state has fewer steps than asked
@@ -43,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.composition import Composition
 from offline_tools.errors import InputFileError, RegradError, UsageError
 from offline_tools.files import atomic_text
 from offline_tools.training.train import TrainArgs  # its options, not the training code: no torch
@@ -59,8 +62,9 @@ STEP_KEYS = {   # the keys of each kind besides COMMON_KEYS; synth takes any oth
     "augment": {"dataset", "source", "split", "index", "top_k"},
     "mix": {"parts", "shuffle"},
     "train": {"train", "dev", "steps", "extend_to", "init_from"},
-    "export": {"checkpoints"},
+    "export": {"checkpoints", "composition"},
 }
+PART_TAKES = {"repeat", "head", "tail"}   # what a mix part takes of its file: at most one (skip goes with any)
 # `TrainArgs` fields a recipe sets through its own keys (train, dev, output, steps, init_from).
 RUN_FIELDS = {"output_dir", "train_files", "dev_files", "max_steps", "init_from", "resume"}
 TRAIN_OPTIONS = {f.name: f for f in dataclasses.fields(TrainArgs) if f.name not in RUN_FIELDS}
@@ -69,15 +73,17 @@ _ENV = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")   # ${VAR} or ${VAR:-default}
 
 @dataclass
 class MixPart:
-    """Lines of one file in a mix: all of them `repeat` times, or the first `head` / last `tail`."""
+    """Lines of one file in a mix: all of them `repeat` times, or the first `head` / last `tail`; with
+    `skip`, of the file less its first `skip` lines."""
 
     path: Path
     repeat: int = 1
     head: int | None = None
     tail: int | None = None
+    skip: int = 0
 
     def lines(self) -> list[str]:
-        lines = self.path.read_text().splitlines()
+        lines = self.path.read_text().splitlines()[self.skip:]
         if self.head is not None:
             return lines[: self.head]
         if self.tail is not None:
@@ -85,11 +91,12 @@ class MixPart:
         return lines * self.repeat
 
     def describe(self) -> str:
+        skip = f"skip {self.skip}, " if self.skip else ""
         if self.head is not None:
-            return f"head {self.head} of {self.path}"
+            return f"{skip}head {self.head} of {self.path}"
         if self.tail is not None:
-            return f"tail {self.tail} of {self.path}"
-        return f"{self.path}" + (f" x{self.repeat}" if self.repeat != 1 else "")
+            return f"{skip}tail {self.tail} of {self.path}"
+        return (f"{skip}all of " if skip else "") + f"{self.path}" + (f" x{self.repeat}" if self.repeat != 1 else "")
 
 
 @dataclass
@@ -413,13 +420,14 @@ class _Loader:
         if not isinstance(parts, list) or not parts or not all(isinstance(p, dict) for p in parts):
             raise self.error(f"step {step.name!r} needs parts = [{{ from = \"NAME\" }}, ...]", "parts")
         for part in parts:
-            if set(part) - {"from", "repeat", "head", "tail"} or len(set(part) & {"repeat", "head", "tail"}) > 1:
+            if set(part) - {"from", "skip", *PART_TAKES} or len(set(part) & PART_TAKES) > 1:
                 raise self.error(f"step {step.name!r}: a part is {{ from = NAME }} with at most one of repeat, head "
-                                 f"or tail, not {part}", "parts")
+                                 f"or tail (and skip), not {part}", "parts")
             path = self._ref(step, "parts", part.get("from"), ("augment", "mix", "data"))
             step.parts.append(MixPart(path, self._int(step, part, "repeat", 1, least=1),
                                       self._int(step, part, "head") if "head" in part else None,
-                                      self._int(step, part, "tail") if "tail" in part else None))
+                                      self._int(step, part, "tail") if "tail" in part else None,
+                                      self._int(step, part, "skip", 0)))
         step.shuffle = self._int(step, table, "shuffle") if "shuffle" in table else None
         return [step]
 
@@ -454,6 +462,13 @@ class _Loader:
         checkpoints = self._refs(step, table, "checkpoints", ("train", "export"))
         step.argv = ["export", *(a for c in checkpoints for a in ("--checkpoint", str(c))), "--output",
                      str(step.output)]
+        if "composition" in table:   # the learner's served default, checked as `regrad export` checks it
+            spec = self._string(step, table, "composition")
+            try:
+                Composition.parse(spec)
+            except ValueError as error:
+                raise self.error(f"step {step.name!r}: composition = {spec!r}: {error}", "composition") from None
+            step.argv += ["--composition", spec]
         return [step]
 
 

@@ -151,3 +151,80 @@ def test_export_of_a_warm_started_run_keeps_its_lineage_flat(tmp_path: Path, cap
     assert [s["fingerprint"] for s in both_steps[:3]] == [s["fingerprint"] for s in steps[:3]]
     assert both_steps[-1]["kind"] == "average" and both_steps[-1]["of"] == [fingerprint["run"], fingerprint["start"]]
     assert sorted(p.name for p in (both / "runs").iterdir()) == sorted([first_record[5:], run_record[5:]])
+
+
+# ------------------------------------------------------------------ --composition, on a tiny learner
+@pytest.fixture()
+def tiny_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A tiny "run" whose best/ was meta-trained with `softmax:0.1369` (as run 8's was); loading it builds
+    its in-memory base model again."""
+    from tests.conftest import make_tiny_base, make_tiny_learner
+
+    learner = make_tiny_learner()
+    learner.composition = "softmax:0.1369"
+    learner.save(tmp_path / "run" / "best")
+    (tmp_path / "run" / "training_log.jsonl").write_text('{"event": "validation", "step": 0}\n')
+    monkeypatch.setattr("models.learner.load_base_model", lambda name, dtype="float32", device="cpu": make_tiny_base())
+    return tmp_path / "run" / "best"
+
+
+def _export(capsys: pytest.CaptureFixture, *argv: str) -> dict:
+    assert main(["export", *argv]) == 0
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_export_composition_sets_the_served_default_and_leaves_the_fingerprint(
+        tmp_path: Path, capsys: pytest.CaptureFixture, tiny_run: Path) -> None:
+    from models import Learner
+
+    plain = _export(capsys, "--checkpoint", str(tiny_run), "--output", str(tmp_path / "plain"))
+    served = _export(capsys, "--checkpoint", str(tiny_run), "--output", str(tmp_path / "served"),
+                     "--composition", " likelihood:0.20")
+    meta = {name: json.loads((tmp_path / name / "learner.json").read_text()) for name in ("plain", "served")}
+    # without the flag: the checkpoint's own, as before; with it: the flag's, in its canonical form
+    assert meta["plain"]["composition"] == plain["composition"] == "softmax:0.1369"
+    assert meta["served"]["composition"] == served["composition"] == "likelihood:0.2"
+    # metadata only: the same weights, the same fingerprint
+    assert served["fingerprint"] == plain["fingerprint"] == meta["served"]["fingerprint"]
+    assert (tmp_path / "served" / "learner.safetensors").read_bytes() == \
+        (tmp_path / "plain" / "learner.safetensors").read_bytes()
+    loaded = Learner.load(tmp_path / "served", expect_fingerprint=served["fingerprint"])
+    assert loaded.composition == "likelihood:0.2"
+    steps = {name: json.loads((tmp_path / name / "lineage.json").read_text())["steps"] for name in ("plain", "served")}
+    assert steps["served"][-1] == {**steps["plain"][-1], "composition": "likelihood:0.2"}
+    assert "composition" not in steps["plain"][-1] and steps["served"][:-1] == steps["plain"][:-1]
+    # an export of that export keeps its served composition unless told otherwise
+    again = _export(capsys, "--checkpoint", str(tmp_path / "served"), "--output", str(tmp_path / "again"))
+    assert again["composition"] == "likelihood:0.2" and again["fingerprint"] == served["fingerprint"]
+
+
+def test_export_composition_of_an_average_replaces_the_first_checkpoints(
+        tmp_path: Path, capsys: pytest.CaptureFixture, tiny_run: Path) -> None:
+    from models import Learner
+
+    other = Learner.load(tiny_run)
+    other.composition = "sum"
+    other.save(tmp_path / "other")
+    both = ["--checkpoint", str(tiny_run), "--checkpoint", str(tmp_path / "other")]
+    assert _export(capsys, *both, "--output", str(tmp_path / "soup"))["composition"] == "softmax:0.1369"
+    report = _export(capsys, *both, "--output", str(tmp_path / "soup-served"), "--composition", "likelihood")
+    assert report["composition"] == "likelihood:0.5"   # the kind's default temperature, written out
+    last = json.loads((tmp_path / "soup-served" / "lineage.json").read_text())["steps"][-1]
+    assert last["kind"] == "average" and last["composition"] == "likelihood:0.5"
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("likelyhood:0.2", "composition must be one of sum, softmax, likelihood, got 'likelyhood'"),
+    ("likelihood:warm", "composition temperature must be a number, got 'warm'"),
+    ("softmax:0", "composition temperature must be finite and > 0"),
+])
+def test_export_refuses_a_bad_composition_before_writing_anything(
+        tmp_path: Path, capsys: pytest.CaptureFixture, tiny_run: Path, spec: str, message: str) -> None:
+    assert main(["export", "--checkpoint", str(tiny_run), "--output", str(tmp_path / "out"),
+                 "--composition", spec]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"regrad: error: --composition {spec}: ") and message in err, err
+    assert "Traceback" not in err and not (tmp_path / "out").exists()
+    assert main(["export", "--checkpoint", str(tiny_run), "--peft", str(tmp_path / "adapter"),
+                 "--composition", "likelihood:0.2"]) == 2
+    assert "a PEFT adapter has none" in capsys.readouterr().err and not (tmp_path / "adapter").exists()

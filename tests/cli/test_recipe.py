@@ -75,7 +75,12 @@ def test_dry_run_lists_every_command_in_order_without_loading_anything(tmp_path:
                      "synth", "index", "augment", "mix",                           # run 2's fresh people
                      "synth", "index", "augment", "augment", "mix", "mix",         # run 3's varied people
                      "synth", "index", "augment", "mix",                           # run 5's second batch
-                     "train", "train", "train", "export", "train", "export", "train", "export"]
+                     "synth", "index", "augment", "augment",                       # run 8's: composition,
+                     "synth", "index", "augment",                                  #   a second one,
+                     "synth", "index", "augment", "augment",                       #   novel relations,
+                     "augment", "mix", "mix",                                      #   synthetic dev top 5
+                     "train", "train", "train", "export", "train", "export", "train", "export",
+                     "train", "export"]                                            # run 8, served
     work, data = tmp_path / "work", tmp_path / "no-data"
     assert f"--corpus {data}/hotpotqa/ircot_hotpotqa_dev_subsampled.jsonl" in commands[1]
     runs = [c for c in commands if c.startswith("regrad train")]
@@ -83,12 +88,20 @@ def test_dry_run_lists_every_command_in_order_without_loading_anything(tmp_path:
                                                               "--eval-every 250 --bf16 on --resume")
     assert "--init-from" not in runs[0] + runs[1] + runs[2]
     assert f"--init-from {work}/checkpoint-soup " in runs[3] and f"--init-from {work}/checkpoint-trained " in runs[4]
+    assert f"--init-from {work}/checkpoint-trained-more " in runs[5] and runs[5].endswith(
+        "--bf16 on --composition softmax:0.1 --learn-temperature")
+    assert "--meta-batch-size 16 " in runs[5] and "--max-steps 276 " in runs[5] and "--seed 8 " in runs[5]
+    mix8 = next(c for c in commands if c.startswith(f"(mix) {work}/data_aug/train_mix_relations.jsonl"))
+    assert f" + skip 840, head 1260 of {work}/data_aug/synth/train.jsonl + " in mix8
+    assert mix8.endswith(f"{work}/data_aug/hotpotqa/train.jsonl x4, shuffled with random.Random(7)")
     averages = [c for c in commands if c.startswith("regrad export")]
     assert averages[0] == (f"regrad export --checkpoint {work}/checkpoint/best --checkpoint "
                            f"{work}/checkpoint-fresh/best --output {work}/checkpoint-soup")
     assert averages[2] == (f"regrad export --checkpoint {work}/checkpoint-more/best --checkpoint "
                            f"{work}/checkpoint-trained --output {work}/checkpoint-trained-more")
-    assert plan[-1] == f"# the learner: {work}/checkpoint-trained-more"
+    assert averages[3] == (f"regrad export --checkpoint {work}/checkpoint-relations/best --output "
+                           f"{work}/checkpoint-run8 --composition likelihood:0.2")
+    assert plan[-1] == f"# the learner: {work}/checkpoint-run8"
     assert not work.exists()
 
 
@@ -272,6 +285,13 @@ def test_a_failing_step_stops_the_build_naming_it(small: Path):
     (('shipped = "average"', 'shipped = "mix"'), 1, "shipped = 'mix' must name a train or export step"),
     (('seed = 3', 'seed = [3]'), 18, "seed = [3] must be a number, a string or a boolean"),
     (('[data]', '[data'), None, "not valid TOML: "),
+    (('checkpoints = ["run", "run"]', 'checkpoints = ["run"]\ncomposition = "likelyhood:0.2"'), 64,
+     "step 'average': composition = 'likelyhood:0.2': composition must be one of sum, softmax, likelihood"),
+    (('checkpoints = ["run", "run"]', 'checkpoints = ["run"]\ncomposition = "softmax:0"'), 64,
+     "composition temperature must be finite and > 0"),
+    (('{ from = "aug", tail = 2 }', '{ from = "aug", skip = -1 }'), 43, "skip = -1 must be an integer >= 0"),
+    (('{ from = "aug", tail = 2 }', '{ from = "aug", skip = 1, head = 1, tail = 2 }'), 47,
+     "with at most one of repeat, head or tail (and skip)"),
 ])
 def test_a_bad_recipe_is_one_error_line_naming_file_line_and_key(small: Path, capsys: pytest.CaptureFixture,
                                                                  edit: tuple[str, str], line: int, message: str):
@@ -294,6 +314,40 @@ def test_a_step_its_command_would_refuse_is_caught_before_anything_runs(small: P
     err = capsys.readouterr().err
     assert f"{small}:13: step 'people': `regrad synth" in err and "unrecognized arguments: --sede 3" in err
     assert not (small.parent / "work").exists()
+
+
+def test_an_export_step_can_set_the_learners_served_composition(small: Path, capsys: pytest.CaptureFixture):
+    """`composition = SPEC` on an export step is `regrad export --composition SPEC` (the dry run shows it)."""
+    small.write_text(small.read_text().replace('checkpoints = ["run", "run"]',
+                                               'checkpoints = ["run"]\ncomposition = "likelihood:0.2"'))
+    assert main(["train", "--recipe", str(small), "--dry-run"]) == 0
+    work = load_recipe(small).work
+    exports = [line for line in capsys.readouterr().out.splitlines() if line.startswith("regrad export")]
+    assert exports == [f"regrad export --checkpoint {work}/run/best --output {work}/average --composition "
+                       "likelihood:0.2"]
+    fake = FakeRegrad()
+    recipe = load_recipe(small)
+    run_steps(recipe, recipe.steps, fake)
+    assert fake.ran[-1][0] == "export" and fake.ran[-1][-2:] == ["--composition", "likelihood:0.2"]
+
+
+def test_a_mix_part_can_skip_a_files_first_lines(small: Path, capsys: pytest.CaptureFixture):
+    """skip = N leaves out the first N lines, then repeat, head or tail takes from the rest."""
+    small.write_text(small.read_text().replace(
+        '{ from = "questions", head = 1 }, { from = "aug", tail = 2 }',
+        '{ from = "questions", skip = 1, head = 1 }, { from = "aug", skip = 1, tail = 1 }, '
+        '{ from = "aug", skip = 3, repeat = 2 }, { from = "questions", skip = 9 }'))
+    recipe = load_recipe(small)
+    run_steps(recipe, recipe.plan(["val"]), FakeRegrad())
+    aug = (recipe.work / "aug" / "train.jsonl").read_text().splitlines()
+    questions = (small.parent / "data" / "questions.jsonl").read_text().splitlines()
+    assert (recipe.work / "aug" / "val.jsonl").read_text().splitlines() == \
+        questions[1:2] + aug[-1:] + aug[3:] * 2
+    capsys.readouterr()
+    assert main(["train", "--recipe", str(small), "--dry-run"]) == 0
+    [val] = [line for line in capsys.readouterr().out.splitlines() if f"{recipe.work}/aug/val.jsonl <-" in line]
+    assert f"<- skip 1, head 1 of {small.parent}/data/questions.jsonl + skip 1, tail 1 of " in val
+    assert f" + skip 3, all of {recipe.work}/aug/train.jsonl x2 + skip 9, all of " in val
 
 
 def test_the_demo_builds_its_data_with_the_recipes_first_steps():
