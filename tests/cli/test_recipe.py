@@ -36,7 +36,8 @@ def _train_args(argv: list[str]) -> dict:
 # ---------------------------------------------------------------------------------- the shipped recipe
 def test_the_shipped_recipe_is_what_the_shipped_runs_recorded():
     """Each run's `regrad train` options are those in its train_args.json (paths aside); run 1's record is
-    its resumed extension; the averages are the lineage's average steps; the learner is the last average."""
+    its resumed extension; the averages are the lineage's average steps; the learner is the last export:
+    run 8 alone, with the served composition the lineage and learner.json record."""
     recipe = load_recipe(RECIPE)
     runs = {s.name: s for s in recipe.steps if s.kind == "train"}   # run1: its extension (the later step)
     lineage = json.loads((SHIPPED / "lineage.json").read_text())["steps"]
@@ -50,9 +51,14 @@ def test_the_shipped_recipe_is_what_the_shipped_runs_recorded():
                                                                        if k not in paths}, name
         assert bool(planned["init_from"]) == bool(recorded.get("init_from")) == bool(record["init_from"]), name
     exports = [s for s in recipe.steps if s.kind == "export"]
-    assert [s.needs for s in exports] == [["run1", "run2"], ["run3", "average1"], ["run5", "average2"]]
-    assert len(exports) == len([s for s in lineage if s["kind"] == "average"]) and lineage[-1]["kind"] == "average"
+    assert [s.needs for s in exports] == [["run1", "run2"], ["run3", "average1"], ["run5", "average2"], ["run8"]]
+    averages = [s for s in lineage if s["kind"] == "average"]
+    assert len(averages) == 3 and [s.name for s in exports[:3]] == ["average1", "average2", "average3"]
     assert recipe.shipped == exports[-1].name and runs["run5"].needs[-1] == "average2"
+    assert runs["run8"].needs[-1] == "average3" and lineage[-2]["init_from"] == averages[-1]["fingerprint"]
+    served = json.loads((SHIPPED / "learner.json").read_text())["composition"]
+    assert lineage[-1]["kind"] == "export" and lineage[-1]["composition"] == served
+    assert f"--composition {served}" in " ".join(exports[-1].argv)
 
 
 def test_dry_run_lists_every_command_in_order_without_loading_anything(tmp_path: Path):
