@@ -38,8 +38,9 @@ __all__ = ["Composition", "COMPOSITION_KINDS", "DEFAULT_TEMPERATURE", "DEFAULT_T
            "softmax_weights", "weighable"]
 
 COMPOSITION_KINDS = ("sum", "softmax", "likelihood")
-# Each kind's temperature when a spec names none (chosen on dev splits only: docs/results.md, "Composition").
-DEFAULT_TEMPERATURES = {"sum": 1.0, "softmax": 0.4, "likelihood": 0.5}
+# Each kind's temperature when a spec names none (chosen on dev splits only: docs/results.md, "Composition";
+# likelihood: rule 10, "Relevance from the base model").
+DEFAULT_TEMPERATURES = {"sum": 1.0, "softmax": 0.4, "likelihood": 0.2}
 DEFAULT_TEMPERATURE = DEFAULT_TEMPERATURES["softmax"]
 
 

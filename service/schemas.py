@@ -61,7 +61,7 @@ class _Strict(BaseModel):
 
 class CompositionIn(_Strict):
     """How the passages' gradients are combined (gradient modes). Also accepted as a string:
-    `"sum"`, `"softmax"`, `"softmax:0.1"`, `"likelihood"` or `"likelihood:0.5"`."""
+    `"sum"`, `"softmax"`, `"softmax:0.1"`, `"likelihood"` or `"likelihood:0.2"`."""
 
     kind: Literal[COMPOSITION_KINDS] = Field(  # type: ignore[valid-type]
         ..., description="sum: every passage weight 1; softmax: weights from the retrieval scores; likelihood: "

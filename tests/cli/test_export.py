@@ -200,6 +200,7 @@ def test_export_composition_sets_the_served_default_and_leaves_the_fingerprint(
 
 def test_export_composition_of_an_average_replaces_the_first_checkpoints(
         tmp_path: Path, capsys: pytest.CaptureFixture, tiny_run: Path) -> None:
+    from engine.composition import DEFAULT_TEMPERATURES
     from models import Learner
 
     other = Learner.load(tiny_run)
@@ -208,9 +209,10 @@ def test_export_composition_of_an_average_replaces_the_first_checkpoints(
     both = ["--checkpoint", str(tiny_run), "--checkpoint", str(tmp_path / "other")]
     assert _export(capsys, *both, "--output", str(tmp_path / "soup"))["composition"] == "softmax:0.1369"
     report = _export(capsys, *both, "--output", str(tmp_path / "soup-served"), "--composition", "likelihood")
-    assert report["composition"] == "likelihood:0.5"   # the kind's default temperature, written out
+    written = f"likelihood:{DEFAULT_TEMPERATURES['likelihood']:g}"   # the kind's default temperature, written out
+    assert report["composition"] == written
     last = json.loads((tmp_path / "soup-served" / "lineage.json").read_text())["steps"][-1]
-    assert last["kind"] == "average" and last["composition"] == "likelihood:0.5"
+    assert last["kind"] == "average" and last["composition"] == written
 
 
 @pytest.mark.parametrize("spec, message", [

@@ -80,7 +80,8 @@ def test_bad_answer_input_is_422_naming_the_field(client, payload, field):
 @pytest.mark.parametrize(("composition", "applied"), [
     ("sum", "sum"), ("softmax:0.3", "softmax:0.3"), ({"kind": "softmax", "temperature": 2}, "softmax:2"),
     ("softmax", f"softmax:{DEFAULT_TEMPERATURES['softmax']:g}"), ("likelihood:0.25", "likelihood:0.25"),
-    ("likelihood", f"likelihood:{DEFAULT_TEMPERATURES['likelihood']:g}"), ({"kind": "likelihood"}, "likelihood:0.5"),
+    ("likelihood", f"likelihood:{DEFAULT_TEMPERATURES['likelihood']:g}"),
+    ({"kind": "likelihood"}, f"likelihood:{DEFAULT_TEMPERATURES['likelihood']:g}"),
 ])
 def test_composition_reaches_the_engine_as_string_or_object(client, composition, applied):
     body = client.post("/answer", json={"question": "Who?", "composition": composition}).json()
