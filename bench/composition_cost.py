@@ -2,8 +2,9 @@
 
 In-process (no HTTP), one engine, batches of 8 `regrad` requests on real HotpotQA passages (a build
 of `bench/serving_bench.py`: its questions, index, store and learner); every batch is answered once
-under each composition, alternating, so both see the same machine. Prints ms per request for each,
-the ratio, and the share of the likelihood's time spent scoring (`models.relevance`). Last line: JSON.
+under each composition and once in mode `rag` (the same passages in the prompt: the reference for
+reading them), in turn, so all three see the same machine. Prints ms per request for each, the
+ratio, and the likelihood's time spent scoring (`models.relevance`). Last line: JSON.
 
     .venv/bin/python bench/serving_bench.py ...            # builds ROOT once (see its --help)
     .venv/bin/python bench/composition_cost.py --root /tmp/serving-bench-root
@@ -55,15 +56,16 @@ def main() -> None:
     import engine.core as core
 
     core.question_likelihoods = timed
-    specs = {"softmax": Composition.parse(args.softmax), "likelihood": Composition.parse(args.likelihood)}
+    specs = {"softmax": Composition.parse(args.softmax), "likelihood": Composition.parse(args.likelihood),
+             "rag": None}
     per_request: dict[str, list[float]] = {name: [] for name in specs}
     tokens = {name: 0 for name in specs}
     try:
         for i in range(args.batches + 1):
             batch = [questions[(i * BATCH + j) % len(questions)] for j in range(BATCH)]
             for name, composition in specs.items():
-                requests = [Question(q, top_k=TOP_K, max_new_tokens=MAX_NEW_TOKENS, composition=composition)
-                            for q in batch]
+                requests = [Question(q, mode="rag" if composition is None else "regrad", top_k=TOP_K,
+                                     max_new_tokens=MAX_NEW_TOKENS, composition=composition) for q in batch]
                 started = time.perf_counter()
                 answers = engine.answer_batch(requests)
                 if i:  # the first batch of each warms up
@@ -77,13 +79,16 @@ def main() -> None:
     scoring_ms = scoring_s[0] * 1000 / (args.batches * BATCH)
     machine = f"{'AMX' if cpu_has_amx() else 'no AMX'} CPU" if engine.learner.device.type == "cpu" else "GPU"
     for name in specs:
-        print(f"{str(specs[name]):<16} {ms[name]:8.1f} ms/request (median of {args.batches} batches of {BATCH}), "
+        label = str(specs[name] or "rag (mode)")
+        print(f"{label:<16} {ms[name]:8.1f} ms/request (median of {args.batches} batches of {BATCH}), "
               f"{tokens[name] / (args.batches * BATCH):.1f} answer tokens")
-    print(f"likelihood / softmax: {ms['likelihood'] / ms['softmax']:.2f}x; scoring {scoring_ms:.1f} ms/request")
+    print(f"likelihood / softmax: {ms['likelihood'] / ms['softmax']:.2f}x; scoring {scoring_ms:.1f} ms/request; "
+          f"rag / softmax: {ms['rag'] / ms['softmax']:.2f}x")
     print(json.dumps({"softmax_ms_per_request": round(ms["softmax"], 1),
                       "likelihood_ms_per_request": round(ms["likelihood"], 1),
                       "likelihood_over_softmax": round(ms["likelihood"] / ms["softmax"], 2),
-                      "scoring_ms_per_request": round(scoring_ms, 1), "machine": machine,
+                      "scoring_ms_per_request": round(scoring_ms, 1), "rag_ms_per_request": round(ms["rag"], 1),
+                      "rag_over_softmax": round(ms["rag"] / ms["softmax"], 2), "machine": machine,
                       "softmax": str(specs["softmax"]), "likelihood": str(specs["likelihood"])}))
 
 
