@@ -77,7 +77,8 @@ def build_artifacts(root: Path, checkpoint: str, n_questions: int) -> list[str]:
     return questions
 
 
-def start_server(root: Path, dtype: str, scheduler: str, max_wait_ms: float, prefill_budget_tokens: int = 0):
+def start_server(root: Path, dtype: str, scheduler: str, max_wait_ms: float, prefill_budget_tokens: int = 0,
+                 composition: str | None = None):
     import socket
 
     import uvicorn
@@ -88,7 +89,8 @@ def start_server(root: Path, dtype: str, scheduler: str, max_wait_ms: float, pre
     settings = Settings(_env_file=None, checkpoint=root / "checkpoint", store=root / "store",
                         index=str(root / "index"), device="cpu", dtype=dtype, scheduler=scheduler,
                         max_batch=MAX_BATCH, max_wait_ms=max_wait_ms, max_queue=1024,
-                        prefill_budget_tokens=prefill_budget_tokens if scheduler == "continuous" else 0)
+                        prefill_budget_tokens=prefill_budget_tokens if scheduler == "continuous" else 0,
+                        composition=composition)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -171,7 +173,8 @@ async def open_loop(url: str, questions: list[str], rate: float, n_requests: int
 def service_phase(root: Path, questions: list[str], args: argparse.Namespace) -> dict:
     joins = args.scheduler == "continuous" and args.join_wait_ms is not None
     wait_ms = args.join_wait_ms if joins else args.max_wait_ms
-    server, thread, url = start_server(root, args.dtype, args.scheduler, wait_ms, args.prefill_budget_tokens)
+    server, thread, url = start_server(root, args.dtype, args.scheduler, wait_ms, args.prefill_budget_tokens,
+                                       args.composition)
     results: dict = {"closed": {}}
     name = f"{args.scheduler:<10}"
     try:
@@ -245,6 +248,7 @@ def run_phase(phase: str, root: Path, args: argparse.Namespace, scheduler: str =
                "--max-wait-ms", str(args.max_wait_ms), "--prefill-budget-tokens", str(args.prefill_budget_tokens)]
     command += ["--join-wait-ms", str(args.join_wait_ms)] if args.join_wait_ms is not None else []
     command += ["--uneven"] if args.uneven else []
+    command += ["--composition", args.composition] if args.composition else []
     subprocess.run(command, check=True)
     return json.loads((root / f"{phase}-{scheduler}.json").read_text())
 
@@ -277,6 +281,10 @@ def main() -> None:
     parser.add_argument("--prefill-budget-tokens", type=int, default=512, metavar="N",
                         help="REGRAD_PREFILL_BUDGET_TOKENS of the continuous server (default 512, the server's; 0: "
                         "newcomers are prefilled in a forward of their own)")
+    parser.add_argument("--composition", metavar="SPEC",
+                        help="REGRAD_COMPOSITION of both servers (default: the learner's served default; the "
+                        "figures in docs/benchmarks.md before the likelihood default used softmax:0.4; the in-place "
+                        "way always sums)")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
                         help="base weights for every way (auto: bfloat16 on an AMX or AVX512-BF16 CPU)")
     parser.add_argument("--uneven", action="store_true",
@@ -356,6 +364,7 @@ def main() -> None:
         "answer_tokens": {"min": min(inplace["lengths"]), "median": statistics.median(inplace["lengths"]),
                           "max": max(inplace["lengths"])},
         "machine": machine, "base_dtype": dtype, "prefill_budget_tokens": args.prefill_budget_tokens,
+        "composition": args.composition or "the learner's served default",
         "max_wait_ms": args.max_wait_ms,
         "join_wait_ms": args.join_wait_ms if args.join_wait_ms is not None else args.max_wait_ms,
     }

@@ -141,7 +141,7 @@ def continuous(root: Path, questions: list[str], args, budget: int | None) -> di
     from engine.scheduler import ContinuousScheduler
 
     config = EngineConfig(checkpoint=root / "checkpoint", store=root / "store", index=str(root / "index"),
-                          device="cpu", dtype=args.dtype)
+                          device="cpu", dtype=args.dtype, composition=args.composition)
     fused = {"prefill_budget_tokens": budget} if budget else {}   # (so that the bench runs on older code too)
     scheduler = ContinuousScheduler(max_rows=MAX_ROWS, join_wait_ms=JOIN_WAIT_MS, **fused)
     scheduler.start(lambda: Engine.from_config(config))
@@ -207,6 +207,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=REQUESTS)
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
     parser.add_argument("--uneven", action="store_true", help=f"max_new_tokens cycling {UNEVEN_LENGTHS}")
+    parser.add_argument("--composition", metavar="SPEC", help="the engine's default composition (default: the "
+                        "learner's served default; figures before the likelihood default used softmax:0.4)")
     parser.add_argument("--prefill-budget-tokens", type=int, default=0, metavar="N",
                         help="also run continuous with newcomers prefilled inside the decode step (0: not)")
     parser.add_argument("--skip-inplace", action="store_true")
