@@ -27,8 +27,9 @@ class EngineConfig:
         missing_gradients: `compute` (one batched backward for the misses) or `skip`.
         write_back: append computed gradients to the store.
         encode_batch_size: passages per backward when computing gradients.
-        composition: how passage gradients are combined when a request does not say (`sum`, `softmax`,
-            `softmax:T`); None = `engine.composition.DEFAULT_COMPOSITION`.
+        composition: how passage gradients are combined when a request does not say (`sum`, `softmax[:T]`,
+            `likelihood[:T]`); None = the learner's own (its learner.json), else
+            `engine.composition.DEFAULT_COMPOSITION`.
     """
 
     checkpoint: Path | None = None
