@@ -10,7 +10,7 @@ BM25 cannot: for "What is the birth year of X?" the sentence "X was born in 1931
 likelier than "X is a ferry captain by profession", although BM25 ranks the second higher. Its scale
 is a log-probability (nats a token), the same on every corpus and retrieval backend.
 
-    question_likelihoods(learner, [("Who founded the Ralford Lyceum?", [p1, p2, p3])])   # [[-1.9, -3.4, -3.6]]
+    question_likelihoods(learner, [("Who founded the Ralford Lyceum?", [p1, p2, p3])])   # e.g. [[-1.9, -3.4, -3.6]]
 """
 
 from __future__ import annotations
