@@ -35,7 +35,7 @@ if TYPE_CHECKING:  # torch is imported where it is used: the CLI and the HTTP sc
     import torch
 
 __all__ = ["Composition", "COMPOSITION_KINDS", "DEFAULT_TEMPERATURE", "DEFAULT_TEMPERATURES", "DEFAULT_COMPOSITION",
-           "softmax_weights", "weighable"]
+           "likelihood_weights", "softmax_weights", "weighable"]
 
 COMPOSITION_KINDS = ("sum", "softmax", "likelihood")
 # Each kind's temperature when a spec names none (chosen on dev splits only: docs/results.md, "Composition";
@@ -92,8 +92,7 @@ class Composition:
         import torch
 
         if self.kind == "likelihood" and len(scores) > 1 and all(s is not None and math.isfinite(s) for s in scores):
-            values = torch.tensor(scores, dtype=torch.float64)
-            return (values.numel() * torch.softmax(values / self.temperature, dim=0)).tolist()
+            return likelihood_weights(torch.tensor(scores, dtype=torch.float64), self.temperature).tolist()
         if self.kind != "softmax" or not weighable(scores):
             return [1.0] * len(scores)
         return softmax_weights(torch.tensor(scores, dtype=torch.float64), self.temperature).tolist()
@@ -113,6 +112,14 @@ def softmax_weights(scores: torch.Tensor, temperature: torch.Tensor | float) -> 
     import torch
 
     return scores.numel() * torch.softmax(scores / (scores.max() * temperature), dim=0)
+
+
+def likelihood_weights(likelihoods: torch.Tensor, temperature: torch.Tensor | float) -> torch.Tensor:
+    """k · softmax(ℓ / T) over one request's k log-likelihoods: no per-request rescaling (a
+    log-probability has one scale everywhere); differentiable in T, as `softmax_weights`."""
+    import torch
+
+    return likelihoods.numel() * torch.softmax(likelihoods / temperature, dim=0)
 
 
 DEFAULT_COMPOSITION = Composition()

@@ -45,12 +45,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from offline_tools.training.export import export_learner, export_peft, served_composition
+    from offline_tools.training.export import export_learner, export_peft
 
-    if args.composition is not None:
-        if args.peft is not None:
-            raise UsageError("--composition sets an --output learner's served default; a PEFT adapter has none")
-        served_composition(args.composition)   # a bad spec stops here, before anything is loaded
+    if args.composition is not None and args.peft is not None:
+        raise UsageError("--composition sets an --output learner's served default; a PEFT adapter has none")
     if args.peft is not None:
         report = export_peft(args.checkpoint, args.peft, args.weights_dtype or "float32")
     else:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from engine.composition import softmax_weights, weighable
+from engine.composition import likelihood_weights, softmax_weights, weighable
 from models import build_prompt, format_passage
 from models.gradients import _pad_right, _passage_ids, passage_losses, tokenize_passages
 from offline_tools.datasets.augmented import AugmentedRecord
@@ -59,7 +59,7 @@ def task_weights(record: AugmentedRecord, top_k: int, temperature: torch.Tensor 
     if likelihoods is not None:
         if temperature is None or len(likelihoods) < 2:
             return None
-        return len(likelihoods) * torch.softmax(torch.tensor(likelihoods, device=device) / temperature, dim=0)
+        return likelihood_weights(torch.tensor(likelihoods, device=device), temperature)
     scores = [score for _, score in _kept(record, top_k)]
     if temperature is None or not weighable(scores):
         return None

@@ -266,11 +266,10 @@ class TaskComposition:
             return [None] * len(records)
         from offline_tools.training.meta import task_likelihoods
 
-        keys = [(r.id, r.question) for r in records]
-        new = [r for r, key in zip(records, keys) if key not in self._likelihoods]
+        new = {(r.id, r.question): r for r in records if (r.id, r.question) not in self._likelihoods}
         if new:
-            self._likelihoods.update(zip([(r.id, r.question) for r in new], task_likelihoods(learner, new, top_k)))
-        return [self._likelihoods[key] for key in keys]
+            self._likelihoods.update(zip(new, task_likelihoods(learner, list(new.values()), top_k)))
+        return [self._likelihoods[(r.id, r.question)] for r in records]
 
     def spec(self) -> str:
         """What the learner is saved with as its served composition, e.g. `softmax:0.1`."""
