@@ -78,23 +78,25 @@ def question_likelihoods(learner: Learner, requests: Sequence[tuple[str, Sequenc
 
 def _score_chunk(learner: Learner, sequences: list[tuple[list[int], int]]) -> list[float]:
     """One right-padded forward; the LM head runs on the question's positions only (the vocabulary is
-    49k wide: on every position of a 16 x 300 batch its logits alone would be half a GB)."""
+    49k wide: on every position of a 16 x 300 batch its logits alone would be half a GB).
+
+    No attention mask: with right padding and causal attention a real token never sees a pad (pads
+    only follow it), so the plain causal kernel gives the real positions exactly what a mask would.
+    Every row is switched off, so the LoRA layers run the base weights alone (`RowLoraLinear`)."""
     from models.decoding import attention_implementation
 
     device = learner.device
     width = max(len(ids) for ids, _ in sequences)
     input_ids = torch.zeros((len(sequences), width), dtype=torch.long, device=device)
-    attention = torch.zeros((len(sequences), width), dtype=torch.long, device=device)
     for i, (ids, _) in enumerate(sequences):
         input_ids[i, : len(ids)] = torch.tensor(ids, device=device)
-        attention[i, : len(ids)] = 1
     causal_lm = learner.model.get_base_model()
     everyone = torch.arange(len(sequences), device=device)
     with learner.using_rows(RowAdapters.switched_off(everyone, len(sequences))), \
             attention_implementation(causal_lm, "sdpa"):
-        hidden = causal_lm.get_decoder()(input_ids=input_ids, attention_mask=attention).last_hidden_state
+        hidden = causal_lm.get_decoder()(input_ids=input_ids).last_hidden_state
     # Position t predicts token t + 1: the question's tokens [start, end) are predicted from [start - 1, end - 1).
-    target = torch.zeros_like(attention, dtype=torch.bool)
+    target = torch.zeros_like(input_ids, dtype=torch.bool)
     for i, (ids, start) in enumerate(sequences):
         target[i, start : len(ids)] = True
     predictors = torch.roll(target, -1, dims=1)

@@ -87,6 +87,11 @@ class RowAdapters:
     def has_off_rows(self) -> bool:
         return self.off is not None and self.off.numel() > 0
 
+    @property
+    def all_off(self) -> bool:
+        """Every row of the batch runs the base model: a layer skips its LoRA entirely."""
+        return self.has_off_rows and self.off.numel() == self.batch_size and not self.rows.numel()
+
 
 @dataclass(frozen=True)
 class PackedRows:
@@ -133,8 +138,10 @@ class RowLoraLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         result = self.base_layer(x)                                   # W x, in the base dtype
-        x = x.to(self.lora_A["default"].weight.dtype)                 # LoRA runs in fp32
         rows = self.slot.current
+        if isinstance(rows, RowAdapters) and rows.all_off and rows.batch_size == x.shape[0]:
+            return result                      # the base model alone (the relevance scoring, `*_base` batches)
+        x = x.to(self.lora_A["default"].weight.dtype)                 # LoRA runs in fp32
         if isinstance(rows, PackedRows):                              # (1, L, d_in): parts of their own
             if x.shape[0] != 1 or x.shape[1] != sum(n * t for n, t, _ in rows.parts):
                 raise ModelError(f"a packed forward of {tuple(x.shape[:2])} tokens does not match its parts "

@@ -119,3 +119,27 @@ def test_the_shipped_learner_switched_off_is_the_bundled_base_model():
     assert torch.allclose(logits[0], own, atol=1e-3, rtol=1e-3)
     assert not torch.allclose(logits[1], own, atol=1e-2)                 # the learner's LoRA is not zero
     assert logits[0].argmax() == own.argmax()
+
+
+def test_a_batch_of_only_base_rows_skips_the_lora_and_stays_the_base_model(tiny_learner):
+    """When every row is switched off (the relevance scoring, a batch of `*_base` requests alone) the
+    layers run W x only: no LoRA matmul at all, and the logits are still the base model's."""
+    base = _base_model_of(tiny_learner)
+    requests = [AnswerRequest(QUESTION, base=True), AnswerRequest("Which film?", base=True)]
+    lora_calls = []
+    hooks = [module.register_forward_hook(lambda *_: lora_calls.append(1))
+             for name, module in tiny_learner.model.named_modules() if name.endswith("lora_A.default")]
+    try:
+        batched = next_token_logits(tiny_learner, requests)
+        assert not lora_calls                                      # the fast path: no LoRA term computed
+        next_token_logits(tiny_learner, [*requests, AnswerRequest(QUESTION)])
+        assert lora_calls                                          # one learner row: every layer runs its LoRA
+    finally:
+        for hook in hooks:
+            hook.remove()
+    from models import build_prompt
+
+    tok = tiny_learner.tokenizer
+    for row, r in zip(batched, requests, strict=True):
+        own = _own_logits(base, tok, build_prompt(tok, r.question, r.answer_type, r.choices, r.context))
+        assert torch.allclose(row, own, atol=1e-5)
