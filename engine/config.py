@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from models.relevance import DEFAULT_PREFIX_CACHE_BYTES
+
 __all__ = ["EngineConfig", "DEFAULT_TANTIVY_INDEX", "DEFAULT_ES_INDEX"]
 
 DEFAULT_TANTIVY_INDEX = "artifacts/index"
@@ -30,6 +32,8 @@ class EngineConfig:
         composition: how passage gradients are combined when a request does not say (`sum`, `softmax[:T]`,
             `likelihood[:T]`); None = the learner's own (its learner.json), else
             `engine.composition.DEFAULT_COMPOSITION`.
+        relevance_cache_mb: memory for the passage prompts' KV caches that the `likelihood` scoring
+            keeps (0: none kept).
     """
 
     checkpoint: Path | None = None
@@ -47,6 +51,7 @@ class EngineConfig:
     write_back: bool = False
     encode_batch_size: int = 8
     composition: str | None = None
+    relevance_cache_mb: int = DEFAULT_PREFIX_CACHE_BYTES // 2**20
 
     @property
     def index_name(self) -> str:

@@ -32,7 +32,8 @@ from gradient_store.errors import StoreLockedError
 from models import AnswerRequest as GenerationRequest
 from models import Learner, format_passage, generate_answers, load_preset, passage_gradients
 from models.base import resolve_device, resolve_dtype
-from models.relevance import question_likelihoods
+from models.relevance import DEFAULT_PREFIX_CACHE_BYTES, question_likelihoods
+from models.tensor_cache import TensorCache
 from retrieval.passage import Passage, normalize_whitespace, passage_id
 
 __all__ = ["Engine", "open_store"]
@@ -72,6 +73,9 @@ class Engine:
         composition: how a request's passage gradients are combined when it does not say.
         gradient_cache: keeps computed gradients in memory by passage id (content hash for given
             passages); default a `GradientCache()`.
+        relevance_cache: keeps each passage prompt's KV cache for the `likelihood` composition's
+            scoring (`models.relevance`), so a passage asked about again scores its question alone;
+            default `DEFAULT_PREFIX_CACHE_BYTES` of it.
         store_lock_timeout_s: how long `add_documents` waits for the store's writer lock, which another
             process may hold (another replica's add: milliseconds; a `regrad encode` run: hours). It
             waits on the model thread, so it is short; past it, StoreLockedError (HTTP 503).
@@ -88,6 +92,7 @@ class Engine:
         encode_batch_size: int = 8,
         composition: Composition = DEFAULT_COMPOSITION,
         gradient_cache: GradientCache | None = None,
+        relevance_cache: TensorCache | None = None,
         store_lock_timeout_s: float = 2.0,
     ) -> None:
         if missing_gradients not in ("compute", "skip"):
@@ -102,6 +107,8 @@ class Engine:
         self.encode_batch_size = encode_batch_size
         self.composition = composition
         self.gradient_cache = gradient_cache if gradient_cache is not None else GradientCache()
+        self.relevance_cache = (relevance_cache if relevance_cache is not None
+                                else TensorCache(DEFAULT_PREFIX_CACHE_BYTES))
         self.store_lock_timeout_s = store_lock_timeout_s
         self.fingerprint = learner.fingerprint  # computed once: it hashes every LoRA weight
 
@@ -147,6 +154,7 @@ class Engine:
             write_back=config.write_back,
             encode_batch_size=config.encode_batch_size,
             composition=_served_composition(config.composition or learner.composition),
+            relevance_cache=TensorCache(config.relevance_cache_mb * 2**20),
         )
 
     def close(self) -> None:
@@ -304,7 +312,8 @@ class Engine:
             return {}
         try:
             scores = question_likelihoods(
-                self.learner, [(row.request.retrieval_query or row.request.question, row.passages) for row in chosen])
+                self.learner, [(row.request.retrieval_query or row.request.question, row.passages) for row in chosen],
+                cache=self.relevance_cache)
         except Exception as error:  # e.g. out of memory: these rows fail, the others still answer
             logger.exception("scoring %d rows' passages failed", len(chosen))
             for row in chosen:

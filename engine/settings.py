@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from engine.composition import Composition
 from engine.config import EngineConfig
+from models.relevance import DEFAULT_PREFIX_CACHE_BYTES
 
 __all__ = ["EngineSettings", "MissingGradientPolicy", "SHIPPED_LEARNER", "shipped_checkpoint"]
 
@@ -74,6 +75,9 @@ class EngineSettings(BaseSettings):
             `softmax` or `softmax:T` (weights from the retrieval scores), `likelihood` or `likelihood:T`
             (weights from the base model's likelihood of the question given each passage); unset = the
             learner's own, else the engine's default.
+        relevance_cache_mb: memory (MiB) for the passage prompts' KV caches the `likelihood` scoring
+            keeps, least recently used first out: a passage scored again runs only the question's
+            tokens (0: keep none).
     """
 
     model_config = SettingsConfigDict(
@@ -100,6 +104,8 @@ class EngineSettings(BaseSettings):
     missing_gradients: Literal["compute", "skip"] = Field("compute", description="compute | skip")
     write_back: bool = Field(False, description="store gradients computed for misses")
     composition: str | None = Field(None, description="default combination: sum | softmax[:T] | likelihood[:T]")
+    relevance_cache_mb: int = Field(DEFAULT_PREFIX_CACHE_BYTES // 2**20, ge=0, le=1_000_000,
+                                    description="MiB of passage prompt KV kept for the likelihood scoring (0: none)")
 
     @field_validator("retriever_backend")
     @classmethod
@@ -157,6 +163,7 @@ class EngineSettings(BaseSettings):
             missing_gradients=self.missing_gradients,
             write_back=self.write_back,
             composition=self.composition,
+            relevance_cache_mb=self.relevance_cache_mb,
             # encode_batch_size: EngineConfig's default (no setting)
         )
         if config.checkpoint is None:

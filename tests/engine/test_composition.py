@@ -164,6 +164,25 @@ def test_likelihood_weights_come_from_the_question_given_each_passage(engine):
     assert answer.composition == "likelihood:0.05" and sum(p.weight for p in answer.passages) == pytest.approx(3.0)
 
 
+def test_a_passage_scored_again_reads_its_prompt_from_the_engines_relevance_cache(engine, monkeypatch):
+    """The engine keeps each scored passage prompt's KV: a second question over the same passages adds
+    no entry and hits, and its weights are those of a scoring without any cache."""
+    from models.tensor_cache import TensorCache
+
+    monkeypatch.setattr(engine, "relevance_cache", TensorCache(2**28))
+    composition = Composition("likelihood", 0.05)
+    question = "On which island did Ada Quillmore keep the lighthouse?"
+    engine.answer_batch([Question(question, composition=composition, max_new_tokens=2)])
+    entries, hits = len(engine.relevance_cache), engine.relevance_cache.hits
+    assert entries == 3
+    again = "Which lighthouse did Ada Quillmore keep?"
+    [row] = engine.begin([Question(again, top_k=3, composition=composition, retrieval_query=question)])
+    engine.complete([row])
+    assert len(engine.relevance_cache) == entries and engine.relevance_cache.hits == hits + 3
+    [cold] = question_likelihoods(engine.learner, [(question, row.passages)])
+    assert row.weights == pytest.approx(composition.weights(cold), rel=1e-4)
+
+
 def test_likelihood_weighs_a_callers_own_unscored_passages(engine):
     from engine.types import GivenPassage
 

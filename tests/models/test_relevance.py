@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from models.relevance import question_likelihoods, relevance_prompt
+from models.tensor_cache import TensorCache
 from retrieval.passage import Passage
 from tests.conftest import make_tiny_base
 
@@ -58,6 +59,41 @@ def test_long_passages_are_cut_and_empty_questions_score_zero(tiny_learner):
     assert question_likelihoods(tiny_learner, [("", FACTS[:2])]) == [[0.0, 0.0]]
 
 
+def test_a_warm_prompt_cache_gives_the_same_scores_and_runs_no_passage_tokens(tiny_learner, monkeypatch):
+    """The second question over the same passages reads their prompts' KV from the cache: the decoder
+    then sees only each pair's last prompt token and question, and the scores equal the cold ones."""
+    import models.relevance as relevance
+
+    cache = TensorCache(max_bytes=2**26)
+    cold = question_likelihoods(tiny_learner, [("Who keeps beehives?", FACTS)], cache=cache)
+    assert len(cache) == 3 and cache.misses == 3 and cache.hits == 0
+    widths = []
+    prefix_pass = relevance._prefix_pass
+    monkeypatch.setattr(relevance, "_prefix_pass", lambda learner, p: widths.append(len(p)) or prefix_pass(learner, p))
+    question = "What is the birth year of Nato Ishibayashi?"
+    warm = question_likelihoods(tiny_learner, [(question, FACTS), ("Who keeps beehives?", FACTS)], cache=cache)
+    assert widths == [] and cache.hits == 3              # each distinct prompt read once; no passage ran again
+    assert warm[1] == pytest.approx(cold[0], abs=1e-5)
+    widths.clear()
+    assert warm[0] == pytest.approx(question_likelihoods(tiny_learner, [(question, FACTS)])[0], abs=1e-5)
+    assert widths == [3]                                                      # no cache: every prompt runs
+    widths.clear()
+    # Another cut of a passage is another prompt, not a stale entry.
+    question_likelihoods(tiny_learner, [("Which word?", [FACTS[0]])], cache=cache, max_passage_tokens=3)
+    assert len(cache) == 4 and widths == [1]
+
+
+def test_the_prompt_cache_keeps_to_its_byte_budget(tiny_learner):
+    one = TensorCache(max_bytes=2**26)
+    question_likelihoods(tiny_learner, [("Who?", FACTS[:1])], cache=one)
+    entry_bytes = one.bytes
+    small = TensorCache(max_bytes=entry_bytes * 2 + entry_bytes // 2)
+    question_likelihoods(tiny_learner, [("Who?", FACTS)], cache=small)
+    assert len(small) == 2 and small.bytes <= small.max_bytes
+    small.clear()
+    assert len(small) == 0 and small.bytes == 0
+
+
 @pytest.mark.integration
 def test_on_the_real_model_the_fact_asked_for_explains_the_question_best(real_learner):
     """BM25 ranks the profession sentence first for this question (the words "birth year" are in
@@ -66,3 +102,25 @@ def test_on_the_real_model_the_fact_asked_for_explains_the_question_best(real_le
     question = "What is the birth year of Nato Ishibayashi?"
     [[profession, birth, someone_else]] = question_likelihoods(real_learner, [(question, [*FACTS[:2], other])])
     assert birth > profession > someone_else
+
+
+@pytest.mark.integration
+def test_on_the_real_model_cached_prompts_score_as_a_whole_forward(real_learner):
+    """The two passes (prompt KV cached, then the question) give what one forward over prompt and
+    question gives (the untrained learner's LoRA B is zero: its plain forward is the base model's)."""
+    question = "What is the birth year of Nato Ishibayashi?"
+    cache = TensorCache(max_bytes=2**28)
+    question_likelihoods(real_learner, [(question, FACTS)], cache=cache)
+    warm = question_likelihoods(real_learner, [(question, FACTS)], cache=cache)[0]
+    causal_lm = real_learner.model.get_base_model()
+    tok = real_learner.tokenizer
+    q = tok(" " + question, add_special_tokens=False).input_ids
+    with torch.no_grad():
+        for passage, score in zip(FACTS, warm, strict=True):
+            before, after = relevance_prompt(passage)
+            prefix = [*tok(before, add_special_tokens=False).input_ids,
+                      *tok(passage.text, add_special_tokens=False).input_ids,
+                      *tok(after, add_special_tokens=False).input_ids]
+            logits = causal_lm(input_ids=torch.tensor([prefix + q])).logits[0].float()
+            whole = logits[len(prefix) - 1 : -1].log_softmax(-1).gather(1, torch.tensor(q)[:, None]).mean().item()
+            assert score == pytest.approx(whole, abs=1e-3)

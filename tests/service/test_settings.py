@@ -107,7 +107,7 @@ def test_every_engine_setting_reaches_the_engine_config(tmp_path):
     values = dict(checkpoint=tmp_path, preset="tiny-preset", store=tmp_path / "store", retriever_backend="hybrid",
                   index="idx", es_url="http://es:9200", es_timeout_s=3.5, es_max_retries=4, device="cpu",
                   dtype="float32", torch_threads=3, missing_gradients="skip", write_back=True,
-                  composition="softmax:0.2")
+                  composition="softmax:0.2", relevance_cache_mb=64)
     without_setting = {"encode_batch_size"}
     assert set(values) | without_setting == {f.name for f in dataclasses.fields(EngineConfig)}
     config = Settings(_env_file=None, **values).engine_config()
