@@ -5,12 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.relevance import DEFAULT_PREFIX_CACHE_BYTES
-
-__all__ = ["EngineConfig", "DEFAULT_TANTIVY_INDEX", "DEFAULT_ES_INDEX"]
+__all__ = ["EngineConfig", "DEFAULT_TANTIVY_INDEX", "DEFAULT_ES_INDEX", "DEFAULT_RELEVANCE_CACHE_MB"]
 
 DEFAULT_TANTIVY_INDEX = "artifacts/index"
 DEFAULT_ES_INDEX = "regrad"
+DEFAULT_RELEVANCE_CACHE_MB = 256   # ~75 SmolLM2-135M prompts of 150 tokens (23 KB a token in bf16)
 
 
 @dataclass
@@ -51,7 +50,7 @@ class EngineConfig:
     write_back: bool = False
     encode_batch_size: int = 8
     composition: str | None = None
-    relevance_cache_mb: int = DEFAULT_PREFIX_CACHE_BYTES // 2**20
+    relevance_cache_mb: int = DEFAULT_RELEVANCE_CACHE_MB
 
     @property
     def index_name(self) -> str:

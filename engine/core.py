@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from engine.composition import DEFAULT_COMPOSITION, Composition
-from engine.config import EngineConfig
+from engine.config import DEFAULT_RELEVANCE_CACHE_MB, EngineConfig
 from engine.errors import DocumentConflictError
 from engine.gradient_cache import GradientCache
 from engine.modes import ModeSpec, mode_spec
@@ -32,7 +32,7 @@ from gradient_store.errors import StoreLockedError
 from models import AnswerRequest as GenerationRequest
 from models import Learner, format_passage, generate_answers, load_preset, passage_gradients
 from models.base import resolve_device, resolve_dtype
-from models.relevance import DEFAULT_PREFIX_CACHE_BYTES, question_likelihoods
+from models.relevance import question_likelihoods
 from models.tensor_cache import TensorCache
 from retrieval.passage import Passage, normalize_whitespace, passage_id
 
@@ -75,7 +75,7 @@ class Engine:
             passages); default a `GradientCache()`.
         relevance_cache: keeps each passage prompt's KV cache for the `likelihood` composition's
             scoring (`models.relevance`), so a passage asked about again scores its question alone;
-            default `DEFAULT_PREFIX_CACHE_BYTES` of it.
+            default `DEFAULT_RELEVANCE_CACHE_MB` MiB of it.
         store_lock_timeout_s: how long `add_documents` waits for the store's writer lock, which another
             process may hold (another replica's add: milliseconds; a `regrad encode` run: hours). It
             waits on the model thread, so it is short; past it, StoreLockedError (HTTP 503).
@@ -108,7 +108,7 @@ class Engine:
         self.composition = composition
         self.gradient_cache = gradient_cache if gradient_cache is not None else GradientCache()
         self.relevance_cache = (relevance_cache if relevance_cache is not None
-                                else TensorCache(DEFAULT_PREFIX_CACHE_BYTES))
+                                else TensorCache(DEFAULT_RELEVANCE_CACHE_MB * 2**20))
         self.store_lock_timeout_s = store_lock_timeout_s
         self.fingerprint = learner.fingerprint  # computed once: it hashes every LoRA weight
 

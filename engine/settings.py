@@ -15,8 +15,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from engine.composition import Composition
-from engine.config import EngineConfig
-from models.relevance import DEFAULT_PREFIX_CACHE_BYTES
+from engine.config import DEFAULT_RELEVANCE_CACHE_MB, EngineConfig
 
 __all__ = ["EngineSettings", "MissingGradientPolicy", "SHIPPED_LEARNER", "shipped_checkpoint"]
 
@@ -104,7 +103,7 @@ class EngineSettings(BaseSettings):
     missing_gradients: Literal["compute", "skip"] = Field("compute", description="compute | skip")
     write_back: bool = Field(False, description="store gradients computed for misses")
     composition: str | None = Field(None, description="default combination: sum | softmax[:T] | likelihood[:T]")
-    relevance_cache_mb: int = Field(DEFAULT_PREFIX_CACHE_BYTES // 2**20, ge=0, le=1_000_000,
+    relevance_cache_mb: int = Field(DEFAULT_RELEVANCE_CACHE_MB, ge=0, le=1_000_000,
                                     description="MiB of passage prompt KV kept for the likelihood scoring (0: none)")
 
     @field_validator("retriever_backend")

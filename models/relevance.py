@@ -34,10 +34,9 @@ from models.tensor_cache import TensorCache
 if TYPE_CHECKING:
     from models.learner import Learner
 
-__all__ = ["question_likelihoods", "relevance_prompt", "MAX_PASSAGE_TOKENS", "DEFAULT_PREFIX_CACHE_BYTES"]
+__all__ = ["question_likelihoods", "relevance_prompt", "MAX_PASSAGE_TOKENS"]
 
 MAX_PASSAGE_TOKENS = 256   # a longer passage is scored on its first 256 tokens
-DEFAULT_PREFIX_CACHE_BYTES = 256 * 2**20   # ~75 SmolLM2-135M prompts of 150 tokens (23 KB a token in bf16)
 _BATCH_PAIRS = 16          # prompts, or (question, passage) pairs, per forward
 
 

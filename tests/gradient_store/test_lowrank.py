@@ -83,7 +83,8 @@ def test_weighted_add_into_equals_weight_times_decode(codec):
         codec.add_into(out, data[i], scales[i], weight=weight)
     expected = 2.5 * codec.decode(data[0], scales[0]) - codec.decode(data[1], scales[1]) + 0.25 * codec.decode(
         data[2], scales[2])
-    assert torch.allclose(out, expected, rtol=1e-5, atol=1e-9)
+    # float32 rounding of the two orders of summation, near-cancelling entries included: ~1e-7 of the row's scale
+    assert torch.allclose(out, expected, rtol=1e-5, atol=1e-6 * float(expected.abs().max()))
     assert torch.equal(scales, codec.encode(x)[1])  # the weight never touches the stored scales
 
 
