@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # ---- knobs ----------------------------------------------------------------------------------
 CLIENTS = 8
-REQUESTS = 48                   # per way (after a warm-up of 8)
+REQUESTS = 48                   # per way (after a warm-up of 8: `--warmup`)
 TOP_K = 3
 MAX_NEW_TOKENS = 20
 MAX_ROWS = 16
@@ -140,17 +140,24 @@ def continuous(root: Path, questions: list[str], args, budget: int | None) -> di
     from engine.core import Engine
     from engine.scheduler import ContinuousScheduler
 
+    cache = {"relevance_cache_mb": args.relevance_cache_mb} if args.relevance_cache_mb is not None else {}
     config = EngineConfig(checkpoint=root / "checkpoint", store=root / "store", index=str(root / "index"),
-                          device="cpu", dtype=args.dtype, composition=args.composition)
+                          device="cpu", dtype=args.dtype, composition=args.composition, **cache)
     fused = {"prefill_budget_tokens": budget} if budget else {}   # (so that the bench runs on older code too)
     scheduler = ContinuousScheduler(max_rows=MAX_ROWS, join_wait_ms=JOIN_WAIT_MS, **fused)
     scheduler.start(lambda: Engine.from_config(config))
     lengths = UNEVEN_LENGTHS if args.uneven else (MAX_NEW_TOKENS,)
     clock = PhaseClock() if args.phases else None
     try:
-        closed_loop(scheduler, questions, "regrad", CLIENTS, lengths)            # warm-up
+        closed_loop(scheduler, questions, "regrad", args.warmup, lengths)        # warm-up
+        relevance = getattr(scheduler.engine, "relevance_cache", None)          # (absent on older code)
+        before = (relevance.hits, relevance.misses) if relevance is not None else (0, 0)
         result = {mode: closed_loop(scheduler, questions, mode, args.requests, lengths, clock)
                   for mode in ("regrad", "closed_book")}
+        if relevance is not None:   # the likelihood scoring's prompt cache over the measured requests
+            result["regrad"]["relevance_cache"] = {"hits": relevance.hits - before[0],
+                                                   "misses": relevance.misses - before[1],
+                                                   "max_mb": relevance.max_bytes // 2**20}
     finally:
         scheduler.stop()
         scheduler.engine.close()
@@ -209,6 +216,11 @@ def main() -> None:
     parser.add_argument("--uneven", action="store_true", help=f"max_new_tokens cycling {UNEVEN_LENGTHS}")
     parser.add_argument("--composition", metavar="SPEC", help="the engine's default composition (default: the "
                         "learner's served default; figures before the likelihood default used softmax:0.4)")
+    parser.add_argument("--warmup", type=int, default=CLIENTS, metavar="N",
+                        help=f"regrad requests before the measured ones (default {CLIENTS}; 32 = every question "
+                        "once: with a relevance cache that holds them, the likelihood scoring is then warm)")
+    parser.add_argument("--relevance-cache-mb", type=int, metavar="MB",
+                        help="the likelihood scoring's prompt KV cache (default: the engine's)")
     parser.add_argument("--prefill-budget-tokens", type=int, default=0, metavar="N",
                         help="also run continuous with newcomers prefilled inside the decode step (0: not)")
     parser.add_argument("--skip-inplace", action="store_true")
@@ -237,6 +249,8 @@ def main() -> None:
                 print(f"{way:>16} {mode:<11}: {figures['per_cpu_s']:6.2f} req/CPU-s  ({figures['per_wall_s']:5.2f} "
                       f"req/s wall, p95 {figures['p95_wall_ms']} ms), answers of {figures['answer_tokens_mean']} "
                       "tokens on average")
+                if "relevance_cache" in figures:
+                    print(f"{'':>30}relevance cache: {figures['relevance_cache']}")
                 for phase, spent in figures.get("phases", {}).items():
                     print(f"{'':>30}{phase:<16} {spent['ms']:7.1f} ms/request ({spent['calls']} calls)")
     cont = record["continuous"]

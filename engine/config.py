@@ -9,7 +9,7 @@ __all__ = ["EngineConfig", "DEFAULT_TANTIVY_INDEX", "DEFAULT_ES_INDEX", "DEFAULT
 
 DEFAULT_TANTIVY_INDEX = "artifacts/index"
 DEFAULT_ES_INDEX = "regrad"
-DEFAULT_RELEVANCE_CACHE_MB = 256   # ~75 SmolLM2-135M prompts of 150 tokens (23 KB a token in bf16)
+DEFAULT_RELEVANCE_CACHE_MB = 1024  # ~300 SmolLM2-135M passage prompts of 155 tokens (23 KB a token in bf16)
 
 
 @dataclass

@@ -87,7 +87,9 @@ def question_likelihoods(learner: Learner, requests: Sequence[tuple[str, Sequenc
             if cache is not None:
                 cache.put(key, entry)
     scores = [0.0] * len(pairs)
-    scored = sorted((i for i, (_, q) in enumerate(pairs) if q), key=lambda i: -kv[pairs[i][0]].shape[3])
+    # Grouped by question length first (the question tokens are what runs), then by cached width.
+    scored = sorted((i for i, (_, q) in enumerate(pairs) if q),
+                    key=lambda i: (-len(pairs[i][1]), -kv[pairs[i][0]].shape[3]))
     for start in range(0, len(scored), _BATCH_PAIRS):
         chunk = scored[start : start + _BATCH_PAIRS]
         items = [(kv[pairs[i][0]], [prompts[pairs[i][0]][-1], *pairs[i][1]]) for i in chunk]
