@@ -37,7 +37,8 @@ if TYPE_CHECKING:
 __all__ = ["question_likelihoods", "relevance_prompt", "MAX_PASSAGE_TOKENS"]
 
 MAX_PASSAGE_TOKENS = 256   # a longer passage is scored on its first 256 tokens
-_BATCH_PAIRS = 16          # prompts, or (question, passage) pairs, per forward
+_BATCH_PAIRS = 16          # prompts, or (question, passage) pairs, per forward, at most
+_PAD_SLACK = 0.1           # and a forward's padded tokens at most 10 % over its real ones
 
 
 class _Text(Protocol):
@@ -80,8 +81,7 @@ def question_likelihoods(learner: Learner, requests: Sequence[tuple[str, Sequenc
         if cache is not None and (entry := cache.get(key)) is not None:
             kv[key] = entry
     missing = sorted((key for key in prompts if key not in kv), key=lambda k: -len(prompts[k]))
-    for start in range(0, len(missing), _BATCH_PAIRS):
-        chunk = missing[start : start + _BATCH_PAIRS]
+    for chunk in _length_groups(missing, [len(prompts[k]) for k in missing]):
         for key, entry in zip(chunk, _prefix_pass(learner, [prompts[k][:-1] for k in chunk]), strict=True):
             kv[key] = entry
             if cache is not None:
@@ -90,8 +90,7 @@ def question_likelihoods(learner: Learner, requests: Sequence[tuple[str, Sequenc
     # Grouped by question length first (the question tokens are what runs), then by cached width.
     scored = sorted((i for i, (_, q) in enumerate(pairs) if q),
                     key=lambda i: (-len(pairs[i][1]), -kv[pairs[i][0]].shape[3]))
-    for start in range(0, len(scored), _BATCH_PAIRS):
-        chunk = scored[start : start + _BATCH_PAIRS]
+    for chunk in _length_groups(scored, [len(pairs[i][1]) for i in scored]):
         items = [(kv[pairs[i][0]], [prompts[pairs[i][0]][-1], *pairs[i][1]]) for i in chunk]
         for i, score in zip(chunk, _question_pass(learner, items), strict=True):
             scores[i] = score
@@ -100,6 +99,24 @@ def question_likelihoods(learner: Learner, requests: Sequence[tuple[str, Sequenc
         out.append(scores[at:at + len(passages)])
         at += len(passages)
     return out
+
+
+def _length_groups(items: list, lengths: list[int]) -> list[list]:
+    """`items`, sorted by `lengths` descending, cut into forwards of at most `_BATCH_PAIRS` whose padding
+    to their first (longest) item stays within `_PAD_SLACK` of their real tokens. On a CPU a token costs
+    about the same in a forward of 1 or of 16, so padding is the waste: HotpotQA passage prompts of
+    98-180 tokens in one forward of 16 ran 32 % padding and took 1.26x the grouped forwards' time."""
+    groups: list[list] = []
+    start = 0
+    while start < len(items):
+        end, real = start + 1, lengths[start]
+        while (end < len(items) and end - start < _BATCH_PAIRS
+               and lengths[start] * (end + 1 - start) <= (1 + _PAD_SLACK) * (real + lengths[end])):
+            real += lengths[end]
+            end += 1
+        groups.append(items[start:end])
+        start = end
+    return groups
 
 
 def _prompt_key(learner: Learner, ids: list[int]) -> str:

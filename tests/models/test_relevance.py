@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.relevance import question_likelihoods, relevance_prompt
+from models.relevance import _BATCH_PAIRS, _PAD_SLACK, _length_groups, question_likelihoods, relevance_prompt
 from models.tensor_cache import TensorCache
 from retrieval.passage import Passage
 from tests.conftest import make_tiny_base
@@ -40,6 +40,17 @@ def test_batched_scores_equal_each_pair_alone_and_the_base_models_own(tiny_learn
             assert score == pytest.approx(question_likelihoods(tiny_learner, [(question, [passage])])[0][0], abs=1e-5)
             assert score == pytest.approx(_by_hand(question, passage), abs=1e-4)
             assert score < 0
+
+
+def test_forwards_are_grouped_so_that_padding_stays_small_and_every_item_runs_once():
+    lengths = [180, 180, 180, 165, 153, 143, 136, 131, 128, 125, 118, 116, 111, 107, 105, 98] + [20] * 40
+    groups = _length_groups(list(range(len(lengths))), lengths)
+    assert [i for group in groups for i in group] == list(range(len(lengths)))   # all, once, in order
+    for group in groups:
+        real = sum(lengths[i] for i in group)
+        assert len(group) <= _BATCH_PAIRS and lengths[group[0]] * len(group) <= (1 + _PAD_SLACK) * real
+    assert len(groups) < 16 and [len(g) for g in groups[-3:]] == [16, 16, 8]   # alike lengths still batch
+    assert _length_groups([], []) == []
 
 
 def test_the_learners_lora_does_not_move_the_scores(tiny_learner_factory):
@@ -76,7 +87,7 @@ def test_a_warm_prompt_cache_gives_the_same_scores_and_runs_no_passage_tokens(ti
     assert warm[1] == pytest.approx(cold[0], abs=1e-5)
     widths.clear()
     assert warm[0] == pytest.approx(question_likelihoods(tiny_learner, [(question, FACTS)])[0], abs=1e-5)
-    assert widths == [3]                                                      # no cache: every prompt runs
+    assert sum(widths) == 3                                     # no cache: every prompt runs (grouped by length)
     widths.clear()
     # Another cut of a passage is another prompt, not a stale entry.
     question_likelihoods(tiny_learner, [("Which word?", [FACTS[0]])], cache=cache, max_passage_tokens=3)
