@@ -1,11 +1,12 @@
 """The Gradient Bank: precomputed passage gradients in sharded safetensors files plus a SQLite index.
 
 See docs/gradient-store.md for the on-disk format and the guarantees (atomic appends, crash safety,
-corruption detection). This package never imports `models`: a learner is described by plain data,
+corruption detection, compaction). This package never imports `models`: a learner is described by plain data,
 its fingerprint and its parameter layout.
 """
 
 from gradient_store.codecs import CODECS, DEFAULT_CODEC, Codec, get_codec
+from gradient_store.compact import CompactReport, compact_store
 from gradient_store.errors import (
     CorruptShardError,
     DuplicateIdError,
@@ -31,6 +32,8 @@ __all__ = [
     "VerifyReport",
     "MergeReport",
     "merge_stores",
+    "CompactReport",
+    "compact_store",
     "Codec",
     "CODECS",
     "DEFAULT_CODEC",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 __all__ = ["RowCache"]
@@ -50,6 +50,14 @@ class RowCache:
             while self.bytes > self.max_bytes:
                 _, (_, evicted) = self._items.popitem(last=False)
                 self.bytes -= evicted
+
+    def discard(self, predicate: Callable[[Hashable], bool]) -> int:
+        """Drop the items whose key satisfies `predicate`; returns how many."""
+        with self._lock:
+            keys = [key for key in self._items if predicate(key)]
+            for key in keys:
+                self.bytes -= self._items.pop(key)[1]
+        return len(keys)
 
     def clear(self) -> None:
         with self._lock:

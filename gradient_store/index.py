@@ -1,7 +1,9 @@
 """`index.sqlite`: passage id → (shard, row, CRC32), and the shard table. Its transaction is the commit point.
 
 The `shards` table is the store's only shard list (name, rows, bytes, sha256 of every shard file);
-`verify` checks the files against it.
+`verify` checks the files against it. Shard ids only grow: a writer registers `max + 1, max + 2, …` and
+`compact` retires shards (deletes their records) without ever reusing an id, so a shard id names one
+file's contents for the store's whole life, and `max(shard_id) + 1 - count` counts the retired shards.
 
 WAL mode lets readers (other processes, or the same process through another connection) look rows
 up while a writer commits; a reader always sees whole commits.
@@ -11,10 +13,11 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from gradient_store.errors import StoreError
 from gradient_store.manifest import ShardRecord
 
 __all__ = ["INDEX_NAME", "RowRef", "Index"]
@@ -96,6 +99,13 @@ class Index:
         with self._lock:
             return [r[0] for r in self._conn.execute("SELECT id FROM passages ORDER BY rowid")]
 
+    def ids_in(self, shard_ids: Collection[int]) -> list[str]:
+        """The ids whose rows live in `shard_ids`, in `ids()` order (one pass over the index)."""
+        wanted = set(shard_ids)
+        with self._lock:
+            return [pid for pid, shard_id in self._conn.execute("SELECT id, shard_id FROM passages ORDER BY rowid")
+                    if shard_id in wanted]
+
     def shards(self) -> list[ShardRecord]:
         with self._lock:
             return [
@@ -107,6 +117,30 @@ class Index:
         """The highest registered shard id (None for an empty table), in O(log shards)."""
         with self._lock:
             return self._conn.execute("SELECT max(shard_id) FROM shards").fetchone()[0]
+
+    def retired_shards(self) -> int:
+        """How many shard ids below the highest were retired by `compact` (ids are never reused), in one
+        short query: a reader compares it with its last value to learn that shard files were deleted."""
+        with self._lock:
+            count, top = self._conn.execute("SELECT count(*), max(shard_id) FROM shards").fetchone()
+        return 0 if top is None else top + 1 - count
+
+    def registered(self, shard_ids: Iterable[int]) -> set[int]:
+        """The ids among `shard_ids` that the `shards` table still lists."""
+        unique = list(dict.fromkeys(shard_ids))
+        found: set[int] = set()
+        with self._lock:
+            for i in range(0, len(unique), _SQL_CHUNK):
+                chunk = unique[i : i + _SQL_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                found.update(r[0] for r in self._conn.execute(
+                    f"SELECT shard_id FROM shards WHERE shard_id IN ({marks})", chunk))
+        return found
+
+    def live_rows_by_shard(self) -> dict[int, int]:
+        """`{shard_id: rows the index points at}` (a shard's other rows are garbage); for `compact`."""
+        with self._lock:
+            return dict(self._conn.execute("SELECT shard_id, count(*) FROM passages GROUP BY shard_id"))
 
     def shard(self, shard_id: int) -> ShardRecord:
         """One registered shard's record (KeyError when the index does not list it)."""
@@ -131,7 +165,13 @@ class Index:
 
     # --- the commit -----------------------------------------------------------------------------------------
 
-    def commit(self, shards: list[ShardRecord], rows: Iterable[tuple[str, int, int, int]], replace: bool) -> None:
+    def commit(
+        self,
+        shards: list[ShardRecord],
+        rows: Iterable[tuple[str, int, int, int]],
+        replace: bool,
+        retire: Collection[int] = (),
+    ) -> None:
         """Register new shards and their rows in ONE transaction: all of it becomes visible, or none.
 
         Args:
@@ -139,6 +179,8 @@ class Index:
             rows: `(id, shard_id, row, crc32)`; an id already present is repointed when `replace`,
                 which the writer has checked (it holds the lock), else the insert fails.
             replace: allow repointing existing ids (their old rows become garbage).
+            retire: shard ids to unregister in the same transaction (`compact`: every id they held has been
+                repointed by `rows`). The transaction is rolled back if an id still points at one of them.
         """
         verb = "INSERT INTO passages (id, shard_id, row, crc32) VALUES (?, ?, ?, ?)"
         if replace:
@@ -152,6 +194,16 @@ class Index:
                     [(s.shard_id, s.name, s.rows, s.bytes, s.sha256) for s in shards],
                 )
                 self._conn.executemany(verb, rows)
+                retire = list(retire)
+                for i in range(0, len(retire), _SQL_CHUNK):
+                    chunk = retire[i : i + _SQL_CHUNK]
+                    marks = ",".join("?" * len(chunk))
+                    left = self._conn.execute(
+                        f"SELECT count(*) FROM passages WHERE shard_id IN ({marks})", chunk).fetchone()[0]
+                    if left:
+                        raise StoreError(f"gradient store {self.path.parent}: {left} passage(s) still point at "
+                                         "shards being retired; nothing was changed (a bug: please report it)")
+                    self._conn.execute(f"DELETE FROM shards WHERE shard_id IN ({marks})", chunk)
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise

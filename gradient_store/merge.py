@@ -22,9 +22,9 @@ import torch
 from gradient_store.errors import FingerprintMismatchError, StoreError, StoreMismatchError
 from gradient_store.manifest import MANIFEST_NAME
 from gradient_store.store import GradientStore
-from gradient_store.writer import OnDuplicate
+from gradient_store.writer import OnDuplicate, StoreWriter
 
-__all__ = ["MergeReport", "merge_stores"]
+__all__ = ["MergeReport", "merge_stores", "copy_rows"]
 
 _COPY_ROWS = 64  # rows read from a source per step: bounds the copy's memory to a few rows
 
@@ -76,6 +76,29 @@ def _check_compatible(reference: GradientStore, other: GradientStore) -> None:
 
 def _entry(entry: dict) -> str:
     return f"{entry['name']} {entry['shape']}" if entry else "nothing"
+
+
+def copy_rows(
+    source: GradientStore, ids: Sequence[str], writer: StoreWriter, on_rows: Callable[[int], None] | None = None
+) -> int:
+    """Append the stored rows of `ids` from `source` to `writer`, as stored bytes (each CRC-checked on the way
+    out), a few rows at a time; returns the rows queued. `merge_stores` and `compact_store` copy rows so.
+
+    Raises:
+        CorruptShardError: a row fails its checksum.
+    """
+    copied = 0
+    for start in range(0, len(ids), _COPY_ROWS):
+        chunk = list(ids[start : start + _COPY_ROWS])
+        rows, _, _ = source._fetch(chunk, on_corrupt="raise")
+        gradients = [rows[pid][0] for pid in chunk]
+        scales = [rows[pid][1] for pid in chunk] if source.codec.has_scales else None
+        copied += writer.append_encoded(
+            chunk, torch.stack(gradients), torch.stack(scales) if scales is not None else None
+        )
+        if on_rows is not None:
+            on_rows(len(chunk))
+    return copied
 
 
 def merge_stores(
@@ -145,16 +168,7 @@ def merge_stores(
             for source in opened[: len(sources)]:
                 ids = source.ids()
                 report.per_source[str(source.path)] = len(ids)
-                for start in range(0, len(ids), _COPY_ROWS):
-                    chunk = ids[start : start + _COPY_ROWS]
-                    rows, _, _ = source._fetch(chunk, on_corrupt="raise")
-                    gradients = [rows[pid][0] for pid in chunk]
-                    scales = [rows[pid][1] for pid in chunk] if source.codec.has_scales else None
-                    report.rows_copied += writer.append_encoded(
-                        chunk, torch.stack(gradients), torch.stack(scales) if scales is not None else None
-                    )
-                    if on_rows is not None:
-                        on_rows(len(chunk))
+                report.rows_copied += copy_rows(source, ids, writer, on_rows)
         report.store_rows = len(dst)
         report.duplicates = rows_before + sum(report.per_source.values()) - report.store_rows
         report.seconds = time.perf_counter() - started

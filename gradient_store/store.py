@@ -4,6 +4,11 @@ Reading a row is one contiguous copy out of a memory-mapped shard plus a CRC32 c
 an LRU cache (encoded, so bf16 rows take half the memory of fp32); a sum of k rows is k in-place adds
 into one float32 vector. Every lookup asks `index.sqlite`, so a handle sees rows committed by any
 writer, in this process or another, as soon as their transaction commits.
+
+`compact` (another process, maybe) moves rows to new shards and then deletes the old files. A lookup
+made before its switch can name a file that is gone by the time it is mapped: such ids are looked up
+again (their new rows hold the same bytes). A mapped file stays readable after it is deleted; the handle
+drops its maps (and cached rows) of retired shards when it first maps a shard committed after them.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from gradient_store.manifest import (
     ShardRecord,
     normalize_layout,
 )
-from gradient_store.shard import ShardHeaderError, ShardReader
+from gradient_store.shard import ShardHeaderError, ShardReader, shard_name
 from gradient_store.verify import VerifyReport, verify_store
 from gradient_store.writer import LOCK_NAME, OnDuplicate, StoreWriter
 
@@ -57,6 +62,11 @@ DEFAULT_CACHE_BYTES = 1 << 30
 DEFAULT_MAX_OPEN_SHARDS = 256
 # Running out of descriptors or maps says nothing about the shard: fail this read, retry on the next.
 _TRANSIENT_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOMEM)
+# The reason for a shard file that is not there (or a shard the index no longer lists). After a `compact`
+# that is a lookup made before its switch: the ids are looked up again, a few times at most (each retry
+# means another compaction committed in between).
+_FILE_MISSING = "file is missing"
+_STALE_RETRIES = 3
 _OWN_NAMES = {
     MANIFEST_NAME,
     INDEX_NAME,
@@ -135,6 +145,7 @@ class GradientStore:
         self._readers: OrderedDict[int, ShardReader] = OrderedDict()  # least recently used first
         self._max_open_shards = int(max_open_shards)
         self._broken: dict[int, CorruptShardError] = {}
+        self._retired_seen: int | None = None  # the index's count of retired shards, as last checked
         self._shard_lock = threading.Lock()
         self._writer_ready = False  # set by this handle's first writer (StoreWriter._recover)
         self._closed = False
@@ -430,24 +441,45 @@ class GradientStore:
         self._check_open()
         if on_corrupt not in ("missing", "raise"):
             raise StoreError(f"`on_corrupt` must be 'missing' or 'raise', got {on_corrupt!r}")
-        refs = self._index.lookup(list(ids))
+        unique = list(dict.fromkeys(ids))
+        refs = self._index.lookup(unique)
         rows: dict[str, _Row] = {}
-        missing: list[str] = []
+        failed: dict[str, tuple[int, str]] = {}  # id -> (shard id, reason)
+        todo = [pid for pid in unique if pid in refs]
+        for attempt in range(_STALE_RETRIES + 1):
+            gone = []
+            for pid in todo:
+                row, reason = self._read(refs[pid])
+                if row is not None:
+                    rows[pid] = row
+                elif reason == _FILE_MISSING and attempt < _STALE_RETRIES:
+                    gone.append(pid)
+                else:
+                    failed[pid] = (refs[pid].shard_id, reason)
+            if not gone:
+                break
+            # A `compact` may have moved these rows since the lookup and deleted their old shard: ask the
+            # index again. A ref that did not move names a registered shard whose file really is missing.
+            fresh = self._index.lookup(gone)
+            todo = []
+            for pid in gone:
+                ref = fresh.get(pid)
+                if ref is None:
+                    refs.pop(pid)  # not stored any more: missing, like an id never stored
+                elif ref != refs[pid]:
+                    refs[pid] = ref
+                    todo.append(pid)
+                else:
+                    failed[pid] = (ref.shard_id, _FILE_MISSING)
+        missing = [pid for pid in unique if pid not in rows]
         corrupt: dict[int, tuple[str, list[str]]] = {}  # shard id -> (reason, ids)
-        for pid in dict.fromkeys(ids):
-            ref = refs.get(pid)
-            if ref is None:
-                missing.append(pid)
-                continue
-            row, reason = self._read(ref)
-            if row is None:
-                corrupt.setdefault(ref.shard_id, (reason, []))[1].append(pid)
-                missing.append(pid)
-            else:
-                rows[pid] = row
+        for pid in unique:
+            if pid in failed:
+                shard_id, reason = failed[pid]
+                corrupt.setdefault(shard_id, (reason, []))[1].append(pid)
         corrupt_ids = [pid for _, pids in corrupt.values() for pid in pids]
         for shard_id, (reason, pids) in corrupt.items():
-            error = CorruptShardError(str(self.path), self._record(shard_id).name, reason, pids)
+            error = CorruptShardError(str(self.path), self._shard_label(shard_id), reason, pids)
             if on_corrupt == "raise":
                 raise error
             logger.warning("%s; treating %d passage(s) as missing", error, len(pids))
@@ -475,6 +507,31 @@ class GradientStore:
             record = self._records[shard_id] = self._index.shard(shard_id)
         return record
 
+    def _shard_label(self, shard_id: int) -> str:
+        try:
+            return self._record(shard_id).name
+        except KeyError:  # retired by a compaction since
+            return shard_name(shard_id)
+
+    def _forget_retired(self) -> None:
+        """Drop the maps, records and cached rows of shards that a `compact` retired (their files are
+        deleted, and a map would pin the disk space), once per compaction: called under `_shard_lock`
+        on the first touch of a shard, which is how a handle meets the shards a compaction wrote."""
+        retired = self._index.retired_shards()
+        if retired == self._retired_seen:
+            return
+        self._retired_seen = retired
+        known = set(self._records) | set(self._readers) | set(self._broken)
+        gone = known - self._index.registered(known)
+        for shard_id in gone:
+            self._records.pop(shard_id, None)
+            self._broken.pop(shard_id, None)
+            # Not closed, as on eviction: a thread may be copying a row out of it; the map goes with the
+            # last reference (its cached rows are dropped below).
+            self._readers.pop(shard_id, None)
+        if gone:
+            self._cache.discard(lambda key: key[0] in gone)
+
     def _reader(self, shard_id: int) -> ShardReader:
         """The shard's memory map, opened (and its header checked against the index) on first use; at most
         `max_open_shards` stay open, the least recently used is dropped first."""
@@ -485,11 +542,16 @@ class GradientStore:
                 return reader
             if shard_id in self._broken:
                 raise self._broken[shard_id]
-            record = self._record(shard_id)
+            if shard_id not in self._records:
+                self._forget_retired()
+            try:
+                record = self._record(shard_id)
+            except KeyError:  # a ref looked up before a compaction retired this shard: not broken
+                raise CorruptShardError(str(self.path), shard_name(shard_id), _FILE_MISSING) from None
             try:
                 reader = ShardReader(self.path / "shards" / record.name, self._codec, record.rows, self.dim)
             except (OSError, ShardHeaderError) as e:
-                reason = "file is missing" if isinstance(e, FileNotFoundError) else f"cannot be read: {e}"
+                reason = _FILE_MISSING if isinstance(e, FileNotFoundError) else f"cannot be read: {e}"
                 error = CorruptShardError(str(self.path), record.name, reason)
                 if not (isinstance(e, OSError) and e.errno in _TRANSIENT_ERRNOS):
                     self._broken[shard_id] = error
@@ -516,7 +578,7 @@ class GradientStore:
         shards = self._index.shards()
         passages = self._index.count()
         rows = sum(s.rows for s in shards)
-        size = sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
+        size = _disk_bytes(self.path)
         return {
             "path": str(self.path),
             "format_version": self.manifest.format_version,
@@ -537,6 +599,18 @@ class GradientStore:
     def _check_open(self) -> None:
         if self._closed:
             raise StoreError(f"gradient store {self.path} is closed; open it again with `GradientStore.open`")
+
+
+def _disk_bytes(path: Path) -> int:
+    """Bytes of the files under `path`; a file deleted meanwhile (a compaction's old shard) counts 0."""
+    total = 0
+    for f in path.rglob("*"):
+        try:
+            if f.is_file():
+                total += f.stat().st_size
+        except FileNotFoundError:
+            pass
+    return total
 
 
 def _check_max_open_shards(max_open_shards: int) -> None:

@@ -20,7 +20,7 @@ import fcntl
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Literal
 
 import torch
@@ -70,13 +70,20 @@ class StoreWriter:
             occurrence in a batch), `replace` writes a new row and repoints the id (its old row becomes
             garbage, still on disk).
         lock_timeout_s: how long to wait for another writer's `writer.lock`.
+        rows_per_shard: rows per new shard file, at most the store's `rows_per_shard` (its default); `compact`
+            passes a smaller one for `--target-shard-mb`.
     """
 
-    def __init__(self, store: StoreHandle, on_duplicate: OnDuplicate = "error", lock_timeout_s: float = 30.0) -> None:
+    def __init__(self, store: StoreHandle, on_duplicate: OnDuplicate = "error", lock_timeout_s: float = 30.0,
+                 rows_per_shard: int | None = None) -> None:
         _check_policy(on_duplicate)
         self.store = store
         self.on_duplicate = on_duplicate
         self.lock_timeout_s = lock_timeout_s
+        most = store.rows_per_shard
+        self.rows_per_shard = most if rows_per_shard is None else min(rows_per_shard, most)
+        if self.rows_per_shard < 1:
+            raise InvalidAppendError(f"`rows_per_shard` must be at least 1, got {rows_per_shard}")
         self._lock_fd: int | None = None
         self._reset()
 
@@ -259,8 +266,8 @@ class StoreWriter:
         self._crcs.extend(row_crcs(gradients, scales))
         self._buffer.append((gradients, scales))
         self._buffered_rows += len(ids)
-        while self._buffered_rows >= self.store.rows_per_shard:
-            self._flush(self.store.rows_per_shard)
+        while self._buffered_rows >= self.rows_per_shard:
+            self._flush(self.rows_per_shard)
 
     @staticmethod
     def _validate_ids(ids: Sequence[str]) -> list[str]:
@@ -347,19 +354,24 @@ class StoreWriter:
         self._buffer = [(rest, scales[rows:] if scales is not None else None)] if rest.shape[0] else []
         self._buffered_rows -= rows
 
-    def commit(self) -> None:
-        """Make everything appended so far durable and visible, atomically (one SQLite transaction)."""
-        if not self._pending:
+    def commit(self, retire: Collection[int] = ()) -> None:
+        """Make everything appended so far durable and visible, atomically (one SQLite transaction).
+
+        Args:
+            retire: shard ids to unregister in the same transaction (`compact`, once every id they held has
+                been appended again). Their files are the caller's to delete, after this returns.
+        """
+        if not self._pending and not retire:
             self._reset()  # e.g. every row was replaced within the batch: nothing to register
             return
         if self._buffered_rows:
             self._flush(self._buffered_rows)
         fsync_dir(self.store.path / "shards")
-        rps = self.store.rows_per_shard
+        rps = self.rows_per_shard
         base = self._next_shard_id
         rows = [(pid, base + p // rps, p % rps, self._crcs[p]) for pid, p in self._pending.items()]
         _crash_point("before_index_commit")
-        self.store._index.commit(self._written, rows, replace=True)
+        self.store._index.commit(self._written, rows, replace=True, retire=retire)
         _crash_point("index_committed")
         self._next_shard_id += len(self._written)
         self._reset()

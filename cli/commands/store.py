@@ -1,4 +1,4 @@
-"""`regrad store info|verify|merge`: look at, check and combine gradient stores."""
+"""`regrad store info|verify|merge|compact`: look at, check, combine and compact gradient stores."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 
 from offline_tools.errors import ExitStatus, RegradError
 
-__all__ = ["register", "run_info", "run_verify", "run_merge", "NAME"]
+__all__ = ["register", "run_info", "run_verify", "run_merge", "run_compact", "NAME"]
 
 NAME = "store"
 
@@ -16,8 +16,8 @@ NAME = "store"
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         NAME,
-        help="inspect, verify or merge gradient stores",
-        description="Inspect, verify or merge gradient stores (see docs/gradient-store.md).",
+        help="inspect, verify, merge or compact gradient stores",
+        description="Inspect, verify, merge or compact gradient stores (see docs/gradient-store.md).",
     )
     actions = parser.add_subparsers(dest="store_command", metavar="ACTION", required=True,
                                     help="what to do with the store")
@@ -52,6 +52,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     merge.add_argument("--json", action="store_true", help="print the report as one JSON object")
     merge.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     merge.set_defaults(func=run_merge)
+
+    compact = actions.add_parser(
+        "compact",
+        help="merge small shards and drop garbage (replaced) rows, in one atomic switch",
+        description="Copy the live rows of small shards and of shards holding replaced rows into full shards "
+        "(as stored bytes), switch every moved id in one transaction, then delete the old files. Killed midway, "
+        "the store is left as it was or compacted. Readers may keep serving; writers wait for it.",
+    )
+    compact.add_argument("dir", metavar="STORE", help="the store directory")
+    compact.add_argument(
+        "--target-shard-mb", type=_positive_float, default=None, metavar="N",
+        help="size of a new shard in MiB (default, and most: the store's rows_per_shard rows, up to 256 MiB)",
+    )
+    compact.add_argument("--lock-timeout", type=float, default=30.0, metavar="S",
+                         help="seconds to wait for another writer of the store (default 30)")
+    compact.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    compact.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    compact.set_defaults(func=run_compact)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value > 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
 
 
 def _human_bytes(n: float) -> str:
@@ -150,4 +178,32 @@ def run_merge(args: argparse.Namespace) -> int:
             f"run `regrad store verify {args.into}` for the full report",
             exit_status=ExitStatus.CORRUPT,
         )
+    return ExitStatus.SUCCESS
+
+
+def run_compact(args: argparse.Namespace) -> int:
+    from gradient_store import compact_store
+
+    bar = None
+    if not args.no_progress:
+        from tqdm import tqdm
+
+        bar = tqdm(desc="compact", unit="row", leave=False)
+    target = None if args.target_shard_mb is None else int(args.target_shard_mb * (1 << 20))
+    try:
+        report = compact_store(args.dir, target_shard_bytes=target, lock_timeout_s=args.lock_timeout,
+                               progress=bar.update if bar is not None else None)
+    finally:
+        if bar is not None:
+            bar.close()
+    if args.json:
+        print(json.dumps({**vars(report), "changed": report.changed}))
+    elif not report.changed:
+        print(f"{report.path}: already compact: {report.shards_before} shard(s), {report.rows_kept:,} passage(s), "
+              "no garbage rows; nothing changed")
+    else:
+        print(f"{report.path}: {report.shards_rewritten} shard(s) rewritten into {report.shards_written} "
+              f"({report.rows_copied:,} row(s) copied), {report.shards_before} -> {report.shards_after} shard(s), "
+              f"{report.garbage_rows_dropped:,} garbage row(s) dropped, {_human_bytes(report.bytes_before)} -> "
+              f"{_human_bytes(report.bytes_after)} of shards, {report.rows_kept:,} passage(s), {report.seconds:.1f} s")
     return ExitStatus.SUCCESS

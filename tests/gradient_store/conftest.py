@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from gradient_store import GradientStore
+from gradient_store.shard import ShardReader
 
 DIM = 1000
 # Two tensors like one LoRA pair; 400 + 600 = 1000 values, and 1000 is not a multiple of the int8 block.
@@ -31,6 +32,21 @@ def vectors_for(ids, dim=1000):
 _namespace: dict = {"torch": torch, "zlib": zlib}
 exec(VECTOR_RECIPE, _namespace)
 vectors_for: Callable[..., torch.Tensor] = _namespace["vectors_for"]
+
+
+def raw_rows(store: GradientStore) -> dict[str, tuple[bytes, bytes | None]]:
+    """Each id's stored bytes (gradients, int8 scales), read straight from its shard (no cache, no handle maps)."""
+    out = {}
+    refs = store._index.lookup(store.ids())
+    for pid, ref in refs.items():
+        record = store._index.shard(ref.shard_id)
+        reader = ShardReader(store.path / "shards" / record.name, store.codec, record.rows, store.dim)
+        row = reader.read_row(ref.row, ref.crc32)
+        assert row is not None, pid
+        out[pid] = (row[0].view(torch.uint8).numpy().tobytes(),
+                    row[1].numpy().tobytes() if row[1] is not None else None)
+        reader.close()
+    return out
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""`regrad store info|verify DIR`: figures on stdout, exit 0 on a good store, non-zero on a flipped byte."""
+"""`regrad store info|verify|compact DIR`: figures on stdout, exit 0 on a good store, non-zero on a flipped byte;
+compact's report and its one-line errors."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import struct
 
 import pytest
+import torch
 
 from cli.commands import store as store_command
 from offline_tools.errors import ExitStatus, RegradError
@@ -64,3 +66,68 @@ def test_through_the_regrad_entry_point(good_store, capsys):
     err = capsys.readouterr().err
     assert err.startswith("regrad: error: ") and "Traceback" not in err
     assert main(["store", "info", str(good_store.path.parent / "missing")]) != 0
+
+
+def test_compact_prints_a_report_and_compacts(make_store, vec, capsys):
+    from cli.main import main
+
+    store = make_store(rows_per_shard=4)
+    for pid in ["a", "b", "c", "d", "e"]:
+        store.append([pid], vec([pid]))
+    store.append(["b"], vec(["b2"]), on_duplicate="replace")
+    expected = store.get(store.ids())
+
+    assert main(["store", "compact", str(store.path), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert str(store.path) in out and "6 -> 2 shard(s)" in out and "1 garbage row(s) dropped" in out
+    info = store.info()
+    assert (info["shards"], info["garbage_rows"], info["passages"]) == (2, 0, 5)
+    got = store.get(store.ids())
+    assert all(torch.equal(got[pid], expected[pid]) for pid in expected)
+
+    assert main(["store", "compact", str(store.path), "--no-progress", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["changed"] is False and report["shards_after"] == 2
+    assert main(["store", "compact", str(store.path), "--no-progress"]) == 0
+    assert "already compact" in capsys.readouterr().out
+
+
+def test_compact_target_shard_mb(make_store, vec, capsys):
+    from cli.main import main
+
+    store = make_store(rows_per_shard=100)  # bf16, D = 1000: 2,000 bytes a row, 524 rows in one MiB
+    ids = [f"doc-{i}" for i in range(3)]
+    for pid in ids:
+        store.append([pid], vec([pid]))
+    assert main(["store", "compact", str(store.path), "--target-shard-mb", "0.002", "--no-progress"]) == 0
+    assert [s.rows for s in store.shards()] == [1, 1, 1]  # 2,097 bytes: one row per shard, no merge
+    assert "already compact" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["store", "compact", str(store.path), "--target-shard-mb", "0"])
+    assert "positive number" in capsys.readouterr().err
+
+
+def test_compact_errors_are_one_line(make_store, vec, tmp_path, capsys):
+    from cli.main import main
+
+    missing = tmp_path / "nowhere"
+    assert main(["store", "compact", str(missing), "--no-progress"]) != 0
+    err = capsys.readouterr().err
+    assert err.startswith("regrad: error: ") and str(missing) in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+    not_a_store = tmp_path / "plain"
+    not_a_store.mkdir()
+    assert main(["store", "compact", str(not_a_store), "--no-progress"]) != 0
+    err = capsys.readouterr().err
+    assert str(not_a_store) in err and "not a gradient store" in err and "Traceback" not in err
+
+    store = make_store(rows_per_shard=4)
+    for pid in ["a", "b"]:
+        store.append([pid], vec([pid]))
+    with store.writer():  # another writer holds the lock
+        code = main(["store", "compact", str(store.path), "--lock-timeout", "0.1", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code != 0 and str(store.path) in err and "writer.lock" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert len(store.shards()) == 2  # untouched

@@ -19,22 +19,8 @@ from gradient_store import (
     StoreMismatchError,
     merge_stores,
 )
-from gradient_store.shard import ShardReader
 
-
-def _raw_rows(store: GradientStore) -> dict[str, tuple[bytes, bytes | None]]:
-    """Each id's stored bytes (gradients, int8 scales), read straight from its shard."""
-    out = {}
-    refs = store._index.lookup(store.ids())
-    for pid, ref in refs.items():
-        record = store._record(ref.shard_id)
-        reader = ShardReader(store.path / "shards" / record.name, store.codec, record.rows, store.dim)
-        row = reader.read_row(ref.row, ref.crc32)
-        assert row is not None, pid
-        out[pid] = (row[0].view(torch.uint8).numpy().tobytes(),
-                    row[1].numpy().tobytes() if row[1] is not None else None)
-        reader.close()
-    return out
+from .conftest import raw_rows as _raw_rows
 
 
 @pytest.mark.parametrize("codec", ["bf16", "int8", "fp32", "lowrank4"])
