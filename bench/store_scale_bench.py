@@ -12,12 +12,15 @@ process (so memory and open files are the reader's, not the builder's):
   - sum, LRU warm: ids from a hot set held by the row cache (the service's steady state), plain and weighted;
   - a one-row append (a commit, as POST /documents makes one) on the store of N rows;
   (--small-commits: instead, how a one-row commit's cost grows with the shard count; see `small_commits`.)
+  (--compact N: instead, a store of N one-row commits plus replaced rows, measured before and after
+   `regrad store compact`; see `compaction`.)
   - RSS after open and after the queries, open file descriptors, memory maps of shards, shards, index size.
 Timings on a shared machine are contended: compare rows of one run. The last line printed is JSON.
 
     .venv/bin/python bench/store_scale_bench.py --rows 1e3,1e4,1e5,1e6 --dim 4096
     .venv/bin/python bench/store_scale_bench.py --rows 1e4 --dim 1024,4096,16384,65536
     .venv/bin/python bench/store_scale_bench.py --small-commits 300 --dim 4096 --at-shards 10000
+    .venv/bin/python bench/store_scale_bench.py --compact 2000 --dim 4096
 """
 
 from __future__ import annotations
@@ -301,6 +304,44 @@ def small_commits(path: Path, commits: int, dim: int, codec: str, at_shards: lis
     }
 
 
+def _measure_child(path: Path, rows: int, queries: int) -> dict:
+    child = subprocess.run([sys.executable, __file__, "--measure", str(path), "--rows", str(rows),
+                            "--queries", str(queries)], capture_output=True, text=True, check=False)
+    if child.returncode != 0:
+        sys.exit(f"measuring {path} failed:\n{child.stderr}")
+    return json.loads(child.stdout.strip().splitlines()[-1])
+
+
+def compaction(path: Path, rows: int, dim: int, codec: str, queries: int) -> dict:
+    """A store as a service leaves it: `rows` one-row commits (POST /documents, one shard each), a tenth of
+    them replaced (garbage rows); read in a fresh process, then `compact_store`, then read again."""
+    from gradient_store import GradientStore, compact_store
+
+    store = GradientStore.create(path, layout=[{"name": "flat", "shape": [dim], "offset": 0}],
+                                 fingerprint="0" * 64, codec=codec)
+    gen = torch.Generator().manual_seed(SEED)
+    started = time.perf_counter()
+    for i in range(rows):
+        store.append(passage_ids(i, 1), torch.randn(1, dim, generator=gen) * 1e-3)
+    for i in range(0, rows, 10):
+        store.append(passage_ids(i, 1), torch.randn(1, dim, generator=gen) * 1e-3, on_duplicate="replace")
+    build_s = time.perf_counter() - started
+    info = store.info()
+    store.close()
+    before = {"shards": info["shards"], "garbage_rows": info["garbage_rows"],
+              "shard_bytes": _dir_bytes(path / "shards"), **_measure_child(path, rows, queries)}
+    report = compact_store(path)
+    with GradientStore.open(path) as store:
+        info = store.info()
+    after = {"shards": info["shards"], "garbage_rows": info["garbage_rows"],
+             "shard_bytes": _dir_bytes(path / "shards"), **_measure_child(path, rows, queries)}
+    return {"rows": rows, "dim": dim, "codec": codec, "build_s": round(build_s, 1),
+            "compact_s": round(report.seconds, 2), "rows_copied": report.rows_copied,
+            "before": before, "after": after,
+            "sum_disk_p50_before_over_after": round(before["sum_disk"]["p50_ms"] / after["sum_disk"]["p50_ms"], 2),
+            "open_ms_before_over_after": round(before["open_ms"] / after["open_ms"], 2)}
+
+
 def _parse_counts(text: str) -> list[int]:
     return [int(float(x)) for x in text.split(",") if x.strip()]
 
@@ -317,6 +358,8 @@ def main() -> None:
                         help="instead of the sweep: this many one-row commits, each its own shard (first D of --dim)")
     parser.add_argument("--at-shards", default=AT_SHARDS,
                         help="with --small-commits: also time commits on stores of these many shards (\"\" for none)")
+    parser.add_argument("--compact", type=int, default=0, metavar="N",
+                        help="instead of the sweep: N one-row commits, a tenth replaced, before and after compaction")
     parser.add_argument("--measure", type=Path, default=None, help=argparse.SUPPRESS)  # the child's mode
     args = parser.parse_args()
 
@@ -326,6 +369,22 @@ def main() -> None:
 
     from gradient_store import get_codec
 
+    if args.compact:
+        workdir = Path(tempfile.mkdtemp(prefix="store-compact-", dir=args.workdir))
+        try:
+            f = compaction(workdir / "store", args.compact, _parse_counts(args.dim)[0], args.codec, args.queries)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        for when in ("before", "after"):
+            m = f[when]
+            print(f"{when:>6}: {m['shards']} shards, {m['garbage_rows']} garbage rows, {m['shard_bytes'] / 1e6:.1f} MB "
+                  f"of shards; open {m['open_ms']} ms; sum of {K}, page cache dropped: p50 {m['sum_disk']['p50_ms']} "
+                  f"p99 {m['sum_disk']['p99_ms']} ms; page-warm p50 {m['sum_page_warm']['p50_ms']} ms; "
+                  f"{m['shard_maps']} shard maps, {m['open_fds']} fds")
+        print(f"compacted {f['rows_copied']} rows in {f['compact_s']} s; sum (disk) p50 before / after "
+              f"{f['sum_disk_p50_before_over_after']}x")
+        print(json.dumps(f))
+        return
     if args.small_commits:
         workdir = Path(tempfile.mkdtemp(prefix="store-commits-", dir=args.workdir))
         try:
