@@ -91,6 +91,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await batcher.stop()
             raise
     metrics.queue_depth.set_function(lambda: batcher.queued)
+    metrics.watch_caches({name: getattr(engine, f"{name}_cache", None) for name in ("gradient", "relevance")})
     app.state.engine, app.state.batcher = engine, batcher
     logger.info("regrad service ready (learner %s, %s scheduler)", getattr(engine, "fingerprint", "?")[:16],
                 settings.scheduler)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+from typing import Any
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -10,6 +13,8 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 __all__ = ["ServiceMetrics", "CONTENT_TYPE_LATEST"]
 
@@ -31,10 +36,16 @@ class ServiceMetrics:
         regrad_queue_depth: requests waiting for the model.
         regrad_live_rows: rows decoding now (continuous scheduler).
         regrad_rows_joined_running_total: requests that joined a generation already running (continuous).
+        regrad_cache_hits_total{cache}, regrad_cache_misses_total{cache}: lookups of the engine's caches
+            (`gradient`: computed passage gradients; `relevance`: passage prompts' KV for the
+            `likelihood` scoring), once `watch_caches` is called.
+        regrad_cache_bytes{cache}, regrad_cache_max_bytes{cache}, regrad_cache_entries{cache}: their size,
+            budget and entries (size REGRAD_RELEVANCE_CACHE_MB by the hit rate).
     """
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._caches: _CacheCollector | None = None
         self.http_requests = Counter(
             "regrad_http_requests", "HTTP requests by route and status", ["route", "status"],
             registry=self.registry,
@@ -69,6 +80,14 @@ class ServiceMetrics:
             registry=self.registry,
         )
 
+    def watch_caches(self, caches: Mapping[str, Any]) -> None:
+        """Expose `caches` (name → an object with `hits`, `misses`, `bytes`, `max_bytes` and a length, as
+        `models.tensor_cache.TensorCache`), read at each scrape. Entries that are None are left out."""
+        if self._caches is not None:   # a second start of the same app: the new engine's caches
+            self.registry.unregister(self._caches)
+        self._caches = _CacheCollector({k: v for k, v in caches.items() if v is not None})
+        self.registry.register(self._caches)
+
     def observe_stages(self, timings_ms: dict[str, float]) -> None:
         for stage, value_ms in timings_ms.items():
             self.stage_seconds.labels(stage=stage).observe(value_ms / 1000.0)
@@ -81,3 +100,24 @@ class ServiceMetrics:
     def render(self) -> bytes:
         """The text exposition format for GET /metrics."""
         return generate_latest(self.registry)
+
+
+class _CacheCollector(Collector):
+    """Reads the caches' own counters at scrape time (they count on the model thread)."""
+
+    def __init__(self, caches: Mapping[str, Any]) -> None:
+        self.caches = dict(caches)
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        families = {
+            "hits": CounterMetricFamily("regrad_cache_hits", "Cache lookups that found their entry", labels=["cache"]),
+            "misses": CounterMetricFamily("regrad_cache_misses", "Cache lookups that did not", labels=["cache"]),
+            "bytes": GaugeMetricFamily("regrad_cache_bytes", "Bytes of tensors held", labels=["cache"]),
+            "max_bytes": GaugeMetricFamily("regrad_cache_max_bytes", "The cache's byte budget", labels=["cache"]),
+            "entries": GaugeMetricFamily("regrad_cache_entries", "Entries held", labels=["cache"]),
+        }
+        for name, cache in self.caches.items():
+            for field in ("hits", "misses", "bytes", "max_bytes"):
+                families[field].add_metric([name], float(getattr(cache, field)))
+            families["entries"].add_metric([name], float(len(cache)))
+        yield from families.values()

@@ -214,6 +214,27 @@ def test_metrics_count_requests_by_mode_and_status(client):
     assert "regrad_batch_size_count" in text and 'regrad_stage_seconds_count{stage="generate"}' in text
 
 
+def test_cache_metrics_read_the_caches_at_each_scrape():
+    from service.metrics import ServiceMetrics
+
+    class Cache:
+        hits, misses, bytes, max_bytes = 3, 1, 2048, 4096
+
+        def __len__(self) -> int:
+            return 2
+
+    metrics, cache = ServiceMetrics(), Cache()
+    metrics.watch_caches({"relevance": cache, "gradient": None})
+    text = metrics.render().decode()
+    assert 'regrad_cache_hits_total{cache="relevance"} 3.0' in text and 'cache="gradient"' not in text
+    assert 'regrad_cache_bytes{cache="relevance"} 2048.0' in text
+    assert 'regrad_cache_entries{cache="relevance"} 2.0' in text
+    cache.hits = 7
+    assert 'regrad_cache_hits_total{cache="relevance"} 7.0' in metrics.render().decode()
+    metrics.watch_caches({"relevance": cache})   # a second start of the app: registered once, not twice
+    assert metrics.render().decode().count('regrad_cache_misses_total{cache="relevance"}') == 1
+
+
 def test_healthz_docs_and_lifespan_close(fake_engine):
     with make_client(fake_engine) as client:
         assert client.get("/healthz").json() == {"status": "ok"}

@@ -126,6 +126,24 @@ def test_document_added_at_run_time_is_retrieved_with_its_gradient(server):
     assert changed.status_code == 409
 
 
+def test_metrics_show_the_relevance_cache_warming_up(server, corpus):
+    """The likelihood scoring reads each passage's prompt once: a second question over the same passages
+    hits the relevance cache, and GET /metrics says so (the figure to size REGRAD_RELEVANCE_CACHE_MB by)."""
+    url, engine, _ = server
+    engine.relevance_cache.clear()
+    hits, misses = engine.relevance_cache.hits, engine.relevance_cache.misses
+    body = {"question": corpus[1][2], "top_k": 2, "max_new_tokens": 1, "composition": "likelihood"}
+    assert post(url, "/answer", body).status_code == 200
+    assert post(url, "/answer", {**body, "question": corpus[1][2] + "?"}).status_code == 200   # same passages
+    text = httpx.get(url + "/metrics", timeout=30).text
+    assert f'regrad_cache_misses_total{{cache="relevance"}} {float(misses + 2)}' in text
+    assert f'regrad_cache_hits_total{{cache="relevance"}} {float(hits + 2)}' in text
+    assert 'regrad_cache_entries{cache="relevance"} 2.0' in text
+    budget = next(line for line in text.splitlines() if line.startswith('regrad_cache_max_bytes{cache="relevance"}'))
+    assert float(budget.split()[-1]) == engine.relevance_cache.max_bytes > 0
+    assert 'regrad_cache_hits_total{cache="gradient"}' in text
+
+
 def _metric(url: str, name: str) -> float:
     """The value of one unlabelled sample in GET /metrics (0 when absent)."""
     for line in httpx.get(url + "/metrics", timeout=30).text.splitlines():
