@@ -203,8 +203,10 @@ def service_phase(root: Path, questions: list[str], args: argparse.Namespace) ->
     return results
 
 
-def in_place_phase(root: Path, questions: list[str], dtype: str) -> dict:
-    """The reference's serving loop: one request at a time, weights patched in place and restored."""
+def in_place_phase(root: Path, questions: list[str], dtype: str, composition: str | None = None) -> dict:
+    """The reference's serving loop: one request at a time, weights patched in place and restored. The
+    passages are weighed as the service weighs them where that needs no model (`sum`, `softmax`), so
+    that both apply the same update; under `likelihood` it sums them plainly, as the reference does."""
     import torch
 
     from gradient_store import GradientStore
@@ -218,12 +220,13 @@ def in_place_phase(root: Path, questions: list[str], dtype: str) -> dict:
     retriever = open_retriever(RetrieverConfig(backend="tantivy", index=str(root / "index")))
     store = GradientStore.open(root / "store", expect_fingerprint=learner.fingerprint)
     alpha = learner.step_size_vector().detach()
+    weigh = in_place_composition(composition or learner.composition)
     answers, latencies, lengths = [], [], []
     started = time.perf_counter()
     for question in questions:
         t0 = time.perf_counter()
-        ids = [p.id for p in retriever.search(question, TOP_K)]
-        vector, _, _ = store.sum(ids)
+        hits = retriever.search(question, TOP_K)
+        vector, _, _ = store.sum([p.id for p in hits], weights=weigh.weights([p.score for p in hits]))
         delta = row_deltas(vector[None], alpha, torch.tensor([1.0]))[0]
         with learner.patched_in_place(delta):
             [raw] = generate_answers(learner, [AnswerRequest(question)], MAX_NEW_TOKENS, return_raw=True)
@@ -236,7 +239,16 @@ def in_place_phase(root: Path, questions: list[str], dtype: str) -> dict:
     print(f"in-place   one at a time:          {summary['rps']:6.2f} req/s   p50 {summary['p50_ms']:6.0f} ms"
           f"   p95 {summary['p95_ms']:6.0f} ms", flush=True)
     print(f"answer lengths (tokens): min {min(lengths)}, median {statistics.median(lengths)}, max {max(lengths)}")
-    return {**summary, "answers": answers, "lengths": lengths}
+    return {**summary, "answers": answers, "lengths": lengths, "composition": str(weigh)}
+
+
+def in_place_composition(spec: str | None):
+    """The service's composition (`spec`, else the default) where the in-place loop can apply it without a
+    model; `sum` for `likelihood`, which would score every passage with the base model."""
+    from engine.composition import DEFAULT_COMPOSITION, Composition
+
+    composition = Composition.parse(spec) if spec else DEFAULT_COMPOSITION
+    return Composition("sum") if composition.needs_likelihood else composition
 
 
 def run_phase(phase: str, root: Path, args: argparse.Namespace, scheduler: str = "continuous") -> dict:
@@ -320,7 +332,7 @@ def main() -> None:
             if args.phase == "service":
                 result = service_phase(args.root, questions, args)
             else:
-                result = in_place_phase(args.root, questions, args.dtype)
+                result = in_place_phase(args.root, questions, args.dtype, args.composition)
         (args.root / f"{args.phase}-{args.scheduler}.json").write_text(json.dumps(result))
         return
 
@@ -365,6 +377,7 @@ def main() -> None:
                           "max": max(inplace["lengths"])},
         "machine": machine, "base_dtype": dtype, "prefill_budget_tokens": args.prefill_budget_tokens,
         "composition": args.composition or "the learner's served default",
+        "inplace_composition": inplace["composition"],
         "max_wait_ms": args.max_wait_ms,
         "join_wait_ms": args.join_wait_ms if args.join_wait_ms is not None else args.max_wait_ms,
     }

@@ -167,8 +167,10 @@ def continuous(root: Path, questions: list[str], args, budget: int | None) -> di
 
 
 def in_place(root: Path, questions: list[str], args) -> dict:
-    """The reference's serving loop: one request at a time, weights patched in place and restored."""
+    """The reference's serving loop: one request at a time, weights patched in place and restored; the
+    passages weighed as the service weighs them where that needs no model (`in_place_composition`)."""
     import torch
+    from serving_bench import in_place_composition
 
     from gradient_store import GradientStore
     from models import AnswerRequest, Learner, generate_answers
@@ -180,12 +182,13 @@ def in_place(root: Path, questions: list[str], args) -> dict:
     retriever = open_retriever(RetrieverConfig(backend="tantivy", index=str(root / "index")))
     store = GradientStore.open(root / "store", expect_fingerprint=learner.fingerprint)
     alpha = learner.step_size_vector().detach()
+    weigh = in_place_composition(args.composition or learner.composition)
     lengths = UNEVEN_LENGTHS if args.uneven else (MAX_NEW_TOKENS,)
 
     def answer(i: int) -> None:
         question = questions[i % len(questions)]
-        ids = [p.id for p in retriever.search(question, TOP_K)]
-        vector, _, _ = store.sum(ids)
+        hits = retriever.search(question, TOP_K)
+        vector, _, _ = store.sum([p.id for p in hits], weights=weigh.weights([p.score for p in hits]))
         delta = row_deltas(vector[None], alpha, torch.tensor([1.0]))[0]
         with learner.patched_in_place(delta):
             generate_answers(learner, [AnswerRequest(question)], lengths[i % len(lengths)])
@@ -199,7 +202,7 @@ def in_place(root: Path, questions: list[str], args) -> dict:
     retriever.close()
     store.close()
     return {"requests": n, "cpu_s": round(cpu, 2), "wall_s": round(wall, 2), "per_cpu_s": round(n / cpu, 3),
-            "per_wall_s": round(n / wall, 3)}
+            "per_wall_s": round(n / wall, 3), "composition": str(weigh)}
 
 
 def main() -> None:
