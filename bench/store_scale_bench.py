@@ -305,6 +305,7 @@ def small_commits(path: Path, commits: int, dim: int, codec: str, at_shards: lis
 
 
 def _measure_child(path: Path, rows: int, queries: int) -> dict:
+    """`measure` in a fresh interpreter (the reader's own memory and files, not the builder's)."""
     child = subprocess.run([sys.executable, __file__, "--measure", str(path), "--rows", str(rows),
                             "--queries", str(queries)], capture_output=True, text=True, check=False)
     if child.returncode != 0:
@@ -414,14 +415,8 @@ def main() -> None:
         for n, d in sweep:
             path = workdir / f"store-{n}-{d}"
             built = build(path, n, d, args.codec)
-            child = subprocess.run(
-                [sys.executable, __file__, "--measure", str(path), "--rows", str(n), "--queries", str(args.queries)],
-                capture_output=True, text=True, check=False,
-            )
-            if child.returncode != 0:
-                sys.exit(f"measuring {path} failed:\n{child.stderr}")
             figures = {"rows": n, "dim": d, "codec": args.codec, "shard_bytes": _dir_bytes(path / "shards"),
-                       **built, **json.loads(child.stdout.strip().splitlines()[-1])}
+                       **built, **_measure_child(path, n, args.queries)}
             results.append(figures)
             print(_summary(figures), flush=True)
             if not args.keep:

@@ -63,6 +63,7 @@ def question_likelihoods(learner: Learner, requests: Sequence[tuple[str, Sequenc
     grouped by length: one pass over the passage prompts that `cache` does not hold (all of them
     without a cache), then one over the questions. A question with no tokens scores 0.0."""
     tokenizer = learner.tokenizer
+    dtype = str(learner.model.get_base_model().dtype)    # in every key: the KV is the base model's
     prompts: dict[str, list[int]] = {}                   # key → prompt ids, one per distinct prompt
     pairs: list[tuple[str, list[int]]] = []              # (prompt key, question ids) per passage
     for question, passages in requests:
@@ -73,7 +74,7 @@ def question_likelihoods(learner: Learner, requests: Sequence[tuple[str, Sequenc
             body = tokenizer(passage.text, add_special_tokens=False).input_ids[:max_passage_tokens]
             ids = (tokenizer(before, add_special_tokens=False).input_ids + body
                    + tokenizer(after, add_special_tokens=False).input_ids)
-            key = _prompt_key(learner, ids)
+            key = _prompt_key(dtype, ids)
             prompts[key] = ids
             pairs.append((key, question_ids))
     kv: dict[str, torch.Tensor] = {}
@@ -119,9 +120,9 @@ def _length_groups(items: list, lengths: list[int]) -> list[list]:
     return groups
 
 
-def _prompt_key(learner: Learner, ids: list[int]) -> str:
-    """The cache key of a prompt: its tokens and the base weights' dtype (the KV is the base model's)."""
-    digest = hashlib.blake2b(str(learner.model.get_base_model().dtype).encode(), digest_size=16)
+def _prompt_key(dtype: str, ids: list[int]) -> str:
+    """The cache key of a prompt: its tokens and the base weights' dtype."""
+    digest = hashlib.blake2b(dtype.encode(), digest_size=16)
     digest.update(torch.tensor(ids, dtype=torch.int64).numpy().tobytes())
     return digest.hexdigest()
 

@@ -53,16 +53,16 @@ class TensorCache:
             self.bytes = 0
 
     def put(self, key: str, tensor: torch.Tensor) -> None:
-        size = tensor.element_size() * tensor.numel()
+        size = tensor.nbytes
         if size > self.max_bytes:
             return
         tensor = tensor.detach()
         with self._lock:
             old = self._entries.pop(key, None)
             if old is not None:
-                self.bytes -= old.element_size() * old.numel()
+                self.bytes -= old.nbytes
             self._entries[key] = tensor
             self.bytes += size
             while self.bytes > self.max_bytes:
                 _, evicted = self._entries.popitem(last=False)
-                self.bytes -= evicted.element_size() * evicted.numel()
+                self.bytes -= evicted.nbytes
