@@ -18,9 +18,10 @@ Two threads. The model is only ever used from the model thread.
             one decode step for every live row (each token goes to its row's `on_token`, if any);
             a finished row leaves, its future resolves
 
-What stalls the decoding rows, and for how long: a newcomer's prefill (one forward over its prompt,
-as in vLLM without chunked prefill), its store sum (milliseconds) and, only when a passage's
-gradient is not in the store, that gradient's backward. Retrieval never stalls them.
+What stalls the decoding rows, and for how long: a newcomer's prefill (with `prefill_budget_tokens`,
+at most that many prompt tokens inside one decode step, a longer prompt over several; without, one
+forward over its whole prompt), its store sum (milliseconds) and, only when a passage's gradient is
+not in the store, that gradient's backward. Retrieval never stalls them.
 
 Every torch op runs on the model thread, the engine's construction included (`start(build)`): on
 a CPU, torch driven from two threads makes two OpenMP pools, and on a 2-core machine every op then
@@ -78,8 +79,8 @@ class ContinuousScheduler:
             the joining rows joined a generation already running (metrics).
         prefill_budget_tokens: None: newcomers are prefilled in a forward of their own, which stalls
             the decoding rows. A number: newcomers that join running rows are prefilled inside the
-            next decode step's forward, at most this many prompt tokens per step
-            (`BatchDecoder`; `REGRAD_PREFILL_BUDGET_TOKENS`).
+            next decode steps' forwards, at most this many prompt tokens per step, a longer prompt
+            a chunk per step (`BatchDecoder`; `REGRAD_PREFILL_BUDGET_TOKENS`).
 
     Example:
         scheduler = ContinuousScheduler(engine, max_rows=8)

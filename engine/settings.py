@@ -65,9 +65,10 @@ class EngineSettings(BaseSettings):
             for others to join it; `continuous`, newcomers too few to fill the free rows, while
             other rows decode, so that several are prefilled together.
         prefill_budget_tokens: `continuous` only. N (default 512): newcomers that join decoding rows
-            are prefilled inside the next decode step's forward (packed with the rows' next tokens, as
-            vLLM's chunked prefill; attention part by part), at most N prompt tokens per step. 0: a
-            newcomer's prompt is prefilled in a forward of its own, which stalls the rows decoding.
+            are prefilled inside the next decode steps' forwards (packed with the rows' next tokens;
+            attention part by part), at most N prompt tokens per step, a longer prompt a chunk per
+            step (vLLM's chunked prefill). 0: a newcomer's prompt is prefilled whole in a forward of
+            its own, which stalls the rows decoding.
         missing_gradients: `compute` (one batched backward for the misses) or `skip` (answer without them).
         write_back: write computed gradients back to the store (the store as a cache).
         composition: how a request's passage gradients are combined when it does not say: `sum`,
@@ -98,8 +99,8 @@ class EngineSettings(BaseSettings):
     scheduler: Literal["continuous", "static"] = Field("continuous", description="continuous | static batching")
     max_batch: int = Field(8, ge=1, le=256, description="most requests in one generation batch")
     max_wait_ms: float = Field(10.0, ge=0, le=10_000, description="batch gathering window, ms")
-    prefill_budget_tokens: int = Field(512, ge=0, le=1_000_000,
-                                       description="continuous: prompt tokens prefilled inside a decode step (0: off)")
+    prefill_budget_tokens: int = Field(512, ge=0, le=1_000_000, description="continuous: most prompt tokens "
+                                       "prefilled inside one decode step, longer prompts in chunks (0: off)")
     missing_gradients: Literal["compute", "skip"] = Field("compute", description="compute | skip")
     write_back: bool = Field(False, description="store gradients computed for misses")
     composition: str | None = Field(None, description="default combination: sum | softmax[:T] | likelihood[:T]")

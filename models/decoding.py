@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from transformers import DynamicCache
 
 from models.errors import ModelError
 from models.packed_attention import PACKED_ATTENTION, PackedLayout, packed_layout, register_packed_attention
@@ -48,11 +49,18 @@ class _Row:
 
 @dataclass
 class _Pending:
-    """A row that joined a running batch and waits for the next step to be prefilled inside it."""
+    """A row that joined a running batch and waits to be prefilled inside the next steps, a chunk of
+    its prompt at a time (the whole prompt when it fits the step's budget)."""
 
     row: _Row
     prompt: torch.Tensor                 # (T,) its prompt's tokens, no padding
     adapters: RowAdapters | None         # its own, as a batch of this one row
+    done: int = 0                        # prompt tokens prefilled by earlier steps
+    kv: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)   # their keys, values per layer
+
+    @property
+    def left(self) -> int:
+        return self.prompt.numel() - self.done
 
 
 class BatchDecoder:
@@ -62,9 +70,10 @@ class BatchDecoder:
         learner: the learner whose model decodes (its weights are only read).
         prefill_budget_tokens: None: rows that join are prefilled at once, in a forward of their own,
             which stalls the running rows. A number: rows that join a running batch are prefilled in
-            the next step's forward, packed after the running rows' next tokens (vLLM's chunked
-            prefill, whole prompts), at most this many prompt tokens per step (the first waiting
-            row always; the others wait for the next step).
+            the next steps' forwards, packed after the running rows' next tokens, at most this many
+            prompt tokens per step, in the order they joined (vLLM's chunked prefill): a prompt
+            longer than what is left of the budget is prefilled a chunk per step, so that no step
+            stalls the running rows for more than the budget's tokens.
         slots: None: the first adapted rows' bank becomes the batch's, growing as rows join (one
             generation). A number: the decoder keeps a bank of its own with this many slots for its
             whole life (a server's `max_rows`): no growth copies, and joining rows fold their adapters
@@ -155,6 +164,7 @@ class BatchDecoder:
     def step(self) -> list[tuple[Hashable, list[int]]]:
         """Emit each live row's next token (listed in `emitted`, for streaming); rows that finished
         leave (returned with all their tokens); the others run one decoder step together."""
+        self.emitted = []
         if not self._rows:
             if self._pending:                      # the running rows all left: prefill the waiting ones
                 self._decode_packed(self._take_pending())
@@ -164,7 +174,6 @@ class BatchDecoder:
         finished_mask = torch.isin(self._next, self._stop_tensor)
         finished: list[tuple[Hashable, list[int]]] = []
         keep: list[int] = []
-        self.emitted = []
         for i, (row, token, stop) in enumerate(zip(self._rows, self._next.tolist(), finished_mask.tolist())):
             row.tokens.append(token)
             self.emitted.append((row.key, token))
@@ -275,62 +284,83 @@ class BatchDecoder:
         self._next = self._head(out.last_hidden_state[:, -1]).argmax(-1)
 
 
-    def _take_pending(self) -> list[_Pending]:
-        """The waiting rows this step prefills: in order, up to the token budget (the first always)."""
-        taken, tokens = [], 0
+    def _take_pending(self) -> list[tuple[_Pending, int]]:
+        """The prompt chunks this step prefills: (waiting row, tokens), in order, within the token
+        budget; the last one may be part of its prompt (the rest goes in the next steps)."""
+        chunks, budget = [], self.prefill_budget_tokens
         for pending in self._pending:
-            if taken and tokens + pending.prompt.numel() > self.prefill_budget_tokens:
+            if budget <= 0:
                 break
-            taken.append(pending)
-            tokens += pending.prompt.numel()
-        self._pending = self._pending[len(taken):]
-        return taken
+            length = min(pending.left, budget)
+            chunks.append((pending, length))
+            budget -= length
+        return chunks
 
-    def _decode_packed(self, joining: list[_Pending]) -> None:
-        """One forward for the running rows' next tokens and the joining rows' whole prompts, packed
+    def _decode_packed(self, chunks: list[tuple[_Pending, int]]) -> None:
+        """One forward for the running rows' next tokens and the waiting rows' prompt chunks, packed
         into one sequence (batch 1): each token attends to its own row's cache and tokens only, part by
         part (`models.packed_attention`; the 4-D mask says the same to any other attention), each part
-        runs its own row adapters (`PackedRows`). Then the cache is the batch's
-        again, the joining rows appended, and every row has its next token."""
+        runs its own row adapters (`PackedRows`). A chunk's earlier tokens' keys (`_Pending.kv`) go
+        into the packed cache after the running rows'. Then the cache is the batch's again, the rows
+        whose prompts are complete appended, every row has its next token, and a row whose prompt is
+        not complete keeps its keys for the next step."""
         n, device = len(self._rows), self.learner.device
         width_old = self._attention.shape[1] if n else 0
-        lengths = [p.prompt.numel() for p in joining]
-        cached, total = n * width_old, n + sum(lengths)                 # K cached keys, L new tokens
+        prefixes = [pending.done for pending, _ in chunks]
+        lengths = [length for _, length in chunks]
+        running = n * width_old                                           # the running rows' cached keys
+        cached, total = running + sum(prefixes), n + sum(lengths)       # K cached keys, L new tokens
         mask = torch.zeros(total, cached + total, dtype=torch.bool, device=device)
         if n:
             own = torch.zeros(n, n, width_old, dtype=torch.bool, device=device)
             rows = torch.arange(n, device=device)
             own[rows, rows] = self._attention.bool()
-            mask[:n, :cached] = own.view(n, cached)                     # its own cache row
+            mask[:n, :running] = own.view(n, running)                   # its own cache row
             mask[rows, cached + rows] = True                            # and its new token
-        start = n
-        for length in lengths:                                          # a prompt: causal within itself
+        start, earlier = n, running
+        for prefix, length in zip(prefixes, lengths):                   # a chunk: its earlier tokens, then causal
+            mask[start : start + length, earlier : earlier + prefix] = True
             mask[start : start + length, cached + start : cached + start + length] = torch.ones(
                 length, length, dtype=torch.bool, device=device).tril()
-            start += length
+            start, earlier = start + length, earlier + prefix
         running_ids = [self._next] if n else []
         running_positions = [self._attention.sum(-1)] if n else []       # each row's next position
-        input_ids = torch.cat(running_ids + [p.prompt for p in joining])[None]                      # (1, L)
-        positions = torch.cat(running_positions + [torch.arange(length, device=device) for length in lengths])[None]
+        input_ids = torch.cat(running_ids + [p.prompt[p.done : p.done + length] for p, length in chunks])[None]
+        positions = torch.cat(running_positions + [torch.arange(p.done, p.done + length, device=device)
+                                                   for p, length in chunks])[None]                 # (1, L)
         parts = ((n, 1, self._adapters),) if n else ()
-        parts += tuple((1, length, p.adapters) for length, p in zip(lengths, joining))
+        parts += tuple((1, length, p.adapters) for p, length in chunks)
         kwargs = {}
-        if n:
-            old = [(layer.keys, layer.values) for layer in self._cache.layers]
-            for layer, (keys, values) in zip(self._cache.layers, old):   # (n, h, W, d) → (1, h, n·W, d)
-                layer.keys = keys.transpose(0, 1).reshape(1, keys.shape[1], cached, keys.shape[-1])
-                layer.values = values.transpose(0, 1).reshape(1, values.shape[1], cached, values.shape[-1])
-            kwargs[self._cache_kw] = self._cache
-        layout = PackedLayout(n, width_old, self._attention.bool() if n else None, tuple(lengths))
+        old = [(layer.keys, layer.values) for layer in self._cache.layers] if n else []
+        if n or cached:
+            cache = self._cache if n else DynamicCache()
+            for i in range(len(old) if n else len(next(p.kv for p, _ in chunks if p.done))):
+                keys = [p.kv[i][0] for p, _ in chunks if p.done]
+                values = [p.kv[i][1] for p, _ in chunks if p.done]
+                if n:                                                    # (n, h, W, d) → (1, h, n·W, d)
+                    k, v = old[i]
+                    keys.insert(0, k.transpose(0, 1).reshape(1, k.shape[1], running, k.shape[-1]))
+                    values.insert(0, v.transpose(0, 1).reshape(1, v.shape[1], running, v.shape[-1]))
+                    layer = self._cache.layers[i]
+                    layer.keys, layer.values = torch.cat(keys, dim=2), torch.cat(values, dim=2)
+                else:
+                    cache.update(torch.cat(keys, dim=2), torch.cat(values, dim=2), i)
+            kwargs[self._cache_kw] = cache
+        layout = PackedLayout(n, width_old, self._attention.bool() if n else None, tuple(lengths), tuple(prefixes))
         with attention_implementation(self._base, PACKED_ATTENTION), packed_layout(layout), \
                 self.learner.using_rows(PackedRows(parts)):
             out = self._decoder(input_ids=input_ids, attention_mask=mask[None, None], position_ids=positions,
                                 use_cache=True, **kwargs)
         cache = getattr(out, self._cache_kw)
-        ends = torch.tensor(list(range(n)) + [n + sum(lengths[: i + 1]) - 1 for i in range(len(lengths))],
-                            device=device)
-        self._next = self._head(out.last_hidden_state[0, ends]).argmax(-1)                        # (n + m,)
-        width = max(([width_old + 1] if n else []) + lengths)
+        complete = [length == p.left for p, length in chunks]
+        ends, end = list(range(n)), n
+        for length, whole in zip(lengths, complete):
+            end += length
+            if whole:
+                ends.append(end - 1)
+        joined = [p for (p, _), whole in zip(chunks, complete) if whole]
+        width = max(([width_old + 1] if n else []) + [p.prompt.numel() for p in joined], default=0)
+        kept: list[list[torch.Tensor]] = [[] for _ in chunks]           # unfinished chunks' keys, values per layer
         for i, layer in enumerate(cache.layers):                         # back to (n + m, h, width, d)
             for attribute in ("keys", "values"):
                 packed = getattr(layer, attribute)[0]                    # (h, K + L, d)
@@ -338,17 +368,30 @@ class BatchDecoder:
                 if n:
                     new = packed[:, cached : cached + n].transpose(0, 1).unsqueeze(2)             # (n, h, 1, d)
                     parts_kv.append(_pad_left(torch.cat([old[i][attribute == "values"], new], dim=2), width, 2))
-                start = cached + n
-                for length in lengths:
-                    parts_kv.append(_pad_left(packed[:, start : start + length][None], width, 2))
-                    start += length
-                setattr(layer, attribute, torch.cat(parts_kv))
+                earlier, start = running, cached + n
+                for c, ((p, length), whole) in enumerate(zip(chunks, complete)):
+                    tokens = torch.cat([packed[:, earlier : earlier + p.done], packed[:, start : start + length]],
+                                       dim=1)[None]                                            # (1, h, done + l, d)
+                    if whole:
+                        parts_kv.append(_pad_left(tokens, width, 2))
+                    else:
+                        kept[c].append(tokens)
+                    earlier, start = earlier + p.done, start + length
+                setattr(layer, attribute, torch.cat(parts_kv) if parts_kv else None)
+        for c, ((p, length), whole) in enumerate(zip(chunks, complete)):
+            p.done += length
+            if not whole:                                               # (keys, values) per layer, for the next step
+                p.kv = list(zip(kept[c][0::2], kept[c][1::2]))
+        self._pending = [p for p in self._pending if p.left]
+        if not n and not joined:                                        # nothing decodes yet: only chunks ran
+            return
+        self._next = self._head(out.last_hidden_state[0, ends]).argmax(-1)                        # (n + m,)
         masks = [_pad_left(torch.cat([self._attention, self._attention.new_ones(n, 1)], dim=1), width, 1)] if n else []
-        masks += [_pad_left(torch.ones(1, length, dtype=torch.long, device=device), width, 1) for length in lengths]
+        masks += [_pad_left(torch.ones(1, p.prompt.numel(), dtype=torch.long, device=device), width, 1) for p in joined]
         self._attention, self._cache = torch.cat(masks), cache
-        for offset, pending in enumerate(joining, start=n):
+        for offset, pending in enumerate(joined, start=n):
             self._add_adapters(pending.adapters, offset)
-        self._rows += [p.row for p in joining]
+        self._rows += [p.row for p in joined]
         self._adapters = self._step_adapters()
 
 

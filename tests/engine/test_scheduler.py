@@ -58,10 +58,11 @@ def _questions() -> list[Question]:
     ]
 
 
-@pytest.mark.parametrize("prefill_budget_tokens", [None, 64])
+@pytest.mark.parametrize("prefill_budget_tokens", [None, 64, 16])
 def test_rows_joining_mid_generation_get_their_solo_answers(engine, prefill_budget_tokens):
     """Newcomers prefilled in a forward of their own (None), or inside the running rows' next decode
-    step (a budget): either way each request gets exactly its solo answer."""
+    steps (a budget; at 16 tokens every prompt is prefilled in chunks over several steps): either way
+    each request gets exactly its solo answer."""
     questions = _questions()
     solo = [engine.answer_batch([q])[0] for q in questions]
     # 12 requests, 3 rows: most join a running batch

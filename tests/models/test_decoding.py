@@ -85,12 +85,12 @@ def test_unadapted_rows_of_a_mixed_batch_are_exactly_unadapted(tiny_learner, pas
     assert float((mixed[0] - plain[0]).abs().max()) > 1e-3
 
 
-@pytest.mark.parametrize("budget", [10_000, 1])
+@pytest.mark.parametrize("budget", [10_000, 7, 1])
 def test_rows_prefilled_inside_a_decode_step_get_their_solo_tokens(tiny_learner, passages, monkeypatch, budget):
     """Continuous batching's fused step: rows that join a running batch are prefilled in the next
-    step's forward, packed after the running rows' next tokens (all the waiting prompts at once, or
-    one per step under a 1-token budget). Adapted, plain and switched-off rows, a waiting row that is
-    withdrawn: every other row gets exactly the tokens it gets alone."""
+    steps' forwards, packed after the running rows' next tokens (all the waiting prompts at once, or
+    a chunk of `budget` prompt tokens per step: chunked prefill). Adapted, plain and switched-off
+    rows, a waiting row that is withdrawn: every other row gets exactly the tokens it gets alone."""
     monkeypatch.setattr("models.decoding.stop_token_ids", lambda tok: frozenset({tok.eos_token_id}))
     learner = tiny_learner
     requests = _requests(learner, passages)[:5] + [AnswerRequest("Where is it?", base=True),
@@ -107,7 +107,12 @@ def test_rows_prefilled_inside_a_decode_step_get_their_solo_tokens(tiny_learner,
     decoder.leave([9])                                             # withdrawn while waiting
     assert 9 not in decoder.keys
     done.update(decoder.step())
-    assert len(decoder._pending) == (0 if budget > 1 else 1)       # a 1-token budget: one prompt per step
+    waiting = decoder._pending
+    if budget > 1000:
+        assert not waiting
+    else:                                                          # a chunk of the first prompt per step
+        assert len(waiting) == 2 and waiting[0].done == budget and len(decoder) == 4
+        assert len(waiting[0].kv) == len(learner.model.get_base_model().get_decoder().layers)
     _join(decoder, learner, [4, 5, 6], requests[4:7], lengths[4:7])
     while decoder:
         done.update(decoder.step())
@@ -116,17 +121,60 @@ def test_rows_prefilled_inside_a_decode_step_get_their_solo_tokens(tiny_learner,
     assert joined == solo
 
 
-def test_rows_waiting_when_the_running_rows_all_leave_are_prefilled_alone(tiny_learner, passages, monkeypatch):
-    """The step in which the last running row finishes prefills the waiting rows by themselves."""
+@pytest.mark.parametrize("budget", [10_000, 5])
+def test_rows_waiting_when_the_running_rows_all_leave_are_prefilled_alone(tiny_learner, passages, monkeypatch,
+                                                                          budget):
+    """The step in which the last running row finishes prefills the waiting rows by themselves (under a
+    small budget, chunk by chunk over the next steps, with no row decoding)."""
     monkeypatch.setattr("models.decoding.stop_token_ids", lambda tok: frozenset({tok.eos_token_id}))
     learner = tiny_learner
     requests = _requests(learner, passages)
     solo = [generate_answers(learner, [r], max_new_tokens=4, return_raw=True)[0] for r in requests[2:5]]
-    decoder = BatchDecoder(learner, prefill_budget_tokens=10_000)
+    decoder = BatchDecoder(learner, prefill_budget_tokens=budget)
     _join(decoder, learner, ["first"], requests[:1], [1])             # finishes at its first step
     _join(decoder, learner, [2, 3, 4], requests[2:5], [4, 4, 4])      # waits for that step
     done = dict(decoder.step())
-    assert list(done) == ["first"] and len(decoder) == 3 and not decoder._pending
+    assert list(done) == ["first"] and len(decoder) == 3
+    if budget > 1000:
+        assert not decoder._pending
+    else:                                                             # chunks, with no row decoding yet
+        assert len(decoder._pending) == 3 and decoder._pending[0].done == budget
+        assert decoder.step() == [] and decoder._pending[0].done == 2 * budget and not decoder.emitted
     while decoder:
         done.update(decoder.step())
     assert [answer_text(learner.tokenizer, done[i], requests[i], raw=True) for i in (2, 3, 4)] == solo
+
+
+@pytest.mark.integration
+def test_the_real_model_prefilled_in_chunks_gets_its_solo_tokens(real_learner, shared_data):
+    """The bundled model, fp32: a `rag` prompt of 4 HotpotQA passages (about 600 tokens) joins two
+    rows decoding and is prefilled 128 tokens a step (chunked prefill), beside a short adapted row
+    prefilled whole; all four get exactly the tokens they get alone, and the running rows emit a
+    token at every step while the long prompt is prefilled."""
+    import json
+
+    line = (shared_data / "hotpotqa" / "ircot_hotpotqa_dev_subsampled.jsonl").read_text().splitlines()[0]
+    record = json.loads(line)
+    learner = real_learner
+    gradient = torch.randn(learner.layout.dim, generator=torch.Generator().manual_seed(0)) * 1e-3
+    requests = [AnswerRequest("Who was Shirley Temple?", gradient=gradient),
+                AnswerRequest("What is Paris?"),
+                AnswerRequest(record["question_text"], context=[(c["title"], c["paragraph_text"])
+                                                                for c in record["contexts"][:4]]),
+                AnswerRequest(record["question_text"], gradient=gradient)]
+    solo = [generate_answers(learner, [r], max_new_tokens=4, return_raw=True)[0] for r in requests]
+    decoder = BatchDecoder(learner, prefill_budget_tokens=128)
+    _join(decoder, learner, [0, 1], requests[:2], [12, 12])
+    done = dict(decoder.step())
+    _join(decoder, learner, [2, 3], requests[2:], [4, 4])
+    long_prompt = decoder._pending[0].prompt.numel()
+    assert long_prompt > 400
+    chunk_steps = 0
+    while decoder._pending:
+        done.update(decoder.step())
+        chunk_steps += 1
+        assert {key for key, _ in decoder.emitted} >= ({0, 1} - set(done))   # the running rows went on
+    assert chunk_steps >= long_prompt // 128                                  # a chunk a step
+    while decoder:
+        done.update(decoder.step())
+    assert [answer_text(learner.tokenizer, done[i][:4], r, raw=True) for i, r in enumerate(requests)] == solo
