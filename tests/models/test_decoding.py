@@ -178,3 +178,25 @@ def test_the_real_model_prefilled_in_chunks_gets_its_solo_tokens(real_learner, s
     while decoder:
         done.update(decoder.step())
     assert [answer_text(learner.tokenizer, done[i][:4], r, raw=True) for i, r in enumerate(requests)] == solo
+
+
+def test_a_row_withdrawn_between_its_chunks_leaves_no_trace(tiny_learner, passages, monkeypatch):
+    """A client that leaves while its prompt is half prefilled: its chunk state goes, the next waiting
+    prompt starts from its own first token, and every other row gets its solo tokens."""
+    monkeypatch.setattr("models.decoding.stop_token_ids", lambda tok: frozenset({tok.eos_token_id}))
+    learner = tiny_learner
+    requests = _requests(learner, passages)
+    solo = [generate_answers(learner, [r], max_new_tokens=6, return_raw=True)[0] for r in requests]
+    decoder = BatchDecoder(learner, prefill_budget_tokens=6)
+    _join(decoder, learner, [0], requests[:1], [6])
+    done = dict(decoder.step())
+    _join(decoder, learner, [1, 2, 3], requests[1:4], [6, 6, 6])
+    done.update(decoder.step())
+    assert decoder._pending[0].row.key == 1 and 0 < decoder._pending[0].done < decoder._pending[0].prompt.numel()
+    decoder.leave([1])                                             # gone between two of its chunks
+    assert 1 not in decoder.keys and decoder._pending[0].done == 0
+    while decoder:
+        done.update(decoder.step())
+    assert sorted(done) == [0, 2, 3]
+    assert [answer_text(learner.tokenizer, done[i], requests[i], raw=True) for i in (0, 2, 3)] == \
+        [solo[i] for i in (0, 2, 3)]
