@@ -342,9 +342,9 @@ class BatchDecoder:
                     keys.insert(0, k.transpose(0, 1).reshape(1, k.shape[1], running, k.shape[-1]))
                     values.insert(0, v.transpose(0, 1).reshape(1, v.shape[1], running, v.shape[-1]))
                     layer = self._cache.layers[i]
-                    layer.keys, layer.values = torch.cat(keys, dim=2), torch.cat(values, dim=2)
+                    layer.keys, layer.values = _joined(keys), _joined(values)
                 else:
-                    cache.update(torch.cat(keys, dim=2), torch.cat(values, dim=2), i)
+                    cache.update(_joined(keys), _joined(values), i)
             kwargs[self._cache_kw] = cache
         layout = PackedLayout(n, width_old, self._attention.bool() if n else None, tuple(lengths), tuple(prefixes))
         with attention_implementation(self._base, PACKED_ATTENTION), packed_layout(layout), \
@@ -370,12 +370,12 @@ class BatchDecoder:
                     parts_kv.append(_pad_left(torch.cat([old[i][attribute == "values"], new], dim=2), width, 2))
                 earlier, start = running, cached + n
                 for c, ((p, length), whole) in enumerate(zip(chunks, complete)):
-                    tokens = torch.cat([packed[:, earlier : earlier + p.done], packed[:, start : start + length]],
-                                       dim=1)[None]                                            # (1, h, done + l, d)
+                    tokens = _joined([packed[:, earlier : earlier + p.done], packed[:, start : start + length]],
+                                     dim=1)[None]                                              # (1, h, done + l, d)
                     if whole:
                         parts_kv.append(_pad_left(tokens, width, 2))
-                    else:
-                        kept[c].append(tokens)
+                    else:                                               # its own copy: the step's cache goes
+                        kept[c].append(tokens if p.done else tokens.clone())
                     earlier, start = earlier + p.done, start + length
                 setattr(layer, attribute, torch.cat(parts_kv) if parts_kv else None)
         for c, ((p, length), whole) in enumerate(zip(chunks, complete)):
@@ -408,6 +408,12 @@ def _one_row(adapters: RowAdapters | None, i: int) -> RowAdapters | None:
     j = rows.index(i)
     deltas = {name: (A[j : j + 1], B[j : j + 1]) for name, (A, B) in adapters.deltas.items()}
     return RowAdapters(deltas, one, 1, off=None, folded=adapters.folded, aligned=True if adapters.folded else None)
+
+
+def _joined(tensors: list[torch.Tensor], dim: int = 2) -> torch.Tensor:
+    """`torch.cat` of the non-empty tensors, without a copy when there is only one."""
+    parts = [t for t in tensors if t.shape[dim]] or tensors[:1]
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=dim)
 
 
 def _pad_left(tensor: torch.Tensor, width: int, dim: int) -> torch.Tensor:
