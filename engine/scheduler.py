@@ -81,6 +81,9 @@ class ContinuousScheduler:
             the decoding rows. A number: newcomers that join running rows are prefilled inside the
             next decode steps' forwards, at most this many prompt tokens per step, a longer prompt
             a chunk per step (`BatchDecoder`; `REGRAD_PREFILL_BUDGET_TOKENS`).
+        on_token_gap: called on the model thread with the seconds between two consecutive decode
+            steps that emitted tokens to rows already decoding: the gap every running stream saw
+            between two of its tokens, newcomers' prefills, store sums and scoring included (metrics).
 
     Example:
         scheduler = ContinuousScheduler(engine, max_rows=8)
@@ -90,7 +93,8 @@ class ContinuousScheduler:
     """
 
     def __init__(self, engine=None, *, max_rows: int = 8, join_wait_ms: float = 0.0,
-                 on_join: Callable[[int, int], None] | None = None, prefill_budget_tokens: int | None = None) -> None:
+                 on_join: Callable[[int, int], None] | None = None, prefill_budget_tokens: int | None = None,
+                 on_token_gap: Callable[[float], None] | None = None) -> None:
         if max_rows < 1:
             raise ValueError(f"`max_rows` must be >= 1, got {max_rows}")
         if prefill_budget_tokens is not None and prefill_budget_tokens < 1:
@@ -102,6 +106,8 @@ class ContinuousScheduler:
         self.max_rows = max_rows
         self.join_wait_s = join_wait_ms / 1000.0
         self._on_join = on_join
+        self._on_token_gap = on_token_gap
+        self._emitting: tuple[set, float] = (set(), 0.0)   # rows that emitted last, and when (token gaps)
         self._lock = threading.Condition()
         self._incoming: collections.deque[_Job] = collections.deque()   # submitted, not staged
         self._staged: collections.deque[_Job] = collections.deque()     # staged, waiting for a row
@@ -258,7 +264,7 @@ class ContinuousScheduler:
             if not self._live:
                 continue
             try:
-                finished = decoder.step()
+                decoder.step(on_emit=self._emit)
             except Exception as error:  # e.g. out of memory: every live row fails, the loop goes on
                 logger.exception("a decode step failed; failing %d rows", len(self._live))
                 for job in self._live.values():
@@ -266,10 +272,33 @@ class ContinuousScheduler:
                 self._live.clear()
                 decoder = BatchDecoder(self.engine.learner, prefill_budget_tokens=self.prefill_budget_tokens,
                                slots=self.max_rows)
+                self._emitting = (set(), 0.0)
                 continue
-            self._stream(decoder.emitted)
-            for key, token_ids in finished:
-                self._finish(self._live.pop(key), token_ids)
+
+    def _emit(self, emitted: list[tuple[Any, int]], finished: list[tuple[Any, list[int]]]) -> None:
+        """Called by the decoder between a step's tokens and its forward: the tokens go to their
+        streams and the finished rows' answers to their clients before the next forward runs."""
+        self._token_gap(emitted, finished)
+        self._stream(emitted)
+        for key, token_ids in finished:
+            job = self._live.pop(key)
+            try:
+                self._finish(job, token_ids)
+            except Exception as error:   # e.g. decoding its text: this request fails, the others decode on
+                logger.exception("finishing a request failed")
+                _fail(job.future, error)
+
+    def _token_gap(self, emitted: list[tuple[Any, int]], finished: list[tuple[Any, list[int]]]) -> None:
+        """Report the seconds since the last tokens, if a row that emitted then emits now (a stream
+        waited that long for its next token; a newcomer's first token and idle time are no gap)."""
+        keys, now = {key for key, _ in emitted}, time.perf_counter()
+        before, then = self._emitting
+        if keys & before and self._on_token_gap is not None:
+            try:
+                self._on_token_gap(now - then)
+            except Exception:
+                logger.exception("the token-gap callback failed")
+        self._emitting = (keys - {key for key, _ in finished}, now)
 
     def _stream(self, emitted: list[tuple[Any, int]]) -> None:
         """Hand each emitted token to its row's `on_token`, if any (a failing callback is logged, the

@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -161,9 +161,12 @@ class BatchDecoder:
         self._adapters = self._step_adapters()
 
     @torch.no_grad()
-    def step(self) -> list[tuple[Hashable, list[int]]]:
+    def step(self, on_emit: Callable[[list[tuple[Hashable, int]], list[tuple[Hashable, list[int]]]], None]
+             | None = None) -> list[tuple[Hashable, list[int]]]:
         """Emit each live row's next token (listed in `emitted`, for streaming); rows that finished
-        leave (returned with all their tokens); the others run one decoder step together."""
+        leave (returned with all their tokens); the others run one decoder step together.
+        `on_emit(emitted, finished)`, if given, is called before that forward, so that a server hands
+        out the tokens and the finished answers one forward sooner than `step` returns them."""
         self.emitted = []
         if not self._rows:
             if self._pending:                      # the running rows all left: prefill the waiting ones
@@ -183,6 +186,8 @@ class BatchDecoder:
                 keep.append(i)
         if finished:
             self._keep(keep)
+        if on_emit is not None:
+            on_emit(self.emitted, finished)
         if self._pending:
             self._decode_packed(self._take_pending())
         elif self._rows:

@@ -72,6 +72,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms, max_queue=settings.max_queue,
             on_batch=metrics.batch_size.observe, on_joined_running=metrics.rows_joined_running.inc,
             prefill_budget_tokens=settings.prefill_budget_tokens or None,
+            on_token_gap=metrics.token_gap_seconds.observe,
         )
         await batcher.start(build)
         engine = batcher.engine

@@ -235,7 +235,8 @@ class ContinuousBatcher:
     (`engine.scheduler.ContinuousScheduler`): a request joins the running generation at the next
     decode step and leaves it the step it finishes. `max_wait_ms` is how long a newcomer that
     cannot fill the free rows alone waits for company while other rows decode (one prefill for several);
-    `prefill_budget_tokens` (None: off) prefills newcomers inside the running rows' next decode step.
+    `prefill_budget_tokens` (None: off) prefills newcomers inside the running rows' next decode steps;
+    `on_token_gap` gets the seconds between two of the running rows' tokens, at every step (metrics).
 
     The queue bound is this class's: `submit` raises QueueFullError when `max_queue` requests are
     already waiting for a row. A cancelled `submit` (client gone) withdraws the request; if it was
@@ -245,7 +246,8 @@ class ContinuousBatcher:
     def __init__(self, *, max_batch: int = 8, max_wait_ms: float = 10.0, max_queue: int = 256,
                  on_batch: Callable[[int], None] | None = None,
                  on_joined_running: Callable[[int], None] | None = None,
-                 prefill_budget_tokens: int | None = None) -> None:
+                 prefill_budget_tokens: int | None = None,
+                 on_token_gap: Callable[[float], None] | None = None) -> None:
         from engine.scheduler import ContinuousScheduler
 
         def on_join(live_rows: int, joined_running: int) -> None:
@@ -257,7 +259,7 @@ class ContinuousBatcher:
         self.max_batch = max_batch
         self.max_queue = max_queue
         self._scheduler = ContinuousScheduler(max_rows=max_batch, join_wait_ms=max_wait_ms, on_join=on_join,
-                                              prefill_budget_tokens=prefill_budget_tokens)
+                                              prefill_budget_tokens=prefill_budget_tokens, on_token_gap=on_token_gap)
         self._started = False
 
     @property

@@ -21,6 +21,9 @@ __all__ = ["ServiceMetrics", "CONTENT_TYPE_LATEST"]
 # Seconds; CPU generation of a batch takes seconds, a store read well under a millisecond.
 _STAGE_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+# Seconds between two tokens of a stream: a decode step on a CPU takes tens of milliseconds, a stall
+# behind a newcomer's whole long prompt seconds.
+_TOKEN_GAP_BUCKETS_S = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 class ServiceMetrics:
@@ -36,6 +39,9 @@ class ServiceMetrics:
         regrad_queue_depth: requests waiting for the model.
         regrad_live_rows: rows decoding now (continuous scheduler).
         regrad_rows_joined_running_total: requests that joined a generation already running (continuous).
+        regrad_token_gap_seconds: seconds between two consecutive tokens of the rows decoding, one
+            observation per decode step (continuous): vLLM's time per output token; its tail is the
+            stall newcomers' prefills, store sums and scoring cause (tune REGRAD_PREFILL_BUDGET_TOKENS).
         regrad_cache_hits_total{cache}, regrad_cache_misses_total{cache}: lookups of the engine's caches
             (`gradient`: computed passage gradients; `relevance`: passage prompts' KV for the
             `likelihood` scoring), once `watch_caches` is called.
@@ -78,6 +84,10 @@ class ServiceMetrics:
         self.rows_joined_running = Counter(
             "regrad_rows_joined_running", "Requests that joined a generation already running (continuous)",
             registry=self.registry,
+        )
+        self.token_gap_seconds = Histogram(
+            "regrad_token_gap_seconds", "Seconds between two consecutive tokens of the rows decoding (continuous)",
+            buckets=_TOKEN_GAP_BUCKETS_S, registry=self.registry,
         )
 
     def watch_caches(self, caches: Mapping[str, Any]) -> None:

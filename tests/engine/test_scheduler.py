@@ -87,6 +87,23 @@ def test_rows_joining_mid_generation_get_their_solo_answers(engine, prefill_budg
     assert regrad != plain                                    # the adapters changed the answers
 
 
+def test_token_gaps_are_reported_between_a_running_rows_tokens_not_across_idle_time(engine, long_answers):
+    """One gap per decode step after a row's first token: 6 tokens make 5 gaps. The idle time between
+    two requests is not a gap (no row was waiting for a token)."""
+    gaps: list[float] = []
+    scheduler = ContinuousScheduler(engine, max_rows=2, on_token_gap=gaps.append)
+    scheduler.start()
+    try:
+        scheduler.submit(Question("What is the capital of Veltoria?", max_new_tokens=6)).result(timeout=120)
+        assert len(gaps) == 5
+        time.sleep(0.5)                                         # idle: nothing decodes
+        scheduler.submit(Question("Where was Oskel Brandt born?", max_new_tokens=4)).result(timeout=120)
+    finally:
+        scheduler.stop()
+    assert len(gaps) == 5 + 3
+    assert all(0 < gap < 0.5 for gap in gaps)
+
+
 def test_a_withdrawn_request_frees_its_row(engine, long_answers):
     scheduler = ContinuousScheduler(engine, max_rows=1)
     scheduler.start()

@@ -200,3 +200,33 @@ def test_a_row_withdrawn_between_its_chunks_leaves_no_trace(tiny_learner, passag
     assert sorted(done) == [0, 2, 3]
     assert [answer_text(learner.tokenizer, done[i], requests[i], raw=True) for i in (0, 2, 3)] == \
         [solo[i] for i in (0, 2, 3)]
+
+
+def test_tokens_and_finished_rows_are_handed_out_before_the_steps_forward(tiny_learner, passages, monkeypatch):
+    """`step(on_emit=...)` gives the step's tokens and finished rows before it runs the next forward,
+    so a server streams each token and answers each finished request one forward sooner."""
+    monkeypatch.setattr("models.decoding.stop_token_ids", lambda tok: frozenset({tok.eos_token_id}))
+    learner = tiny_learner
+    requests = _requests(learner, passages)[:2]
+    decoder = BatchDecoder(learner)
+    events: list[str] = []
+    forward = BatchDecoder._decode_one
+
+    def decode_one(self):
+        events.append("forward")
+        forward(self)
+
+    monkeypatch.setattr(BatchDecoder, "_decode_one", decode_one)
+    _join(decoder, learner, ["short", "long"], requests, [1, 3])
+    handed: dict = {}
+
+    def on_emit(emitted, finished):
+        events.append("emit")
+        handed.update(finished)
+
+    returned = {}
+    while decoder:
+        returned.update(decoder.step(on_emit=on_emit))
+    assert events[:2] == ["emit", "forward"]                        # the first step: tokens, then the forward
+    assert events.count("emit") == len(returned["long"]) and handed == returned
+    assert len(returned["short"]) == 1 and events.index("forward") > 0

@@ -194,6 +194,7 @@ def test_32_concurrent_requests_each_get_their_solo_answer(server, corpus):
         assert [p["id"] for p in body["passages"]] == [p["id"] for p in expected["passages"]]
     assert max(r.json()["batch_size"] for r in responses) > 1
     assert _metric(url, "regrad_rows_joined_running_total") > joined_before  # joins mid-generation happened
+    assert _metric(url, "regrad_token_gap_seconds_count") > 0                 # gaps between streamed tokens
     # The quitter's request was withdrawn when its connection closed (its row freed), not run to the end.
     assert _metric(url, 'regrad_answer_requests_total{mode="regrad",status="499"}') == 1
     assert len({s["answer"] for s in solo}) > 1  # the adaptations really differ per row
