@@ -15,7 +15,9 @@ Load: closed-loop clients (each sends its next request when its answer arrives) 
 32 clients, and open-loop Poisson arrivals at `--rate` requests/s (arrivals do not wait for
 answers, as behind a load balancer). Each way runs in a fresh interpreter.
 Last line: one JSON object with `continuous_vs_static_at_8`, `continuous_vs_static_at_16`,
-`continuous_speedup_vs_inplace_at_8` and `p95_ms_at_8` for both schedulers.
+`continuous_speedup_vs_inplace_at_8` and `p95_ms_at_8` for both schedulers, and
+`continuous_token_gap_at_8`: the gaps between a decoding row's tokens at 8 clients, from the server's
+`regrad_token_gap_seconds` (the bucket that holds their median and 95th percentile).
 
     .venv/bin/python bench/serving_bench.py                      # the shipped learner
     .venv/bin/python bench/serving_bench.py --checkpoint DIR --rate 6
@@ -181,14 +183,21 @@ def service_phase(root: Path, questions: list[str], args: argparse.Namespace) ->
         asyncio.run(closed_loop(url, questions, 4, 8, "regrad"))  # warm-up
         for c in args.levels:
             n = max(args.requests, 2 * c)
+            gaps_before = token_gap_buckets(url) if c == 8 else {}
             summary, answers = asyncio.run(closed_loop(url, questions, c, n, "regrad"))
             results["closed"][str(c)] = summary
+            if c == 8 and gaps_before is not None:
+                results["token_gap_at_8"] = token_gap_quantiles(gaps_before, token_gap_buckets(url))
             if c == 1:
                 results["answers_alone"] = [answers.get(i) for i in range(len(questions))]
             if c == 8:
                 results["answers_at_8"] = [answers.get(i) for i in range(len(questions))]
             print(f"{name} regrad      clients {c:>2}: {summary['rps']:6.2f} req/s   p50 {summary['p50_ms']:6.0f} ms"
                   f"   p95 {summary['p95_ms']:6.0f} ms   batch {summary['batch']:4.1f}", flush=True)
+            if c == 8 and results.get("token_gap_at_8"):
+                gap = results["token_gap_at_8"]
+                print(f"{name} gaps between a row's tokens at 8: {gap['gaps']}, median <= {gap['p50_le_ms']} ms, "
+                      f"95th percentile <= {gap['p95_le_ms']} ms (None: above the last bucket)", flush=True)
         summary, _ = asyncio.run(closed_loop(url, questions, 8, args.requests, "closed_book"))
         results["unadapted_8"] = summary
         print(f"{name} closed_book clients  8: {summary['rps']:6.2f} req/s   p50 {summary['p50_ms']:6.0f} ms"
@@ -201,6 +210,31 @@ def service_phase(root: Path, questions: list[str], args: argparse.Namespace) ->
         server.should_exit = True
         thread.join(timeout=60)
     return results
+
+
+def token_gap_buckets(url: str) -> dict[float, float] | None:
+    """The server's `regrad_token_gap_seconds` histogram (cumulative count per upper bound, seconds), or
+    None where the server has none (the static scheduler, older code)."""
+    import httpx
+
+    buckets = {}
+    for line in httpx.get(url + "/metrics", timeout=60).text.splitlines():
+        if line.startswith('regrad_token_gap_seconds_bucket{le="'):
+            bound, count = line.split('le="', 1)[1].split('"}')
+            buckets[float(bound)] = float(count)
+    return buckets or None
+
+
+def token_gap_quantiles(before: dict[float, float], after: dict[float, float] | None) -> dict:
+    """Between two scrapes: how many gaps between a decoding row's tokens, and the histogram bucket
+    (its upper bound, ms) that holds the median and the 95th percentile."""
+    counts = {bound: after[bound] - before.get(bound, 0.0) for bound in sorted(after or {})}
+    total = counts.get(float("inf"), 0.0)
+    result: dict = {"gaps": int(total)}
+    for name, q in (("p50_le_ms", 0.5), ("p95_le_ms", 0.95)):
+        bound = next((b for b, c in counts.items() if total and c >= q * total), None)
+        result[name] = None if bound is None or bound == float("inf") else round(bound * 1000)
+    return result
 
 
 def in_place_phase(root: Path, questions: list[str], dtype: str, composition: str | None = None) -> dict:
@@ -373,6 +407,7 @@ def main() -> None:
         "static_speedup_vs_inplace_at_8": round(rps(static, 8) / inplace["rps"], 2),
         "p95_ms_at_8": {"continuous": round(continuous["closed"]["8"]["p95_ms"], 1),
                         "static": round(static["closed"]["8"]["p95_ms"], 1)},
+        "continuous_token_gap_at_8": continuous.get("token_gap_at_8"),
         "answer_tokens": {"min": min(inplace["lengths"]), "median": statistics.median(inplace["lengths"]),
                           "max": max(inplace["lengths"])},
         "machine": machine, "base_dtype": dtype, "prefill_budget_tokens": args.prefill_budget_tokens,
