@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # ---- knobs ----------------------------------------------------------------------------------
 RUNNING = 7                     # rows decoding when the newcomer joins
@@ -68,6 +69,7 @@ def measure(learner, running, newcomer, budget: int | None) -> dict:
 
 def main() -> None:
     import torch
+    from serving_bench import cpu_name
 
     from models import AnswerRequest, Learner
     from models.base import cpu_has_amx, resolve_dtype
@@ -99,7 +101,7 @@ def main() -> None:
     for _ in range(args.repeat + 1):                      # ways interleaved; the first round warms up
         for name, budget in ways.items():
             figures[name].append(measure(learner, running, newcomer, budget))
-    record = {"machine": _cpu(), "amx": cpu_has_amx(), "base_dtype": str(dtype).removeprefix("torch."),
+    record = {"machine": cpu_name(), "amx": cpu_has_amx(), "base_dtype": str(dtype).removeprefix("torch."),
               "torch_threads": torch.get_num_threads(), "running_rows": RUNNING, "prompt_tokens": prompt_tokens}
     for name, runs in figures.items():
         runs = runs[1:]
@@ -114,13 +116,6 @@ def main() -> None:
     print(f"newcomer's prompt {prompt_tokens} tokens, {RUNNING} rows decoding; longest stall, whole over chunked: "
           + ", ".join(f"{b}: {record[f'stall_whole_vs_chunked_{b}']}x" for b in budgets))
     print(json.dumps(record))
-
-
-def _cpu() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # ---- knobs ----------------------------------------------------------------------------------
 CLIENTS = 8
@@ -116,6 +117,7 @@ class StepClock:
 
 def main() -> None:
     import torch
+    from serving_bench import cpu_name
 
     from engine.config import EngineConfig
     from engine.core import Engine
@@ -132,7 +134,7 @@ def main() -> None:
     questions = json.loads((args.root / "build-continuous.json").read_text())["questions"]
     config = EngineConfig(checkpoint=args.root / "checkpoint", store=args.root / "store",
                           index=str(args.root / "index"), device="cpu", dtype="auto", composition=args.composition)
-    record: dict = {"machine": f"{_cpu()} ({'AMX' if cpu_has_amx() else 'no AMX'})",
+    record: dict = {"machine": f"{cpu_name()} ({'AMX' if cpu_has_amx() else 'no AMX'})",
                     "torch_threads": torch.get_num_threads(), "requests": args.requests,
                     "prefill_budget_tokens": args.prefill_budget_tokens}
 
@@ -178,13 +180,6 @@ def main() -> None:
     print(f"{'':>14}continuous joins: {record['continuous']['joins']}, "
           f"{record['continuous']['join_ms_mean']} ms each (store sum, fold)")
     print(json.dumps(record))
-
-
-def _cpu() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 if __name__ == "__main__":
