@@ -183,10 +183,10 @@ def service_phase(root: Path, questions: list[str], args: argparse.Namespace) ->
         asyncio.run(closed_loop(url, questions, 4, 8, "regrad"))  # warm-up
         for c in args.levels:
             n = max(args.requests, 2 * c)
-            gaps_before = token_gap_buckets(url) if c == 8 else {}
+            gaps_before = token_gap_buckets(url) if c == 8 else None   # None: not read, or no histogram
             summary, answers = asyncio.run(closed_loop(url, questions, c, n, "regrad"))
             results["closed"][str(c)] = summary
-            if c == 8 and gaps_before is not None:
+            if gaps_before is not None:
                 results["token_gap_at_8"] = token_gap_quantiles(gaps_before, token_gap_buckets(url))
             if c == 1:
                 results["answers_alone"] = [answers.get(i) for i in range(len(questions))]

@@ -339,7 +339,7 @@ class BatchDecoder:
         old = [(layer.keys, layer.values) for layer in self._cache.layers] if n else []
         if n or cached:
             cache = self._cache if n else DynamicCache()
-            for i in range(len(old) if n else len(next(p.kv for p, _ in chunks if p.done))):
+            for i in range(len(self._decoder.layers)):
                 keys = [p.kv[i][0] for p, _ in chunks if p.done]
                 values = [p.kv[i][1] for p, _ in chunks if p.done]
                 if n:                                                    # (n, h, W, d) → (1, h, n·W, d)
