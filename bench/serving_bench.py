@@ -62,6 +62,7 @@ def build_artifacts(root: Path, checkpoint: str, n_questions: int) -> list[str]:
 
     lines = (DATA / "hotpotqa" / "ircot_hotpotqa_dev_subsampled.jsonl").read_text().splitlines()[:n_questions]
     questions = [json.loads(line)["question_text"] for line in lines]
+    root.mkdir(parents=True, exist_ok=True)
     (root / "corpus.jsonl").write_text("\n".join(lines) + "\n")
     retriever = open_retriever(RetrieverConfig(backend="tantivy", index=str(root / "index")))
     retriever.add(read_corpus(root / "corpus.jsonl"))

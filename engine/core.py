@@ -32,7 +32,7 @@ from gradient_store.errors import StoreLockedError
 from models import AnswerRequest as GenerationRequest
 from models import Learner, format_passage, generate_answers, load_preset, passage_gradients
 from models.base import resolve_device, resolve_dtype
-from models.relevance import question_likelihoods
+from models.relevance import passage_prompts, question_likelihoods, warm_prompts
 from models.tensor_cache import TensorCache
 from retrieval.passage import Passage, normalize_whitespace, passage_id
 
@@ -54,6 +54,7 @@ class _Row:
     missing: list[int] = field(default_factory=list)   # passages whose gradient is not stored
     error: BaseException | None = None
     generation: GenerationRequest | None = None        # what the decoder was given (continuous)
+    relevance_prompts: list[tuple[str, list[int]]] | None = None   # its passages' scoring prompts, once read
     answer: str = ""
     retrieve_s: float = 0.0
     gradients_s: float = 0.0
@@ -228,6 +229,22 @@ class Engine:
         for row in rows:
             row.gradients_s = gradients_s
 
+    def cold_passage_prompts(self, row: _Row) -> dict[str, list[int]]:
+        """The relevance prompts (cache key → token ids) that `complete` would prefill to score this
+        row: its passages' prompts not in the relevance cache. Empty when its weights read no
+        likelihood, or when the cache is off (nothing warmed could be kept). Model thread: the row's
+        prompts are tokenized on the first call and kept on it."""
+        if not self._reads_likelihood(row) or self.relevance_cache.max_bytes == 0:
+            return {}
+        if row.relevance_prompts is None:
+            row.relevance_prompts = passage_prompts(self.learner, row.passages)
+        return {key: ids for key, ids in row.relevance_prompts if key not in self.relevance_cache}
+
+    def warm_passage_prompts(self, prompts: dict[str, list[int]]) -> None:
+        """Prefill these relevance prompts (from `cold_passage_prompts`) into the relevance cache, so
+        that `complete` scores their rows' questions alone. Model thread, between decode steps."""
+        warm_prompts(self.learner, prompts, self.relevance_cache)
+
     def answer_of(self, row: _Row, timings: StageTimings, batch_size: int) -> Answer:
         """The row's `Answer` (its `answer` text already set)."""
         gradients = row.mode.gradients
@@ -306,8 +323,7 @@ class Engine:
     def _likelihoods(self, rows: list[_Row]) -> dict[int, list[float]]:
         """ℓ(question | passage) for each passage of every row whose composition is `likelihood`, in
         one batched scoring (by `id(row)`); the question is the text the passages were retrieved for."""
-        chosen = [row for row in rows if row.error is None and row.mode.gradients and len(row.passages) > 1
-                  and self.composition_of(row.request).needs_likelihood]
+        chosen = [row for row in rows if self._reads_likelihood(row)]
         if not chosen:
             return {}
         try:
@@ -320,6 +336,11 @@ class Engine:
                 row.error = error
             return {}
         return {id(row): row_scores for row, row_scores in zip(chosen, scores, strict=True)}
+
+    def _reads_likelihood(self, row: _Row) -> bool:
+        """The row's weights come from the likelihood scoring (one passage needs no weighing)."""
+        return (row.error is None and row.mode.gradients and len(row.passages) > 1
+                and self.composition_of(row.request).needs_likelihood)
 
     def _missing_gradients(self, rows: list[_Row]) -> None:
         if self.missing_gradients != "compute" or not rows:

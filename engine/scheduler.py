@@ -11,17 +11,23 @@ Two threads. The model is only ever used from the model thread.
         while running:
             run queued exclusive work (e.g. POST /documents), between two steps
             rows whose client left (future cancelled) leave the batch
-            if rows are free and newcomers are staged (and they fill the free rows, or the oldest
-            has waited `join_wait_ms`, or nothing is decoding):
+            if rows are free and newcomers are staged and ready (none of their passages' scoring
+            prompts cold; and they fill the free rows, or the oldest has waited `join_wait_ms`), or
+            nothing is decoding:
                 sum their stored gradients, compute the missing ones in one backward (`Engine.complete`)
                 prefill them together with their adapters; they join the running batch
+            unless this step prefills prompts: prefill a budget's slice of the staged newcomers'
+            cold scoring prompts into the relevance cache
             one decode step for every live row (each token goes to its row's `on_token`, if any);
             a finished row leaves, its future resolves
 
 What stalls the decoding rows, and for how long: a newcomer's prefill (with `prefill_budget_tokens`,
 at most that many prompt tokens inside one decode step, a longer prompt over several; without, one
-forward over its whole prompt), its store sum (milliseconds) and, only when a passage's gradient is
-not in the store, that gradient's backward. Retrieval never stalls them.
+forward over its whole prompt), its `likelihood` scoring (with a budget, its passages' prompts are
+prefilled into the relevance cache at most that many tokens between two steps before it may join,
+and its join runs only the question pass; without, whole at its join), its store sum (milliseconds)
+and, only when a passage's gradient is not in the store, that gradient's backward. Retrieval never
+stalls them.
 
 Every torch op runs on the model thread, the engine's construction included (`start(build)`): on
 a CPU, torch driven from two threads makes two OpenMP pools, and on a 2-core machine every op then
@@ -37,7 +43,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from engine.errors import EngineError
@@ -63,6 +69,8 @@ class _Job:
     joined_s: float = 0.0
     batch_size: int = 0          # live rows right after it joined, itself included
     on_token: Callable[[int], None] | None = None   # called on the model thread with each emitted token
+    ready: bool = False          # may join decoding rows: nothing of its scoring left to prefill
+    warmed: set[str] = field(default_factory=set)   # its scoring prompts prefilled once (never twice)
 
 
 class ContinuousScheduler:
@@ -84,6 +92,11 @@ class ContinuousScheduler:
         on_token_gap: called on the model thread with the seconds between two consecutive decode
             steps that emitted tokens to rows already decoding: the gap every running stream saw
             between two of its tokens, newcomers' prefills, store sums and scoring included (metrics).
+        warm_scoring: with a prefill budget, a newcomer weighed by `likelihood` waits while its
+            passages' scoring prompts are prefilled into the engine's relevance cache, at most the
+            budget's tokens between two decode steps, and joins once they are warm (its join then runs
+            the question pass alone). False: scored whole at its join, stalling the decoding rows for
+            as long (the way before; `bench/scoring_stall_bench.py` compares the two).
 
     Example:
         scheduler = ContinuousScheduler(engine, max_rows=8)
@@ -94,12 +107,13 @@ class ContinuousScheduler:
 
     def __init__(self, engine=None, *, max_rows: int = 8, join_wait_ms: float = 0.0,
                  on_join: Callable[[int, int], None] | None = None, prefill_budget_tokens: int | None = None,
-                 on_token_gap: Callable[[float], None] | None = None) -> None:
+                 on_token_gap: Callable[[float], None] | None = None, warm_scoring: bool = True) -> None:
         if max_rows < 1:
             raise ValueError(f"`max_rows` must be >= 1, got {max_rows}")
         if prefill_budget_tokens is not None and prefill_budget_tokens < 1:
             raise ValueError(f"`prefill_budget_tokens` must be >= 1 or None, got {prefill_budget_tokens}")
         self.prefill_budget_tokens = prefill_budget_tokens
+        self._warms = warm_scoring and prefill_budget_tokens is not None
         if join_wait_ms < 0:
             raise ValueError(f"`join_wait_ms` must be >= 0, got {join_wait_ms}")
         self.engine = engine
@@ -249,7 +263,10 @@ class ContinuousScheduler:
                     return
                 exclusive = list(self._exclusive)
                 self._exclusive.clear()
-                joining = [self._staged.popleft() for _ in range(self._admit())]
+                staged = list(self._staged)
+            self._check_ready(staged)
+            with self._lock:
+                joining = self._admitted()
                 if joining:
                     self._lock.notify_all()  # the staging thread may stage more
             for fn, future in exclusive:
@@ -263,6 +280,8 @@ class ContinuousScheduler:
                 self._join(decoder, joining)
             if not self._live:
                 continue
+            if self._warms and not decoder.prefilling:
+                self._warm_slice()
             try:
                 decoder.step(on_emit=self._emit)
             except Exception as error:  # e.g. out of memory: every live row fails, the loop goes on
@@ -313,16 +332,76 @@ class ContinuousScheduler:
                 logger.exception("a token callback failed; the row decodes on without it")
                 job.on_token = None
 
-    def _admit(self) -> int:
-        """How many staged newcomers join now (under the lock): all that fit when no row is decoding,
-        when they fill the free rows, or when the oldest has waited `join_wait_ms`; else none yet."""
-        room = min(self.max_rows - len(self._live), len(self._staged))
-        if room <= 0:
-            return 0
-        if not self._live or len(self._staged) >= self.max_rows - len(self._live) or not self._running:
-            return room
-        waited_s = time.perf_counter() - self._staged[0].staged_s
-        return room if waited_s >= self.join_wait_s else 0
+    def _admitted(self) -> list[_Job]:
+        """The staged newcomers that join now (under the lock), in order: when no row is decoding, all
+        that fit; else the ready ones (`_check_ready`), when they fill the free rows or the oldest of
+        them has waited `join_wait_ms`, else none yet."""
+        room = self.max_rows - len(self._live)
+        if room <= 0 or not self._staged:
+            return []
+        if not self._live or not self._running:
+            return [self._staged.popleft() for _ in range(min(room, len(self._staged)))]
+        ready = [job for job in self._staged if job.ready][:room]
+        if not ready or (len(ready) < room and time.perf_counter() - ready[0].staged_s < self.join_wait_s):
+            return []
+        chosen = {id(job) for job in ready}
+        self._staged = collections.deque(job for job in self._staged if id(job) not in chosen)
+        return ready
+
+    # ------------------------------------------------------------------ the likelihood scoring, interleaved
+    def _check_ready(self, staged: list[_Job]) -> None:
+        """Mark the staged jobs that may join rows already decoding (model thread, outside the lock).
+
+        A request weighed by `likelihood` first prefills its passages' scoring prompts (a few hundred
+        tokens each): whole, at its join, that freezes every decoding row for as long. With a prefill
+        budget the scheduler instead warms them into the relevance cache a budget's worth between two
+        decode steps (`_warm_slice`), and the request joins once none is left cold. Without a budget
+        (or `warm_scoring`), or where no cache can hold them, every job is ready at once. A prompt warmed once
+        and cold again (evicted from a full cache) is not warmed twice: its join scores it."""
+        for job in staged:
+            if job.ready:
+                continue
+            if not self._warms:
+                job.ready = True
+                continue
+            try:
+                job.ready = not (self.engine.cold_passage_prompts(job.row).keys() - job.warmed)
+            except Exception:   # its join scores it whole, or fails it there
+                logger.exception("reading a request's scoring prompts failed")
+                job.ready = True
+
+    def _warm_slice(self) -> None:
+        """Prefill up to `prefill_budget_tokens` tokens of the oldest staged jobs' cold scoring prompts
+        (at least one prompt) into the relevance cache, in one pass between two decode steps."""
+        with self._lock:
+            cold = [job for job in self._staged if not job.ready]
+        try:
+            prompts, taken = self._slice(cold)
+            if prompts:
+                self.engine.warm_passage_prompts(prompts)
+        except Exception:   # e.g. out of memory: their joins score them whole, or fail them there
+            logger.exception("warming staged requests' scoring prompts failed")
+            for job in cold:
+                job.ready = True
+            return
+        for job, key in taken:
+            job.warmed.add(key)
+
+    def _slice(self, cold: list[_Job]) -> tuple[dict[str, list[int]], list[tuple[_Job, str]]]:
+        """(this slice's prompts, key → ids; which job each prompt is warmed for), oldest job first."""
+        prompts: dict[str, list[int]] = {}
+        taken: list[tuple[_Job, str]] = []
+        tokens = 0
+        for job in cold:
+            for key, ids in self.engine.cold_passage_prompts(job.row).items():
+                if key in job.warmed:
+                    continue
+                if key not in prompts:
+                    if prompts and tokens + len(ids) > self.prefill_budget_tokens:
+                        return prompts, taken
+                    prompts[key], tokens = ids, tokens + len(ids)
+                taken.append((job, key))
+        return prompts, taken
 
     def _join(self, decoder, jobs: list[_Job]) -> None:
         from models.generate import prepare_rows

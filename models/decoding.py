@@ -110,6 +110,11 @@ class BatchDecoder:
         return len(self._rows) + len(self._pending)
 
     @property
+    def prefilling(self) -> bool:
+        """Rows joined and not yet wholly prefilled: the next step's forward carries their prompts."""
+        return bool(self._pending)
+
+    @property
     def keys(self) -> list[Hashable]:
         return [row.key for row in self._rows] + [p.row.key for p in self._pending]
 

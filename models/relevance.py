@@ -16,7 +16,9 @@ Two passes. The passage's prompt does not depend on the question, so its KV cach
 (the *prefix* pass, every prompt token but the last) and, given a `TensorCache`, kept by the hash of
 its tokens; the *question* pass runs only the prompt's last token and the question's tokens against
 it. With the cache warm a request costs its questions' tokens, not its passages' (a passage of 124
-tokens is about 8 of 9 tokens of a pair).
+tokens is about 8 of 9 tokens of a pair). A server warms that cache ahead of a request
+(`passage_prompts` and `warm_prompts`), a few prompts between two decode steps, so that the rows
+already decoding never wait for a whole request's prefix pass (`engine.scheduler`).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from models.tensor_cache import TensorCache
 if TYPE_CHECKING:
     from models.learner import Learner
 
-__all__ = ["question_likelihoods", "relevance_prompt", "MAX_PASSAGE_TOKENS"]
+__all__ = ["question_likelihoods", "passage_prompts", "warm_prompts", "relevance_prompt", "MAX_PASSAGE_TOKENS"]
 
 MAX_PASSAGE_TOKENS = 256   # a longer passage is scored on its first 256 tokens
 _BATCH_PAIRS = 16          # prompts, or (question, passage) pairs, per forward, at most
@@ -53,6 +55,31 @@ def relevance_prompt(passage: _Text) -> tuple[str, str]:
     return before, "\nPlease write a question based on this passage.\nQuestion:"
 
 
+def passage_prompts(learner: Learner, passages: Sequence[_Text], *,
+                    max_passage_tokens: int = MAX_PASSAGE_TOKENS) -> list[tuple[str, list[int]]]:
+    """(cache key, token ids) of each passage's relevance prompt, in order: what the scoring's prefix
+    pass reads, and the key its KV is kept under in a `TensorCache` (no torch work)."""
+    tokenizer = learner.tokenizer
+    dtype = str(learner.model.get_base_model().dtype)    # in every key: the KV is the base model's
+    prompts = []
+    for passage in passages:
+        before, after = relevance_prompt(passage)
+        body = tokenizer(passage.text, add_special_tokens=False).input_ids[:max_passage_tokens]
+        ids = (tokenizer(before, add_special_tokens=False).input_ids + body
+               + tokenizer(after, add_special_tokens=False).input_ids)
+        prompts.append((_prompt_key(dtype, ids), ids))
+    return prompts
+
+
+@torch.inference_mode()
+def warm_prompts(learner: Learner, prompts: dict[str, list[int]], cache: TensorCache) -> None:
+    """Run the prefix pass over `prompts` (key → ids, from `passage_prompts`) and keep each one's KV in
+    `cache`, so that a later `question_likelihoods` with that cache runs their questions alone. A server
+    calls it between decode steps, a few prompts at a time, instead of scoring whole at a join."""
+    for key, entry in _prefix_passes(learner, prompts).items():
+        cache.put(key, entry)
+
+
 @torch.inference_mode()
 def question_likelihoods(learner: Learner, requests: Sequence[tuple[str, Sequence[_Text]]], *,
                          max_passage_tokens: int = MAX_PASSAGE_TOKENS,
@@ -63,30 +90,23 @@ def question_likelihoods(learner: Learner, requests: Sequence[tuple[str, Sequenc
     grouped by length: one pass over the passage prompts that `cache` does not hold (all of them
     without a cache), then one over the questions. A question with no tokens scores 0.0."""
     tokenizer = learner.tokenizer
-    dtype = str(learner.model.get_base_model().dtype)    # in every key: the KV is the base model's
     prompts: dict[str, list[int]] = {}                   # key → prompt ids, one per distinct prompt
     pairs: list[tuple[str, list[int]]] = []              # (prompt key, question ids) per passage
     for question, passages in requests:
         text = question.strip()
         question_ids = tokenizer(" " + text, add_special_tokens=False).input_ids if text else []
-        for passage in passages:
-            before, after = relevance_prompt(passage)
-            body = tokenizer(passage.text, add_special_tokens=False).input_ids[:max_passage_tokens]
-            ids = (tokenizer(before, add_special_tokens=False).input_ids + body
-                   + tokenizer(after, add_special_tokens=False).input_ids)
-            key = _prompt_key(dtype, ids)
+        for key, ids in passage_prompts(learner, passages, max_passage_tokens=max_passage_tokens):
             prompts[key] = ids
             pairs.append((key, question_ids))
     kv: dict[str, torch.Tensor] = {}
     for key in prompts:
         if cache is not None and (entry := cache.get(key)) is not None:
             kv[key] = entry
-    missing = sorted((key for key in prompts if key not in kv), key=lambda k: -len(prompts[k]))
-    for chunk in _length_groups(missing, [len(prompts[k]) for k in missing]):
-        for key, entry in zip(chunk, _prefix_pass(learner, [prompts[k][:-1] for k in chunk]), strict=True):
-            kv[key] = entry
-            if cache is not None:
-                cache.put(key, entry)
+    computed = _prefix_passes(learner, {key: ids for key, ids in prompts.items() if key not in kv})
+    for key, entry in computed.items():
+        kv[key] = entry
+        if cache is not None:
+            cache.put(key, entry)
     scores = [0.0] * len(pairs)
     # Grouped by question length first (the question tokens are what runs), then by cached width.
     scored = sorted((i for i, (_, q) in enumerate(pairs) if q),
@@ -100,6 +120,16 @@ def question_likelihoods(learner: Learner, requests: Sequence[tuple[str, Sequenc
         out.append(scores[at:at + len(passages)])
         at += len(passages)
     return out
+
+
+def _prefix_passes(learner: Learner, prompts: dict[str, list[int]]) -> dict[str, torch.Tensor]:
+    """Each prompt's KV (every token but the last), in forwards grouped by length, longest first."""
+    keys = sorted(prompts, key=lambda k: -len(prompts[k]))
+    kv: dict[str, torch.Tensor] = {}
+    for chunk in _length_groups(keys, [len(prompts[k]) for k in keys]):
+        for key, entry in zip(chunk, _prefix_pass(learner, [prompts[k][:-1] for k in chunk]), strict=True):
+            kv[key] = entry
+    return kv
 
 
 def _length_groups(items: list, lengths: list[int]) -> list[list]:

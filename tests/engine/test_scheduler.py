@@ -11,10 +11,13 @@ from pathlib import Path
 
 import pytest
 
+import models.relevance as relevance
 from engine import Question
+from engine.composition import Composition
 from engine.core import Engine, open_store
 from engine.scheduler import ContinuousScheduler, SchedulerStoppedError
 from models import format_passage, passage_gradients
+from models.tensor_cache import TensorCache
 from retrieval.passage import Passage
 from retrieval.tantivy_backend import TantivyRetriever
 
@@ -175,3 +178,149 @@ def test_newcomers_too_few_for_the_free_rows_wait_for_company(engine, long_answe
     finally:
         scheduler.stop()
     assert [a.batch_size for a in answers] == [3, 3]          # both joined the running row in one step
+
+
+def _likelihood_newcomer() -> Question:
+    return Question("Was Oskel Brandt born in Dunmere, near Marrowick?", top_k=3, gamma=300.0, max_new_tokens=4,
+                    composition=Composition("likelihood", 0.05))
+
+
+def _decoding(scheduler: ContinuousScheduler, events: list[str]):
+    """A closed_book row that decodes on (its tokens logged as events) until cancelled."""
+    running = scheduler.submit(Question("What is the capital of Veltoria?", mode="closed_book", max_new_tokens=4000),
+                               on_token=lambda token: events.append("token"))
+    deadline = time.monotonic() + 60
+    while scheduler.live == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    return running
+
+
+def _spy_warming(engine, monkeypatch, events: list[str], slices: list[tuple[int, int]]) -> None:
+    """Log each warming slice as an event, and its (prompts, tokens)."""
+    warm = engine.warm_passage_prompts
+
+    def spy(prompts: dict[str, list[int]]) -> None:
+        events.append("warm")
+        slices.append((len(prompts), sum(map(len, prompts.values()))))
+        warm(prompts)
+
+    monkeypatch.setattr(engine, "warm_passage_prompts", spy)
+
+
+def test_a_likelihood_newcomer_is_scored_a_budget_at_a_time_between_the_running_rows_steps(
+        engine, long_answers, monkeypatch):
+    """Its three passages' scoring prompts are prefilled into the relevance cache one slice per step
+    (at most the budget's tokens, or one prompt), each slice followed by a decode step of the running
+    row; it joins once they are warm, so its join runs the question pass alone, and its answer is its
+    solo answer (scored whole at the join)."""
+    question = _likelihood_newcomer()
+    [solo] = Engine(engine.learner, engine.retriever, engine.store).answer_batch([question])
+    prefix_widths: list[int] = []
+    prefix_pass = relevance._prefix_pass
+    monkeypatch.setattr(relevance, "_prefix_pass",
+                        lambda learner, prefixes: prefix_widths.append(len(prefixes)) or prefix_pass(learner, prefixes))
+    events: list[str] = []
+    slices: list[tuple[int, int]] = []
+    _spy_warming(engine, monkeypatch, events, slices)
+    scheduler = ContinuousScheduler(engine, max_rows=2, prefill_budget_tokens=16)
+    scheduler.start()
+    try:
+        running = _decoding(scheduler, events)
+        hits = engine.relevance_cache.hits
+        answer = scheduler.submit(question).result(timeout=120)
+        running.cancel()
+    finally:
+        scheduler.stop()
+    assert answer.answer == solo.answer
+    assert [p.weight for p in answer.passages] == pytest.approx([p.weight for p in solo.passages], rel=1e-4)
+    assert [n for n, _ in slices] == [1, 1, 1]               # one prompt (> 16 tokens) a slice
+    assert len(prefix_widths) == 3                           # and no prefix pass at the join
+    assert engine.relevance_cache.hits == hits + 3           # the join read all three from the cache
+    warms = [i for i, event in enumerate(events) if event == "warm"]
+    assert all("token" in events[a:b] for a, b in zip(warms, warms[1:]))   # a decode step between two slices
+
+
+def test_a_slice_takes_prompts_up_to_the_budget(engine, long_answers, monkeypatch):
+    events: list[str] = []
+    slices: list[tuple[int, int]] = []
+    _spy_warming(engine, monkeypatch, events, slices)
+    scheduler = ContinuousScheduler(engine, max_rows=2, prefill_budget_tokens=4096)
+    scheduler.start()
+    try:
+        running = _decoding(scheduler, events)
+        answer = scheduler.submit(_likelihood_newcomer()).result(timeout=120)
+        running.cancel()
+    finally:
+        scheduler.stop()
+    assert [n for n, _ in slices] == [3]                     # all three prompts in one slice
+    assert answer.composition == "likelihood:0.05"
+
+
+@pytest.mark.parametrize("case", ["no budget", "nothing decoding", "cache off", "cache of one prompt"])
+def test_where_nothing_can_stall_or_nothing_can_be_kept_the_newcomer_is_scored_at_its_join(
+        engine, long_answers, monkeypatch, case):
+    """No budget: scored whole at the join, as before. Nothing decoding: no stream to stall, so it joins
+    at once. No cache: nothing warmed could be kept. A cache that holds one prompt: each slice evicts
+    the last; warmed once, the request joins and is scored there (no livelock)."""
+    question = _likelihood_newcomer()
+    [solo] = Engine(engine.learner, engine.retriever, engine.store).answer_batch([question])
+    if case == "cache off":
+        monkeypatch.setattr(engine, "relevance_cache", TensorCache(0))
+    if case == "cache of one prompt":
+        [row] = engine.begin([question])
+        prompts = engine.cold_passage_prompts(row)
+        sizes = [entry.nbytes for entry in relevance._prefix_passes(engine.learner, prompts).values()]
+        monkeypatch.setattr(engine, "relevance_cache", TensorCache(max(sizes) + 1))
+    events: list[str] = []
+    slices: list[tuple[int, int]] = []
+    _spy_warming(engine, monkeypatch, events, slices)
+    scheduler = ContinuousScheduler(engine, max_rows=2, prefill_budget_tokens=None if case == "no budget" else 16)
+    scheduler.start()
+    try:
+        running = None if case == "nothing decoding" else _decoding(scheduler, events)
+        answer = scheduler.submit(question).result(timeout=120)
+        if running is not None:
+            running.cancel()
+    finally:
+        scheduler.stop()
+    assert answer.answer == solo.answer
+    assert len(slices) == (3 if case == "cache of one prompt" else 0)
+
+
+@pytest.mark.integration
+def test_real_model_a_likelihood_newcomer_is_warmed_between_steps_and_answers_as_alone(
+        real_learner, shared_data, tmp_path, monkeypatch):
+    """The bundled model, HotpotQA paragraphs: a `regrad` newcomer weighed by `likelihood` joins a
+    decoding row at a 128-token budget. Its three passages' scoring prompts (each over 128 tokens) are
+    warmed one a slice, a decode step of the running row after each; its join reads them from the
+    cache; its answer and weights are those it gets alone."""
+    import itertools
+
+    from retrieval import read_corpus
+
+    path = shared_data / "hotpotqa" / "ircot_hotpotqa_dev_subsampled.jsonl"
+    retriever = TantivyRetriever(tmp_path / "index")
+    retriever.add(list(itertools.islice(read_corpus(path), 30)))
+    question = Question("What government position was held by the woman who portrayed Corliss Archer in the film "
+                        "Kiss and Tell?", top_k=3, max_new_tokens=6, composition=Composition("likelihood", 0.2))
+    engine = Engine(real_learner, retriever, None, missing_gradients="compute")
+    [solo] = Engine(real_learner, retriever, None, missing_gradients="compute").answer_batch([question])
+    monkeypatch.setattr("models.decoding.stop_token_ids", lambda tok: frozenset({-1}))   # the running row runs on
+    events: list[str] = []
+    slices: list[tuple[int, int]] = []
+    _spy_warming(engine, monkeypatch, events, slices)
+    scheduler = ContinuousScheduler(engine, max_rows=2, prefill_budget_tokens=128)
+    scheduler.start()
+    try:
+        running = _decoding(scheduler, events)
+        answer = scheduler.submit(question).result(timeout=300)
+        running.cancel()
+    finally:
+        scheduler.stop()
+        retriever.close()
+    assert len(slices) == 3 and all(n == 1 for n, _ in slices)   # 101-135 tokens each: one a slice
+    warms = [i for i, event in enumerate(events) if event == "warm"]
+    assert all("token" in events[a:b] for a, b in zip(warms, warms[1:]))
+    assert answer.answer == solo.answer
+    assert [p.weight for p in answer.passages] == pytest.approx([p.weight for p in solo.passages], rel=1e-3)
