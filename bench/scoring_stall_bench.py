@@ -4,14 +4,14 @@ warmed a budget at a time between decode steps, in-process.
 A request weighed by `likelihood` first reads each of its passages' scoring prompts with the base
 model (about 150 tokens a passage, three passages a request: `models/relevance.py`). Scored whole at
 its join, that pass freezes every decoding row's stream for as long, and several newcomers joining
-together freeze it for all of their passages. With `warm_scoring` (the default) the continuous
+together freeze it for all of their passages. With `work_ahead` (the default) the continuous
 scheduler prefills their prompts into the relevance cache at most `prefill_budget_tokens` tokens
 between two decode steps, and a newcomer joins once its prompts are warm. Here 8 closed-loop clients
 ask a serving_bench build's questions, each once after a warm-up (the relevance cache emptied, so
 every passage is scored cold, as on a corpus larger than the cache), with the serving benches' uneven
 caps (best with an untrained learner, whose answers run to their caps):
-  * at join:  `warm_scoring=False` (the way before), `--prefill-budget-tokens` of the first budget;
-  * warmed:   `warm_scoring=True`, for each budget of `--budgets`.
+  * at join:  `work_ahead=False` (the way before), `--prefill-budget-tokens` of the first budget;
+  * warmed:   `work_ahead=True`, for each budget of `--budgets`.
 Per way: the gaps between two tokens of a decoding row (the scheduler's `on_token_gap`, what
 `regrad_token_gap_seconds` observes: p50, p95, p99, longest), requests/s and p50/p95 latency. Ways
 alternate over `--repeat` rounds; each figure is the median over rounds. Last line: JSON.
@@ -54,7 +54,7 @@ def run_way(config, questions: list[str], budget: int, warm: bool) -> dict:
 
     gaps: list[float] = []
     scheduler = ContinuousScheduler(max_rows=MAX_ROWS, join_wait_ms=JOIN_WAIT_MS, prefill_budget_tokens=budget,
-                                    on_token_gap=gaps.append, warm_scoring=warm)
+                                    on_token_gap=gaps.append, work_ahead=warm)
     scheduler.start(lambda: Engine.from_config(config))
     try:
         closed_loop(lambda q: scheduler.submit(q).result(), questions[-WARMUP:], WARMUP)

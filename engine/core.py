@@ -19,6 +19,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -32,13 +33,24 @@ from gradient_store.errors import StoreLockedError
 from models import AnswerRequest as GenerationRequest
 from models import Learner, format_passage, generate_answers, load_preset, passage_gradients
 from models.base import resolve_device, resolve_dtype
+from models.gradients import passage_token_counts
 from models.relevance import passage_prompts, question_likelihoods, warm_prompts
 from models.tensor_cache import TensorCache
 from retrieval.passage import Passage, normalize_whitespace, passage_id
 
-__all__ = ["Engine", "open_store"]
+__all__ = ["Engine", "ColdGradient", "open_store"]
 
 logger = logging.getLogger("regrad.engine")
+
+
+BACKWARD_COST = 3   # a passage's gradient (forward and backward) costs about 3 forwards of its tokens
+
+
+class ColdGradient(NamedTuple):
+    """A caller's passage whose gradient is computed for its request (`Engine.cold_given_gradients`)."""
+
+    text: str     # the passage as the learner reads it (`format_passage`)
+    cost: int     # its forward and backward, in forward tokens (`BACKWARD_COST` x its tokens)
 
 
 @dataclass
@@ -55,6 +67,7 @@ class _Row:
     error: BaseException | None = None
     generation: GenerationRequest | None = None        # what the decoder was given (continuous)
     relevance_prompts: list[tuple[str, list[int]]] | None = None   # its passages' scoring prompts, once read
+    given_gradients: dict[str, ColdGradient] | None = None   # its own passages' gradients to compute, once read
     answer: str = ""
     retrieve_s: float = 0.0
     gradients_s: float = 0.0
@@ -240,6 +253,41 @@ class Engine:
             row.relevance_prompts = passage_prompts(self.learner, row.passages)
         return {key: ids for key, ids in row.relevance_prompts if key not in self.relevance_cache}
 
+    def cold_given_gradients(self, row: _Row) -> dict[str, ColdGradient]:
+        """The caller's own passages of this row whose gradient `complete` would compute now (neither in
+        the store nor in the gradient cache), by id, with its text and cost. Empty for retrieved
+        passages (a store miss is rare, and goes to the store), under `missing_gradients` skip, for a
+        mode without gradients, and when the cache cannot hold all of the row's passages at once
+        (warmed ahead, they would be evicted before its join). Model thread: the row's passages are
+        tokenized on the first call, and which were cold then is kept (they are `computed` for it)."""
+        if (row.error is not None or not row.mode.gradients or row.request.passages is None
+                or self.missing_gradients != "compute"):
+            return {}
+        if row.given_gradients is None:
+            texts = {p.id: format_passage(p.title, p.text) for p in row.passages}
+            fits = len(texts) * self.learner.layout.dim * 4 <= self.gradient_cache.max_bytes // 2   # fp32 rows
+            row.given_gradients = {} if not fits else {
+                pid: ColdGradient(text, BACKWARD_COST * n)
+                for (pid, text), n in zip(texts.items(), passage_token_counts(self.learner, list(texts.values())),
+                                          strict=True)
+                if not self._has_gradient(pid)}
+        return {pid: cold for pid, cold in row.given_gradients.items() if pid not in self.gradient_cache}
+
+    def warm_given_gradients(self, texts: dict[str, str]) -> None:
+        """Compute these passages' gradients (id → text, from `cold_given_gradients`) into the gradient
+        cache, so that `complete` reads them instead of running their backward. Model thread."""
+        vectors = passage_gradients(self.learner, list(texts.values()), batch_size=self.encode_batch_size)
+        for pid, vector in zip(texts, vectors, strict=True):
+            self.gradient_cache.put(pid, vector)
+
+    def _has_gradient(self, pid: str) -> bool:
+        if pid in self.gradient_cache:
+            return True
+        try:
+            return self.store is not None and pid in self.store
+        except Exception:   # the store is unreadable: `complete` decides
+            return False
+
     def warm_passage_prompts(self, prompts: dict[str, list[int]]) -> None:
         """Prefill these relevance prompts (from `cold_passage_prompts`) into the relevance cache, so
         that `complete` scores their rows' questions alone. Model thread, between decode steps."""
@@ -402,7 +450,9 @@ class Engine:
             summed = (chosen * weights.to(chosen.dtype)[:, None]).sum(dim=0)               # (D,)
             row.gradient = summed if row.gradient is None else row.gradient + summed
             for i in missing:
-                row.sources[i] = "cached" if row.passages[i].id in cached else "computed"
+                pid = row.passages[i].id
+                ahead = row.given_gradients is not None and pid in row.given_gradients   # computed for it, warmed
+                row.sources[i] = "cached" if pid in cached and not ahead else "computed"
         write = [pid for pid in unique if pid in wanted]
         if write and self.store is not None:
             self._write_back(write, torch.stack([vectors[pid] for pid in write]))

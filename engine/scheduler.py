@@ -11,22 +11,23 @@ Two threads. The model is only ever used from the model thread.
         while running:
             run queued exclusive work (e.g. POST /documents), between two steps
             rows whose client left (future cancelled) leave the batch
-            if rows are free and newcomers are staged and ready (none of their passages' scoring
-            prompts cold; and they fill the free rows, or the oldest has waited `join_wait_ms`), or
-            nothing is decoding:
+            if rows are free and newcomers are staged and ready (none of their work ahead left; and
+            they fill the free rows, or the oldest has waited `join_wait_ms`), or nothing is decoding:
                 sum their stored gradients, compute the missing ones in one backward (`Engine.complete`)
                 prefill them together with their adapters; they join the running batch
-            unless this step prefills prompts: prefill a budget's slice of the staged newcomers'
-            cold scoring prompts into the relevance cache
+            unless this step prefills prompts: a budget's slice of the staged newcomers' work ahead
+            (scoring prompts into the relevance cache, their own passages' gradients into the
+            gradient cache)
             one decode step for every live row (each token goes to its row's `on_token`, if any);
             a finished row leaves, its future resolves
 
 What stalls the decoding rows, and for how long: a newcomer's prefill (with `prefill_budget_tokens`,
 at most that many prompt tokens inside one decode step, a longer prompt over several; without, one
-forward over its whole prompt), its `likelihood` scoring (with a budget, its passages' prompts are
-prefilled into the relevance cache at most that many tokens between two steps before it may join,
-and its join runs only the question pass; without, whole at its join), its store sum (milliseconds)
-and, only when a passage's gradient is not in the store, that gradient's backward. Retrieval never
+forward over its whole prompt), its store sum (milliseconds), its `likelihood` scoring and, for a
+caller's own passages (or a store miss), their gradients' backward. With a budget, the scoring's
+prompts and a caller's passages' gradients are done ahead, before the newcomer may join, at most
+that many tokens' work between two steps (its join then runs only the scoring's question pass; a
+store miss's backward still runs at the join); without, all of it runs at the join. Retrieval never
 stalls them.
 
 Every torch op runs on the model thread, the engine's construction included (`start(build)`): on
@@ -69,8 +70,8 @@ class _Job:
     joined_s: float = 0.0
     batch_size: int = 0          # live rows right after it joined, itself included
     on_token: Callable[[int], None] | None = None   # called on the model thread with each emitted token
-    ready: bool = False          # may join decoding rows: nothing of its scoring left to prefill
-    warmed: set[str] = field(default_factory=set)   # its scoring prompts prefilled once (never twice)
+    ready: bool = False          # may join decoding rows: none of its work ahead left (`_check_ready`)
+    warmed: set[tuple[str, str]] = field(default_factory=set)   # its work done ahead once (never twice)
 
 
 class ContinuousScheduler:
@@ -92,11 +93,11 @@ class ContinuousScheduler:
         on_token_gap: called on the model thread with the seconds between two consecutive decode
             steps that emitted tokens to rows already decoding: the gap every running stream saw
             between two of its tokens, newcomers' prefills, store sums and scoring included (metrics).
-        warm_scoring: with a prefill budget, a newcomer weighed by `likelihood` waits while its
-            passages' scoring prompts are prefilled into the engine's relevance cache, at most the
-            budget's tokens between two decode steps, and joins once they are warm (its join then runs
-            the question pass alone). False: scored whole at its join, stalling the decoding rows for
-            as long (the way before; `bench/scoring_stall_bench.py` compares the two).
+        work_ahead: with a prefill budget, a newcomer's model work that its join would run whole
+            (a `likelihood` request's passage scoring prompts; a request's own passages' gradients)
+            is done ahead into the engine's caches, at most the budget's tokens between two decode
+            steps, and it joins once none is left. False: done whole at its join, stalling the
+            decoding rows for as long (the way before; `bench/scoring_stall_bench.py` compares them).
 
     Example:
         scheduler = ContinuousScheduler(engine, max_rows=8)
@@ -107,13 +108,13 @@ class ContinuousScheduler:
 
     def __init__(self, engine=None, *, max_rows: int = 8, join_wait_ms: float = 0.0,
                  on_join: Callable[[int, int], None] | None = None, prefill_budget_tokens: int | None = None,
-                 on_token_gap: Callable[[float], None] | None = None, warm_scoring: bool = True) -> None:
+                 on_token_gap: Callable[[float], None] | None = None, work_ahead: bool = True) -> None:
         if max_rows < 1:
             raise ValueError(f"`max_rows` must be >= 1, got {max_rows}")
         if prefill_budget_tokens is not None and prefill_budget_tokens < 1:
             raise ValueError(f"`prefill_budget_tokens` must be >= 1 or None, got {prefill_budget_tokens}")
         self.prefill_budget_tokens = prefill_budget_tokens
-        self._warms = warm_scoring and prefill_budget_tokens is not None
+        self._warms = work_ahead and prefill_budget_tokens is not None
         if join_wait_ms < 0:
             raise ValueError(f"`join_wait_ms` must be >= 0, got {join_wait_ms}")
         self.engine = engine
@@ -348,16 +349,18 @@ class ContinuousScheduler:
         self._staged = collections.deque(job for job in self._staged if id(job) not in chosen)
         return ready
 
-    # ------------------------------------------------------------------ the likelihood scoring, interleaved
+    # ------------------------------------------------------------------ a newcomer's model work, ahead of its join
     def _check_ready(self, staged: list[_Job]) -> None:
         """Mark the staged jobs that may join rows already decoding (model thread, outside the lock).
 
-        A request weighed by `likelihood` first prefills its passages' scoring prompts (a few hundred
-        tokens each): whole, at its join, that freezes every decoding row for as long. With a prefill
-        budget the scheduler instead warms them into the relevance cache a budget's worth between two
-        decode steps (`_warm_slice`), and the request joins once none is left cold. Without a budget
-        (or `warm_scoring`), or where no cache can hold them, every job is ready at once. A prompt warmed once
-        and cold again (evicted from a full cache) is not warmed twice: its join scores it."""
+        Some newcomers bring model work that their join would run whole, freezing every decoding row
+        for as long: a request weighed by `likelihood` reads its passages' scoring prompts (about 150
+        tokens each), and a request with its own passages computes their gradients (a forward and a
+        backward each). With a prefill budget the scheduler instead does that work ahead, into the
+        engine's caches, a budget's worth between two decode steps (`_warm_slice`), and the request
+        joins once none is left. Without a budget (or `work_ahead`), or where no cache can hold it,
+        every job is ready at once. Work done once and undone again (evicted from a full cache before
+        the join) is not done twice ahead: the join does it."""
         for job in staged:
             if job.ready:
                 continue
@@ -365,43 +368,56 @@ class ContinuousScheduler:
                 job.ready = True
                 continue
             try:
-                job.ready = not (self.engine.cold_passage_prompts(job.row).keys() - job.warmed)
-            except Exception:   # its join scores it whole, or fails it there
-                logger.exception("reading a request's scoring prompts failed")
+                job.ready = not (self._cold_work(job).keys() - job.warmed)
+            except Exception:   # its join does the work, or fails it there
+                logger.exception("reading a request's work ahead failed")
                 job.ready = True
 
+    def _cold_work(self, job: _Job) -> dict[tuple[str, str], tuple[int, Any]]:
+        """(kind, key) → (cost in prompt tokens, payload) of the job's work not in the caches yet."""
+        work: dict[tuple[str, str], tuple[int, Any]] = {
+            ("prompt", key): (len(ids), ids) for key, ids in self.engine.cold_passage_prompts(job.row).items()}
+        for pid, cold in self.engine.cold_given_gradients(job.row).items():
+            work[("gradient", pid)] = (cold.cost, cold.text)
+        return work
+
     def _warm_slice(self) -> None:
-        """Prefill up to `prefill_budget_tokens` tokens of the oldest staged jobs' cold scoring prompts
-        (at least one prompt) into the relevance cache, in one pass between two decode steps."""
+        """Do up to `prefill_budget_tokens` tokens of the oldest staged jobs' work ahead (at least one
+        item): their scoring prompts into the relevance cache, their own passages' gradients into the
+        gradient cache, between two decode steps."""
         with self._lock:
             cold = [job for job in self._staged if not job.ready]
         try:
-            prompts, taken = self._slice(cold)
+            work, taken = self._slice(cold)
+            prompts = {key: payload for (kind, key), payload in work.items() if kind == "prompt"}
+            texts = {key: payload for (kind, key), payload in work.items() if kind == "gradient"}
             if prompts:
                 self.engine.warm_passage_prompts(prompts)
-        except Exception:   # e.g. out of memory: their joins score them whole, or fail them there
-            logger.exception("warming staged requests' scoring prompts failed")
+            if texts:
+                self.engine.warm_given_gradients(texts)
+        except Exception:   # e.g. out of memory: their joins do the work, or fail them there
+            logger.exception("working ahead for staged requests failed")
             for job in cold:
                 job.ready = True
             return
-        for job, key in taken:
-            job.warmed.add(key)
+        for job, item in taken:
+            job.warmed.add(item)
 
-    def _slice(self, cold: list[_Job]) -> tuple[dict[str, list[int]], list[tuple[_Job, str]]]:
-        """(this slice's prompts, key → ids; which job each prompt is warmed for), oldest job first."""
-        prompts: dict[str, list[int]] = {}
-        taken: list[tuple[_Job, str]] = []
+    def _slice(self, cold: list[_Job]) -> tuple[dict[tuple[str, str], Any], list[tuple[_Job, tuple[str, str]]]]:
+        """(this slice's work, (kind, key) → payload; which job each item is done for), oldest job first."""
+        work: dict[tuple[str, str], Any] = {}
+        taken: list[tuple[_Job, tuple[str, str]]] = []
         tokens = 0
         for job in cold:
-            for key, ids in self.engine.cold_passage_prompts(job.row).items():
-                if key in job.warmed:
+            for item, (cost, payload) in self._cold_work(job).items():
+                if item in job.warmed:
                     continue
-                if key not in prompts:
-                    if prompts and tokens + len(ids) > self.prefill_budget_tokens:
-                        return prompts, taken
-                    prompts[key], tokens = ids, tokens + len(ids)
-                taken.append((job, key))
-        return prompts, taken
+                if item not in work:
+                    if work and tokens + cost > self.prefill_budget_tokens:
+                        return work, taken
+                    work[item], tokens = payload, tokens + cost
+                taken.append((job, item))
+        return work, taken
 
     def _join(self, decoder, jobs: list[_Job]) -> None:
         from models.generate import prepare_rows

@@ -12,10 +12,13 @@ Per-passage gradients also come from one batched backward: row i gets its own ze
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 
-__all__ = ["format_passage", "tokenize_passages", "passage_losses", "passage_gradients", "summed_gradient"]
+__all__ = ["format_passage", "tokenize_passages", "passage_token_counts", "passage_losses", "passage_gradients",
+           "summed_gradient"]
 
 
 def format_passage(title: str, text: str) -> str:
@@ -30,6 +33,11 @@ def _passage_ids(learner, passages: list[str]) -> list[list[int]]:
     """Token ids of each passage, truncated to the preset's `max_passage_tokens` (no special tokens)."""
     return learner.tokenizer(list(passages), add_special_tokens=False, truncation=True,
                              max_length=learner.config.max_passage_tokens)["input_ids"]
+
+
+def passage_token_counts(learner, passages: Sequence[str]) -> list[int]:
+    """How many tokens of each passage a gradient reads (truncated to `max_passage_tokens`)."""
+    return [len(ids) for ids in _passage_ids(learner, list(passages))] if passages else []
 
 
 def _pad_right(learner, ids: list[list[int]]) -> dict[str, torch.Tensor]:

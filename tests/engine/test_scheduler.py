@@ -11,11 +11,14 @@ from pathlib import Path
 
 import pytest
 
+import engine.core as core
 import models.relevance as relevance
 from engine import Question
 from engine.composition import Composition
 from engine.core import Engine, open_store
+from engine.gradient_cache import GradientCache
 from engine.scheduler import ContinuousScheduler, SchedulerStoppedError
+from engine.types import GivenPassage
 from models import format_passage, passage_gradients
 from models.tensor_cache import TensorCache
 from retrieval.passage import Passage
@@ -289,12 +292,13 @@ def test_where_nothing_can_stall_or_nothing_can_be_kept_the_newcomer_is_scored_a
 
 
 @pytest.mark.integration
-def test_real_model_a_likelihood_newcomer_is_warmed_between_steps_and_answers_as_alone(
+def test_real_model_a_newcomers_work_is_done_between_steps_and_it_answers_as_alone(
         real_learner, shared_data, tmp_path, monkeypatch):
-    """The bundled model, HotpotQA paragraphs: a `regrad` newcomer weighed by `likelihood` joins a
-    decoding row at a 128-token budget. Its three passages' scoring prompts (each over 128 tokens) are
-    warmed one a slice, a decode step of the running row after each; its join reads them from the
-    cache; its answer and weights are those it gets alone."""
+    """The bundled model, three HotpotQA paragraphs of the caller's own, weighed by `likelihood`: the
+    newcomer joins a decoding row at a 128-token budget. Its scoring prompts (101-135 tokens) and its
+    passages' gradients (3x their tokens) are done ahead one item a slice, a decode step of the
+    running row after each; its join reads them from the caches (no backward); its answer and
+    weights are those it gets alone, and each passage's gradient says `computed`."""
     import itertools
 
     from retrieval import read_corpus
@@ -302,14 +306,18 @@ def test_real_model_a_likelihood_newcomer_is_warmed_between_steps_and_answers_as
     path = shared_data / "hotpotqa" / "ircot_hotpotqa_dev_subsampled.jsonl"
     retriever = TantivyRetriever(tmp_path / "index")
     retriever.add(list(itertools.islice(read_corpus(path), 30)))
-    question = Question("What government position was held by the woman who portrayed Corliss Archer in the film "
-                        "Kiss and Tell?", top_k=3, max_new_tokens=6, composition=Composition("likelihood", 0.2))
+    asked = "What government position was held by the woman who portrayed Corliss Archer in the film Kiss and Tell?"
+    given = [GivenPassage(p.text, p.title) for p in retriever.search(asked, k=3)]
+    question = Question(asked, passages=given, max_new_tokens=6, composition=Composition("likelihood", 0.2))
     engine = Engine(real_learner, retriever, None, missing_gradients="compute")
     [solo] = Engine(real_learner, retriever, None, missing_gradients="compute").answer_batch([question])
     monkeypatch.setattr("models.decoding.stop_token_ids", lambda tok: frozenset({-1}))   # the running row runs on
     events: list[str] = []
     slices: list[tuple[int, int]] = []
     _spy_warming(engine, monkeypatch, events, slices)
+    backwards = _count_backwards(monkeypatch)
+    warm = engine.warm_given_gradients
+    monkeypatch.setattr(engine, "warm_given_gradients", lambda texts: (events.append("warm"), warm(texts))[-1])
     scheduler = ContinuousScheduler(engine, max_rows=2, prefill_budget_tokens=128)
     scheduler.start()
     try:
@@ -319,8 +327,76 @@ def test_real_model_a_likelihood_newcomer_is_warmed_between_steps_and_answers_as
     finally:
         scheduler.stop()
         retriever.close()
-    assert len(slices) == 3 and all(n == 1 for n, _ in slices)   # 101-135 tokens each: one a slice
+    assert [n for n, _ in slices] == [1, 1, 1] and backwards == [1, 1, 1]   # one item a slice, none at the join
     warms = [i for i, event in enumerate(events) if event == "warm"]
-    assert all("token" in events[a:b] for a, b in zip(warms, warms[1:]))
+    assert len(warms) == 6 and all("token" in events[a:b] for a, b in zip(warms, warms[1:]))
     assert answer.answer == solo.answer
     assert [p.weight for p in answer.passages] == pytest.approx([p.weight for p in solo.passages], rel=1e-3)
+    assert [p.gradient for p in answer.passages] == ["computed"] * 3
+
+
+GIVEN = [GivenPassage(text, title) for title, text in FACTS[:3]]
+
+
+def _given_newcomer(**fields) -> Question:
+    return Question("Where was Oskel Brandt born?", passages=GIVEN, gamma=300.0, max_new_tokens=4, **fields)
+
+
+def _count_backwards(monkeypatch) -> list[int]:
+    """The passages of each gradient computation the engine runs."""
+    backwards: list[int] = []
+    compute = core.passage_gradients
+
+    def spy(learner, texts, **kwargs):
+        backwards.append(len(texts))
+        return compute(learner, texts, **kwargs)
+
+    monkeypatch.setattr(core, "passage_gradients", spy)
+    return backwards
+
+
+def test_a_newcomers_own_passages_gradients_are_computed_a_budget_at_a_time_between_steps(
+        engine, long_answers, monkeypatch):
+    """A request with its own passages, joining a decoding row: their gradients are computed into the
+    gradient cache one passage a slice (each costs 3x its tokens, over the 64-token budget with a
+    second), a decode step after each; its join runs no backward; the answer is its solo answer and
+    each passage says `computed` (for it, ahead of its join). Asked again: `cached`, nothing ahead."""
+    question = _given_newcomer()
+    [solo] = Engine(engine.learner, engine.retriever, engine.store).answer_batch([question])
+    backwards = _count_backwards(monkeypatch)
+    events: list[str] = []
+    warm = engine.warm_given_gradients
+    monkeypatch.setattr(engine, "warm_given_gradients", lambda texts: (events.append("warm"), warm(texts))[-1])
+    scheduler = ContinuousScheduler(engine, max_rows=2, prefill_budget_tokens=64)
+    scheduler.start()
+    try:
+        running = _decoding(scheduler, events)
+        answer = scheduler.submit(question).result(timeout=120)
+        again = scheduler.submit(question).result(timeout=120)
+        running.cancel()
+    finally:
+        scheduler.stop()
+    assert backwards == [1, 1, 1]                              # one passage a slice, none at the join
+    warms = [i for i, event in enumerate(events) if event == "warm"]
+    assert len(warms) == 3 and all("token" in events[a:b] for a, b in zip(warms, warms[1:]))
+    assert answer.answer == solo.answer == again.answer
+    assert [p.gradient for p in answer.passages] == ["computed"] * 3
+    assert [p.gradient for p in again.passages] == ["cached"] * 3
+
+
+def test_own_passages_are_computed_at_the_join_where_the_cache_cannot_hold_them_all(engine, long_answers, monkeypatch):
+    """Room for two of the three gradients: worked ahead, the first would be evicted before the join,
+    so all three are computed in one backward at the join, as before."""
+    dim = engine.learner.layout.dim
+    monkeypatch.setattr(engine, "gradient_cache", GradientCache(max_bytes=2 * dim * 4 * 2 - 1))
+    assert engine.cold_given_gradients(engine.begin([_given_newcomer()])[0]) == {}
+    backwards = _count_backwards(monkeypatch)
+    scheduler = ContinuousScheduler(engine, max_rows=2, prefill_budget_tokens=64)
+    scheduler.start()
+    try:
+        running = _decoding(scheduler, [])
+        answer = scheduler.submit(_given_newcomer()).result(timeout=120)
+        running.cancel()
+    finally:
+        scheduler.stop()
+    assert backwards == [3] and [p.gradient for p in answer.passages] == ["computed"] * 3
