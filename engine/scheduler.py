@@ -97,7 +97,7 @@ class ContinuousScheduler:
             (a `likelihood` request's passage scoring prompts; a request's own passages' gradients)
             is done ahead into the engine's caches, at most the budget's tokens between two decode
             steps, and it joins once none is left. False: done whole at its join, stalling the
-            decoding rows for as long (the way before; `bench/scoring_stall_bench.py` compares them).
+            decoding rows for as long (the way before; `bench/work_ahead_bench.py` compares them).
 
     Example:
         scheduler = ContinuousScheduler(engine, max_rows=8)

@@ -67,10 +67,10 @@ class EngineSettings(BaseSettings):
         prefill_budget_tokens: `continuous` only. N (default 512): newcomers that join decoding rows
             are prefilled inside the next decode steps' forwards (packed with the rows' next tokens;
             attention part by part), at most N prompt tokens per step, a longer prompt a chunk per
-            step (vLLM's chunked prefill); a `likelihood` newcomer's passage scoring prompts are read
-            into the relevance cache at most N tokens between two steps before it joins. 0: a
-            newcomer's prompt is prefilled whole in a forward of its own and scored at its join, which
-            stalls the rows decoding.
+            step (vLLM's chunked prefill); a newcomer's `likelihood` scoring prompts and own passages'
+            gradients are done ahead, at most N tokens' work between two steps, before it joins. 0: a
+            newcomer's prompt is prefilled whole in a forward of its own, and its scoring and gradients
+            run at its join, which stalls the rows decoding.
         missing_gradients: `compute` (one batched backward for the misses) or `skip` (answer without them).
         write_back: write computed gradients back to the store (the store as a cache).
         composition: how a request's passage gradients are combined when it does not say: `sum`,
@@ -103,7 +103,8 @@ class EngineSettings(BaseSettings):
     max_wait_ms: float = Field(10.0, ge=0, le=10_000, description="batch gathering window, ms")
     prefill_budget_tokens: int = Field(512, ge=0, le=1_000_000, description="continuous: most prompt tokens "
                                        "prefilled inside one decode step, longer prompts in chunks, and most "
-                                       "likelihood-scoring prompt tokens between two steps (0: off)")
+                                       "tokens of newcomers' scoring and gradient work between two steps "
+                                       "(0: off)")
     missing_gradients: Literal["compute", "skip"] = Field("compute", description="compute | skip")
     write_back: bool = Field(False, description="store gradients computed for misses")
     composition: str | None = Field(None, description="default combination: sum | softmax[:T] | likelihood[:T]")
