@@ -49,6 +49,7 @@ from typing import Any
 
 from engine.errors import EngineError
 from engine.types import Answer, Question, StageTimings
+from engine.work_ahead import WorkAhead
 
 __all__ = ["ContinuousScheduler", "SchedulerStoppedError"]
 
@@ -71,7 +72,7 @@ class _Job:
     batch_size: int = 0          # live rows right after it joined, itself included
     on_token: Callable[[int], None] | None = None   # called on the model thread with each emitted token
     ready: bool = False          # may join decoding rows: none of its work ahead left (`_check_ready`)
-    warmed: set[tuple[str, str]] = field(default_factory=set)   # its work done ahead once (never twice)
+    done_ahead: set[tuple[str, str]] = field(default_factory=set)   # its work done ahead once (`WorkAhead`)
 
 
 class ContinuousScheduler:
@@ -114,7 +115,8 @@ class ContinuousScheduler:
         if prefill_budget_tokens is not None and prefill_budget_tokens < 1:
             raise ValueError(f"`prefill_budget_tokens` must be >= 1 or None, got {prefill_budget_tokens}")
         self.prefill_budget_tokens = prefill_budget_tokens
-        self._warms = work_ahead and prefill_budget_tokens is not None
+        self._ahead: WorkAhead | None = None   # made with the engine, on the model thread
+        self._work_ahead_on = work_ahead and prefill_budget_tokens is not None
         if join_wait_ms < 0:
             raise ValueError(f"`join_wait_ms` must be >= 0, got {join_wait_ms}")
         self.engine = engine
@@ -256,6 +258,8 @@ class ContinuousScheduler:
 
         decoder = BatchDecoder(self.engine.learner, prefill_budget_tokens=self.prefill_budget_tokens,
                                slots=self.max_rows)
+        if self._work_ahead_on:
+            self._ahead = WorkAhead(self.engine, self.prefill_budget_tokens)
         while True:
             with self._lock:
                 while self._running and not (self._live or self._staged or self._exclusive):
@@ -281,8 +285,8 @@ class ContinuousScheduler:
                 self._join(decoder, joining)
             if not self._live:
                 continue
-            if self._warms and not decoder.prefilling:
-                self._warm_slice()
+            if self._ahead is not None and not decoder.prefilling:
+                self._work_ahead()
             try:
                 decoder.step(on_emit=self._emit)
             except Exception as error:  # e.g. out of memory: every live row fails, the loop goes on
@@ -349,75 +353,30 @@ class ContinuousScheduler:
         self._staged = collections.deque(job for job in self._staged if id(job) not in chosen)
         return ready
 
-    # ------------------------------------------------------------------ a newcomer's model work, ahead of its join
+    # ------------------------------------------------------------------ a newcomer's work, ahead of its join
     def _check_ready(self, staged: list[_Job]) -> None:
-        """Mark the staged jobs that may join rows already decoding (model thread, outside the lock).
-
-        Some newcomers bring model work that their join would run whole, freezing every decoding row
-        for as long: a request weighed by `likelihood` reads its passages' scoring prompts (about 150
-        tokens each), and a request with its own passages computes their gradients (a forward and a
-        backward each). With a prefill budget the scheduler instead does that work ahead, into the
-        engine's caches, a budget's worth between two decode steps (`_warm_slice`), and the request
-        joins once none is left. Without a budget (or `work_ahead`), or where no cache can hold it,
-        every job is ready at once. Work done once and undone again (evicted from a full cache before
-        the join) is not done twice ahead: the join does it."""
+        """Mark the staged jobs that may join rows already decoding (model thread, outside the lock):
+        all of them without work ahead (no budget, or `work_ahead` off), else those with none of
+        their work left to do ahead (`engine.work_ahead`)."""
         for job in staged:
             if job.ready:
                 continue
-            if not self._warms:
-                job.ready = True
-                continue
             try:
-                job.ready = not (self._cold_work(job).keys() - job.warmed)
+                job.ready = self._ahead is None or not self._ahead.left(job.row, job.done_ahead)
             except Exception:   # its join does the work, or fails it there
                 logger.exception("reading a request's work ahead failed")
                 job.ready = True
 
-    def _cold_work(self, job: _Job) -> dict[tuple[str, str], tuple[int, Any]]:
-        """(kind, key) → (cost in prompt tokens, payload) of the job's work not in the caches yet."""
-        work: dict[tuple[str, str], tuple[int, Any]] = {
-            ("prompt", key): (len(ids), ids) for key, ids in self.engine.cold_passage_prompts(job.row).items()}
-        for pid, cold in self.engine.cold_given_gradients(job.row).items():
-            work[("gradient", pid)] = (cold.cost, cold.text)
-        return work
-
-    def _warm_slice(self) -> None:
-        """Do up to `prefill_budget_tokens` tokens of the oldest staged jobs' work ahead (at least one
-        item): their scoring prompts into the relevance cache, their own passages' gradients into the
-        gradient cache, between two decode steps."""
+    def _work_ahead(self) -> None:
+        """One slice of the staged jobs' work ahead, oldest first, between two decode steps."""
         with self._lock:
-            cold = [job for job in self._staged if not job.ready]
+            waiting = [job for job in self._staged if not job.ready]
         try:
-            work, taken = self._slice(cold)
-            prompts = {key: payload for (kind, key), payload in work.items() if kind == "prompt"}
-            texts = {key: payload for (kind, key), payload in work.items() if kind == "gradient"}
-            if prompts:
-                self.engine.warm_passage_prompts(prompts)
-            if texts:
-                self.engine.warm_given_gradients(texts)
+            self._ahead.run_slice([(job.row, job.done_ahead) for job in waiting])
         except Exception:   # e.g. out of memory: their joins do the work, or fail them there
-            logger.exception("working ahead for staged requests failed")
-            for job in cold:
+            logger.exception("working ahead for %d staged requests failed", len(waiting))
+            for job in waiting:
                 job.ready = True
-            return
-        for job, item in taken:
-            job.warmed.add(item)
-
-    def _slice(self, cold: list[_Job]) -> tuple[dict[tuple[str, str], Any], list[tuple[_Job, tuple[str, str]]]]:
-        """(this slice's work, (kind, key) → payload; which job each item is done for), oldest job first."""
-        work: dict[tuple[str, str], Any] = {}
-        taken: list[tuple[_Job, tuple[str, str]]] = []
-        tokens = 0
-        for job in cold:
-            for item, (cost, payload) in self._cold_work(job).items():
-                if item in job.warmed:
-                    continue
-                if item not in work:
-                    if work and tokens + cost > self.prefill_budget_tokens:
-                        return work, taken
-                    work[item], tokens = payload, tokens + cost
-                taken.append((job, item))
-        return work, taken
 
     def _join(self, decoder, jobs: list[_Job]) -> None:
         from models.generate import prepare_rows
