@@ -117,6 +117,7 @@ class ContinuousScheduler:
         self.prefill_budget_tokens = prefill_budget_tokens
         self._ahead: WorkAhead | None = None   # made with the engine, on the model thread
         self._work_ahead_on = work_ahead and prefill_budget_tokens is not None
+        self._ahead_deferred = False           # the last step's slice was put off (it prefilled prompts)
         if join_wait_ms < 0:
             raise ValueError(f"`join_wait_ms` must be >= 0, got {join_wait_ms}")
         self.engine = engine
@@ -285,8 +286,8 @@ class ContinuousScheduler:
                 self._join(decoder, joining)
             if not self._live:
                 continue
-            if self._ahead is not None and not decoder.prefilling:
-                self._work_ahead()
+            if self._ahead is not None:
+                self._work_ahead(decoder.prefilling)
             try:
                 decoder.step(on_emit=self._emit)
             except Exception as error:  # e.g. out of memory: every live row fails, the loop goes on
@@ -367,10 +368,21 @@ class ContinuousScheduler:
                 logger.exception("reading a request's work ahead failed")
                 job.ready = True
 
-    def _work_ahead(self) -> None:
-        """One slice of the staged jobs' work ahead, oldest first, between two decode steps."""
+    def _work_ahead(self, prefilling: bool) -> None:
+        """One slice of the staged jobs' work ahead, oldest first, between two decode steps; not before
+        a step that prefills prompts (its newcomer work is spent), unless the last step was one too
+        (so that joins every step cannot starve the work). A withdrawn job's work is not done: it is
+        ready, and leaves at its join."""
         with self._lock:
             waiting = [job for job in self._staged if not job.ready]
+        for job in waiting:
+            if job.future.cancelled():
+                job.ready = True
+        waiting = [job for job in waiting if not job.ready]
+        if not waiting or (prefilling and not self._ahead_deferred):
+            self._ahead_deferred = bool(waiting)
+            return
+        self._ahead_deferred = False
         try:
             self._ahead.run_slice([(job.row, job.done_ahead) for job in waiting])
         except Exception:   # e.g. out of memory: their joins do the work, or fail them there
