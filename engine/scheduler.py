@@ -117,7 +117,7 @@ class ContinuousScheduler:
         self.prefill_budget_tokens = prefill_budget_tokens
         self._ahead: WorkAhead | None = None   # made with the engine, on the model thread
         self._work_ahead_on = work_ahead and prefill_budget_tokens is not None
-        self._ahead_deferred = False           # the last step's slice was put off (it prefilled prompts)
+        self._ahead_deferred = False           # the last step's slice was put off (its budget went to prefill)
         if join_wait_ms < 0:
             raise ValueError(f"`join_wait_ms` must be >= 0, got {join_wait_ms}")
         self.engine = engine
@@ -287,7 +287,7 @@ class ContinuousScheduler:
             if not self._live:
                 continue
             if self._ahead is not None:
-                self._work_ahead(decoder.prefilling)
+                self._work_ahead(min(decoder.prefill_tokens, self.prefill_budget_tokens))
             try:
                 decoder.step(on_emit=self._emit)
             except Exception as error:  # e.g. out of memory: every live row fails, the loop goes on
@@ -368,23 +368,25 @@ class ContinuousScheduler:
                 logger.exception("reading a request's work ahead failed")
                 job.ready = True
 
-    def _work_ahead(self, prefilling: bool) -> None:
-        """One slice of the staged jobs' work ahead, oldest first, between two decode steps; not before
-        a step that prefills prompts (its newcomer work is spent), unless the last step was one too
-        (so that joins every step cannot starve the work). A withdrawn job's work is not done: it is
-        ready, and leaves at its join."""
+    def _work_ahead(self, prefill_tokens: int) -> None:
+        """One slice of the staged jobs' work ahead, oldest first, between two decode steps, within what
+        the next step's prefill (`prefill_tokens`) leaves of the budget (at least one item). When it
+        leaves nothing the slice is put off, but not twice in a row (so that joins at every step
+        cannot starve the work). A withdrawn job's work is not done: it is ready, and leaves at its
+        join."""
         with self._lock:
             waiting = [job for job in self._staged if not job.ready]
         for job in waiting:
             if job.future.cancelled():
                 job.ready = True
         waiting = [job for job in waiting if not job.ready]
-        if not waiting or (prefilling and not self._ahead_deferred):
+        room = self.prefill_budget_tokens - prefill_tokens
+        if not waiting or (room <= 0 and not self._ahead_deferred):
             self._ahead_deferred = bool(waiting)
             return
         self._ahead_deferred = False
         try:
-            self._ahead.run_slice([(job.row, job.done_ahead) for job in waiting])
+            self._ahead.run_slice([(job.row, job.done_ahead) for job in waiting], budget_tokens=max(room, 1))
         except Exception:   # e.g. out of memory: their joins do the work, or fail them there
             logger.exception("working ahead for %d staged requests failed", len(waiting))
             for job in waiting:

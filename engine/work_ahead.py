@@ -44,10 +44,11 @@ class WorkAhead:
         """Whether any of the row's work is still to do ahead: not in the caches, not done once."""
         return bool(self._cold(row).keys() - done)
 
-    def run_slice(self, rows: Sequence[tuple[Any, set[Item]]]) -> None:
-        """Do up to `budget_tokens` tokens of these rows' work (at least one item), in their order, and
-        add what was done for each row to its `done` set. An error propagates (nothing is recorded)."""
-        work, taken = self._slice(rows)
+    def run_slice(self, rows: Sequence[tuple[Any, set[Item]]], budget_tokens: int | None = None) -> None:
+        """Do up to `budget_tokens` (default: this one's) tokens of these rows' work (at least one item),
+        in their order, and add what was done for each row to its `done` set. An error propagates
+        (nothing is recorded)."""
+        work, taken = self._slice(rows, budget_tokens or self.budget_tokens)
         prompts = {key: payload for (kind, key), payload in work.items() if kind == "prompt"}
         texts = {key: payload for (kind, key), payload in work.items() if kind == "gradient"}
         if prompts:
@@ -65,7 +66,8 @@ class WorkAhead:
             work[("gradient", pid)] = (cold.cost, cold.text)
         return work
 
-    def _slice(self, rows: Sequence[tuple[Any, set[Item]]]) -> tuple[dict[Item, Any], list[tuple[set[Item], Item]]]:
+    def _slice(self, rows: Sequence[tuple[Any, set[Item]]],
+               budget_tokens: int) -> tuple[dict[Item, Any], list[tuple[set[Item], Item]]]:
         """(this slice's items and what runs each; each item's row's `done` set), within the budget."""
         work: dict[Item, Any] = {}
         taken: list[tuple[set[Item], Item]] = []
@@ -75,7 +77,7 @@ class WorkAhead:
                 if item in done:
                     continue
                 if item not in work:
-                    if work and tokens + cost > self.budget_tokens:
+                    if work and tokens + cost > budget_tokens:
                         return work, taken
                     work[item], tokens = payload, tokens + cost
                 taken.append((done, item))

@@ -110,9 +110,9 @@ class BatchDecoder:
         return len(self._rows) + len(self._pending)
 
     @property
-    def prefilling(self) -> bool:
-        """Rows joined and not yet wholly prefilled: the next step's forward carries their prompts."""
-        return bool(self._pending)
+    def prefill_tokens(self) -> int:
+        """Prompt tokens of rows joined and not yet prefilled (the next step takes up to the budget)."""
+        return sum(p.left for p in self._pending)
 
     @property
     def keys(self) -> list[Hashable]:

@@ -402,28 +402,29 @@ def test_own_passages_are_computed_at_the_join_where_the_cache_cannot_hold_them_
     assert backwards == [3] and [p.gradient for p in answer.passages] == ["computed"] * 3
 
 
-def test_work_ahead_waits_out_one_prefilling_step_not_two_and_skips_withdrawn_requests(engine):
-    """Model-thread logic, driven directly: a step that prefills prompts puts the slice off once (its
-    newcomer work is spent), not twice in a row (joins every step would starve it); a withdrawn
-    request's work is not done, and it becomes ready so that its join drops it."""
+def test_work_ahead_takes_what_prefill_leaves_of_the_budget_and_is_put_off_once_not_twice(engine):
+    """Model-thread logic, driven directly: a slice gets what the next step's prefill leaves of the
+    budget; when nothing is left it is put off once, not twice in a row (joins every step would
+    starve it); a withdrawn request's work is not done, and it becomes ready so that its join drops it."""
     from concurrent.futures import Future
 
     from engine.scheduler import _Job
     from engine.work_ahead import WorkAhead
 
-    scheduler = ContinuousScheduler(engine, max_rows=2, prefill_budget_tokens=16)
-    scheduler._ahead = WorkAhead(engine, 16)
-    slices: list[int] = []
-    scheduler._ahead.run_slice = lambda rows: slices.append(len(rows))
+    scheduler = ContinuousScheduler(engine, max_rows=2, prefill_budget_tokens=100)
+    scheduler._ahead = WorkAhead(engine, 100)
+    budgets: list[int] = []
+    scheduler._ahead.run_slice = lambda rows, budget_tokens: budgets.append(budget_tokens)
     [row] = engine.begin([_likelihood_newcomer()])
     job = _Job(0, _likelihood_newcomer(), Future(), 0.0, row=row)
     scheduler._staged.append(job)
-    scheduler._work_ahead(prefilling=True)
-    assert slices == []                                   # put off: this step prefills
-    scheduler._work_ahead(prefilling=True)
-    assert slices == [1]                                  # not twice in a row
-    scheduler._work_ahead(prefilling=False)
-    assert slices == [1, 1]
+    scheduler._work_ahead(prefill_tokens=100)
+    assert budgets == []                                  # put off: the step's budget goes to prefill
+    scheduler._work_ahead(prefill_tokens=100)
+    assert budgets == [1]                                 # not twice in a row: at least one item
+    scheduler._work_ahead(prefill_tokens=30)
+    scheduler._work_ahead(prefill_tokens=0)
+    assert budgets == [1, 70, 100]
     job.future.cancel()
-    scheduler._work_ahead(prefilling=False)
-    assert slices == [1, 1] and job.ready                 # withdrawn: nothing done for it
+    scheduler._work_ahead(prefill_tokens=0)
+    assert budgets == [1, 70, 100] and job.ready          # withdrawn: nothing done for it
