@@ -72,6 +72,7 @@ class _Job:
     batch_size: int = 0          # live rows right after it joined, itself included
     on_token: Callable[[int], None] | None = None   # called on the model thread with each emitted token
     ready: bool = False          # may join decoding rows: none of its work ahead left (`_check_ready`)
+    left_tokens: int = 0         # else the tokens of its work left (`WorkAhead.left`)
     done_ahead: set[tuple[str, str]] = field(default_factory=set)   # its work done ahead once (`WorkAhead`)
 
 
@@ -118,6 +119,7 @@ class ContinuousScheduler:
         self._ahead: WorkAhead | None = None   # made with the engine, on the model thread
         self._work_ahead_on = work_ahead and prefill_budget_tokens is not None
         self._ahead_deferred = False           # the last step's slice was put off (its budget went to prefill)
+        self._work_at_join = 0                 # tokens of work left that this iteration's joins did
         if join_wait_ms < 0:
             raise ValueError(f"`join_wait_ms` must be >= 0, got {join_wait_ms}")
         self.engine = engine
@@ -287,7 +289,8 @@ class ContinuousScheduler:
             if not self._live:
                 continue
             if self._ahead is not None:
-                self._work_ahead(min(decoder.prefill_tokens, self.prefill_budget_tokens))
+                self._work_ahead(min(decoder.prefill_tokens, self.prefill_budget_tokens) + self._work_at_join)
+            self._work_at_join = 0
             try:
                 decoder.step(on_emit=self._emit)
             except Exception as error:  # e.g. out of memory: every live row fails, the loop goes on
@@ -340,16 +343,26 @@ class ContinuousScheduler:
 
     def _admitted(self) -> list[_Job]:
         """The staged newcomers that join now (under the lock), in order: when no row is decoding, all
-        that fit; else the ready ones (`_check_ready`), when they fill the free rows or the oldest of
-        them has waited `join_wait_ms`, else none yet."""
+        that fit; else the ready ones (`_check_ready`), and those whose work left fits what the
+        others' leaves of the budget (their joins do it: `_work_at_join`), when they fill the free
+        rows or the oldest of them has waited `join_wait_ms`; else none yet."""
         room = self.max_rows - len(self._live)
         if room <= 0 or not self._staged:
             return []
         if not self._live or not self._running:
             return [self._staged.popleft() for _ in range(min(room, len(self._staged)))]
-        ready = [job for job in self._staged if job.ready][:room]
+        ready, allowance = [], self.prefill_budget_tokens or 0
+        for job in self._staged:
+            if len(ready) == room:
+                break
+            if job.ready:
+                ready.append(job)
+            elif job.left_tokens <= allowance:     # what is left of its work fits: its join does it
+                allowance -= job.left_tokens
+                ready.append(job)
         if not ready or (len(ready) < room and time.perf_counter() - ready[0].staged_s < self.join_wait_s):
             return []
+        self._work_at_join = sum(job.left_tokens for job in ready if not job.ready)
         chosen = {id(job) for job in ready}
         self._staged = collections.deque(job for job in self._staged if id(job) not in chosen)
         return ready
@@ -358,29 +371,30 @@ class ContinuousScheduler:
     def _check_ready(self, staged: list[_Job]) -> None:
         """Mark the staged jobs that may join rows already decoding (model thread, outside the lock):
         all of them without work ahead (no budget, or `work_ahead` off), else those with none of
-        their work left to do ahead (`engine.work_ahead`)."""
+        their work left to do ahead (`engine.work_ahead`); the others' work left, in tokens."""
         for job in staged:
             if job.ready:
                 continue
             try:
-                job.ready = self._ahead is None or not self._ahead.left(job.row, job.done_ahead)
+                job.left_tokens = 0 if self._ahead is None else self._ahead.left(job.row, job.done_ahead)
+                job.ready = job.left_tokens == 0
             except Exception:   # its join does the work, or fails it there
                 logger.exception("reading a request's work ahead failed")
                 job.ready = True
 
-    def _work_ahead(self, prefill_tokens: int) -> None:
+    def _work_ahead(self, spent: int) -> None:
         """One slice of the staged jobs' work ahead, oldest first, between two decode steps, within what
-        the next step's prefill (`prefill_tokens`) leaves of the budget (at least one item). When it
-        leaves nothing the slice is put off, but not twice in a row (so that joins at every step
-        cannot starve the work). A withdrawn job's work is not done: it is ready, and leaves at its
-        join."""
+        this iteration's joins and the next step's prefill (`spent` tokens) leave of the budget (at
+        least one item). When they leave nothing the slice is put off, but not twice in a row (so
+        that joins at every step cannot starve the work). A withdrawn job's work is not done: it is
+        ready, and leaves at its join."""
         with self._lock:
             waiting = [job for job in self._staged if not job.ready]
         for job in waiting:
             if job.future.cancelled():
                 job.ready = True
         waiting = [job for job in waiting if not job.ready]
-        room = self.prefill_budget_tokens - prefill_tokens
+        room = self.prefill_budget_tokens - spent
         if not waiting or (room <= 0 and not self._ahead_deferred):
             self._ahead_deferred = bool(waiting)
             return

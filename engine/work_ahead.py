@@ -8,16 +8,16 @@ row's stream for as long:
     (counted as `BACKWARD_COST` x its tokens).
 The continuous scheduler instead does that work ahead, into the engine's caches (the relevance
 cache, the gradient cache), at most `budget_tokens` tokens' work between two decode steps (at
-least one item), oldest newcomer first, and admits a newcomer once none of its work is left. Its
-join then finds everything in the caches: the scoring's question pass is all that runs, and no
-backward. Where no cache can hold the work, the engine reports none, and the join does it. Work done
-once and gone again (evicted from a full cache before the join) is not done twice ahead: the join
-does it.
+least one item), oldest newcomer first. It admits a newcomer once what is left of its work fits
+the step's budget, and its join does that rest. With nothing left, its join finds everything in
+the caches: the scoring's question pass is all that runs, and no backward. Where no cache can hold
+the work, the engine reports none, and the join does it. Work done once and gone again (evicted
+from a full cache before the join) is not done twice ahead: the join does it.
 
     ahead = WorkAhead(engine, budget_tokens=512)
     done: set = set()                  # one per newcomer, kept by the caller
-    while ahead.left(row, done):       # model thread, between two decode steps
-        ahead.run_slice([(row, done)])
+    while ahead.left(row, done) > 512:   # model thread, between two decode steps
+        ahead.run_slice([(row, done)])    # then its join does the rest (at most the budget)
 """
 
 from __future__ import annotations
@@ -40,9 +40,9 @@ class WorkAhead:
         self.engine = engine
         self.budget_tokens = budget_tokens
 
-    def left(self, row, done: set[Item]) -> bool:
-        """Whether any of the row's work is still to do ahead: not in the caches, not done once."""
-        return bool(self._cold(row).keys() - done)
+    def left(self, row, done: set[Item]) -> int:
+        """Tokens of the row's work still to do ahead (not in the caches, not done once): 0 for none."""
+        return sum(cost for item, (cost, _) in self._cold(row).items() if item not in done)
 
     def run_slice(self, rows: Sequence[tuple[Any, set[Item]]], budget_tokens: int | None = None) -> None:
         """Do up to `budget_tokens` (default: this one's) tokens of these rows' work (at least one item),

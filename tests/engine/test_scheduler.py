@@ -244,20 +244,27 @@ def test_a_likelihood_newcomer_is_scored_a_budget_at_a_time_between_the_running_
     assert all("token" in events[a:b] for a, b in zip(warms, warms[1:]))   # a decode step between two slices
 
 
-def test_a_slice_takes_prompts_up_to_the_budget(engine, long_answers, monkeypatch):
+@pytest.mark.parametrize("fits", ["all", "all but two prompts"])
+def test_a_newcomer_joins_once_what_is_left_of_its_work_fits_the_budget(engine, long_answers, monkeypatch, fits):
+    """All of its work within the budget: no slice, its join does it. A budget one token short of its
+    work: one slice does the first two prompts, and its join the third."""
+    question = _likelihood_newcomer()
+    [row] = engine.begin([question])
+    lengths = [len(ids) for ids in engine.cold_passage_prompts(row).values()]
     events: list[str] = []
     slices: list[tuple[int, int]] = []
     _spy_warming(engine, monkeypatch, events, slices)
-    scheduler = ContinuousScheduler(engine, max_rows=2, prefill_budget_tokens=4096)
+    budget = sum(lengths) if fits == "all" else sum(lengths) - 1
+    scheduler = ContinuousScheduler(engine, max_rows=2, prefill_budget_tokens=budget)
     scheduler.start()
     try:
         running = _decoding(scheduler, events)
-        answer = scheduler.submit(_likelihood_newcomer()).result(timeout=120)
+        answer = scheduler.submit(question).result(timeout=120)
         running.cancel()
     finally:
         scheduler.stop()
-    assert [n for n, _ in slices] == [3]                     # all three prompts in one slice
-    assert answer.composition == "likelihood:0.05"
+    assert slices == ([] if fits == "all" else [(2, lengths[0] + lengths[1])])
+    assert answer.composition == "likelihood:0.05" and len(engine.relevance_cache) == 3
 
 
 @pytest.mark.parametrize("case", ["no budget", "nothing decoding", "cache off", "cache of one prompt"])
@@ -358,8 +365,8 @@ def _count_backwards(monkeypatch) -> list[int]:
 def test_a_newcomers_own_passages_gradients_are_computed_a_budget_at_a_time_between_steps(
         engine, long_answers, monkeypatch):
     """A request with its own passages, joining a decoding row: their gradients are computed into the
-    gradient cache one passage a slice (each costs 3x its tokens, over the 64-token budget with a
-    second), a decode step after each; its join runs no backward; the answer is its solo answer and
+    gradient cache one passage a slice (each costs 3x its tokens, over the 16-token budget), a decode
+    step after each; its join runs no backward; the answer is its solo answer and
     each passage says `computed` (for it, ahead of its join). Asked again: `cached`, nothing ahead."""
     question = _given_newcomer()
     [solo] = Engine(engine.learner, engine.retriever, engine.store).answer_batch([question])
@@ -367,7 +374,7 @@ def test_a_newcomers_own_passages_gradients_are_computed_a_budget_at_a_time_betw
     events: list[str] = []
     warm = engine.warm_given_gradients
     monkeypatch.setattr(engine, "warm_given_gradients", lambda texts: (events.append("warm"), warm(texts))[-1])
-    scheduler = ContinuousScheduler(engine, max_rows=2, prefill_budget_tokens=64)
+    scheduler = ContinuousScheduler(engine, max_rows=2, prefill_budget_tokens=16)
     scheduler.start()
     try:
         running = _decoding(scheduler, events)
@@ -418,13 +425,13 @@ def test_work_ahead_takes_what_prefill_leaves_of_the_budget_and_is_put_off_once_
     [row] = engine.begin([_likelihood_newcomer()])
     job = _Job(0, _likelihood_newcomer(), Future(), 0.0, row=row)
     scheduler._staged.append(job)
-    scheduler._work_ahead(prefill_tokens=100)
+    scheduler._work_ahead(spent=100)
     assert budgets == []                                  # put off: the step's budget goes to prefill
-    scheduler._work_ahead(prefill_tokens=100)
+    scheduler._work_ahead(spent=100)
     assert budgets == [1]                                 # not twice in a row: at least one item
-    scheduler._work_ahead(prefill_tokens=30)
-    scheduler._work_ahead(prefill_tokens=0)
+    scheduler._work_ahead(spent=30)
+    scheduler._work_ahead(spent=0)
     assert budgets == [1, 70, 100]
     job.future.cancel()
-    scheduler._work_ahead(prefill_tokens=0)
+    scheduler._work_ahead(spent=0)
     assert budgets == [1, 70, 100] and job.ready          # withdrawn: nothing done for it
