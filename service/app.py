@@ -71,7 +71,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         batcher = ContinuousBatcher(
             max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms, max_queue=settings.max_queue,
             on_batch=metrics.batch_size.observe, on_joined_running=metrics.rows_joined_running.inc,
-            prefill_budget_tokens=settings.prefill_budget_tokens or None,
+            prefill_budget_tokens=settings.prefill_budget_tokens or None, work_ahead=settings.work_ahead,
             on_token_gap=metrics.token_gap_seconds.observe,
         )
         await batcher.start(build)

@@ -235,7 +235,8 @@ class ContinuousBatcher:
     (`engine.scheduler.ContinuousScheduler`): a request joins the running generation at the next
     decode step and leaves it the step it finishes. `max_wait_ms` is how long a newcomer that
     cannot fill the free rows alone waits for company while other rows decode (one prefill for several);
-    `prefill_budget_tokens` (None: off) prefills newcomers inside the running rows' next decode steps;
+    `prefill_budget_tokens` (None: off) prefills newcomers inside the running rows' next decode steps,
+    and with `work_ahead` does their scoring and own passages' gradients ahead, between steps;
     `on_token_gap` gets the seconds between two of the running rows' tokens, at every step (metrics).
 
     The queue bound is this class's: `submit` raises QueueFullError when `max_queue` requests are
@@ -246,7 +247,7 @@ class ContinuousBatcher:
     def __init__(self, *, max_batch: int = 8, max_wait_ms: float = 10.0, max_queue: int = 256,
                  on_batch: Callable[[int], None] | None = None,
                  on_joined_running: Callable[[int], None] | None = None,
-                 prefill_budget_tokens: int | None = None,
+                 prefill_budget_tokens: int | None = None, work_ahead: bool = True,
                  on_token_gap: Callable[[float], None] | None = None) -> None:
         from engine.scheduler import ContinuousScheduler
 
@@ -259,7 +260,8 @@ class ContinuousBatcher:
         self.max_batch = max_batch
         self.max_queue = max_queue
         self._scheduler = ContinuousScheduler(max_rows=max_batch, join_wait_ms=max_wait_ms, on_join=on_join,
-                                              prefill_budget_tokens=prefill_budget_tokens, on_token_gap=on_token_gap)
+                                              prefill_budget_tokens=prefill_budget_tokens, on_token_gap=on_token_gap,
+                                              work_ahead=work_ahead)
         self._started = False
 
     @property

@@ -137,3 +137,24 @@ def test_in_process_evaluation_reads_the_engine_settings_without_the_http_servic
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path,
                          check=True).stdout.split()
     assert out == ["engine.settings", "3", "sum", "False", "False"]
+
+
+@pytest.mark.parametrize(("budget", "ahead", "expected"), [(512, True, (512, True)), (64, False, (64, False)),
+                                                           (0, True, (None, False))])
+def test_the_continuous_schedulers_settings_reach_it(tiny_learner, tmp_path, budget, ahead, expected):
+    """REGRAD_PREFILL_BUDGET_TOKENS and REGRAD_WORK_AHEAD reach the scheduler the app starts (a tiny
+    real engine; 0 turns the budget off, and work ahead with it)."""
+    from fastapi.testclient import TestClient
+
+    from engine.core import Engine
+    from retrieval.passage import Passage
+    from retrieval.tantivy_backend import TantivyRetriever
+    from service.app import create_app
+
+    retriever = TantivyRetriever(tmp_path / "index")
+    retriever.add([Passage("p0", "Veltoria", "Veltoria is an island nation.")])
+    settings = Settings(_env_file=None, prefill_budget_tokens=budget, work_ahead=ahead)
+    app = create_app(settings, engine_factory=lambda _: Engine(tiny_learner, retriever, None))
+    with TestClient(app):
+        scheduler = app.state.batcher._scheduler
+        assert (scheduler.prefill_budget_tokens, scheduler._work_ahead_on) == expected
