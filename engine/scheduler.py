@@ -72,7 +72,7 @@ class _Job:
     batch_size: int = 0          # live rows right after it joined, itself included
     on_token: Callable[[int], None] | None = None   # called on the model thread with each emitted token
     ready: bool = False          # may join decoding rows: none of its work ahead left (`_check_ready`)
-    left_tokens: int = 0         # else the tokens of its work left (`WorkAhead.left`)
+    left_tokens: int | None = None   # else the tokens of its work left (`WorkAhead.left`); None: unread
     done_ahead: set[tuple[str, str]] = field(default_factory=set)   # its work done ahead once (`WorkAhead`)
 
 
@@ -343,9 +343,9 @@ class ContinuousScheduler:
 
     def _admitted(self) -> list[_Job]:
         """The staged newcomers that join now (under the lock), in order: when no row is decoding, all
-        that fit; else the ready ones (`_check_ready`), and those whose work left fits what the
-        others' leaves of the budget (their joins do it: `_work_at_join`), when they fill the free
-        rows or the oldest of them has waited `join_wait_ms`; else none yet."""
+        that fit; else the ready ones (`_check_ready`) and those whose work left fits in what is left
+        of the budget (their joins do it: `_work_at_join`), when they fill the free rows or the
+        oldest of them has waited `join_wait_ms`; else none yet."""
         room = self.max_rows - len(self._live)
         if room <= 0 or not self._staged:
             return []
@@ -355,14 +355,14 @@ class ContinuousScheduler:
         for job in self._staged:
             if len(ready) == room:
                 break
-            if job.ready:
+            if job.ready or self._ahead is None:
                 ready.append(job)
-            elif job.left_tokens <= allowance:     # what is left of its work fits: its join does it
+            elif job.left_tokens is not None and job.left_tokens <= allowance:   # its join does the rest
                 allowance -= job.left_tokens
                 ready.append(job)
         if not ready or (len(ready) < room and time.perf_counter() - ready[0].staged_s < self.join_wait_s):
             return []
-        self._work_at_join = sum(job.left_tokens for job in ready if not job.ready)
+        self._work_at_join = self.prefill_budget_tokens - allowance if self._ahead is not None else 0
         chosen = {id(job) for job in ready}
         self._staged = collections.deque(job for job in self._staged if id(job) not in chosen)
         return ready

@@ -435,3 +435,26 @@ def test_work_ahead_takes_what_prefill_leaves_of_the_budget_and_is_put_off_once_
     job.future.cancel()
     scheduler._work_ahead(spent=0)
     assert budgets == [1, 70, 100] and job.ready          # withdrawn: nothing done for it
+
+
+def test_while_rows_decode_a_newcomer_joins_with_work_left_only_within_the_budget_and_once_read(engine):
+    """Model-thread logic, driven directly: with a row decoding, a newcomer whose work was not read yet
+    waits; one with more work left than the budget waits; one whose work left fits joins, and the
+    slice after it gets what its join leaves of the budget."""
+    from concurrent.futures import Future
+
+    from engine.scheduler import _Job
+    from engine.work_ahead import WorkAhead
+
+    scheduler = ContinuousScheduler(engine, max_rows=2, prefill_budget_tokens=100)
+    scheduler._ahead = WorkAhead(engine, 100)
+    scheduler._live, scheduler._running = {"decoding": object()}, True     # a row decodes; not stopping
+    [row] = engine.begin([_likelihood_newcomer()])
+    job = _Job(0, _likelihood_newcomer(), Future(), 0.0, row=row)
+    scheduler._staged.append(job)
+    assert scheduler._admitted() == []                        # its work not read yet
+    job.left_tokens = 101
+    assert scheduler._admitted() == []                        # more than the budget left
+    job.left_tokens = 60
+    assert scheduler._admitted() == [job] and scheduler._work_at_join == 60
+    assert not scheduler._staged
