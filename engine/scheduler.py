@@ -118,7 +118,7 @@ class ContinuousScheduler:
         self.prefill_budget_tokens = prefill_budget_tokens
         self._ahead: WorkAhead | None = None   # made with the engine, on the model thread
         self._work_ahead_on = work_ahead and prefill_budget_tokens is not None
-        self._ahead_deferred = False           # the last step's slice was put off (its budget went to prefill)
+        self._ahead_deferred = False           # the last step's slice was put off (its next item did not fit)
         self._work_at_join = 0                 # tokens of work left that this iteration's joins did
         if join_wait_ms < 0:
             raise ValueError(f"`join_wait_ms` must be >= 0, got {join_wait_ms}")
@@ -384,27 +384,29 @@ class ContinuousScheduler:
 
     def _work_ahead(self, spent: int) -> None:
         """One slice of the staged jobs' work ahead, oldest first, between two decode steps, within what
-        this iteration's joins and the next step's prefill (`spent` tokens) leave of the budget (at
-        least one item). When they leave nothing the slice is put off, but not twice in a row (so
-        that joins at every step cannot starve the work). A withdrawn job's work is not done: it is
-        ready, and leaves at its join."""
+        this iteration's joins and the next step's prefill (`spent` tokens) leave of the budget. When
+        the next item does not fit the slice is put off, but not twice in a row: after a step that
+        did none it takes one item whatever its cost (so that joins at every step cannot starve the
+        work). A withdrawn job's work is not done: it is ready, and leaves at its join."""
         with self._lock:
             waiting = [job for job in self._staged if not job.ready]
         for job in waiting:
             if job.future.cancelled():
                 job.ready = True
         waiting = [job for job in waiting if not job.ready]
-        room = self.prefill_budget_tokens - spent
-        if not waiting or (room <= 0 and not self._ahead_deferred):
-            self._ahead_deferred = bool(waiting)
+        if not waiting:
+            self._ahead_deferred = False
             return
-        self._ahead_deferred = False
         try:
-            self._ahead.run_slice([(job.row, job.done_ahead) for job in waiting], budget_tokens=max(room, 1))
+            ran = self._ahead.run_slice([(job.row, job.done_ahead) for job in waiting],
+                                        budget_tokens=max(self.prefill_budget_tokens - spent, 0),
+                                        at_least_one=self._ahead_deferred)
         except Exception:   # e.g. out of memory: their joins do the work, or fail them there
             logger.exception("working ahead for %d staged requests failed", len(waiting))
             for job in waiting:
                 job.ready = True
+            ran = True
+        self._ahead_deferred = not ran
 
     def _join(self, decoder, jobs: list[_Job]) -> None:
         from models.generate import prepare_rows

@@ -7,12 +7,13 @@ row's stream for as long:
   * a request with its own `passages` computes their gradients, a forward and a backward each
     (counted as `BACKWARD_COST` x its tokens).
 The continuous scheduler instead does that work ahead, into the engine's caches (the relevance
-cache, the gradient cache), at most `budget_tokens` tokens' work between two decode steps (at
-least one item), oldest newcomer first. It admits a newcomer once what is left of its work fits
-the step's budget, and its join does that rest. With nothing left, its join finds everything in
-the caches: the scoring's question pass is all that runs, and no backward. Where no cache can hold
-the work, the engine reports none, and the join does it. Work done once and gone again (evicted
-from a full cache before the join) is not done twice ahead: the join does it.
+cache, the gradient cache), at most `budget_tokens` tokens' work between two decode steps (one
+item over it only after a step that did none), oldest newcomer first. It admits a newcomer once
+what is left of its work fits the step's budget, and its join does that rest. With nothing left,
+its join finds everything in the caches: the scoring's question pass is all that runs, and no
+backward. Where no cache can hold the work, the engine reports none, and the join does it. Work
+done once and gone again (evicted from a full cache before the join) is not done twice ahead: the
+join does it.
 
     ahead = WorkAhead(engine, budget_tokens=512)
     done: set = set()                  # one per newcomer, kept by the caller
@@ -44,11 +45,13 @@ class WorkAhead:
         """Tokens of the row's work still to do ahead (not in the caches, not done once): 0 for none."""
         return sum(cost for item, (cost, _) in self._cold(row).items() if item not in done)
 
-    def run_slice(self, rows: Sequence[tuple[Any, set[Item]]], budget_tokens: int | None = None) -> None:
-        """Do up to `budget_tokens` (default: this one's) tokens of these rows' work (at least one item),
-        in their order, and add what was done for each row to its `done` set. An error propagates
-        (nothing is recorded)."""
-        work, taken = self._slice(rows, budget_tokens or self.budget_tokens)
+    def run_slice(self, rows: Sequence[tuple[Any, set[Item]]], budget_tokens: int | None = None, *,
+                  at_least_one: bool = True) -> bool:
+        """Do up to `budget_tokens` (default: this one's) tokens of these rows' work, in their order (with
+        `at_least_one`, the first item whatever its cost), and add what was done for each row to its
+        `done` set. Whether anything ran; an error propagates (nothing is recorded)."""
+        budget = self.budget_tokens if budget_tokens is None else budget_tokens
+        work, taken = self._slice(rows, budget, at_least_one)
         prompts = {key: payload for (kind, key), payload in work.items() if kind == "prompt"}
         texts = {key: payload for (kind, key), payload in work.items() if kind == "gradient"}
         if prompts:
@@ -57,6 +60,7 @@ class WorkAhead:
             self.engine.warm_given_gradients(texts)
         for done, item in taken:
             done.add(item)
+        return bool(work)
 
     def _cold(self, row) -> dict[Item, tuple[int, Any]]:
         """Each item of the row's work not in the caches: its cost in tokens and what runs it."""
@@ -66,8 +70,8 @@ class WorkAhead:
             work[("gradient", pid)] = (cold.cost, cold.text)
         return work
 
-    def _slice(self, rows: Sequence[tuple[Any, set[Item]]],
-               budget_tokens: int) -> tuple[dict[Item, Any], list[tuple[set[Item], Item]]]:
+    def _slice(self, rows: Sequence[tuple[Any, set[Item]]], budget_tokens: int,
+               at_least_one: bool) -> tuple[dict[Item, Any], list[tuple[set[Item], Item]]]:
         """(this slice's items and what runs each; each item's row's `done` set), within the budget."""
         work: dict[Item, Any] = {}
         taken: list[tuple[set[Item], Item]] = []
@@ -77,7 +81,7 @@ class WorkAhead:
                 if item in done:
                     continue
                 if item not in work:
-                    if work and tokens + cost > budget_tokens:
+                    if (work or not at_least_one) and tokens + cost > budget_tokens:
                         return work, taken
                     work[item], tokens = payload, tokens + cost
                 taken.append((done, item))

@@ -409,32 +409,42 @@ def test_own_passages_are_computed_at_the_join_where_the_cache_cannot_hold_them_
     assert backwards == [3] and [p.gradient for p in answer.passages] == ["computed"] * 3
 
 
-def test_work_ahead_takes_what_prefill_leaves_of_the_budget_and_is_put_off_once_not_twice(engine):
-    """Model-thread logic, driven directly: a slice gets what the next step's prefill leaves of the
-    budget; when nothing is left it is put off once, not twice in a row (joins every step would
-    starve it); a withdrawn request's work is not done, and it becomes ready so that its join drops it."""
+def test_work_ahead_takes_what_is_left_of_the_budget_and_is_put_off_once_not_twice(engine):
+    """Model-thread logic, driven directly: a slice gets what the joins and the next step's prefill
+    leave of the budget; when its next item does not fit it is put off once, then takes one item
+    whatever its cost (joins every step would starve it); a withdrawn request's work is not done,
+    and it becomes ready so that its join drops it."""
     from concurrent.futures import Future
 
     from engine.scheduler import _Job
     from engine.work_ahead import WorkAhead
 
-    scheduler = ContinuousScheduler(engine, max_rows=2, prefill_budget_tokens=100)
-    scheduler._ahead = WorkAhead(engine, 100)
-    budgets: list[int] = []
-    scheduler._ahead.run_slice = lambda rows, budget_tokens: budgets.append(budget_tokens)
     [row] = engine.begin([_likelihood_newcomer()])
+    smallest = min(len(ids) for ids in engine.cold_passage_prompts(row).values())
+    budget = smallest + 5
+    scheduler = ContinuousScheduler(engine, max_rows=2, prefill_budget_tokens=budget)
+    scheduler._ahead = WorkAhead(engine, budget)
+    calls: list[tuple[int, bool, int]] = []
+    run_slice = scheduler._ahead.run_slice
+
+    def spy(rows, budget_tokens, at_least_one):
+        before = len(job.done_ahead)
+        ran = run_slice(rows, budget_tokens, at_least_one=at_least_one)
+        calls.append((budget_tokens, at_least_one, len(job.done_ahead) - before))
+        return ran
+
+    scheduler._ahead.run_slice = spy
     job = _Job(0, _likelihood_newcomer(), Future(), 0.0, row=row)
     scheduler._staged.append(job)
-    scheduler._work_ahead(spent=100)
-    assert budgets == []                                  # put off: the step's budget goes to prefill
-    scheduler._work_ahead(spent=100)
-    assert budgets == [1]                                 # not twice in a row: at least one item
-    scheduler._work_ahead(spent=30)
+    scheduler._work_ahead(spent=budget)
+    assert calls[-1] == (0, False, 0)                     # nothing fits: put off
+    scheduler._work_ahead(spent=budget)
+    assert calls[-1] == (0, True, 1)                      # not twice in a row: one item
     scheduler._work_ahead(spent=0)
-    assert budgets == [1, 70, 100]
+    assert calls[-1][:2] == (budget, False)
     job.future.cancel()
     scheduler._work_ahead(spent=0)
-    assert budgets == [1, 70, 100] and job.ready          # withdrawn: nothing done for it
+    assert len(calls) == 3 and job.ready                  # withdrawn: nothing done for it
 
 
 def test_while_rows_decode_a_newcomer_joins_with_work_left_only_within_the_budget_and_once_read(engine):
