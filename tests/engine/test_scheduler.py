@@ -199,6 +199,19 @@ def _decoding(scheduler: ContinuousScheduler, events: list[str]):
     return running
 
 
+def _answer_beside_a_decoding_row(engine, question: Question, budget: int, events: list[str] | None = None):
+    """A scheduler at this prefill budget, a row decoding (`_decoding`), the question asked: its answer."""
+    scheduler = ContinuousScheduler(engine, max_rows=2, prefill_budget_tokens=budget)
+    scheduler.start()
+    try:
+        running = _decoding(scheduler, [] if events is None else events)
+        answer = scheduler.submit(question).result(timeout=120)
+        running.cancel()
+    finally:
+        scheduler.stop()
+    return answer
+
+
 def _spy_warming(engine, monkeypatch, events: list[str], slices: list[tuple[int, int]]) -> None:
     """Log each warming slice as an event, and its (prompts, tokens)."""
     warm = engine.warm_passage_prompts
@@ -255,14 +268,7 @@ def test_a_newcomer_joins_once_what_is_left_of_its_work_fits_the_budget(engine, 
     slices: list[tuple[int, int]] = []
     _spy_warming(engine, monkeypatch, events, slices)
     budget = sum(lengths) if fits == "all" else sum(lengths) - 1
-    scheduler = ContinuousScheduler(engine, max_rows=2, prefill_budget_tokens=budget)
-    scheduler.start()
-    try:
-        running = _decoding(scheduler, events)
-        answer = scheduler.submit(question).result(timeout=120)
-        running.cancel()
-    finally:
-        scheduler.stop()
+    answer = _answer_beside_a_decoding_row(engine, question, budget, events=events)
     assert slices == ([] if fits == "all" else [(2, lengths[0] + lengths[1])])
     assert answer.composition == "likelihood:0.05" and len(engine.relevance_cache) == 3
 
@@ -398,14 +404,7 @@ def test_own_passages_are_computed_at_the_join_where_the_cache_cannot_hold_them_
     monkeypatch.setattr(engine, "gradient_cache", GradientCache(max_bytes=2 * dim * 4 * 2 - 1))
     assert engine.cold_given_gradients(engine.begin([_given_newcomer()])[0]) == {}
     backwards = _count_backwards(monkeypatch)
-    scheduler = ContinuousScheduler(engine, max_rows=2, prefill_budget_tokens=64)
-    scheduler.start()
-    try:
-        running = _decoding(scheduler, [])
-        answer = scheduler.submit(_given_newcomer()).result(timeout=120)
-        running.cancel()
-    finally:
-        scheduler.stop()
+    answer = _answer_beside_a_decoding_row(engine, _given_newcomer(), 64)
     assert backwards == [3] and [p.gradient for p in answer.passages] == ["computed"] * 3
 
 
