@@ -11,13 +11,14 @@ Two threads. The model is only ever used from the model thread.
         while running:
             run queued exclusive work (e.g. POST /documents), between two steps
             rows whose client left (future cancelled) leave the batch
-            if rows are free and newcomers are staged and ready (none of their work ahead left; and
-            they fill the free rows, or the oldest has waited `join_wait_ms`), or nothing is decoding:
+            if rows are free and newcomers are staged and ready (what is left of their work ahead
+            fits the step's budget; and they fill the free rows, or the oldest has waited
+            `join_wait_ms`), or nothing is decoding:
                 sum their stored gradients, compute the missing ones in one backward (`Engine.complete`)
                 prefill them together with their adapters; they join the running batch
-            unless this step prefills prompts: a budget's slice of the staged newcomers' work ahead
-            (scoring prompts into the relevance cache, their own passages' gradients into the
-            gradient cache)
+            a slice of the staged newcomers' work ahead within what the joins and the next step's
+            prefill leave of the budget (scoring prompts into the relevance cache, their own
+            passages' gradients into the gradient cache)
             one decode step for every live row (each token goes to its row's `on_token`, if any);
             a finished row leaves, its future resolves
 
@@ -25,10 +26,10 @@ What stalls the decoding rows, and for how long: a newcomer's prefill (with `pre
 at most that many prompt tokens inside one decode step, a longer prompt over several; without, one
 forward over its whole prompt), its store sum (milliseconds), its `likelihood` scoring and, for a
 caller's own passages (or a store miss), their gradients' backward. With a budget, the scoring's
-prompts and a caller's passages' gradients are done ahead, before the newcomer may join, at most
-that many tokens' work between two steps (its join then runs only the scoring's question pass; a
-store miss's backward still runs at the join); without, all of it runs at the join. Retrieval never
-stalls them.
+prompts and a caller's passages' gradients are done ahead, at most that many tokens' work between
+two steps, and the newcomer joins once what is left fits the budget (with nothing left its join
+runs only the scoring's question pass; a store miss's backward still runs at the join); without,
+all of it runs at the join (`engine/work_ahead.py`). Retrieval never stalls them.
 
 Every torch op runs on the model thread, the engine's construction included (`start(build)`): on
 a CPU, torch driven from two threads makes two OpenMP pools, and on a 2-core machine every op then
@@ -98,8 +99,9 @@ class ContinuousScheduler:
         work_ahead: with a prefill budget, a newcomer's model work that its join would run whole
             (a `likelihood` request's passage scoring prompts; a request's own passages' gradients)
             is done ahead into the engine's caches, at most the budget's tokens between two decode
-            steps, and it joins once none is left. False: done whole at its join, stalling the
-            decoding rows for as long (the way before; `bench/work_ahead_bench.py` compares them).
+            steps, and it joins once what is left fits the budget (`REGRAD_WORK_AHEAD`). False: done
+            whole at its join, stalling the decoding rows for as long (the way before;
+            `bench/work_ahead_bench.py` compares them).
 
     Example:
         scheduler = ContinuousScheduler(engine, max_rows=8)
