@@ -121,7 +121,6 @@ class ContinuousScheduler:
         self._ahead: WorkAhead | None = None   # made with the engine, on the model thread
         self._work_ahead_on = work_ahead and prefill_budget_tokens is not None
         self._ahead_deferred = False           # the last step's slice was put off (its next item did not fit)
-        self._work_at_join = 0                 # tokens of work left that this iteration's joins did
         if join_wait_ms < 0:
             raise ValueError(f"`join_wait_ms` must be >= 0, got {join_wait_ms}")
         self.engine = engine
@@ -291,8 +290,7 @@ class ContinuousScheduler:
             if not self._live:
                 continue
             if self._ahead is not None:
-                self._work_ahead(min(decoder.prefill_tokens, self.prefill_budget_tokens) + self._work_at_join)
-            self._work_at_join = 0
+                self._work_ahead(min(decoder.prefill_tokens, self.prefill_budget_tokens) + _work_left(joining))
             try:
                 decoder.step(on_emit=self._emit)
             except Exception as error:  # e.g. out of memory: every live row fails, the loop goes on
@@ -346,7 +344,7 @@ class ContinuousScheduler:
     def _admitted(self) -> list[_Job]:
         """The staged newcomers that join now (under the lock), in order: when no row is decoding, all
         that fit; else the ready ones (`_check_ready`) and those whose work left fits in what is left
-        of the budget (their joins do it: `_work_at_join`), when they fill the free rows or the
+        of the budget (their joins do it: `_work_left`), when they fill the free rows or the
         oldest of them has waited `join_wait_ms`; else none yet."""
         room = self.max_rows - len(self._live)
         if room <= 0 or not self._staged:
@@ -364,7 +362,6 @@ class ContinuousScheduler:
                 ready.append(job)
         if not ready or (len(ready) < room and time.perf_counter() - ready[0].staged_s < self.join_wait_s):
             return []
-        self._work_at_join = self.prefill_budget_tokens - allowance if self._ahead is not None else 0
         chosen = {id(job) for job in ready}
         self._staged = collections.deque(job for job in self._staged if id(job) not in chosen)
         return ready
@@ -460,6 +457,11 @@ class ContinuousScheduler:
         )
         answer: Answer = self.engine.answer_of(row, timings, job.batch_size)
         _resolve(job.future, answer)
+
+
+def _work_left(jobs: list[_Job]) -> int:
+    """Tokens of work ahead that these jobs' joins do: what was left of it when they were admitted."""
+    return sum(job.left_tokens or 0 for job in jobs if not job.ready)
 
 
 def _resolve(future: Future, value: Any) -> None:

@@ -199,29 +199,37 @@ def _decoding(scheduler: ContinuousScheduler, events: list[str]):
     return running
 
 
-def _answer_beside_a_decoding_row(engine, question: Question, budget: int, events: list[str] | None = None):
+def _answer_beside_a_decoding_row(engine, question: Question, budget: int, events: list[str] | None = None,
+                                  timeout: float = 120):
     """A scheduler at this prefill budget, a row decoding (`_decoding`), the question asked: its answer."""
     scheduler = ContinuousScheduler(engine, max_rows=2, prefill_budget_tokens=budget)
     scheduler.start()
     try:
         running = _decoding(scheduler, [] if events is None else events)
-        answer = scheduler.submit(question).result(timeout=120)
+        answer = scheduler.submit(question).result(timeout=timeout)
         running.cancel()
     finally:
         scheduler.stop()
     return answer
 
 
-def _spy_warming(engine, monkeypatch, events: list[str], slices: list[tuple[int, int]]) -> None:
-    """Log each warming slice as an event, and its (prompts, tokens)."""
-    warm = engine.warm_passage_prompts
+def _spy_warming(engine, monkeypatch, events: list[str], slices: list[tuple[int, int]] | None = None) -> None:
+    """Log each slice of work ahead as a "warm" event (scoring prompts and own passages' gradients
+    alike), and each slice of scoring prompts' (prompts, tokens) in `slices`."""
+    warm_prompts, warm_gradients = engine.warm_passage_prompts, engine.warm_given_gradients
 
-    def spy(prompts: dict[str, list[int]]) -> None:
+    def prompts_spy(prompts: dict[str, list[int]]) -> None:
         events.append("warm")
-        slices.append((len(prompts), sum(map(len, prompts.values()))))
-        warm(prompts)
+        if slices is not None:
+            slices.append((len(prompts), sum(map(len, prompts.values()))))
+        warm_prompts(prompts)
 
-    monkeypatch.setattr(engine, "warm_passage_prompts", spy)
+    def gradients_spy(texts: dict[str, str]) -> None:
+        events.append("warm")
+        warm_gradients(texts)
+
+    monkeypatch.setattr(engine, "warm_passage_prompts", prompts_spy)
+    monkeypatch.setattr(engine, "warm_given_gradients", gradients_spy)
 
 
 def test_a_likelihood_newcomer_is_scored_a_budget_at_a_time_between_the_running_rows_steps(
@@ -329,16 +337,9 @@ def test_real_model_a_newcomers_work_is_done_between_steps_and_it_answers_as_alo
     slices: list[tuple[int, int]] = []
     _spy_warming(engine, monkeypatch, events, slices)
     backwards = _count_backwards(monkeypatch)
-    warm = engine.warm_given_gradients
-    monkeypatch.setattr(engine, "warm_given_gradients", lambda texts: (events.append("warm"), warm(texts))[-1])
-    scheduler = ContinuousScheduler(engine, max_rows=2, prefill_budget_tokens=128)
-    scheduler.start()
     try:
-        running = _decoding(scheduler, events)
-        answer = scheduler.submit(question).result(timeout=300)
-        running.cancel()
+        answer = _answer_beside_a_decoding_row(engine, question, 128, events=events, timeout=300)
     finally:
-        scheduler.stop()
         retriever.close()
     assert [n for n, _ in slices] == [1, 1, 1] and backwards == [1, 1, 1]   # one item a slice, none at the join
     warms = [i for i, event in enumerate(events) if event == "warm"]
@@ -378,8 +379,7 @@ def test_a_newcomers_own_passages_gradients_are_computed_a_budget_at_a_time_betw
     [solo] = Engine(engine.learner, engine.retriever, engine.store).answer_batch([question])
     backwards = _count_backwards(monkeypatch)
     events: list[str] = []
-    warm = engine.warm_given_gradients
-    monkeypatch.setattr(engine, "warm_given_gradients", lambda texts: (events.append("warm"), warm(texts))[-1])
+    _spy_warming(engine, monkeypatch, events)
     scheduler = ContinuousScheduler(engine, max_rows=2, prefill_budget_tokens=16)
     scheduler.start()
     try:
@@ -452,7 +452,7 @@ def test_while_rows_decode_a_newcomer_joins_with_work_left_only_within_the_budge
     slice after it gets what its join leaves of the budget."""
     from concurrent.futures import Future
 
-    from engine.scheduler import _Job
+    from engine.scheduler import _Job, _work_left
     from engine.work_ahead import WorkAhead
 
     scheduler = ContinuousScheduler(engine, max_rows=2, prefill_budget_tokens=100)
@@ -465,5 +465,5 @@ def test_while_rows_decode_a_newcomer_joins_with_work_left_only_within_the_budge
     job.left_tokens = 101
     assert scheduler._admitted() == []                        # more than the budget left
     job.left_tokens = 60
-    assert scheduler._admitted() == [job] and scheduler._work_at_join == 60
+    assert scheduler._admitted() == [job] and _work_left([job]) == 60
     assert not scheduler._staged
