@@ -1,9 +1,13 @@
-"""Real passages for the benchmarks: HotpotQA (IRCoT) paragraphs from the shared data folder."""
+"""What the benchmarks share: real passages (HotpotQA IRCoT paragraphs from the shared data folder)
+and closed-loop clients."""
 
 from __future__ import annotations
 
 import json
 import os
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 DATA = Path(os.environ.get("REGRAD_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -24,3 +28,25 @@ def hotpot_passages(n: int) -> list[str]:
                 if len(out) == n:
                     return out
     return out
+
+
+def run_clients(n: int, clients: int, ask: Callable[[int], None]) -> float:
+    """`clients` threads, each calling `ask(i)` for the next of requests 0 .. n-1 as soon as its last
+    returns (a closed loop); the wall seconds until all are answered."""
+    indices, lock = iter(range(n)), threading.Lock()
+
+    def client() -> None:
+        while True:
+            with lock:
+                i = next(indices, None)
+            if i is None:
+                return
+            ask(i)
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - started

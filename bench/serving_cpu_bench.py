@@ -92,37 +92,29 @@ class PhaseClock:
 
 def closed_loop(scheduler, questions: list[str], mode: str, n_requests: int, lengths: tuple[int, ...],
                 clock: PhaseClock | None = None) -> dict:
-    """`CLIENTS` threads, each submitting its next request when its answer arrives."""
+    """`CLIENTS` closed-loop clients (`bench_data.run_clients`)."""
+    from bench_data import run_clients
+
     from engine import Question
 
-    queue = list(range(n_requests))
     lock = threading.Lock()
     latencies: list[float] = []
     answers: list[str] = []
     if clock is not None:
         clock.reset()
 
-    def client() -> None:
-        while True:
-            with lock:
-                if not queue:
-                    return
-                i = queue.pop(0)
-            started = time.perf_counter()
-            question = Question(questions[i % len(questions)], mode=mode, top_k=TOP_K,
-                                max_new_tokens=lengths[i % len(lengths)])
-            answer = scheduler.submit(question).result()
-            with lock:
-                latencies.append(time.perf_counter() - started)
-                answers.append(answer.answer)
+    def ask(i: int) -> None:
+        started = time.perf_counter()
+        question = Question(questions[i % len(questions)], mode=mode, top_k=TOP_K,
+                            max_new_tokens=lengths[i % len(lengths)])
+        answer = scheduler.submit(question).result()
+        with lock:
+            latencies.append(time.perf_counter() - started)
+            answers.append(answer.answer)
 
-    threads = [threading.Thread(target=client) for _ in range(CLIENTS)]
-    started, started_cpu = time.perf_counter(), time.process_time()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    wall, cpu = time.perf_counter() - started, time.process_time() - started_cpu
+    started_cpu = time.process_time()
+    wall = run_clients(n_requests, CLIENTS, ask)
+    cpu = time.process_time() - started_cpu
     latencies.sort()
     tokenizer = scheduler.engine.learner.tokenizer          # counted after the clock stopped
     tokens = [len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in answers]

@@ -39,30 +39,21 @@ UNEVEN_LENGTHS = (4, 32, 8, 24, 4, 16, 32, 8)   # the i-th request's max_new_tok
 
 
 def closed_loop(submit, questions: list[str], n: int) -> tuple[float, dict[int, list[float]]]:
-    """`CLIENTS` threads, each submitting its next request when its answer arrives: (wall s, latencies by cap)."""
+    """`CLIENTS` closed-loop clients (`bench_data.run_clients`): (wall s, latencies by cap)."""
+    from bench_data import run_clients
+
     from engine import Question
 
-    queue, lock, latencies = list(range(n)), threading.Lock(), defaultdict(list)
+    lock, latencies = threading.Lock(), defaultdict(list)
 
-    def client() -> None:
-        while True:
-            with lock:
-                if not queue:
-                    return
-                i = queue.pop(0)
-            cap = UNEVEN_LENGTHS[i % len(UNEVEN_LENGTHS)]
-            started = time.perf_counter()
-            submit(Question(questions[i % len(questions)], mode="regrad", top_k=TOP_K, max_new_tokens=cap))
-            with lock:
-                latencies[cap].append(time.perf_counter() - started)
+    def ask(i: int) -> None:
+        cap = UNEVEN_LENGTHS[i % len(UNEVEN_LENGTHS)]
+        started = time.perf_counter()
+        submit(Question(questions[i % len(questions)], mode="regrad", top_k=TOP_K, max_new_tokens=cap))
+        with lock:
+            latencies[cap].append(time.perf_counter() - started)
 
-    threads = [threading.Thread(target=client) for _ in range(CLIENTS)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return time.perf_counter() - started, latencies
+    return run_clients(n, CLIENTS, ask), latencies
 
 
 def summary(wall: float, latencies: dict[int, list[float]], n: int) -> dict:
