@@ -47,7 +47,7 @@ BACKWARD_COST = 3   # a passage's gradient (forward and backward) costs about 3 
 
 
 class ColdGradient(NamedTuple):
-    """A caller's passage whose gradient is computed for its request (`Engine.cold_given_gradients`)."""
+    """A passage whose gradient is computed for its request (`Engine.cold_gradients`)."""
 
     text: str     # the passage as the learner reads it (`format_passage`)
     cost: int     # its forward and backward, in forward tokens (`BACKWARD_COST` x its tokens)
@@ -67,7 +67,7 @@ class _Row:
     error: BaseException | None = None
     generation: GenerationRequest | None = None        # what the decoder was given (continuous)
     relevance_prompts: list[tuple[str, list[int]]] | None = None   # its passages' scoring prompts, once read
-    given_gradients: dict[str, ColdGradient] | None = None   # its own passages' gradients to compute, once read
+    cold_gradients: dict[str, ColdGradient] | None = None   # its passages' gradients to compute, once read
     answer: str = ""
     retrieve_s: float = 0.0
     gradients_s: float = 0.0
@@ -253,29 +253,28 @@ class Engine:
             row.relevance_prompts = passage_prompts(self.learner, row.passages)
         return {key: ids for key, ids in row.relevance_prompts if key not in self.relevance_cache}
 
-    def cold_given_gradients(self, row: _Row) -> dict[str, ColdGradient]:
-        """The caller's own passages of this row whose gradient `complete` would compute now (neither in
-        the store nor in the gradient cache), by id, with its text and cost. Empty for retrieved
-        passages (a store miss is rare, and goes to the store), under `missing_gradients` skip, for a
-        mode without gradients, and when the cache cannot hold all of the row's passages at once
-        (warmed ahead, they would be evicted before its join). Model thread: the row's passages are
-        tokenized on the first call, and which were cold then is kept (they are `computed` for it)."""
-        if (row.error is not None or not row.mode.gradients or row.request.passages is None
-                or self.missing_gradients != "compute"):
+    def cold_gradients(self, row: _Row) -> dict[str, ColdGradient]:
+        """This row's passages whose gradient `complete` would compute now (in neither the store nor the
+        gradient cache), by id, with its text and cost: the caller's own passages and retrieved passages
+        the store lacks alike. Empty under `missing_gradients` skip, for a mode without gradients, and
+        when the cache cannot hold all of the row's passages at once (worked ahead, they would be
+        evicted before its join). Model thread: which were cold is read on the first call and kept on
+        the row (they are `computed` for it); only those are tokenized."""
+        if row.error is not None or not row.mode.gradients or self.missing_gradients != "compute":
             return {}
-        if row.given_gradients is None:
-            texts = {p.id: format_passage(p.title, p.text) for p in row.passages}
-            fits = len(texts) * self.learner.layout.dim * 4 <= self.gradient_cache.max_bytes // 2   # fp32 rows
-            row.given_gradients = {} if not fits else {
+        if row.cold_gradients is None:
+            fits = len(row.passages) * self.learner.layout.dim * 4 <= self.gradient_cache.max_bytes // 2  # fp32
+            texts = {} if not fits else {
+                p.id: format_passage(p.title, p.text) for p in row.passages if not self._has_gradient(p.id)}
+            row.cold_gradients = {
                 pid: ColdGradient(text, BACKWARD_COST * n)
                 for (pid, text), n in zip(texts.items(), passage_token_counts(self.learner, list(texts.values())),
-                                          strict=True)
-                if not self._has_gradient(pid)}
-        return {pid: cold for pid, cold in row.given_gradients.items() if pid not in self.gradient_cache}
+                                          strict=True)}
+        return {pid: cold for pid, cold in row.cold_gradients.items() if pid not in self.gradient_cache}
 
-    def warm_given_gradients(self, texts: dict[str, str]) -> None:
-        """Compute these passages' gradients (id → text, from `cold_given_gradients`) into the gradient
-        cache, so that `complete` reads them instead of running their backward. Model thread."""
+    def warm_gradients(self, texts: dict[str, str]) -> None:
+        """Compute these passages' gradients (id → text, from `cold_gradients`) into the gradient cache,
+        so that `complete` reads them instead of running their backward. Model thread."""
         vectors = passage_gradients(self.learner, list(texts.values()), batch_size=self.encode_batch_size)
         for pid, vector in zip(texts, vectors, strict=True):
             self.gradient_cache.put(pid, vector)
@@ -414,25 +413,22 @@ class Engine:
         return (vector if found else None), found
 
     def _compute_misses(self, rows: list[_Row], missing_by_row: list[list[int]]) -> None:
-        """The misses' gradients in one batched backward. Given passages' (keyed by content hash) are
-        also kept in the in-memory cache and read from it. Written back to the store where asked:
-        retrieved passages under `write_back`, given ones when their question says `write_back`."""
+        """The misses' gradients in one batched backward, each kept in the in-memory gradient cache (by
+        id: a content hash for given passages) and read from it the next time. Written back to the
+        store where asked: retrieved passages under `write_back`, given ones when their question says
+        `write_back`."""
         unique: dict[str, Passage] = {}
-        given: set[str] = set()   # ids of the caller's passages: cached in memory
         wanted: set[str] = set()  # ids to write back
         for row, missing in zip(rows, missing_by_row, strict=True):
-            is_given = row.request.passages is not None
-            asks = row.request.write_back if is_given else self.write_back
+            asks = row.request.write_back if row.request.passages is not None else self.write_back
             for i in missing:
                 pid = row.passages[i].id
                 unique.setdefault(pid, row.passages[i])
-                if is_given:
-                    given.add(pid)
                 if asks:
                     wanted.add(pid)
         if not unique:
             return
-        vectors = {pid: v for pid in given if (v := self.gradient_cache.get(pid)) is not None}
+        vectors = {pid: v for pid in unique if (v := self.gradient_cache.get(pid)) is not None}
         cached = set(vectors)
         ids = [pid for pid in unique if pid not in cached]
         if ids:
@@ -440,8 +436,7 @@ class Engine:
             computed = passage_gradients(self.learner, texts, batch_size=self.encode_batch_size)  # (N, D)
             for pid, vector in zip(ids, computed, strict=True):
                 vectors[pid] = vector
-                if pid in given:
-                    self.gradient_cache.put(pid, vector)
+                self.gradient_cache.put(pid, vector)
         for row, missing in zip(rows, missing_by_row, strict=True):
             if not missing:
                 continue
@@ -451,7 +446,7 @@ class Engine:
             row.gradient = summed if row.gradient is None else row.gradient + summed
             for i in missing:
                 pid = row.passages[i].id
-                ahead = row.given_gradients is not None and pid in row.given_gradients   # computed for it, warmed
+                ahead = row.cold_gradients is not None and pid in row.cold_gradients   # computed for it, warmed
                 row.sources[i] = "cached" if pid in cached and not ahead else "computed"
         write = [pid for pid in unique if pid in wanted]
         if write and self.store is not None:

@@ -17,19 +17,19 @@ Two threads. The model is only ever used from the model thread.
                 sum their stored gradients, compute the missing ones in one backward (`Engine.complete`)
                 prefill them together with their adapters; they join the running batch
             a slice of the staged newcomers' work ahead within what the joins and the next step's
-            prefill leave of the budget (scoring prompts into the relevance cache, their own
-            passages' gradients into the gradient cache)
+            prefill leave of the budget (scoring prompts into the relevance cache, the gradients
+            of their own passages and of store misses into the gradient cache)
             one decode step for every live row (each token goes to its row's `on_token`, if any);
             a finished row leaves, its future resolves
 
 What stalls the decoding rows, and for how long: a newcomer's prefill (with `prefill_budget_tokens`,
 at most that many prompt tokens inside one decode step, a longer prompt over several; without, one
 forward over its whole prompt), its store sum (milliseconds), its `likelihood` scoring and, for a
-caller's own passages (or a store miss), their gradients' backward. With a budget, the scoring's
-prompts and a caller's passages' gradients are done ahead, at most that many tokens' work between
-two steps, and the newcomer joins once what is left fits the budget (with nothing left its join
-runs only the scoring's question pass; a store miss's backward still runs at the join); without,
-all of it runs at the join (`engine/work_ahead.py`). Retrieval never stalls them.
+caller's own passages or a store miss, their gradients' backward. With a budget, the scoring's
+prompts and those gradients are done ahead, at most that many tokens' work between two steps, and
+the newcomer joins once what is left fits the budget (with nothing left its join runs only the
+scoring's question pass); without, all of it runs at the join (`engine/work_ahead.py`). Retrieval
+never stalls them.
 
 Every torch op runs on the model thread, the engine's construction included (`start(build)`): on
 a CPU, torch driven from two threads makes two OpenMP pools, and on a 2-core machine every op then
@@ -97,7 +97,8 @@ class ContinuousScheduler:
             steps that emitted tokens to rows already decoding: the gap every running stream saw
             between two of its tokens, newcomers' prefills, store sums and scoring included (metrics).
         work_ahead: with a prefill budget, a newcomer's model work that its join would run whole
-            (a `likelihood` request's passage scoring prompts; a request's own passages' gradients)
+            (a `likelihood` request's passage scoring prompts; the gradients of a request's own
+            passages and of retrieved passages the store lacks)
             is done ahead into the engine's caches, at most the budget's tokens between two decode
             steps, and it joins once what is left fits the budget (`REGRAD_WORK_AHEAD`). False: done
             whole at its join, stalling the decoding rows for as long (the way before;

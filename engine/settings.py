@@ -72,7 +72,7 @@ class EngineSettings(BaseSettings):
             newcomer's prompt is prefilled whole in a forward of its own, and its scoring and gradients
             run at its join, which stalls the rows decoding.
         work_ahead: `continuous` with a prefill budget only. True (default): a newcomer's `likelihood`
-            scoring and its own passages' gradients are done ahead of its join, into the engine's
+            scoring and computed gradients (own passages, store misses) are done ahead of its join, into the engine's
             caches, a budget's work between two decode steps, so that no stream waits for all of it
             at once (it costs some throughput: docs/benchmarks.md). False: at its join.
         missing_gradients: `compute` (one batched backward for the misses) or `skip` (answer without them).
@@ -110,7 +110,8 @@ class EngineSettings(BaseSettings):
                                        "tokens of newcomers' scoring and gradient work between two steps "
                                        "(0: off)")
     work_ahead: bool = Field(True, description="continuous, with a prefill budget: do newcomers' likelihood "
-                             "scoring and own passages' gradients ahead, a budget at a time between two decode steps "
+                             "scoring and computed gradients (own passages, store misses) ahead, a budget at a time "
+                             "between two decode steps "
                              "(false: at their join)")
     missing_gradients: Literal["compute", "skip"] = Field("compute", description="compute | skip")
     write_back: bool = Field(False, description="store gradients computed for misses")

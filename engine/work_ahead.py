@@ -4,8 +4,8 @@ Some requests bring model work that their join would otherwise run whole, freezi
 row's stream for as long:
   * a request weighed by `likelihood` reads each passage's scoring prompt with the base model
     (about 150 tokens a passage: `models/relevance.py`);
-  * a request with its own `passages` computes their gradients, a forward and a backward each
-    (counted as `BACKWARD_COST` x its tokens).
+  * a request with its own `passages`, or whose retrieved passages the store lacks, computes their
+    gradients, a forward and a backward each (counted as `BACKWARD_COST` x its tokens).
 The continuous scheduler instead does that work ahead, into the engine's caches (the relevance
 cache, the gradient cache), at most `budget_tokens` tokens' work between two decode steps (one
 item over it only after a step that did none), oldest newcomer first. It admits a newcomer once
@@ -32,8 +32,8 @@ Item = tuple[str, str]   # (kind, key): ("prompt", relevance cache key) or ("gra
 
 
 class WorkAhead:
-    """The `engine`'s work ahead for its rows (`cold_passage_prompts`, `cold_given_gradients`) and
-    the slices that do it (`warm_passage_prompts`, `warm_given_gradients`). Model thread only."""
+    """The `engine`'s work ahead for its rows (`cold_passage_prompts`, `cold_gradients`) and
+    the slices that do it (`warm_passage_prompts`, `warm_gradients`). Model thread only."""
 
     def __init__(self, engine, budget_tokens: int) -> None:
         if budget_tokens < 1:
@@ -57,7 +57,7 @@ class WorkAhead:
         if prompts:
             self.engine.warm_passage_prompts(prompts)
         if texts:
-            self.engine.warm_given_gradients(texts)
+            self.engine.warm_gradients(texts)
         for done, item in taken:
             done.add(item)
         return bool(work)
@@ -66,7 +66,7 @@ class WorkAhead:
         """Each item of the row's work not in the caches: its cost in tokens and what runs it."""
         work: dict[Item, tuple[int, Any]] = {
             ("prompt", key): (len(ids), ids) for key, ids in self.engine.cold_passage_prompts(row).items()}
-        for pid, cold in self.engine.cold_given_gradients(row).items():
+        for pid, cold in self.engine.cold_gradients(row).items():
             work[("gradient", pid)] = (cold.cost, cold.text)
         return work
 

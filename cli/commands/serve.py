@@ -53,7 +53,7 @@ def add_settings_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-wait-ms", type=float, help="how long a request waits for company (REGRAD_MAX_WAIT_MS)")
     p.add_argument("--prefill-budget-tokens", type=int, metavar="N",
                    help="continuous: prefill newcomers inside the next decode step, at most N prompt tokens per "
-                   "step, and do their scoring and own passages' gradients ahead, at most N tokens' work between two "
+                   "step, and do their scoring and computed gradients ahead, at most N tokens' work between two "
                    "steps (default 512); "
                    "0 = in a forward of their own (REGRAD_PREFILL_BUDGET_TOKENS)")
     p.add_argument("--missing-gradients", choices=["compute", "skip"], help="REGRAD_MISSING_GRADIENTS")

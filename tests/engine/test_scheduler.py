@@ -71,6 +71,7 @@ def test_rows_joining_mid_generation_get_their_solo_answers(engine, prefill_budg
     each request gets exactly its solo answer."""
     questions = _questions()
     solo = [engine.answer_batch([q])[0] for q in questions]
+    engine.gradient_cache.clear()   # the store misses computed for the solos: computed again below
     # 12 requests, 3 rows: most join a running batch
     scheduler = ContinuousScheduler(engine, max_rows=3, prefill_budget_tokens=prefill_budget_tokens)
     scheduler.start()
@@ -216,7 +217,7 @@ def _answer_beside_a_decoding_row(engine, question: Question, budget: int, event
 def _spy_warming(engine, monkeypatch, events: list[str], slices: list[tuple[int, int]] | None = None) -> None:
     """Log each slice of work ahead as a "warm" event (scoring prompts and own passages' gradients
     alike), and each slice of scoring prompts' (prompts, tokens) in `slices`."""
-    warm_prompts, warm_gradients = engine.warm_passage_prompts, engine.warm_given_gradients
+    warm_prompts, warm_gradients = engine.warm_passage_prompts, engine.warm_gradients
 
     def prompts_spy(prompts: dict[str, list[int]]) -> None:
         events.append("warm")
@@ -229,7 +230,7 @@ def _spy_warming(engine, monkeypatch, events: list[str], slices: list[tuple[int,
         warm_gradients(texts)
 
     monkeypatch.setattr(engine, "warm_passage_prompts", prompts_spy)
-    monkeypatch.setattr(engine, "warm_given_gradients", gradients_spy)
+    monkeypatch.setattr(engine, "warm_gradients", gradients_spy)
 
 
 def test_a_likelihood_newcomer_is_scored_a_budget_at_a_time_between_the_running_rows_steps(
@@ -268,7 +269,11 @@ def test_a_likelihood_newcomer_is_scored_a_budget_at_a_time_between_the_running_
 @pytest.mark.parametrize("fits", ["all", "all but two prompts"])
 def test_a_newcomer_joins_once_what_is_left_of_its_work_fits_the_budget(engine, long_answers, monkeypatch, fits):
     """All of its work within the budget: no slice, its join does it. A budget one token short of its
-    work: one slice does the first two prompts, and its join the third."""
+    work: one slice does the first two prompts, and its join the third. (Every passage is stored: its
+    work is the scoring alone.)"""
+    passages = engine.retriever.get([f"p{i}" for i in range(len(FACTS))])
+    engine.store.append([p.id for p in passages], passage_gradients(
+        engine.learner, [format_passage(p.title, p.text) for p in passages]), on_duplicate="skip")
     question = _likelihood_newcomer()
     [row] = engine.begin([question])
     lengths = [len(ids) for ids in engine.cold_passage_prompts(row).values()]
@@ -397,12 +402,43 @@ def test_a_newcomers_own_passages_gradients_are_computed_a_budget_at_a_time_betw
     assert [p.gradient for p in again.passages] == ["cached"] * 3
 
 
+def test_a_newcomers_store_misses_are_computed_a_budget_at_a_time_between_steps(engine, long_answers, monkeypatch):
+    """A retrieved request whose top 4 holds two passages the store lacks, joining a decoding row: the
+    misses' gradients are computed ahead, one a slice with a decode step between, and its join runs
+    no backward; its answer is its solo answer, the two say `computed` and the others `stored`. Asked
+    again: the misses are `cached` (kept in memory; the store is not written), nothing is computed."""
+    question = Question("Was Oskel Brandt born in Dunmere, near Marrowick in Veltoria?", top_k=4, gamma=300.0,
+                        max_new_tokens=4, composition=Composition("softmax", 0.4))
+    [solo] = Engine(engine.learner, engine.retriever, engine.store).answer_batch([question])
+    assert sorted(p.gradient for p in solo.passages) == ["computed", "computed", "stored", "stored"]
+    backwards = _count_backwards(monkeypatch)
+    events: list[str] = []
+    _spy_warming(engine, monkeypatch, events)
+    scheduler = ContinuousScheduler(engine, max_rows=2, prefill_budget_tokens=16)
+    scheduler.start()
+    try:
+        running = _decoding(scheduler, events)
+        answer = scheduler.submit(question).result(timeout=120)
+        again = scheduler.submit(question).result(timeout=120)
+        running.cancel()
+    finally:
+        scheduler.stop()
+    assert backwards == [1, 1]                                  # one miss a slice, none at the join
+    warms = [i for i, event in enumerate(events) if event == "warm"]
+    assert len(warms) == 2 and "token" in events[warms[0]:warms[1]]
+    assert answer.answer == solo.answer == again.answer
+    assert [p.gradient for p in answer.passages] == [p.gradient for p in solo.passages]
+    assert [p.gradient for p in again.passages] == [
+        "cached" if p.gradient == "computed" else p.gradient for p in solo.passages]
+    assert sorted(engine.store.ids()) == ["p0", "p1"]
+
+
 def test_own_passages_are_computed_at_the_join_where_the_cache_cannot_hold_them_all(engine, long_answers, monkeypatch):
     """Room for two of the three gradients: worked ahead, the first would be evicted before the join,
     so all three are computed in one backward at the join, as before."""
     dim = engine.learner.layout.dim
     monkeypatch.setattr(engine, "gradient_cache", GradientCache(max_bytes=2 * dim * 4 * 2 - 1))
-    assert engine.cold_given_gradients(engine.begin([_given_newcomer()])[0]) == {}
+    assert engine.cold_gradients(engine.begin([_given_newcomer()])[0]) == {}
     backwards = _count_backwards(monkeypatch)
     answer = _answer_beside_a_decoding_row(engine, _given_newcomer(), 64)
     assert backwards == [3] and [p.gradient for p in answer.passages] == ["computed"] * 3

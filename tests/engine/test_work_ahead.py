@@ -12,6 +12,8 @@ from engine.composition import Composition
 from engine.core import Engine, open_store
 from engine.types import GivenPassage
 from engine.work_ahead import WorkAhead
+from models import format_passage, passage_gradients
+from models.gradients import passage_token_counts
 from retrieval.passage import Passage
 from retrieval.tantivy_backend import TantivyRetriever
 
@@ -42,13 +44,13 @@ def test_a_slice_does_one_item_at_least_and_records_it_for_its_row(engine):
     """Three scoring prompts and three gradients: at budget 1 each slice does exactly one item, the
     oldest row's first; after six slices nothing is left, and the caches hold the work."""
     ahead, row, done = WorkAhead(engine, budget_tokens=1), _row(engine), set()
-    assert len(engine.cold_passage_prompts(row)) == 3 and len(engine.cold_given_gradients(row)) == 3
+    assert len(engine.cold_passage_prompts(row)) == 3 and len(engine.cold_gradients(row)) == 3
     for n in range(1, 7):
         assert ahead.left(row, done)
         ahead.run_slice([(row, done)])
         assert len(done) == n
     assert not ahead.left(row, done)
-    assert engine.cold_passage_prompts(row) == {} and engine.cold_given_gradients(row) == {}
+    assert engine.cold_passage_prompts(row) == {} and engine.cold_gradients(row) == {}
     assert len(engine.relevance_cache) == 3 and len(engine.gradient_cache) == 3
 
 
@@ -73,7 +75,28 @@ def test_work_done_once_and_evicted_is_not_left_and_rows_without_work_have_none(
     engine.gradient_cache.clear()
     assert engine.cold_passage_prompts(row) and not ahead.left(row, done)   # the join does it
     assert not ahead.left(_row(engine, mode="closed_book"), set())
+    stored = engine.retriever.get(["p0", "p1", "p2"])
+    engine.store.append([p.id for p in stored], passage_gradients(engine.learner, [format_passage(p.title, p.text)
+                                                                                  for p in stored]))
     [retrieved] = engine.begin([Question("Is Marrowick in Veltoria?", composition=Composition("softmax", 0.4))])
-    assert not ahead.left(retrieved, set())
+    assert not ahead.left(retrieved, set())                                  # all stored
     with pytest.raises(ValueError, match="budget_tokens"):
         WorkAhead(engine, budget_tokens=0)
+
+
+def test_a_retrieved_rows_store_misses_are_its_work_and_its_stored_passages_are_not(engine):
+    """One of the three retrieved passages is stored: the other two's gradients are the row's work
+    (3x their tokens each), done into the gradient cache; under `missing_gradients` skip there is none."""
+    [first] = engine.retriever.get(["p0"])
+    engine.store.append(["p0"], passage_gradients(engine.learner, [format_passage(first.title, first.text)]))
+    ask = Question("Is Marrowick in Veltoria, near Dunmere?", top_k=3, composition=Composition("softmax", 0.4))
+    [row] = engine.begin([ask])
+    assert {p.id for p in row.passages} == {"p0", "p1", "p2"}
+    cold = engine.cold_gradients(row)
+    assert set(cold) == {"p1", "p2"}
+    assert all(c.cost == 3 * n for c, n in zip(cold.values(), passage_token_counts(
+        engine.learner, [c.text for c in cold.values()]), strict=True))
+    WorkAhead(engine, budget_tokens=100_000).run_slice([(row, set())])
+    assert engine.cold_gradients(row) == {} and len(engine.gradient_cache) == 2 and "p1" in engine.gradient_cache
+    engine.missing_gradients = "skip"
+    assert engine.cold_gradients(engine.begin([ask])[0]) == {}
