@@ -1,12 +1,14 @@
 """How long newcomers' model work stalls the rows already decoding: done whole at the join vs done ahead,
 a budget at a time between decode steps, in-process.
 
-Two kinds of newcomer bring model work before they can decode (`--workload`):
+Three kinds of newcomer bring model work before they can decode (`--workload`):
   * likelihood: a request weighed by `likelihood` reads each of its passages' scoring prompts with
     the base model (about 150 tokens a passage, three a request: `models/relevance.py`);
   * given:      a request with its own passages (`passages`: here its top 3 from the build's index,
     handed in, and no store) computes their gradients, a forward and a backward each (`softmax:0.4`,
-    no scoring).
+    no scoring);
+  * miss:       a retrieved request whose passages the store lacks (the build's index served with no
+    store, as while a corpus is still being encoded) computes their gradients the same way.
 Done whole at the join, that work freezes every decoding row's stream for as long, and several
 newcomers joining together freeze it for all of theirs. With `work_ahead` (the default) the
 continuous scheduler does it into the engine's caches at most `prefill_budget_tokens` tokens' work
@@ -23,6 +25,7 @@ alternate over `--repeat` rounds; each figure is the median over rounds. Last li
     .venv/bin/python bench/serving_bench.py --phase build --root R --checkpoint UNTRAINED --questions 96
     .venv/bin/python bench/work_ahead_bench.py --root R                          # budgets 512, 256
     .venv/bin/python bench/work_ahead_bench.py --root R --workload given --limit 48 --budgets 512
+    .venv/bin/python bench/work_ahead_bench.py --root R --workload miss --limit 48 --budgets 512
 """
 
 from __future__ import annotations
@@ -110,8 +113,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", type=Path, required=True, help="a serving_bench build (checkpoint, index, store)")
     parser.add_argument("--budgets", default="512,256", help="prefill_budget_tokens of the ways ahead")
-    parser.add_argument("--workload", choices=["likelihood", "given"], default="likelihood",
-                        help="likelihood: scoring at likelihood:0.2; given: the caller's own passages at softmax:0.4")
+    parser.add_argument("--workload", choices=["likelihood", "given", "miss"], default="likelihood",
+                        help="likelihood: scoring at likelihood:0.2; given: the caller's own passages, miss: "
+                        "retrieved passages the store lacks, both at softmax:0.4")
     parser.add_argument("--limit", type=int, help="the first N questions of the build")
     parser.add_argument("--repeat", type=int, default=2, help="rounds; each way once a round")
     args = parser.parse_args()
@@ -119,7 +123,7 @@ def main() -> None:
     questions = json.loads((args.root / "build-continuous.json").read_text())["questions"][:args.limit]
     given = own_passages(args.root, questions) if args.workload == "given" else None
     composition = "likelihood:0.2" if args.workload == "likelihood" else "softmax:0.4"
-    store = args.root / "store" if args.workload == "likelihood" else None   # given: their gradients in no store
+    store = args.root / "store" if args.workload == "likelihood" else None   # given, miss: their gradients in no store
     config = EngineConfig(checkpoint=args.root / "checkpoint", store=store,
                           index=str(args.root / "index"), device="cpu", dtype="auto", composition=composition)
     budgets = [int(b) for b in args.budgets.split(",")]
