@@ -449,11 +449,17 @@ def prefill(learner, batch: dict[str, torch.Tensor]):
 
 @functools.lru_cache(maxsize=8)
 def stop_token_ids(tok) -> frozenset[int]:
-    """End-of-turn tokens and every token whose text holds a newline (computed once per tokenizer)."""
+    """End-of-turn tokens and every token whose text holds a newline (computed once per tokenizer).
+
+    A turn ends at `<|im_end|>`, and at `<|im_start|>` too: the next turn's start is never part of
+    this answer. The meta-trained learners end their answers with `<|im_start|>` and then a newline,
+    so stopping at it saves every answer a decode step (and keeps text the model might write after
+    it, such as a role name, out of the answer)."""
     stops = {tok.eos_token_id}
-    im_end = tok.convert_tokens_to_ids("<|im_end|>")
-    if isinstance(im_end, int) and im_end != tok.unk_token_id:
-        stops.add(im_end)
+    for marker in ("<|im_end|>", "<|im_start|>"):
+        token = tok.convert_tokens_to_ids(marker)
+        if isinstance(token, int) and token != tok.unk_token_id:
+            stops.add(token)
     # Every token whose text holds a newline ends the answer (answers are one line).
     vocab_ids = range(len(tok))
     stops.update(i for i, text in zip(vocab_ids, tok.batch_decode([[i] for i in vocab_ids])) if "\n" in text)

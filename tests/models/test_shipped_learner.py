@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from models import AnswerRequest, Learner, format_passage, generate_answers, summed_gradient
+from models.decoding import BatchDecoder, stop_token_ids
+from models.generate import answer_text, prepare_rows
 from offline_tools.benchmarks.synth import SynthConfig, generate
 from offline_tools.evaluation.metrics import score
 
@@ -84,3 +86,32 @@ def test_the_shipped_learner_answers_unseen_facts_from_their_gradients_only(ship
 
 # `make train` reproduces these runs: its recipe (checkpoints/regrad-smollm2-135m/recipe.toml) is checked
 # against each run's train_args.json in tests/cli/test_recipe.py (no model needed).
+
+
+def test_the_shipped_learners_answers_stop_at_the_next_turns_start_with_the_same_text(shipped: Learner, monkeypatch):
+    """The learner ends its answers with `<|im_start|>` and then a newline. `<|im_start|>` is a stop
+    token: every answer is the text it was when the newline stopped it, one decode step shorter."""
+    corpus, questions = generate(SynthConfig(seed=0))
+    facts = questions["test"][:6]
+    requests = [AnswerRequest(q["question"], gradient=summed_gradient(
+        shipped, [format_passage(p["title"], p["text"]) for p in corpus if p["_id"].startswith(q["entity"] + "-")]))
+        for q in facts] + [AnswerRequest(q["question"]) for q in facts]
+    im_start = shipped.tokenizer.convert_tokens_to_ids("<|im_start|>")
+    assert im_start in stop_token_ids(shipped.tokenizer)
+
+    def tokens(rows: list[AnswerRequest]) -> list[list[int]]:
+        batch, adapters = prepare_rows(shipped, rows)
+        decoder = BatchDecoder(shipped)
+        decoder.join(list(range(len(rows))), batch, adapters, [20] * len(rows))
+        done: dict[int, list[int]] = {}
+        while decoder:
+            done.update(decoder.step())
+        return [done[i] for i in range(len(rows))]
+
+    now = tokens(requests)
+    monkeypatch.setattr("models.decoding.stop_token_ids", lambda tok: stop_token_ids(tok) - {im_start})
+    before = tokens(requests)
+    assert all(ids[-1] == im_start for ids in now)                       # every answer ended there
+    assert [len(ids) for ids in now] == [len(ids) - 1 for ids in before]  # one step fewer each
+    assert [answer_text(shipped.tokenizer, a, r) for a, r in zip(now, requests)] == [
+        answer_text(shipped.tokenizer, b, r) for b, r in zip(before, requests)]
