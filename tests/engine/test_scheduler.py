@@ -374,14 +374,20 @@ def _count_backwards(monkeypatch) -> list[int]:
     return backwards
 
 
-def test_a_newcomers_own_passages_gradients_are_computed_a_budget_at_a_time_between_steps(
-        engine, long_answers, monkeypatch):
-    """A request with its own passages, joining a decoding row: their gradients are computed into the
-    gradient cache one passage a slice (each costs 3x its tokens, over the 16-token budget), a decode
-    step after each; its join runs no backward; the answer is its solo answer and
-    each passage says `computed` (for it, ahead of its join). Asked again: `cached`, nothing ahead."""
-    question = _given_newcomer()
+@pytest.mark.parametrize("kind", ["own passages", "store misses"])
+def test_a_newcomers_gradients_are_computed_a_budget_at_a_time_between_steps(engine, long_answers, monkeypatch, kind):
+    """A request joining a decoding row with gradients to compute: its own three passages, or a
+    retrieved top 4 that holds two passages the store lacks. They are computed into the gradient cache
+    one passage a slice (each costs 3x its tokens, over the 16-token budget), a decode step after each;
+    its join runs no backward; the answer is its solo answer, each computed passage says `computed`
+    (for it, ahead of its join) and the others `stored`. Asked again: `cached`, nothing computed (kept
+    in memory; the store is not written)."""
+    question = _given_newcomer() if kind == "own passages" else Question(
+        "Was Oskel Brandt born in Dunmere, near Marrowick in Veltoria?", top_k=4, gamma=300.0, max_new_tokens=4,
+        composition=Composition("softmax", 0.4))
     [solo] = Engine(engine.learner, engine.retriever, engine.store).answer_batch([question])
+    sources = [p.gradient for p in solo.passages]
+    assert sorted(sources) == (["computed"] * 3 if kind == "own passages" else ["computed"] * 2 + ["stored"] * 2)
     backwards = _count_backwards(monkeypatch)
     events: list[str] = []
     _spy_warming(engine, monkeypatch, events)
@@ -394,42 +400,13 @@ def test_a_newcomers_own_passages_gradients_are_computed_a_budget_at_a_time_betw
         running.cancel()
     finally:
         scheduler.stop()
-    assert backwards == [1, 1, 1]                              # one passage a slice, none at the join
+    computed = sources.count("computed")
+    assert backwards == [1] * computed                         # one passage a slice, none at the join
     warms = [i for i, event in enumerate(events) if event == "warm"]
-    assert len(warms) == 3 and all("token" in events[a:b] for a, b in zip(warms, warms[1:]))
+    assert len(warms) == computed and all("token" in events[a:b] for a, b in zip(warms, warms[1:]))
     assert answer.answer == solo.answer == again.answer
-    assert [p.gradient for p in answer.passages] == ["computed"] * 3
-    assert [p.gradient for p in again.passages] == ["cached"] * 3
-
-
-def test_a_newcomers_store_misses_are_computed_a_budget_at_a_time_between_steps(engine, long_answers, monkeypatch):
-    """A retrieved request whose top 4 holds two passages the store lacks, joining a decoding row: the
-    misses' gradients are computed ahead, one a slice with a decode step between, and its join runs
-    no backward; its answer is its solo answer, the two say `computed` and the others `stored`. Asked
-    again: the misses are `cached` (kept in memory; the store is not written), nothing is computed."""
-    question = Question("Was Oskel Brandt born in Dunmere, near Marrowick in Veltoria?", top_k=4, gamma=300.0,
-                        max_new_tokens=4, composition=Composition("softmax", 0.4))
-    [solo] = Engine(engine.learner, engine.retriever, engine.store).answer_batch([question])
-    assert sorted(p.gradient for p in solo.passages) == ["computed", "computed", "stored", "stored"]
-    backwards = _count_backwards(monkeypatch)
-    events: list[str] = []
-    _spy_warming(engine, monkeypatch, events)
-    scheduler = ContinuousScheduler(engine, max_rows=2, prefill_budget_tokens=16)
-    scheduler.start()
-    try:
-        running = _decoding(scheduler, events)
-        answer = scheduler.submit(question).result(timeout=120)
-        again = scheduler.submit(question).result(timeout=120)
-        running.cancel()
-    finally:
-        scheduler.stop()
-    assert backwards == [1, 1]                                  # one miss a slice, none at the join
-    warms = [i for i, event in enumerate(events) if event == "warm"]
-    assert len(warms) == 2 and "token" in events[warms[0]:warms[1]]
-    assert answer.answer == solo.answer == again.answer
-    assert [p.gradient for p in answer.passages] == [p.gradient for p in solo.passages]
-    assert [p.gradient for p in again.passages] == [
-        "cached" if p.gradient == "computed" else p.gradient for p in solo.passages]
+    assert [p.gradient for p in answer.passages] == sources
+    assert [p.gradient for p in again.passages] == ["cached" if g == "computed" else g for g in sources]
     assert sorted(engine.store.ids()) == ["p0", "p1"]
 
 
