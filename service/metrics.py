@@ -34,7 +34,7 @@ class ServiceMetrics:
         regrad_answer_requests_total{mode, status}: POST /answer by mode and status code.
         regrad_stage_seconds{stage}: per-batch latency of queue, retrieve, gradients, generate, total.
         regrad_batch_size: requests per generation batch.
-        regrad_gradient_lookups_total{result}: passages whose gradient was stored / computed / missing.
+        regrad_gradient_lookups_total{result}: passages whose gradient was stored / computed / cached / missing.
         regrad_documents_added_total: documents indexed through POST /documents.
         regrad_queue_depth: requests waiting for the model.
         regrad_live_rows: rows decoding now (continuous scheduler).
