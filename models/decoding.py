@@ -37,7 +37,7 @@ from models.packed_attention import PACKED_ATTENTION, PackedLayout, packed_layou
 from models.row_bank import RowAdapterBank, fill_order
 from models.row_lora import PackedRows, RowAdapters
 
-__all__ = ["BatchDecoder", "prefill", "stop_token_ids", "attention_implementation"]
+__all__ = ["BatchDecoder", "prefill", "stop_token_ids", "end_of_turn_id", "attention_implementation"]
 
 
 @dataclass
@@ -447,19 +447,34 @@ def prefill(learner, batch: dict[str, torch.Tensor]):
     return out.last_hidden_state, getattr(out, cache_kw)
 
 
+TURN_END, TURN_START = "<|im_end|>", "<|im_start|>"   # the chat template's (ChatML) turn markers
+
+
+def _marker_id(tok, marker: str) -> int | None:
+    """The id of a special marker token, or None where the tokenizer lacks it."""
+    token = tok.convert_tokens_to_ids(marker)
+    return token if isinstance(token, int) and token != tok.unk_token_id else None
+
+
+def end_of_turn_id(tok) -> int:
+    """The token a training target ends with: the chat template's `<|im_end|>` where the tokenizer has
+    it, else its eos. Named, not read from `eos_token`, because a converted tokenizer's eos depends on
+    the transformers version that converted it: the learner trained on an H100 (run 8, transformers
+    5.17) learned to end its answers with `<|im_start|>`, those before it (and this machine's
+    tokenizer) with `<|im_end|>`."""
+    token = _marker_id(tok, TURN_END)
+    return tok.eos_token_id if token is None else token
+
+
 @functools.lru_cache(maxsize=8)
 def stop_token_ids(tok) -> frozenset[int]:
     """End-of-turn tokens and every token whose text holds a newline (computed once per tokenizer).
 
     A turn ends at `<|im_end|>`, and at `<|im_start|>` too: the next turn's start is never part of
-    this answer. The meta-trained learners end their answers with `<|im_start|>` and then a newline,
-    so stopping at it saves every answer a decode step (and keeps text the model might write after
-    it, such as a role name, out of the answer)."""
-    stops = {tok.eos_token_id}
-    for marker in ("<|im_end|>", "<|im_start|>"):
-        token = tok.convert_tokens_to_ids(marker)
-        if isinstance(token, int) and token != tok.unk_token_id:
-            stops.add(token)
+    this answer. The shipped learner (run 8) ends its answers with `<|im_start|>` and then a newline
+    (`end_of_turn_id` says why), so stopping at it saves each of its answers a decode step (and keeps
+    text a model might write after it, such as a role name, out of the answer)."""
+    stops = {tok.eos_token_id, _marker_id(tok, TURN_END), _marker_id(tok, TURN_START)}
     # Every token whose text holds a newline ends the answer (answers are one line).
     vocab_ids = range(len(tok))
     stops.update(i for i, text in zip(vocab_ids, tok.batch_decode([[i] for i in vocab_ids])) if "\n" in text)

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from engine.composition import likelihood_weights, softmax_weights, weighable
 from models import build_prompt, format_passage
+from models.decoding import end_of_turn_id
 from models.gradients import _pad_right, _passage_ids, passage_losses, tokenize_passages
 from offline_tools.datasets.augmented import AugmentedRecord
 
@@ -87,7 +88,7 @@ def prompt_and_target(learner, record: AugmentedRecord, blind: bool, top_k: int)
     tok = learner.tokenizer
     prompt = build_prompt(tok, record.question, record.answer_type, record.choices, _context(record, top_k, blind))
     prompt_ids = tok(prompt, add_special_tokens=False)["input_ids"]
-    target_ids = tok(answer_target(record), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    target_ids = tok(answer_target(record), add_special_tokens=False)["input_ids"] + [end_of_turn_id(tok)]
     return prompt_ids, target_ids
 
 

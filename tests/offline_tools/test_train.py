@@ -2,6 +2,7 @@
 runs exactly the recipe, and `regrad train` has one flag per `TrainArgs` field with the same defaults."""
 
 import argparse
+import copy
 import dataclasses
 import json
 import math
@@ -439,3 +440,17 @@ def test_the_likelihood_composition_weighs_tasks_as_served_and_learns_its_temper
     assert composition.spec() == "likelihood:0.5"
     with pytest.raises(UsageError, match="learn-temperature needs"):
         TrainArgs(output_dir="u", train_files=[], dev_files=[], composition="sum", learn_temperature=True)
+
+
+def test_a_target_ends_with_the_chat_templates_end_of_turn_whatever_the_tokenizers_eos(tiny_learner, monkeypatch):
+    """Targets end with `<|im_end|>`, also under a tokenizer whose eos is another token (as the one an
+    H100 converted for run 8, whose answers end with `<|im_start|>`)."""
+    tok = tiny_learner.tokenizer
+    im_end, im_start = tok.convert_tokens_to_ids("<|im_end|>"), tok.convert_tokens_to_ids("<|im_start|>")
+    answer = tok("Chief of Protocol", add_special_tokens=False)["input_ids"]
+    assert prompt_and_target(tiny_learner, _record(), blind=True, top_k=3)[1] == answer + [im_end]
+    converted = copy.deepcopy(tok)
+    converted.eos_token = "<|im_start|>"
+    assert converted.eos_token_id == im_start
+    monkeypatch.setattr(tiny_learner, "tokenizer", converted)
+    assert prompt_and_target(tiny_learner, _record(), blind=True, top_k=3)[1] == answer + [im_end]
