@@ -72,9 +72,10 @@ class EngineSettings(BaseSettings):
             newcomer's prompt is prefilled whole in a forward of its own, and its scoring and gradients
             run at its join, which stalls the rows decoding.
         work_ahead: `continuous` with a prefill budget only. True (default): a newcomer's `likelihood`
-            scoring and computed gradients (own passages, store misses) are done ahead of its join, into the engine's
-            caches, a budget's work between two decode steps, so that no stream waits for all of it
-            at once (it costs some throughput: docs/benchmarks.md). False: at its join.
+            scoring and computed gradients (own passages, store misses) are done ahead of its join,
+            into the engine's caches, a budget's work between two decode steps, so that no stream
+            waits for all of it at once (it costs some throughput: docs/benchmarks.md). False: at its
+            join.
         missing_gradients: `compute` (one batched backward for the misses) or `skip` (answer without them).
         write_back: write computed gradients back to the store (the store as a cache).
         composition: how a request's passage gradients are combined when it does not say: `sum`,
@@ -110,9 +111,8 @@ class EngineSettings(BaseSettings):
                                        "tokens of newcomers' scoring and gradient work between two steps "
                                        "(0: off)")
     work_ahead: bool = Field(True, description="continuous, with a prefill budget: do newcomers' likelihood "
-                             "scoring and computed gradients (own passages, store misses) ahead, a budget at a time "
-                             "between two decode steps "
-                             "(false: at their join)")
+                             "scoring and computed gradients (own passages, store misses) ahead, a budget at a "
+                             "time between two decode steps (false: at their join)")
     missing_gradients: Literal["compute", "skip"] = Field("compute", description="compute | skip")
     write_back: bool = Field(False, description="store gradients computed for misses")
     composition: str | None = Field(None, description="default combination: sum | softmax[:T] | likelihood[:T]")

@@ -236,7 +236,8 @@ class ContinuousBatcher:
     decode step and leaves it the step it finishes. `max_wait_ms` is how long a newcomer that
     cannot fill the free rows alone waits for company while other rows decode (one prefill for several);
     `prefill_budget_tokens` (None: off) prefills newcomers inside the running rows' next decode steps,
-    and with `work_ahead` does their scoring and computed gradients (own passages, store misses) ahead, between steps;
+    and with `work_ahead` does their scoring and computed gradients (own passages, store misses)
+    ahead, between steps;
     `on_token_gap` gets the seconds between two of the running rows' tokens, at every step (metrics).
 
     The queue bound is this class's: `submit` raises QueueFullError when `max_queue` requests are

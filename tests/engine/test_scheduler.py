@@ -18,7 +18,7 @@ from engine.composition import Composition
 from engine.core import Engine, open_store
 from engine.gradient_cache import GradientCache
 from engine.scheduler import ContinuousScheduler, SchedulerStoppedError
-from engine.types import GivenPassage
+from engine.types import Document, GivenPassage
 from models import format_passage, passage_gradients
 from models.tensor_cache import TensorCache
 from retrieval.passage import Passage
@@ -271,9 +271,8 @@ def test_a_newcomer_joins_once_what_is_left_of_its_work_fits_the_budget(engine, 
     """All of its work within the budget: no slice, its join does it. A budget one token short of its
     work: one slice does the first two prompts, and its join the third. (Every passage is stored: its
     work is the scoring alone.)"""
-    passages = engine.retriever.get([f"p{i}" for i in range(len(FACTS))])
-    engine.store.append([p.id for p in passages], passage_gradients(
-        engine.learner, [format_passage(p.title, p.text) for p in passages]), on_duplicate="skip")
+    indexed = engine.retriever.get([f"p{i}" for i in range(len(FACTS))])
+    engine.add_documents([Document(p.text, p.title, p.id) for p in indexed])   # their gradients stored
     question = _likelihood_newcomer()
     [row] = engine.begin([question])
     lengths = [len(ids) for ids in engine.cold_passage_prompts(row).values()]

@@ -10,9 +10,8 @@ import pytest
 from engine import Question
 from engine.composition import Composition
 from engine.core import Engine, open_store
-from engine.types import GivenPassage
+from engine.types import Document, GivenPassage
 from engine.work_ahead import WorkAhead
-from models import format_passage, passage_gradients
 from models.gradients import passage_token_counts
 from retrieval.passage import Passage
 from retrieval.tantivy_backend import TantivyRetriever
@@ -75,9 +74,7 @@ def test_work_done_once_and_evicted_is_not_left_and_rows_without_work_have_none(
     engine.gradient_cache.clear()
     assert engine.cold_passage_prompts(row) and not ahead.left(row, done)   # the join does it
     assert not ahead.left(_row(engine, mode="closed_book"), set())
-    stored = engine.retriever.get(["p0", "p1", "p2"])
-    engine.store.append([p.id for p in stored], passage_gradients(engine.learner, [format_passage(p.title, p.text)
-                                                                                  for p in stored]))
+    engine.add_documents([Document(p.text, p.title, p.id) for p in engine.retriever.get(["p0", "p1", "p2"])])
     [retrieved] = engine.begin([Question("Is Marrowick in Veltoria?", composition=Composition("softmax", 0.4))])
     assert not ahead.left(retrieved, set())                                  # all stored
     with pytest.raises(ValueError, match="budget_tokens"):
@@ -87,8 +84,7 @@ def test_work_done_once_and_evicted_is_not_left_and_rows_without_work_have_none(
 def test_a_retrieved_rows_store_misses_are_its_work_and_its_stored_passages_are_not(engine):
     """One of the three retrieved passages is stored: the other two's gradients are the row's work
     (3x their tokens each), done into the gradient cache; under `missing_gradients` skip there is none."""
-    [first] = engine.retriever.get(["p0"])
-    engine.store.append(["p0"], passage_gradients(engine.learner, [format_passage(first.title, first.text)]))
+    engine.add_documents([Document(p.text, p.title, p.id) for p in engine.retriever.get(["p0"])])   # p0 stored
     ask = Question("Is Marrowick in Veltoria, near Dunmere?", top_k=3, composition=Composition("softmax", 0.4))
     [row] = engine.begin([ask])
     assert {p.id for p in row.passages} == {"p0", "p1", "p2"}
