@@ -59,6 +59,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                            help="subjects or clusters per test relation (default 10 / 4)")
     relations.add_argument("--cluster-size", type=int, default=5, metavar="N",
                            help="composition: subjects per cluster, k = 1..N can be reported (default 5, max 11)")
+    relations.add_argument("--extra-train-relations", action="store_true",
+                           help="training questions only (no dev or test split) over 7 more relations whose values "
+                           "have the shapes the 28 lack: counts of 2-4 digits asked 'how many', a 4-digit code, a "
+                           "colour; the 46 relations' files do not change")
     p.set_defaults(func=run)
 
 
@@ -90,8 +94,8 @@ def run(args: argparse.Namespace) -> int:
 def _synth_config(args: argparse.Namespace):
     from offline_tools.benchmarks.synth import SynthConfig
 
-    for flag in ("train_per_relation", "dev_per_relation", "test_per_relation"):
-        if getattr(args, flag) is not None:
+    for flag in ("train_per_relation", "dev_per_relation", "test_per_relation", "extra_train_relations"):
+        if getattr(args, flag) not in (None, False):
             raise UsageError(f"--{flag.replace('_', '-')} counts a --relations benchmark; add --relations "
                              "novel|composition, or use --train-people/--dev-people/--test-people")
     people = {"train_people": 2000, "dev_people": 40, "test_people": 60}
@@ -110,10 +114,16 @@ def _relations_config(args: argparse.Namespace):
         if getattr(args, flag) not in (None, False):
             raise UsageError(f"--{flag.replace('_', '-')} is for the six-attribute benchmark, not --relations "
                              f"{args.relations}; count its subjects with --train-per-relation and the like")
+    if args.extra_train_relations:
+        for flag in ("dev_per_relation", "test_per_relation"):
+            if getattr(args, flag) is not None:
+                raise UsageError(f"--{flag.replace('_', '-')}: --extra-train-relations writes training questions "
+                                 "only; leave it out")
     try:
         return RelationsConfig(mode=args.relations, train_per_relation=args.train_per_relation,
                                dev_per_relation=args.dev_per_relation, test_per_relation=args.test_per_relation,
-                               cluster_size=args.cluster_size, seed=args.seed, id_prefix=args.id_prefix)
+                               cluster_size=args.cluster_size, seed=args.seed, id_prefix=args.id_prefix,
+                               extra_train=args.extra_train_relations)
     except ValueError as error:
         raise UsageError(str(error)) from error
 

@@ -12,6 +12,13 @@ Relations are in three fixed groups, the same for every seed:
 - `DEV_RELATIONS` (6): held out of training, to choose hyper-parameters on;
 - `TEST_RELATIONS` (12): held out of training and dev entirely.
 
+`EXTRA_TRAIN_RELATIONS` (7, training only, outside the 46 and outside `GROUPS`, so the benchmarks'
+files do not change with them): values of the shapes the training relations lack and the held-out
+ones have, counts of two to four digits asked "how many" and answered bare, a four-digit code and a
+colour. The shipped learner's composition-dev misses are such values cut short ("5" for 52) or
+answered with their noun ("18 beehives"), where the only "how many" relation of training
+(grandchildren) counts 2 to 19. `regrad synth --relations MODE --extra-train-relations` writes them.
+
 Every phrasing and every question of a relation contains its `cue` (a word stem no other
 relation's phrasings contain: `tests/offline_tools/test_synth_relations.py` checks it), so BM25
 ranks same-relation passages right after the asked subject's own: the distractors a ReGrad sum
@@ -29,7 +36,8 @@ from typing import Literal
 
 from offline_tools.benchmarks.synth import NAME_STYLES, article, person_name, place
 
-__all__ = ["Relation", "TRAIN_RELATIONS", "DEV_RELATIONS", "TEST_RELATIONS", "RELATIONS", "GROUPS", "ORG_KINDS"]
+__all__ = ["Relation", "TRAIN_RELATIONS", "DEV_RELATIONS", "TEST_RELATIONS", "RELATIONS", "GROUPS", "ORG_KINDS",
+           "EXTRA_TRAIN_RELATIONS"]
 
 
 
@@ -135,6 +143,10 @@ def _heirloom(rng: random.Random) -> str:
 
 def _street(rng: random.Random) -> str:
     return f"{place(rng)} {rng.choice(_STREETS)}"
+
+
+def _code(rng: random.Random) -> str:
+    return str(rng.randint(1000, 9999))
 
 
 def _with_the(value: str) -> list[str]:
@@ -503,3 +515,57 @@ TEST_RELATIONS: tuple[Relation, ...] = (
 RELATIONS: tuple[Relation, ...] = TRAIN_RELATIONS + DEV_RELATIONS + TEST_RELATIONS
 GROUPS: dict[str, tuple[Relation, ...]] = {"train": TRAIN_RELATIONS, "dev": DEV_RELATIONS, "test": TEST_RELATIONS}
 ORG_KINDS: tuple[str, ...] = tuple(r.org_kind for r in RELATIONS if r.subject == "org")  # a brand cluster's kinds
+
+# ---------------------------------------------------------------- training only (see the module's docstring)
+EXTRA_TRAIN_RELATIONS: tuple[Relation, ...] = (
+    Relation(
+        "sheep", "train", "person", "sheep", _count(12, 480),
+        ("{name} keeps a flock of {value} sheep.", "There are {value} sheep in the flock {name} keeps.",
+         "{name} shears {value} sheep every spring.", "The flock of {name} numbers {value} sheep."),
+        ("How many sheep does {name} keep?", "How many sheep are in {name}'s flock?",
+         "How many sheep does {name} shear every spring?", "How large is {name}'s flock of sheep?"),
+    ),
+    Relation(
+        "stamps", "train", "person", "stamp", _count(120, 4800),
+        ("{name} has collected {value} stamps.", "The stamp album of {name} holds {value} stamps.",
+         "{name} owns a collection of {value} stamps.", "{value} stamps fill the albums of {name}."),
+        ("How many stamps has {name} collected?", "How many stamps are in {name}'s album?",
+         "How many stamps does {name} own?", "What is the size of {name}'s stamp collection?"),
+    ),
+    Relation(
+        "marathons", "train", "person", "marathon", _count(11, 95),
+        ("{name} has run {value} marathons.", "{name} finished {value} marathons in all.",
+         "By now {name} has completed {value} marathons.", "{value} marathons have been run by {name}."),
+        ("How many marathons has {name} run?", "How many marathons did {name} finish?",
+         "How many marathons has {name} completed?", "What is the number of marathons {name} has run?"),
+    ),
+    Relation(
+        "recipes", "train", "person", "recipe", _count(24, 640),
+        ("{name} has written down {value} recipes.", "The notebook of {name} holds {value} recipes.",
+         "{name} keeps {value} recipes in a notebook.", "{value} recipes were written by {name}."),
+        ("How many recipes has {name} written down?", "How many recipes are in {name}'s notebook?",
+         "How many recipes does {name} keep?", "What is the number of recipes {name} wrote?"),
+    ),
+    Relation(
+        "pumpkin_weight", "train", "person", "pumpkin", _count(40, 650),
+        ("{name}'s prize pumpkin weighed {value} kilograms.", "{name} grew a pumpkin of {value} kilograms.",
+         "The pumpkin {name} entered at the show weighed {value} kilograms.",
+         "At {value} kilograms, {name}'s pumpkin won a prize."),
+        ("How many kilograms did {name}'s prize pumpkin weigh?", "How heavy was the pumpkin {name} grew, in kilograms?",
+         "What did {name}'s show pumpkin weigh in kilograms?", "How many kilograms was {name}'s pumpkin?"),
+    ),
+    Relation(
+        "locker_code", "train", "person", "locker", _code,
+        ("{name}'s locker code is {value}.", "{name} opens the locker with the code {value}.",
+         "The code of the locker {name} uses is {value}.", "{value} is the code to {name}'s locker."),
+        ("What is {name}'s locker code?", "Which code opens {name}'s locker?",
+         "What code does {name}'s locker take?", "What is the code of the locker {name} uses?"),
+    ),
+    Relation(
+        "bicycle_colour", "train", "person", "bicycl", _pick(_COLOURS),
+        ("{name} rides a {value} bicycle.", "The bicycle {name} rides is {value}.",
+         "{name}'s bicycle is painted {value}.", "{name} cycles to work on a {value} bicycle."),
+        ("What colour is {name}'s bicycle?", "What colour is the bicycle {name} rides?",
+         "In what colour is {name}'s bicycle painted?", "Which colour is {name}'s bicycle?"),
+    ),
+)

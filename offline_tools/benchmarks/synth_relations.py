@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Literal
 
 from offline_tools.benchmarks.synth_facts import NAME_STYLES, fill_template, place, write_jsonl
-from offline_tools.benchmarks.synth_relation_table import GROUPS, ORG_KINDS, RELATIONS, Relation
+from offline_tools.benchmarks.synth_relation_table import EXTRA_TRAIN_RELATIONS, GROUPS, ORG_KINDS, RELATIONS, Relation
 
 __all__ = ["RelationsConfig", "BenchmarkTooLarge", "DEFAULT_COUNTS", "phrasings", "generate_relations",
            "write_relations_benchmark"]
@@ -80,6 +80,8 @@ class RelationsConfig:
         cluster_size: subjects per cluster (composition).
         seed: random seed.
         id_prefix: ids are `<prefix>-<00042>-<relation>`; None: the mode's name.
+        extra_train: write `EXTRA_TRAIN_RELATIONS` instead of the 46: training questions only (no dev or
+            test split), values of the shapes the training relations lack (multi-digit counts, codes).
     """
 
     mode: Literal["novel", "composition"] = "novel"
@@ -89,6 +91,7 @@ class RelationsConfig:
     cluster_size: int = 5
     seed: int = 0
     id_prefix: str | None = None
+    extra_train: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in DEFAULT_COUNTS:
@@ -109,6 +112,12 @@ class RelationsConfig:
     def per_relation(self, split: str) -> int:
         return getattr(self, f"{split}_per_relation")
 
+    def groups(self) -> dict[str, tuple[Relation, ...]]:
+        """The relations of each split: the benchmark's three groups, or the extra ones for train alone."""
+        if self.extra_train:
+            return {"train": EXTRA_TRAIN_RELATIONS, "dev": (), "test": ()}
+        return GROUPS
+
 
 def phrasings(relation: Relation) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(statements, questions) its subjects are written in: a train relation's last ones are kept back."""
@@ -120,7 +129,11 @@ def phrasings(relation: Relation) -> tuple[tuple[str, ...], tuple[str, ...]]:
 # ---------------------------------------------------------------- names whose words are new
 _FIRST_PARTS = tuple(tuple(sorted({part for style in NAME_STYLES.values() for part in style[i]})) for i in (0, 1))
 _SURNAME_PARTS = tuple(tuple(sorted({part for style in NAME_STYLES.values() for part in style[i]})) for i in (2, 3))
-_PHRASINGS = re.sub(r"\{\w+\}", " ", " ".join(t for r in RELATIONS for t in r.statements + r.questions))
+def _phrasing_words(relations: Iterable[Relation]) -> str:
+    return re.sub(r"\{\w+\}", " ", " ".join(t for r in relations for t in r.statements + r.questions))
+
+
+_PHRASINGS = _phrasing_words(RELATIONS)
 
 
 @functools.cache
@@ -147,13 +160,13 @@ class _Names:
     enough for every subject to have words of its own; a brand is an invented place-like word.
     """
 
-    def __init__(self, rng: random.Random, avoid_names: Iterable[str]) -> None:
+    def __init__(self, rng: random.Random, avoid_names: Iterable[str], phrasings: str = _PHRASINGS) -> None:
         self.rng = rng
         self.avoided = set(avoid_names)
         self.name_words: set[str] = set()   # words of subjects' names (kind words aside)
         self.kind_words = _words(" ".join(ORG_KINDS))  # in no value and in no other part of a name
         # never in a name: the words of values, kinds, and phrasings ("Bear" would match "What name does ... bear?")
-        self.value_words: set[str] = self.kind_words | _words(_PHRASINGS)
+        self.value_words: set[str] = self.kind_words | _words(phrasings)
 
     def _fresh(self, make) -> str:
         for _ in range(10_000):
@@ -206,11 +219,13 @@ def generate_relations(config: RelationsConfig,
                        avoid_names: Iterable[str] = ()) -> tuple[list[dict], dict[str, list[dict]]]:
     """The corpus (one passage per subject) and the questions of each split (train, dev, test)."""
     rng = random.Random(config.seed)
-    names = _Names(rng, avoid_names)
+    groups = config.groups()
+    extra = _PHRASINGS + " " + _phrasing_words(EXTRA_TRAIN_RELATIONS) if config.extra_train else _PHRASINGS
+    names = _Names(rng, avoid_names, extra)
     corpus: list[dict] = []
-    questions: dict[str, list[dict]] = {split: [] for split in GROUPS}
+    questions: dict[str, list[dict]] = {split: [] for split in groups}
     clusters = 0
-    for split, relations in GROUPS.items():
+    for split, relations in groups.items():
         for relation in relations:
             statements, asks = phrasings(relation)
             if config.mode == "novel":  # one group of subjects, the phrasings taken in turn: a phrasing
@@ -266,6 +281,7 @@ def write_relations_benchmark(output: str | os.PathLike, config: RelationsConfig
     """
     avoid_names = set(avoid_names)
     corpus, questions = generate_relations(config, avoid_names)  # raises before anything is written
+    groups = config.groups()
     folder = Path(output)
     folder.mkdir(parents=True, exist_ok=True)
     write_jsonl(folder / "corpus.jsonl", corpus)
@@ -273,12 +289,13 @@ def write_relations_benchmark(output: str | os.PathLike, config: RelationsConfig
         write_jsonl(folder / f"{split}.jsonl", rows)
     manifest = {
         "relations_mode": config.mode,
-        "config": asdict(config),
+        "config": {key: value for key, value in asdict(config).items()  # the 46's synth.json as it always was
+                   if key != "extra_train" or value},
         "avoided_names": len(avoid_names),
-        "relations": {split: [r.key for r in relations] for split, relations in GROUPS.items()},
-        "subject_kind": {r.key: r.subject for r in RELATIONS},
+        "relations": {split: [r.key for r in relations] for split, relations in groups.items()},
+        "subject_kind": {r.key: r.subject for relations in groups.values() for r in relations},
         "unused_train_phrasings": {r.key: {"statement": r.statements[-1], "question": r.questions[-1]}
-                                   for r in GROUPS["train"]},
+                                   for r in groups["train"]},
         "passages": len(corpus),
         "questions": {split: len(rows) for split, rows in questions.items()},
     }

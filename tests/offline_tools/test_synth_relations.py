@@ -15,6 +15,7 @@ import cli.main as cli
 from offline_tools.benchmarks.synth import fill_template
 from offline_tools.benchmarks.synth_relation_table import (
     DEV_RELATIONS,
+    EXTRA_TRAIN_RELATIONS,
     GROUPS,
     ORG_KINDS,
     RELATIONS,
@@ -212,3 +213,65 @@ def test_cli_says_when_avoided_names_leave_none_and_writes_nothing(tmp_path, mon
                               "--id-prefix", "c", "--avoid", str(tmp_path / "a"), "--avoid", str(tmp_path / "b")]) == 2
     assert "is avoided; give fewer --avoid folders" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_extra_training_relations_have_cues_of_their_own_and_the_value_shapes_the_28_lack():
+    rng = random.Random(0)
+    everything = RELATIONS + EXTRA_TRAIN_RELATIONS
+    assert not {r.key for r in EXTRA_TRAIN_RELATIONS} & {r.key for r in RELATIONS}
+    assert all(r.group == "train" and r not in GROUPS["train"] for r in EXTRA_TRAIN_RELATIONS)
+    for relation in EXTRA_TRAIN_RELATIONS:
+        cue = _terms(relation.cue)
+        for template in relation.statements + relation.questions:
+            assert cue <= _terms(fill_template(template, "Zed Quux", relation.draw(rng))), (relation.key, template)
+        for other in everything:
+            if other is not relation:
+                assert not [t for t in other.statements + other.questions if cue & _terms(t)], (relation.key, other.key)
+    values = [r.draw(rng) for r in EXTRA_TRAIN_RELATIONS for _ in range(50)]
+    # the only "how many" of the 28 counts 2-19; these count in two to four digits
+    assert sum(v.isdigit() and len(v) >= 2 for v in values) >= 0.6 * len(values)
+    assert any(len(v) == 4 for v in values if v.isdigit())
+    assert sum(r.questions[0].startswith("How many") for r in EXTRA_TRAIN_RELATIONS) >= 5
+
+
+@pytest.mark.parametrize("mode", ["novel", "composition"])
+def test_extra_training_relations_write_training_questions_only_answered_by_their_passages(mode, tmp_path):
+    config = RelationsConfig(mode=mode, train_per_relation={"novel": 6, "composition": 2}[mode], extra_train=True,
+                             id_prefix="extra")
+    manifest = write_relations_benchmark(tmp_path / mode, config)
+    keys = [r.key for r in EXTRA_TRAIN_RELATIONS]
+    assert manifest["relations"] == {"train": keys, "dev": [], "test": []}
+    assert manifest["questions"] == {"train": 6 * len(keys) if mode == "novel" else 10 * len(keys), "dev": 0, "test": 0}
+    assert manifest["config"]["extra_train"] is True and set(manifest["unused_train_phrasings"]) == set(keys)
+    corpus = [json.loads(line) for line in (tmp_path / mode / "corpus.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (tmp_path / mode / "train.jsonl").read_text().splitlines()]
+    assert not (tmp_path / mode / "dev.jsonl").read_text() and not (tmp_path / mode / "test.jsonl").read_text()
+    by_id = {p["_id"]: p for p in corpus}
+    relations = {r.key: r for r in EXTRA_TRAIN_RELATIONS}
+    for q in rows:
+        passage = by_id[q["passage"]]
+        assert passage["title"] in q["question"] and any(answer in passage["text"] for answer in q["answers"])
+        statements, asks = phrasings(relations[q["relation"]])
+        assert any(_statement_pattern(t).fullmatch(passage["text"]) for t in statements), passage["text"]
+        assert any(_statement_pattern(t).fullmatch(q["question"]) for t in asks), q["question"]
+
+
+def test_the_46_relations_files_do_not_name_the_extra_option(tmp_path):
+    manifest = write_relations_benchmark(tmp_path / "comp", _small("composition"))
+    assert "extra_train" not in manifest["config"]   # synth.json as every earlier benchmark folder has it
+    assert {q["relation"] for q in generate_relations(_small("composition"))[1]["train"]} == {
+        r.key for r in TRAIN_RELATIONS}
+
+
+def test_cli_refuses_the_extra_relations_where_they_do_not_apply(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "out"
+    assert _run(monkeypatch, ["synth", "--output", str(out), "--extra-train-relations"]) != 0
+    assert "--relations" in capsys.readouterr().err
+    assert _run(monkeypatch, ["synth", "--relations", "novel", "--output", str(out), "--extra-train-relations",
+                              "--dev-per-relation", "3"]) != 0
+    assert "training questions only" in capsys.readouterr().err
+    assert not out.exists()
+    assert _run(monkeypatch, ["synth", "--relations", "novel", "--output", str(out), "--extra-train-relations",
+                              "--train-per-relation", "2", "--id-prefix", "x"]) == 0
+    assert json.loads(capsys.readouterr().out)["questions"] == {"train": 2 * len(EXTRA_TRAIN_RELATIONS), "dev": 0,
+                                                                "test": 0}
