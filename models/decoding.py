@@ -456,14 +456,19 @@ def _marker_id(tok, marker: str) -> int | None:
     return token if isinstance(token, int) and token != tok.unk_token_id else None
 
 
-def end_of_turn_id(tok) -> int:
+def end_of_turn_id(tok, marker: str = TURN_END) -> int:
     """The token a training target ends with: the chat template's `<|im_end|>` where the tokenizer has
     it, else its eos. Named, not read from `eos_token`, because a converted tokenizer's eos depends on
     the transformers version that converted it: the learner trained on an H100 (run 8, transformers
     5.17) learned to end its answers with `<|im_start|>`, those before it (and this machine's
-    tokenizer) with `<|im_end|>`."""
-    token = _marker_id(tok, TURN_END)
-    return tok.eos_token_id if token is None else token
+    tokenizer) with `<|im_end|>`. Another `marker` names another token (`regrad train --answer-end`),
+    which the tokenizer must have (ValueError)."""
+    token = _marker_id(tok, marker)
+    if token is not None:
+        return token
+    if marker != TURN_END:
+        raise ValueError(f"the tokenizer has no token {marker!r}")
+    return tok.eos_token_id
 
 
 @functools.lru_cache(maxsize=8)

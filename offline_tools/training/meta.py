@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from engine.composition import likelihood_weights, softmax_weights, weighable
 from models import build_prompt, format_passage
-from models.decoding import end_of_turn_id
+from models.decoding import TURN_END, end_of_turn_id
 from models.gradients import _pad_right, _passage_ids, passage_losses, tokenize_passages
 from offline_tools.datasets.augmented import AugmentedRecord
 
@@ -83,12 +83,13 @@ def _context(record: AugmentedRecord, top_k: int, blind: bool) -> list[tuple[str
     return None if blind else [(p.title, p.text) for p in record.passages[:top_k]]
 
 
-def prompt_and_target(learner, record: AugmentedRecord, blind: bool, top_k: int) -> tuple[list[int], list[int]]:
-    """Token ids of the chat prompt (ending where the answer starts) and of answer + end-of-turn."""
+def prompt_and_target(learner, record: AugmentedRecord, blind: bool, top_k: int,
+                      end_token: str = TURN_END) -> tuple[list[int], list[int]]:
+    """Token ids of the chat prompt (ending where the answer starts) and of answer + `end_token`."""
     tok = learner.tokenizer
     prompt = build_prompt(tok, record.question, record.answer_type, record.choices, _context(record, top_k, blind))
     prompt_ids = tok(prompt, add_special_tokens=False)["input_ids"]
-    target_ids = tok(answer_target(record), add_special_tokens=False)["input_ids"] + [end_of_turn_id(tok)]
+    target_ids = tok(answer_target(record), add_special_tokens=False)["input_ids"] + [end_of_turn_id(tok, end_token)]
     return prompt_ids, target_ids
 
 
@@ -108,10 +109,11 @@ def inner_delta(learner, passages: list[str], create_graph: bool,
 
 
 def outer_loss(
-    learner, record: AugmentedRecord, deltas: torch.Tensor | None, blind: bool, top_k: int
+    learner, record: AugmentedRecord, deltas: torch.Tensor | None, blind: bool, top_k: int,
+    end_token: str = TURN_END,
 ) -> torch.Tensor:
     """CE over the answer tokens (answer + end-of-turn) of one task's prompt, with row deltas applied."""
-    return outer_losses(learner, [record], deltas, blind, top_k)[0]
+    return outer_losses(learner, [record], deltas, blind, top_k, end_token)[0]
 
 
 # ---------------------------------------------------------------- a meta-batch at once
@@ -153,14 +155,14 @@ def task_deltas(learner, tasks: list[list[str]], create_graph: bool,
 
 def answer_logits(
     learner, records: list[AugmentedRecord], deltas: torch.Tensor | dict[str, torch.Tensor] | None,
-    blind: bool, top_k: int,
+    blind: bool, top_k: int, end_token: str = TURN_END,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[int]]:
     """The logits that predict each task's answer tokens, in one right-padded forward; row t uses δ_t.
 
     Returns (logits (N, V), their targets (N,), the task of each (N,), answer lengths per task).
     The first row of task t is the logit of its first answer token, the one generation picks first.
     """
-    pairs = [prompt_and_target(learner, r, blind, top_k) for r in records]
+    pairs = [prompt_and_target(learner, r, blind, top_k, end_token) for r in records]
     batch = _pad_right(learner, [p + t for p, t in pairs])
     causal_lm = learner.model.get_base_model()
     with learner.adapted_rows(deltas):
@@ -175,10 +177,10 @@ def answer_logits(
 
 def outer_losses(
     learner, records: list[AugmentedRecord], deltas: torch.Tensor | dict[str, torch.Tensor] | None,
-    blind: bool, top_k: int,
+    blind: bool, top_k: int, end_token: str = TURN_END,
 ) -> torch.Tensor:
     """Each task's mean CE over its answer tokens, (T,), in one right-padded forward; row t uses δ_t."""
-    logits, targets, task_of, lengths = answer_logits(learner, records, deltas, blind, top_k)
+    logits, targets, task_of, lengths = answer_logits(learner, records, deltas, blind, top_k, end_token)
     token_loss = F.cross_entropy(logits.float(), targets, reduction="none")
     total = torch.zeros(len(records), device=token_loss.device, dtype=token_loss.dtype)
     total = total.index_add(0, task_of, token_loss)

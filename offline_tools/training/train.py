@@ -102,6 +102,10 @@ class TrainArgs:
     max_steps: int | None = _option(
         None, help="train N meta-batches, past one pass if need be (default: --epochs passes); with --epochs above "
                    "1, at most N")
+    stop_after: int | None = _option(
+        None, help="end this run after N steps, validated and saved there, its learning-rate schedule still "
+                   "the whole run's (--max-steps / --epochs): a run cut short that --resume continues (default: "
+                   "run to the end)")
     max_train_examples: int | None = _option(None, help="use only the first N training questions (default: all)")
     max_eval_examples: int = _option(
         32, help="validate on the first N validation questions (default %(default)s)")
@@ -134,6 +138,11 @@ class TrainArgs:
              "(weights k*softmax(score / (top score * T)) from the retrieval scores) or likelihood:T (weights "
              "k*softmax(l / T) from the base model's likelihood of the question given each passage); saved "
              "with the learner as its served default (default %(default)s)")
+    answer_end: str = _option(
+        "<|im_end|>", metavar="TOKEN",
+        help="the token every answer target ends with (default %(default)s, the chat template's end of turn); "
+             "<|im_start|> continues a learner that ends its answers with it, as run 8 does (its GPU's "
+             "tokenizer had it as eos; docs/results.md)")
     learn_temperature: bool = _option(
         False, help="with --composition softmax:T or likelihood:T: learn T with the LoRA and the step sizes (T "
                     "is the start; its log in the step sizes' optimizer group)")
@@ -144,6 +153,7 @@ class TrainArgs:
             "step_size_lr": self.step_size_lr is None or self.step_size_lr >= 0,
             "warmup_ratio": 0 <= self.warmup_ratio < 1, "clip_norm": self.clip_norm > 0,
             "epochs": self.epochs >= 1, "max_steps": self.max_steps is None or self.max_steps >= 1,
+            "stop_after": self.stop_after is None or self.stop_after >= 1, "answer_end": bool(self.answer_end),
             "eval_every": self.eval_every >= 1, "max_eval_examples": self.max_eval_examples >= 1,
             "bf16": self.bf16 in AUTO_ON_OFF, "batched": self.batched in AUTO_ON_OFF,
         }
@@ -384,14 +394,14 @@ def meta_step(learner: Learner, records: list[AugmentedRecord], args: TrainArgs,
     if batched:  # on a CPU, padding short passages to the longest costs more than batching saves
         deltas = task_deltas(learner, [task_passages(r, args.top_k) for r in records], create_graph,
                              [task_weights(r, args.top_k, temperature(), ell) for r, ell in zip(records, likelihoods)])
-        loss = outer_losses(learner, records, deltas, args.blind, args.top_k).sum() * scale
+        loss = outer_losses(learner, records, deltas, args.blind, args.top_k, args.answer_end).sum() * scale
         loss.backward()
         return float(loss.detach())
     total = 0.0
     for record, ell in zip(records, likelihoods):  # one task at a time: the CPU default
         delta = inner_delta(learner, task_passages(record, args.top_k), create_graph,
                             task_weights(record, args.top_k, temperature(), ell))
-        loss = outer_loss(learner, record, delta, args.blind, args.top_k) * scale
+        loss = outer_loss(learner, record, delta, args.blind, args.top_k, args.answer_end) * scale
         loss.backward()
         total += float(loss.detach())
     return total
@@ -462,8 +472,9 @@ def validate(learner: Learner, records: list[AugmentedRecord], args: TrainArgs) 
         with_g, without_g = [], []
         for start in range(0, len(records), 8):
             chunk = records[start : start + 8]
-            with_g += outer_losses(learner, chunk, deltas[start : start + 8], args.blind, args.top_k).tolist()
-            without_g += outer_losses(learner, chunk, None, args.blind, args.top_k).tolist()
+            with_g += outer_losses(learner, chunk, deltas[start : start + 8], args.blind, args.top_k,
+                                   args.answer_end).tolist()
+            without_g += outer_losses(learner, chunk, None, args.blind, args.top_k, args.answer_end).tolist()
         adapted = [AnswerRequest(r.question, r.answer_type, r.choices, context=_context(r, args.top_k, args.blind),
                                  gradient=g) for r, g in zip(records, gradients)]
         closed = [AnswerRequest(r.question, r.answer_type, r.choices) for r in records]
@@ -603,6 +614,15 @@ def _write_summary(output: Path, summary: dict) -> dict:
     return summary
 
 
+def _check_answer_end(learner: Learner, token: str) -> None:
+    from models.decoding import end_of_turn_id
+
+    try:
+        end_of_turn_id(learner.tokenizer, token)
+    except ValueError as error:
+        raise UsageError(f"--answer-end {token}: {error}") from None
+
+
 # ------------------------------------------------------------------------------------------ train
 def train(args: TrainArgs, log=print) -> dict:
     """Run meta-training; returns a summary (steps, losses, validations, best, wall time).
@@ -619,6 +639,7 @@ def train(args: TrainArgs, log=print) -> dict:
     train_records, dev_records = _load_data(args)
     device = _device(args, state)
     learner = _learner(args, device)
+    _check_answer_end(learner, args.answer_end)
     composition = TaskComposition(args.composition, args.learn_temperature, device)
     if args.resume and (output / "last" / "learner.json").is_file():
         composition.start_from(learner.read_meta(output / "last").get("composition"))
@@ -639,7 +660,8 @@ def train(args: TrainArgs, log=print) -> dict:
     bar = _progress_bar(total_steps, step, is_main)
     losses: list[float] = []
     step_started = time.perf_counter()
-    while step < total_steps:
+    end = total_steps if args.stop_after is None else min(total_steps, args.stop_after)
+    while step < end:
         batch = _next_batch(order, step, steps_per_epoch, args)
         _set_learning_rates(optimizer, step, total_steps, warmup)
         mine = [train_records[i] for i in batch[rank::world]]
@@ -652,7 +674,7 @@ def train(args: TrainArgs, log=print) -> dict:
             continue
         run_log.train_step(step, meta_loss, optimizer, time.perf_counter() - step_started)
         step_started = time.perf_counter()
-        if step % args.eval_every == 0 or step == total_steps:
+        if step % args.eval_every == 0 or step == end:
             result = _evaluate(learner, dev_records, args, step, run_log)
             if _is_better(result, best):
                 best = _save_best(learner, output, result)

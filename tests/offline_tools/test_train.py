@@ -270,6 +270,58 @@ def test_init_from_starts_from_a_saved_learner_and_refuses_another_preset(tmp_pa
     assert not (tmp_path / "run2").exists()
 
 
+def test_a_run_stopped_after_n_steps_keeps_the_whole_runs_schedule_and_resume_finishes_it(
+        tmp_path, monkeypatch, tiny_learner_factory):
+    """--stop-after 2 of 4 steps: steps 1-2 at the 4-step schedule's learning rates, validated and saved at
+    step 2; --resume then runs steps 3-4 at the rates the whole run would have had."""
+    from models.learner import Learner
+
+    _train_files(tmp_path)
+    monkeypatch.setattr(Learner, "create", classmethod(
+        lambda cls, config, *, device="cpu", dtype=None, seed=0: tiny_learner_factory(seed=seed)))
+
+    def run(output, **options):
+        args = TrainArgs(output_dir=str(output), train_files=[str(tmp_path / "train.jsonl")],
+                         dev_files=[str(tmp_path / "dev.jsonl")], meta_batch_size=2, max_steps=4, eval_every=3,
+                         max_new_tokens=4, seed=1, warmup_ratio=0.25, bf16="off", **options)
+        summary = train(args, log=lambda line: None)
+        log = [json.loads(line) for line in (output / "training_log.jsonl").read_text().splitlines()]
+        return summary, log
+
+    _, whole = run(tmp_path / "whole")
+    summary, cut = run(tmp_path / "cut", stop_after=2)
+    assert summary["steps"] == 2
+    assert json.loads((tmp_path / "cut" / "last" / "trainer_state.json").read_text())["step"] == 2
+    assert [e["step"] for e in cut if e["event"] == "validation"] == [0, 2]   # the cut step is validated
+    rates = [e["lr"] for e in whole if e["event"] == "train"]
+    assert [e["lr"] for e in cut if e["event"] == "train"] == pytest.approx(rates[:2])
+    summary, resumed = run(tmp_path / "cut", resume=True)
+    assert summary["steps"] == 4
+    assert [e["lr"] for e in resumed if e["event"] == "train"] == pytest.approx(rates)
+    with pytest.raises(UsageError, match="stop_after"):
+        TrainArgs(output_dir="u", train_files=[], dev_files=[], stop_after=0)
+
+
+def test_answer_end_names_the_token_a_target_ends_with_and_an_unknown_one_is_refused(
+        tmp_path, tiny_learner, monkeypatch, tiny_learner_factory):
+    from models.learner import Learner
+
+    tok = tiny_learner.tokenizer
+    answer = tok("Chief of Protocol", add_special_tokens=False)["input_ids"]
+    im_start = tok.convert_tokens_to_ids("<|im_start|>")
+    assert prompt_and_target(tiny_learner, _record(), True, 3, "<|im_start|>")[1] == answer + [im_start]
+    assert _parsed([*REQUIRED, "--answer-end", "<|im_start|>"]).answer_end == "<|im_start|>"
+
+    _train_files(tmp_path)
+    monkeypatch.setattr(Learner, "create", classmethod(
+        lambda cls, config, *, device="cpu", dtype=None, seed=0: tiny_learner_factory(seed=seed)))
+    args = TrainArgs(output_dir=str(tmp_path / "run"), train_files=[str(tmp_path / "train.jsonl")],
+                     dev_files=[str(tmp_path / "dev.jsonl")], max_steps=1, bf16="off", answer_end="<|no_such|>")
+    with pytest.raises(UsageError, match="--answer-end <\\|no_such\\|>: the tokenizer has no token"):
+        train(args, log=lambda line: None)
+    assert not (tmp_path / "run").exists()
+
+
 # ------------------------------------------------------------------ `regrad train`: flags = TrainArgs
 # Every TrainArgs field and its flag. README, Makefile/demo and bench/ use these names: renaming a
 # field or a flag, or adding a field, fails here until this table (and the docs) say so.
@@ -277,11 +329,12 @@ FLAGS = {
     "output_dir": "--output", "train_files": "--train", "dev_files": "--dev", "preset": "--preset",
     "top_k": "--top-k", "blind": "--with-context", "meta_batch_size": "--meta-batch-size", "lr": "--lr",
     "step_size_lr": "--step-size-lr", "weight_decay": "--weight-decay", "warmup_ratio": "--warmup-ratio",
-    "clip_norm": "--clip-norm", "epochs": "--epochs", "max_steps": "--max-steps",
+    "clip_norm": "--clip-norm", "epochs": "--epochs", "max_steps": "--max-steps", "stop_after": "--stop-after",
     "max_train_examples": "--max-train-examples", "max_eval_examples": "--max-eval-examples",
     "eval_every": "--eval-every", "max_new_tokens": "--max-new-tokens", "seed": "--seed", "device": "--device",
     "resume": "--resume", "init_from": "--init-from", "first_order": "--first-order", "batched": "--batch",
-    "bf16": "--bf16", "composition": "--composition", "learn_temperature": "--learn-temperature",
+    "bf16": "--bf16", "composition": "--composition", "answer_end": "--answer-end",
+    "learn_temperature": "--learn-temperature",
 }
 REQUIRED = ["--train", "a.jsonl", "--dev", "d.jsonl", "--output", "out"]
 
