@@ -11,8 +11,11 @@ A recipe is a TOML file; `checkpoints/regrad-smollm2-135m/recipe.toml` builds th
       synth    `regrad synth --output OUTPUT`; every other key is its flag (`avoid` = synth steps)
       index    `regrad index`, corpora = data entries or synth steps (their corpus.jsonl)
       augment  `regrad augment`: dataset, source (a data entry or synth step), split, index, top_k = 3
-      mix      the lines of parts = [{from, skip?, repeat | head | tail}] in order, shuffled if shuffle = SEED
-               (skip = N: leave out a file's first N lines first, e.g. skip = 840, head = 1260)
+      mix      the lines of parts = [{from, skip?, repeat | head | tail | sample}] in order, shuffled if
+               shuffle = SEED (skip = N: leave out a file's first N lines first, e.g. skip = 840, head = 1260;
+               sample = N: N lines drawn with random.Random(SEED), which then shuffles the whole); with
+               into = MIX and replacing = [ID PREFIXES], the shuffled lines go in place of as many of MIX's
+               lines whose id starts so, drawn with the same generator (the rest of MIX, order included, kept)
       train    `regrad train`: train, dev (mixes, augments or data entries), steps, extend_to (then
                --resume to that many steps), init_from (a run, meaning its best/, or an export), and
                any `TrainArgs` option
@@ -60,11 +63,11 @@ STEP_KEYS = {   # the keys of each kind besides COMMON_KEYS; synth takes any oth
     "synth": {"avoid"},
     "index": {"corpora"},
     "augment": {"dataset", "source", "split", "index", "top_k"},
-    "mix": {"parts", "shuffle"},
+    "mix": {"parts", "shuffle", "into", "replacing"},
     "train": {"train", "dev", "steps", "extend_to", "init_from"},
     "export": {"checkpoints", "composition"},
 }
-PART_TAKES = {"repeat", "head", "tail"}   # what a mix part takes of its file: at most one (skip goes with any)
+PART_TAKES = {"repeat", "head", "tail", "sample"}   # what a mix part takes of its file: at most one (and skip)
 # `TrainArgs` fields a recipe sets through its own keys (train, dev, output, steps, init_from).
 RUN_FIELDS = {"output_dir", "train_files", "dev_files", "max_steps", "init_from", "resume"}
 TRAIN_OPTIONS = {f.name: f for f in dataclasses.fields(TrainArgs) if f.name not in RUN_FIELDS}
@@ -73,17 +76,22 @@ _ENV = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")   # ${VAR} or ${VAR:-default}
 
 @dataclass
 class MixPart:
-    """Lines of one file in a mix: all of them `repeat` times, or the first `head` / last `tail`; with
-    `skip`, of the file less its first `skip` lines."""
+    """Lines of one file in a mix: all of them `repeat` times, or the first `head` / last `tail`, or
+    `sample` drawn with the mix's generator; with `skip`, of the file less its first `skip` lines."""
 
     path: Path
     repeat: int = 1
     head: int | None = None
     tail: int | None = None
     skip: int = 0
+    sample: int | None = None
 
-    def lines(self) -> list[str]:
+    def lines(self, rng: random.Random | None = None) -> list[str]:
         lines = self.path.read_text().splitlines()[self.skip:]
+        if self.sample is not None:
+            if self.sample > len(lines):
+                raise InputFileError(self.path, f"has {len(lines)} lines to sample from, not {self.sample}")
+            return rng.sample(lines, self.sample)
         if self.head is not None:
             return lines[: self.head]
         if self.tail is not None:
@@ -92,6 +100,8 @@ class MixPart:
 
     def describe(self) -> str:
         skip = f"skip {self.skip}, " if self.skip else ""
+        if self.sample is not None:
+            return f"{skip}sample {self.sample} of {self.path}"
         if self.head is not None:
             return f"{skip}head {self.head} of {self.path}"
         if self.tail is not None:
@@ -111,6 +121,8 @@ class Step:
     needs: list[str] = field(default_factory=list)   # names of the steps and data entries it reads
     parts: list[MixPart] = field(default_factory=list)   # a mix's
     shuffle: int | None = None                            # a mix's random.Random seed
+    into: Path | None = None                              # a mix whose lines this one's replace ...
+    replacing: tuple[str, ...] = ()                       # ... where their id starts with one of these
     steps: int = 0                                        # a run's length
     line: int | None = None                               # of its [[step]] in the recipe, for errors
 
@@ -142,15 +154,32 @@ class Step:
         """One line: `regrad ...` as a user would type it, or what a mix writes."""
         if self.kind == "mix":
             shuffled = f", shuffled with random.Random({self.shuffle})" if self.shuffle is not None else ""
-            return f"(mix) {self.output} <- {' + '.join(p.describe() for p in self.parts)}{shuffled}"
+            into = (f", in place of lines of {self.into} whose id starts with {' or '.join(self.replacing)}"
+                    if self.into is not None else "")
+            return f"(mix) {self.output} <- {' + '.join(p.describe() for p in self.parts)}{shuffled}{into}"
         return "regrad " + " ".join(self.command())
 
     def write_mix(self) -> None:
-        lines = [line for part in self.parts for line in part.lines()]
-        if self.shuffle is not None:
-            random.Random(self.shuffle).shuffle(lines)
+        rng = random.Random(self.shuffle) if self.shuffle is not None else None
+        lines = [line for part in self.parts for line in part.lines(rng)]
+        if rng is not None:
+            rng.shuffle(lines)
+        if self.into is not None:
+            lines = _in_place(self.into, lines, self.replacing, rng)
         with atomic_text(self.output) as f:
             f.write("\n".join(lines) + "\n")
+
+
+def _in_place(base_path: Path, lines: list[str], prefixes: tuple[str, ...], rng: random.Random) -> list[str]:
+    """`base_path`'s lines with `lines` in place of as many of those whose id starts with a prefix."""
+    base = base_path.read_text().splitlines()
+    slots = [i for i, line in enumerate(base) if str(json.loads(line).get("id", "")).startswith(prefixes)]
+    if len(slots) < len(lines):
+        raise InputFileError(base_path, f"has {len(slots)} lines whose id starts with {' or '.join(prefixes)}, "
+                                        f"fewer than the {len(lines)} to put in their place")
+    for i, line in zip(sorted(rng.sample(slots, len(lines))), lines):
+        base[i] = line
+    return base
 
 
 @dataclass
@@ -421,14 +450,30 @@ class _Loader:
             raise self.error(f"step {step.name!r} needs parts = [{{ from = \"NAME\" }}, ...]", "parts")
         for part in parts:
             if set(part) - {"from", "skip", *PART_TAKES} or len(set(part) & PART_TAKES) > 1:
-                raise self.error(f"step {step.name!r}: a part is {{ from = NAME }} with at most one of repeat, head "
-                                 f"or tail (and skip), not {part}", "parts")
+                raise self.error(f"step {step.name!r}: a part is {{ from = NAME }} with at most one of repeat, head, "
+                                 f"tail or sample (and skip), not {part}", "parts")
             path = self._ref(step, "parts", part.get("from"), ("augment", "mix", "data"))
             step.parts.append(MixPart(path, self._int(step, part, "repeat", 1, least=1),
                                       self._int(step, part, "head") if "head" in part else None,
                                       self._int(step, part, "tail") if "tail" in part else None,
-                                      self._int(step, part, "skip", 0)))
+                                      self._int(step, part, "skip", 0),
+                                      self._int(step, part, "sample") if "sample" in part else None))
         step.shuffle = self._int(step, table, "shuffle") if "shuffle" in table else None
+        sampled = any(p.sample is not None for p in step.parts)
+        if (sampled or "into" in table) and step.shuffle is None:
+            raise self.error(f"step {step.name!r}: sample and into draw with random.Random(shuffle); add shuffle = "
+                             "SEED", "shuffle" if "shuffle" in table else "parts")
+        if ("into" in table) != ("replacing" in table):
+            raise self.error(f"step {step.name!r}: into = \"MIX\" and replacing = [\"ID PREFIX\", ...] go together",
+                             "into" if "into" in table else "replacing")
+        if "into" in table:
+            step.into = self._ref(step, "into", table["into"], ("mix", "augment", "data"))
+            replacing = table["replacing"]
+            if not isinstance(replacing, list) or not replacing or not all(
+                    isinstance(p, str) and p for p in replacing):
+                raise self.error(f"step {step.name!r}: replacing = [\"ID PREFIX\", ...], not {replacing!r}",
+                                 "replacing")
+            step.replacing = tuple(replacing)
         return [step]
 
     def _train(self, step: Step, table: dict) -> list[Step]:

@@ -297,7 +297,13 @@ def test_a_failing_step_stops_the_build_naming_it(small: Path):
      "composition temperature must be finite and > 0"),
     (('{ from = "aug", tail = 2 }', '{ from = "aug", skip = -1 }'), 43, "skip = -1 must be an integer >= 0"),
     (('{ from = "aug", tail = 2 }', '{ from = "aug", skip = 1, head = 1, tail = 2 }'), 47,
-     "with at most one of repeat, head or tail (and skip)"),
+     "with at most one of repeat, head, tail or sample (and skip)"),
+    (('{ from = "questions", head = 1 }', '{ from = "questions", sample = 1 }'), None,
+     "step 'val': sample and into draw with random.Random(shuffle); add shuffle = SEED"),
+    (('shuffle = 1', 'shuffle = 1\ninto = "aug"'), None,
+     "into = \"MIX\" and replacing = [\"ID PREFIX\", ...] go together"),
+    (('shuffle = 1', 'shuffle = 1\ninto = "aug"\nreplacing = "s"'), None,
+     "replacing = [\"ID PREFIX\", ...], not 's'"),
 ])
 def test_a_bad_recipe_is_one_error_line_naming_file_line_and_key(small: Path, capsys: pytest.CaptureFixture,
                                                                  edit: tuple[str, str], line: int, message: str):
@@ -354,6 +360,78 @@ def test_a_mix_part_can_skip_a_files_first_lines(small: Path, capsys: pytest.Cap
     [val] = [line for line in capsys.readouterr().out.splitlines() if f"{recipe.work}/aug/val.jsonl <-" in line]
     assert f"<- skip 1, head 1 of {small.parent}/data/questions.jsonl + skip 1, tail 1 of " in val
     assert f" + skip 3, all of {recipe.work}/aug/train.jsonl x2 + skip 9, all of " in val
+
+
+def test_a_mix_can_sample_its_parts_and_put_them_in_place_of_another_mixs_lines(tmp_path: Path,
+                                                                                 capsys: pytest.CaptureFixture):
+    """sample = N draws with random.Random(shuffle), which then shuffles the whole; into + replacing puts the
+    result in place of lines of another mix whose id has one of the prefixes, drawn with the same
+    generator, and keeps the rest of it in its order."""
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = {name: [json.dumps({"id": f"{name}-{i}"}) for i in range(n)] for name, n in
+            (("comp", 8), ("hot", 6), ("extra", 5))}
+    for name, lines in rows.items():
+        (data / f"{name}.jsonl").write_text("\n".join(lines) + "\n")
+    recipe_path = tmp_path / "recipe.toml"
+    recipe_path.write_text(f"""
+shipped = "run"
+[paths]
+work = "{tmp_path / 'work'}"
+data = "{data}"
+[data]
+comp = "comp.jsonl"
+hot = "hot.jsonl"
+extra = "extra.jsonl"
+[train]
+preset = "tiny"
+[[step]]
+kind = "mix"
+name = "base"
+output = "base.jsonl"
+parts = [{{ from = "comp", sample = 5 }}, {{ from = "hot", sample = 3 }}]
+shuffle = 11
+[[step]]
+kind = "mix"
+name = "swapped"
+output = "swapped.jsonl"
+parts = [{{ from = "extra", sample = 2 }}]
+shuffle = 12
+into = "base"
+replacing = ["comp"]
+[[step]]
+kind = "train"
+name = "run"
+output = "run"
+train = "swapped"
+dev = "base"
+steps = 1
+""")
+    recipe = load_recipe(recipe_path)
+    run_steps(recipe, recipe.plan(["swapped"]), FakeRegrad())
+    rng = random.Random(11)
+    base = rng.sample(rows["comp"], 5) + rng.sample(rows["hot"], 3)
+    rng.shuffle(base)
+    assert (recipe.work / "base.jsonl").read_text() == "\n".join(base) + "\n"
+    rng = random.Random(12)
+    new = rng.sample(rows["extra"], 2)
+    rng.shuffle(new)
+    expected = list(base)
+    for i, line in zip(sorted(rng.sample([i for i, line in enumerate(base) if "comp-" in line], 2)), new):
+        expected[i] = line
+    swapped = (recipe.work / "swapped.jsonl").read_text().splitlines()
+    assert swapped == expected and swapped != base
+    assert [a == b for a, b in zip(swapped, base)].count(False) == 2   # two comp lines replaced, the rest kept
+    assert main(["train", "--recipe", str(recipe_path), "--dry-run"]) == 0
+    plan = capsys.readouterr().out
+    assert f"<- sample 2 of {data}/extra.jsonl, shuffled with random.Random(12), in place of lines of " \
+           f"{recipe.work}/base.jsonl whose id starts with comp" in plan
+
+    (data / "extra.jsonl").write_text(rows["extra"][0] + "\n")   # fewer lines than the sample asks
+    (recipe.work / "swapped.jsonl").unlink()
+    with pytest.raises(RegradError, match="extra.jsonl: has 1 lines to sample from, not 2"):
+        run_steps(recipe, recipe.plan(["swapped"]), FakeRegrad())
+    assert not (recipe.work / "swapped.jsonl").exists()
 
 
 def test_the_demo_builds_its_data_with_the_recipes_first_steps():
