@@ -496,6 +496,11 @@ class _Loader:
         except UsageError as e:
             raise self.error(f"step {step.name!r}: {e}") from e
         step.argv = ["train", *_train_flags(named)]
+        if options.get("stop_after") is not None:   # a run cut short: done once it has run that far
+            if extend_to:
+                raise self.error(f"step {step.name!r}: stop_after and extend_to do not go together (resume the cut "
+                                 "run with a step of its own)", "stop_after")
+            step.steps = min(step.steps, options["stop_after"])
         if extend_to <= step.steps:
             return [step]
         # The same run resumed from its last/ state (optimizer included), the schedule now spanning extend_to.

@@ -362,6 +362,21 @@ def test_a_mix_part_can_skip_a_files_first_lines(small: Path, capsys: pytest.Cap
     assert f" + skip 3, all of {recipe.work}/aug/train.jsonl x2 + skip 9, all of " in val
 
 
+def test_a_run_cut_short_keeps_the_whole_schedule_and_is_done_where_it_stops(small: Path):
+    small.write_text(small.read_text().replace("extend_to = 6\n", "stop_after = 2\n"))
+    recipe = load_recipe(small)
+    [run] = [s for s in recipe.steps if s.name == "run"]
+    assert run.argv[run.argv.index("--max-steps") + 1] == "4" and run.argv[run.argv.index("--stop-after") + 1] == "2"
+    run.output.mkdir(parents=True)
+    (run.output / "summary.json").write_text(json.dumps({"steps": 1}))
+    assert not run.is_done()
+    (run.output / "summary.json").write_text(json.dumps({"steps": 2}))
+    assert run.is_done()
+    small.write_text(small.read_text().replace("stop_after = 2\n", "stop_after = 2\nextend_to = 6\n"))
+    with pytest.raises(RegradError, match="stop_after and extend_to do not go together"):
+        load_recipe(small)
+
+
 def test_a_mix_can_sample_its_parts_and_put_them_in_place_of_another_mixs_lines(tmp_path: Path,
                                                                                  capsys: pytest.CaptureFixture):
     """sample = N draws with random.Random(shuffle), which then shuffles the whole; into + replacing puts the
