@@ -170,10 +170,20 @@ class Step:
             f.write("\n".join(lines) + "\n")
 
 
+def _record(path: Path, index: int, line: str) -> dict:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        record = None
+    if not isinstance(record, dict):
+        raise InputFileError(path, "is not a JSON object with an id", line=index + 1)
+    return record
+
+
 def _in_place(base_path: Path, lines: list[str], prefixes: tuple[str, ...], rng: random.Random) -> list[str]:
     """`base_path`'s lines with `lines` in place of as many of those whose id starts with a prefix."""
     base = base_path.read_text().splitlines()
-    slots = [i for i, line in enumerate(base) if str(json.loads(line).get("id", "")).startswith(prefixes)]
+    slots = [i for i, line in enumerate(base) if str(_record(base_path, i, line).get("id", "")).startswith(prefixes)]
     if len(slots) < len(lines):
         raise InputFileError(base_path, f"has {len(slots)} lines whose id starts with {' or '.join(prefixes)}, "
                                         f"fewer than the {len(lines)} to put in their place")

@@ -442,8 +442,12 @@ steps = 1
     assert f"<- sample 2 of {data}/extra.jsonl, shuffled with random.Random(12), in place of lines of " \
            f"{recipe.work}/base.jsonl whose id starts with comp" in plan
 
-    (data / "extra.jsonl").write_text(rows["extra"][0] + "\n")   # fewer lines than the sample asks
     (recipe.work / "swapped.jsonl").unlink()
+    (recipe.work / "base.jsonl").write_text(base[0] + "\nnot json\n")
+    with pytest.raises(RegradError, match="base.jsonl:2: is not a JSON object with an id"):
+        run_steps(recipe, recipe.plan(["swapped"])[-1:], FakeRegrad())
+    (recipe.work / "base.jsonl").write_text("\n".join(base) + "\n")
+    (data / "extra.jsonl").write_text(rows["extra"][0] + "\n")   # fewer lines than the sample asks
     with pytest.raises(RegradError, match="extra.jsonl: has 1 lines to sample from, not 2"):
         run_steps(recipe, recipe.plan(["swapped"]), FakeRegrad())
     assert not (recipe.work / "swapped.jsonl").exists()
