@@ -129,6 +129,8 @@ def phrasings(relation: Relation) -> tuple[tuple[str, ...], tuple[str, ...]]:
 # ---------------------------------------------------------------- names whose words are new
 _FIRST_PARTS = tuple(tuple(sorted({part for style in NAME_STYLES.values() for part in style[i]})) for i in (0, 1))
 _SURNAME_PARTS = tuple(tuple(sorted({part for style in NAME_STYLES.values() for part in style[i]})) for i in (2, 3))
+
+
 def _phrasing_words(relations: Iterable[Relation]) -> str:
     return re.sub(r"\{\w+\}", " ", " ".join(t for r in relations for t in r.statements + r.questions))
 
@@ -220,8 +222,9 @@ def generate_relations(config: RelationsConfig,
     """The corpus (one passage per subject) and the questions of each split (train, dev, test)."""
     rng = random.Random(config.seed)
     groups = config.groups()
-    extra = _PHRASINGS + " " + _phrasing_words(EXTRA_TRAIN_RELATIONS) if config.extra_train else _PHRASINGS
-    names = _Names(rng, avoid_names, extra)
+    # names avoid every phrasing a subject's passage could be matched by: the 46's, and the extras' when written
+    words = _phrasing_words(RELATIONS + EXTRA_TRAIN_RELATIONS) if config.extra_train else _PHRASINGS
+    names = _Names(rng, avoid_names, words)
     corpus: list[dict] = []
     questions: dict[str, list[dict]] = {split: [] for split in groups}
     clusters = 0
