@@ -44,7 +44,7 @@ from typing import Any, TextIO
 from retrieval.errors import CorpusFormatError
 from retrieval.passage import Passage, normalize_whitespace, passage_id
 
-__all__ = ["CorpusReader", "CorpusStats", "read_corpus", "detect_format", "FORMATS"]
+__all__ = ["CorpusReader", "CorpusStats", "read_corpus", "corpus_files", "detect_format", "FORMATS"]
 
 FORMATS = ("dpr", "jsonl", "beir", "hotpotqa", "ircot", "2wiki", "pubmedqa", "bioasq")
 _DOCUMENT_FORMATS = ("pubmedqa", "bioasq")  # one JSON object per file, read whole
@@ -149,6 +149,21 @@ class CorpusReader:
         if len(self.stats.errors) < _MAX_ERRORS_KEPT:
             where = self.path if line is None else f"{self.path}:{line}"
             self.stats.errors.append(f"{where}: {reason}")
+
+
+def corpus_files(path: str | Path) -> list[Path]:
+    """The corpus files `path` names: itself, or a folder's files in name order (hidden ones left out).
+
+    A BEIR dataset folder (one with a corpus.jsonl) stays one corpus, as `CorpusReader` reads it; any
+    other folder, e.g. BioASQ's ten `*_golden.json` batches, means every file in it.
+    """
+    path = Path(path)
+    if not path.is_dir() or (path / "corpus.jsonl").is_file():
+        return [path]
+    files = sorted(f for f in path.iterdir() if f.is_file() and not f.name.startswith("."))
+    if not files:
+        raise CorpusFormatError(str(path), None, "an empty folder; check the --corpus path")
+    return files
 
 
 def read_corpus(path: str | Path, format: str = "auto", skip_bad_lines: bool = False) -> Iterator[Passage]:

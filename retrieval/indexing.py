@@ -11,7 +11,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from retrieval.base import Retriever
-from retrieval.corpus import CorpusReader, CorpusStats
+from retrieval.corpus import CorpusReader, CorpusStats, corpus_files
 from retrieval.passage import Passage
 
 __all__ = ["IndexReport", "index_corpus", "index_passages"]
@@ -77,7 +77,8 @@ def index_corpus(
 
     Args:
         retriever: an open retriever (any backend).
-        paths: corpus files, indexed in order into the same index.
+        paths: corpus files, indexed in order into the same index; a folder means its files in name
+            order (`corpus_files`).
         format: corpus format for all files, or `auto` per file.
         skip_bad_lines: skip malformed records (counted in the report) instead of raising.
         progress: show a progress bar on stderr.
@@ -91,7 +92,8 @@ def index_corpus(
         >>> index_corpus(retriever, ["corpus.jsonl"]).count_after           # doctest: +SKIP
     """
     started = time.perf_counter()
-    readers = [CorpusReader(path, format=format, skip_bad_lines=skip_bad_lines) for path in paths]
+    files = [file for path in paths for file in corpus_files(path)]
+    readers = [CorpusReader(file, format=format, skip_bad_lines=skip_bad_lines) for file in files]
     ensure_index = getattr(retriever, "ensure_index", None)
     if ensure_index is not None:  # a remote index (Elasticsearch) must exist before it can be counted
         ensure_index()

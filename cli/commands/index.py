@@ -24,7 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "files replaces passages by id (never duplicates), so an interrupted run can simply be repeated.",
     )
     p.add_argument("--corpus", required=True, action="append", metavar="FILE",
-                   help="corpus file (repeat to index several files into one index)")
+                   help="corpus file (repeat to index several files into one index); a folder means every "
+                   "file in it, in name order (a BEIR folder: its corpus.jsonl)")
     p.add_argument("--format", default="auto", choices=FORMATS, help="corpus format (default: detect per file)")
     p.add_argument("--index", required=True, help="index folder (tantivy/dense/hybrid) or ES index name")
     p.add_argument("--backend", default="tantivy", choices=BACKENDS, help="retrieval backend (default tantivy)")

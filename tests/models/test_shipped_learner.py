@@ -31,10 +31,11 @@ def shipped() -> Learner:
 
 
 def test_the_shipped_learner_is_small_and_complete():
-    """Run 8 (composition in the inner step), exported alone with its served composition and
-    warm-started from the average of run 5 and its start (itself the average of run 3 and its start,
-    the average of runs 1 and 2), with its whole lineage flat: lineage.json lists the steps in order,
-    each run's record sits in runs/<fingerprint[:12]>/, and nothing nests."""
+    """Run 13 (extra relations and real passages), exported alone with its served composition and
+    warm-started from run 8's export (composition in the inner step), itself warm-started from the average
+    of run 5 and its start (the average of run 3 and its start, the average of runs 1 and 2), with the
+    whole lineage flat: lineage.json lists the steps in order, each run's record sits in
+    runs/<fingerprint[:12]>/, and nothing nests."""
     files = {p.relative_to(SHIPPED).as_posix(): p.stat().st_size for p in SHIPPED.rglob("*") if p.is_file()}
     assert sum(files.values()) <= 5_000_000
     assert not [f for f in files if f.count("/") > 2], "records nest"
@@ -43,7 +44,7 @@ def test_the_shipped_learner_is_small_and_complete():
     steps = lineage["steps"]
     assert lineage["learner"] == meta["fingerprint"] == steps[-1]["fingerprint"]
     assert [s["kind"] for s in steps] == ["run", "run", "average", "run", "average", "run", "average", "run",
-                                          "export"]
+                                          "export", "run", "export"]
     assert steps[-1]["composition"] == meta["composition"]          # the served default, recorded at export
     known: set[str] = set()
     for step in steps:   # each step names only what came before it, and each fingerprint once
@@ -60,7 +61,7 @@ def test_the_shipped_learner_is_small_and_complete():
     averages = [s for s in steps if s["kind"] == "average"]
     # each warm start begins at the average before it, and each later average is the run with its start
     assert [r["init_from"] for r in runs] == [None, None, averages[0]["fingerprint"], averages[1]["fingerprint"],
-                                             averages[2]["fingerprint"]]
+                                             averages[2]["fingerprint"], steps[-3]["fingerprint"]]
     assert [a["of"] for a in averages[1:]] == [[runs[2]["fingerprint"], averages[0]["fingerprint"]],
                                                [runs[3]["fingerprint"], averages[1]["fingerprint"]]]
 

@@ -79,3 +79,23 @@ def test_unreachable_elasticsearch_exits_unavailable(tmp_path: Path, capsys):
                    "--es-url", f"http://127.0.0.1:{port}", "--no-progress"])
     err = capsys.readouterr().err
     assert status == ExitStatus.UNAVAILABLE and "unavailable" in err and "Traceback" not in err
+
+
+def test_a_folder_corpus_is_its_files_in_name_order(tmp_path: Path, capsys):
+    folder = tmp_path / "batches"
+    folder.mkdir()
+    (folder / "b.jsonl").write_text('{"_id": "d2", "title": "Lions", "text": "Lions have manes."}\n')
+    (folder / "a.jsonl").write_text('{"_id": "d1", "title": "Zebras", "text": "Zebras have stripes."}\n')
+    (folder / ".hidden").write_text("not a corpus\n")
+    status = main(["index", "--corpus", str(folder), "--index", str(tmp_path / "i"), "--json", "--no-progress"])
+    report = json.loads(capsys.readouterr().out)
+    assert status == 0 and [Path(f["path"]).name for f in report["files"]] == ["a.jsonl", "b.jsonl"]
+    assert report["count_after"] == 2
+    assert main(["search", "--index", str(tmp_path / "i"), "--query", "lion manes", "--k", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["hits"][0]["id"] == "d2"
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    status = main(["index", "--corpus", str(empty), "--index", str(tmp_path / "j"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert status == ExitStatus.INPUT and "empty folder" in err and "Traceback" not in err
