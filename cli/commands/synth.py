@@ -59,10 +59,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                            help="subjects or clusters per test relation (default 10 / 4)")
     relations.add_argument("--cluster-size", type=int, default=5, metavar="N",
                            help="composition: subjects per cluster, k = 1..N can be reported (default 5, max 11)")
-    relations.add_argument("--extra-train-relations", action="store_true",
-                           help="training questions only (no dev or test split) over 7 more relations whose values "
-                           "have the shapes the 28 lack: counts of 2-4 digits asked 'how many', a 4-digit code, a "
-                           "colour; the 46 relations' files do not change")
+    relations.add_argument("--extra-train-relations", nargs="?", const=1, type=int, choices=(1, 2), metavar="SET",
+                           help="training questions only (no dev or test split) over more relations whose values "
+                           "have the shapes the 28 lack; SET 1 (the default): 7 relations, counts of 2-4 digits "
+                           "asked 'how many', a 4-digit code, a colour; SET 2: 9 more, counts stated before their "
+                           "noun, colours stated with a material, a name with initials, a 5-digit number; the 46 "
+                           "relations' files do not change")
     p.set_defaults(func=run)
 
 
@@ -123,7 +125,8 @@ def _relations_config(args: argparse.Namespace):
         return RelationsConfig(mode=args.relations, train_per_relation=args.train_per_relation,
                                dev_per_relation=args.dev_per_relation, test_per_relation=args.test_per_relation,
                                cluster_size=args.cluster_size, seed=args.seed, id_prefix=args.id_prefix,
-                               extra_train=args.extra_train_relations)
+                               extra_train=args.extra_train_relations is not None,
+                               extra_set=args.extra_train_relations or 1)
     except ValueError as error:
         raise UsageError(str(error)) from error
 

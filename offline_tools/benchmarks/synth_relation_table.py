@@ -18,6 +18,8 @@ ones have, counts of two to four digits asked "how many" and answered bare, a fo
 colour. The shipped learner's composition-dev misses are such values cut short ("5" for 52) or
 answered with their noun ("18 beehives"), where the only "how many" relation of training
 (grandchildren) counts 2 to 19. `regrad synth --relations MODE --extra-train-relations` writes them.
+`EXTRA_TRAIN_RELATIONS_2` (9, training only, the same way; `--extra-train-relations 2`): counts stated
+before their noun and asked bare, colours stated with a material, a name with initials, a five-digit number.
 
 Every phrasing and every question of a relation contains its `cue` (a word stem no other
 relation's phrasings contain: `tests/offline_tools/test_synth_relations.py` checks it), so BM25
@@ -37,7 +39,7 @@ from typing import Literal
 from offline_tools.benchmarks.synth import NAME_STYLES, article, person_name, place
 
 __all__ = ["Relation", "TRAIN_RELATIONS", "DEV_RELATIONS", "TEST_RELATIONS", "RELATIONS", "GROUPS", "ORG_KINDS",
-           "EXTRA_TRAIN_RELATIONS"]
+           "EXTRA_TRAIN_RELATIONS", "EXTRA_TRAIN_RELATIONS_2"]
 
 
 
@@ -567,5 +569,77 @@ EXTRA_TRAIN_RELATIONS: tuple[Relation, ...] = (
          "{name}'s bicycle is painted {value}.", "{name} cycles to work on a {value} bicycle."),
         ("What colour is {name}'s bicycle?", "What colour is the bicycle {name} rides?",
          "In what colour is {name}'s bicycle painted?", "Which colour is {name}'s bicycle?"),
+    ),
+)
+
+# A second training-only set (`--extra-train-relations 2`), apart from the first so that the files written
+# with the first stay byte for byte what run 13 trained on. The shapes run 13 still misses on the dev
+# relations it never saw: a count read back with its noun ("57 beehives" where "57" was asked), a colour
+# stated before a material ("a kite of plum silk") read back as a near colour or with the material, a
+# name with a middle initial cut or repeated. Counts here are stated before their noun and asked bare,
+# colours stated with a material and asked bare, names carry initials.
+EXTRA_TRAIN_RELATIONS_2: tuple[Relation, ...] = (
+    Relation(
+        "goats", "train", "person", "goat", _count(3, 90),
+        ("{name} keeps {value} goats.", "{name} herds {value} goats along the valley.",
+         "There are {value} goats on the farm of {name}.", "The herd of {name} counts {value} goats."),
+        ("How many goats does {name} keep?", "How many goats does {name} herd?",
+         "How many goats are on {name}'s farm?", "What is the number of goats {name} keeps?"),
+    ),
+    Relation(
+        "trophies", "train", "person", "trophi", _count(2, 75),
+        ("{name} has won {value} trophies at county fairs.", "{name} keeps {value} trophies on a shelf.",
+         "{value} trophies stand in the hallway of {name}.", "At county fairs {name} won {value} trophies."),
+        ("How many trophies has {name} won?", "How many trophies does {name} keep on the shelf?",
+         "How many trophies stand in {name}'s hallway?", "What is the number of trophies {name} has won?"),
+    ),
+    Relation(
+        "canaries", "train", "person", "canari", _count(4, 160),
+        ("{name} raises {value} canaries in an aviary.", "The aviary of {name} holds {value} canaries.",
+         "{name} breeds {value} canaries every year.", "{value} canaries sing in {name}'s aviary."),
+        ("How many canaries does {name} raise?", "How many canaries are in {name}'s aviary?",
+         "How many canaries does {name} breed each year?", "What is the number of canaries {name} raises?"),
+    ),
+    Relation(
+        "quilts", "train", "person", "quilt", _count(5, 300),
+        ("{name} has sewn {value} quilts by hand.", "{name} stitched {value} quilts over the years.",
+         "{value} quilts were sewn by {name}.", "By hand, {name} made {value} quilts."),
+        ("How many quilts has {name} sewn?", "How many quilts did {name} stitch?",
+         "How many quilts were sewn by {name}?", "What is the number of quilts {name} made?"),
+    ),
+    Relation(
+        "scarf_colour", "train", "person", "scarf", _pick(_COLOURS),
+        ("{name} wears a scarf of {value} wool.", "{name}'s woollen scarf is {value}.",
+         "The scarf {name} knitted is {value} wool.", "In winter {name} wraps up in a {value} scarf."),
+        ("What colour is {name}'s scarf?", "Which colour is the scarf {name} wears?",
+         "The scarf of {name} is what colour?", "In what colour did {name} knit the scarf?"),
+    ),
+    Relation(
+        "hammock_colour", "train", "person", "hammock", _pick(_COLOURS),
+        ("{name} sleeps in a hammock of {value} cotton.", "The hammock {name} naps in is {value}.",
+         "{name} strung up a {value} cotton hammock.", "{name}'s hammock is made of {value} cotton."),
+        ("What colour is {name}'s hammock?", "Which colour is the hammock {name} sleeps in?",
+         "The hammock of {name} is what colour?", "In which colour is {name}'s hammock?"),
+    ),
+    Relation(
+        "shutter_colour", "train", "person", "shutter", _pick(_COLOURS),
+        ("The shutters of {name}'s cottage are painted {value}.", "{name} painted the cottage shutters {value}.",
+         "{name}'s cottage has {value} shutters.", "{value} shutters hang on the cottage of {name}."),
+        ("What colour are the shutters of {name}'s cottage?", "Which colour did {name} paint the shutters?",
+         "The shutters on {name}'s cottage are what colour?", "What colour are {name}'s shutters?"),
+    ),
+    Relation(
+        "tailor", "train", "person", "tailor", person_name,
+        ("{name}'s suits are made by the tailor {value}.", "{name} has every coat cut by the tailor {value}.",
+         "The tailor {value} sews the clothes of {name}.", "{name} goes to {value}, a tailor, for suits."),
+        ("Who is {name}'s tailor?", "Which tailor makes {name}'s suits?",
+         "By which tailor are {name}'s clothes sewn?", "Name the tailor who dresses {name}."),
+    ),
+    Relation(
+        "ferry_pass", "train", "person", "ferri", _count(10000, 99999),
+        ("{name}'s ferry pass has the number {value}.", "{name} crosses with ferry pass number {value}.",
+         "The ferry pass of {name} is number {value}.", "Ferry pass {value} belongs to {name}."),
+        ("What is the number of {name}'s ferry pass?", "Which ferry pass number does {name} use?",
+         "What number is on {name}'s ferry pass?", "Which ferry pass is {name}'s, by number?"),
     ),
 )

@@ -56,7 +56,14 @@ from pathlib import Path
 from typing import Literal
 
 from offline_tools.benchmarks.synth_facts import NAME_STYLES, fill_template, place, write_jsonl
-from offline_tools.benchmarks.synth_relation_table import EXTRA_TRAIN_RELATIONS, GROUPS, ORG_KINDS, RELATIONS, Relation
+from offline_tools.benchmarks.synth_relation_table import (
+    EXTRA_TRAIN_RELATIONS,
+    EXTRA_TRAIN_RELATIONS_2,
+    GROUPS,
+    ORG_KINDS,
+    RELATIONS,
+    Relation,
+)
 
 __all__ = ["RelationsConfig", "BenchmarkTooLarge", "DEFAULT_COUNTS", "phrasings", "generate_relations",
            "write_relations_benchmark"]
@@ -82,6 +89,7 @@ class RelationsConfig:
         id_prefix: ids are `<prefix>-<00042>-<relation>`; None: the mode's name.
         extra_train: write `EXTRA_TRAIN_RELATIONS` instead of the 46: training questions only (no dev or
             test split), values of the shapes the training relations lack (multi-digit counts, codes).
+        extra_set: with `extra_train`, which set: 1 (`EXTRA_TRAIN_RELATIONS`) or 2 (`EXTRA_TRAIN_RELATIONS_2`).
     """
 
     mode: Literal["novel", "composition"] = "novel"
@@ -92,6 +100,7 @@ class RelationsConfig:
     seed: int = 0
     id_prefix: str | None = None
     extra_train: bool = False
+    extra_set: int = 1
 
     def __post_init__(self) -> None:
         if self.mode not in DEFAULT_COUNTS:
@@ -105,6 +114,8 @@ class RelationsConfig:
         if self.mode == "composition" and not 2 <= self.cluster_size <= _MAX_CLUSTER:
             raise ValueError(f"`cluster_size` must be between 2 and {_MAX_CLUSTER} (the kinds a brand cluster "
                              f"can take), got {self.cluster_size}")
+        if self.extra_set not in EXTRA_SETS:
+            raise ValueError(f"`extra_set` must be one of {sorted(EXTRA_SETS)}, got {self.extra_set!r}")
         self.id_prefix = self.id_prefix or self.mode
         if not re.fullmatch(r"[A-Za-z0-9_]+", self.id_prefix):
             raise ValueError(f"`id_prefix` must be letters, digits or _, got {self.id_prefix!r}")
@@ -115,8 +126,16 @@ class RelationsConfig:
     def groups(self) -> dict[str, tuple[Relation, ...]]:
         """The relations of each split: the benchmark's three groups, or the extra ones for train alone."""
         if self.extra_train:
-            return {"train": EXTRA_TRAIN_RELATIONS, "dev": (), "test": ()}
+            return {"train": EXTRA_SETS[self.extra_set], "dev": (), "test": ()}
         return GROUPS
+
+    def avoided_words(self) -> str:
+        """The phrasings no subject's name may share a word with: the 46's, and every extra set up to the one
+        written (set 1's words alone for set 1, so that its files stay as they were written)."""
+        if not self.extra_train:
+            return _PHRASINGS
+        return _phrasing_words(RELATIONS + tuple(r for n in sorted(EXTRA_SETS) if n <= self.extra_set
+                                                 for r in EXTRA_SETS[n]))
 
 
 def phrasings(relation: Relation) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -136,6 +155,7 @@ def _phrasing_words(relations: Iterable[Relation]) -> str:
 
 
 _PHRASINGS = _phrasing_words(RELATIONS)
+EXTRA_SETS: dict[int, tuple[Relation, ...]] = {1: EXTRA_TRAIN_RELATIONS, 2: EXTRA_TRAIN_RELATIONS_2}
 
 
 @functools.cache
@@ -223,8 +243,7 @@ def generate_relations(config: RelationsConfig,
     rng = random.Random(config.seed)
     groups = config.groups()
     # names avoid every phrasing a subject's passage could be matched by: the 46's, and the extras' when written
-    words = _phrasing_words(RELATIONS + EXTRA_TRAIN_RELATIONS) if config.extra_train else _PHRASINGS
-    names = _Names(rng, avoid_names, words)
+    names = _Names(rng, avoid_names, config.avoided_words())
     corpus: list[dict] = []
     questions: dict[str, list[dict]] = {split: [] for split in groups}
     clusters = 0
@@ -293,7 +312,7 @@ def write_relations_benchmark(output: str | os.PathLike, config: RelationsConfig
     manifest = {
         "relations_mode": config.mode,
         "config": {key: value for key, value in asdict(config).items()  # the 46's synth.json as it always was
-                   if key != "extra_train" or value},
+                   if not (key == "extra_train" and not value or key == "extra_set" and value == 1)},
         "avoided_names": len(avoid_names),
         "relations": {split: [r.key for r in relations] for split, relations in groups.items()},
         "subject_kind": {r.key: r.subject for relations in groups.values() for r in relations},

@@ -16,6 +16,7 @@ from offline_tools.benchmarks.synth import fill_template
 from offline_tools.benchmarks.synth_relation_table import (
     DEV_RELATIONS,
     EXTRA_TRAIN_RELATIONS,
+    EXTRA_TRAIN_RELATIONS_2,
     GROUPS,
     ORG_KINDS,
     RELATIONS,
@@ -23,6 +24,7 @@ from offline_tools.benchmarks.synth_relation_table import (
     TRAIN_RELATIONS,
 )
 from offline_tools.benchmarks.synth_relations import (
+    EXTRA_SETS,
     RelationsConfig,
     generate_relations,
     phrasings,
@@ -217,10 +219,11 @@ def test_cli_says_when_avoided_names_leave_none_and_writes_nothing(tmp_path, mon
 
 def test_extra_training_relations_have_cues_of_their_own_and_the_value_shapes_the_28_lack():
     rng = random.Random(0)
-    everything = RELATIONS + EXTRA_TRAIN_RELATIONS
-    assert not {r.key for r in EXTRA_TRAIN_RELATIONS} & {r.key for r in RELATIONS}
-    assert all(r.group == "train" and r not in GROUPS["train"] for r in EXTRA_TRAIN_RELATIONS)
-    for relation in EXTRA_TRAIN_RELATIONS:
+    extras = EXTRA_TRAIN_RELATIONS + EXTRA_TRAIN_RELATIONS_2
+    everything = RELATIONS + extras
+    assert len({r.key for r in everything}) == len(everything)
+    assert all(r.group == "train" and r not in GROUPS["train"] for r in extras)
+    for relation in extras:
         cue = _terms(relation.cue)
         for template in relation.statements + relation.questions:
             assert cue <= _terms(fill_template(template, "Zed Quux", relation.draw(rng))), (relation.key, template)
@@ -234,26 +237,53 @@ def test_extra_training_relations_have_cues_of_their_own_and_the_value_shapes_th
     assert sum(r.questions[0].startswith("How many") for r in EXTRA_TRAIN_RELATIONS) >= 5
 
 
+def test_the_second_extra_set_states_counts_before_their_noun_and_colours_with_a_material():
+    rng = random.Random(1)
+    counts = [r for r in EXTRA_TRAIN_RELATIONS_2 if r.questions[0].startswith("How many")]
+    assert len(counts) >= 4
+    for relation in counts:   # "N goats" stated, "How many goats" asked: the answer is the bare number
+        noun = relation.questions[0].split()[2]
+        assert all(re.search(r"\{value\} " + noun, t) for t in relation.statements), relation.key
+        assert all(relation.draw(rng).isdigit() for _ in range(20))
+    colours = [r for r in EXTRA_TRAIN_RELATIONS_2 if r.questions[0].startswith("What colour")]
+    assert len(colours) >= 3 and any(re.search(r"\{value\} (wool|cotton)", t) for r in colours for t in r.statements)
+    assert any(len(r.draw(rng)) == 5 and r.draw(rng).isdigit() for r in EXTRA_TRAIN_RELATIONS_2)
+
+
+@pytest.mark.parametrize("extra_set", sorted(EXTRA_SETS))
 @pytest.mark.parametrize("mode", ["novel", "composition"])
-def test_extra_training_relations_write_training_questions_only_answered_by_their_passages(mode, tmp_path):
+def test_extra_training_relations_write_training_questions_only_answered_by_their_passages(mode, extra_set, tmp_path):
     config = RelationsConfig(mode=mode, train_per_relation={"novel": 6, "composition": 2}[mode], extra_train=True,
-                             id_prefix="extra")
+                             extra_set=extra_set, id_prefix="extra")
     manifest = write_relations_benchmark(tmp_path / mode, config)
-    keys = [r.key for r in EXTRA_TRAIN_RELATIONS]
+    keys = [r.key for r in EXTRA_SETS[extra_set]]
     assert manifest["relations"] == {"train": keys, "dev": [], "test": []}
     assert manifest["questions"] == {"train": 6 * len(keys) if mode == "novel" else 10 * len(keys), "dev": 0, "test": 0}
     assert manifest["config"]["extra_train"] is True and set(manifest["unused_train_phrasings"]) == set(keys)
+    # set 1's synth.json is as it was written before set 2 existed; set 2's names its set
+    assert manifest["config"].get("extra_set") == (None if extra_set == 1 else extra_set)
     corpus = [json.loads(line) for line in (tmp_path / mode / "corpus.jsonl").read_text().splitlines()]
     rows = [json.loads(line) for line in (tmp_path / mode / "train.jsonl").read_text().splitlines()]
     assert not (tmp_path / mode / "dev.jsonl").read_text() and not (tmp_path / mode / "test.jsonl").read_text()
     by_id = {p["_id"]: p for p in corpus}
-    relations = {r.key: r for r in EXTRA_TRAIN_RELATIONS}
+    relations = {r.key: r for r in EXTRA_SETS[extra_set]}
     for q in rows:
         passage = by_id[q["passage"]]
         assert passage["title"] in q["question"] and any(answer in passage["text"] for answer in q["answers"])
         statements, asks = phrasings(relations[q["relation"]])
         assert any(_statement_pattern(t).fullmatch(passage["text"]) for t in statements), passage["text"]
         assert any(_statement_pattern(t).fullmatch(q["question"]) for t in asks), q["question"]
+
+
+def test_adding_the_second_extra_set_leaves_the_first_sets_files_as_they_were(tmp_path):
+    # Names avoid set 1's phrasings alone when set 1 is written: run 13's mix stays reproducible byte for byte.
+    words = {n: set(RelationsConfig(mode="composition", extra_train=True, extra_set=n).avoided_words().split())
+             for n in EXTRA_SETS}
+    plain = set(RelationsConfig(mode="composition").avoided_words().split())
+    assert plain < words[1] < words[2]
+    assert "sheep" in words[1] and "goats" not in words[1] and "goats" in words[2]
+    with pytest.raises(ValueError, match="extra_set"):
+        RelationsConfig(mode="novel", extra_train=True, extra_set=3)
 
 
 def test_the_46_relations_files_do_not_name_the_extra_option(tmp_path):
@@ -275,3 +305,10 @@ def test_cli_refuses_the_extra_relations_where_they_do_not_apply(tmp_path, monke
                               "--train-per-relation", "2", "--id-prefix", "x"]) == 0
     assert json.loads(capsys.readouterr().out)["questions"] == {"train": 2 * len(EXTRA_TRAIN_RELATIONS), "dev": 0,
                                                                 "test": 0}
+    assert _run(monkeypatch, ["synth", "--relations", "novel", "--output", str(tmp_path / "two"),
+                              "--extra-train-relations", "2", "--train-per-relation", "2", "--id-prefix", "y"]) == 0
+    assert json.loads(capsys.readouterr().out)["questions"]["train"] == 2 * len(EXTRA_TRAIN_RELATIONS_2)
+    with pytest.raises(SystemExit):   # argparse's usage error, exit 2
+        _run(monkeypatch, ["synth", "--relations", "novel", "--output", str(tmp_path / "three"),
+                           "--extra-train-relations", "3"])
+    assert "invalid choice: 3" in capsys.readouterr().err and not (tmp_path / "three").exists()
