@@ -116,6 +116,8 @@ class RelationsConfig:
                              f"can take), got {self.cluster_size}")
         if self.extra_set not in EXTRA_SETS:
             raise ValueError(f"`extra_set` must be one of {sorted(EXTRA_SETS)}, got {self.extra_set!r}")
+        if self.extra_set != 1 and not self.extra_train:
+            raise ValueError(f"`extra_set` {self.extra_set} names extra relations: set `extra_train` too")
         self.id_prefix = self.id_prefix or self.mode
         if not re.fullmatch(r"[A-Za-z0-9_]+", self.id_prefix):
             raise ValueError(f"`id_prefix` must be letters, digits or _, got {self.id_prefix!r}")

@@ -17,7 +17,7 @@ def compact_png(image: str | Path | io.BytesIO, png_path: str | Path) -> Path:
     """Write `image` to `png_path` as a 16-colour palette PNG: a line plot of a few colours on white looks
     the same to the eye (exact when it has at most 16 colours; anti-aliased edges take the nearest) at
     about a quarter of the bytes of RGBA; a shipped learner's folder carries one plot per run and must stay
-    under 5 MB (256 colours took 40 % more than 16 on the shipped runs' plots). Deterministic."""
+    under 5 MB (256 colours took 72 % more than 16 on the shipped runs' six plots). Deterministic."""
     from offline_tools.errors import import_extra
 
     Image = import_extra("PIL.Image", "train", "writing a compact PNG")

@@ -284,6 +284,8 @@ def test_adding_the_second_extra_set_leaves_the_first_sets_files_as_they_were(tm
     assert "sheep" in words[1] and "goats" not in words[1] and "goats" in words[2]
     with pytest.raises(ValueError, match="extra_set"):
         RelationsConfig(mode="novel", extra_train=True, extra_set=3)
+    with pytest.raises(ValueError, match="extra_train"):
+        RelationsConfig(mode="novel", extra_set=2)
 
 
 def test_the_46_relations_files_do_not_name_the_extra_option(tmp_path):
