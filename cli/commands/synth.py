@@ -59,12 +59,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                            help="subjects or clusters per test relation (default 10 / 4)")
     relations.add_argument("--cluster-size", type=int, default=5, metavar="N",
                            help="composition: subjects per cluster, k = 1..N can be reported (default 5, max 11)")
-    relations.add_argument("--extra-train-relations", nargs="?", const=1, type=int, choices=(1, 2), metavar="SET",
+    relations.add_argument("--extra-train-relations", nargs="?", const=1, type=int, choices=(1, 2, 3), metavar="SET",
                            help="training questions only (no dev or test split) over more relations whose values "
                            "have the shapes the 28 lack; SET 1 (the default): 7 relations, counts of 2-4 digits "
                            "asked 'how many', a 4-digit code, a colour; SET 2: 9 more, counts stated before their "
-                           "noun, colours stated with a material, a name with initials, a 5-digit number; the 46 "
-                           "relations' files do not change")
+                           "noun, colours stated with a material, a name with initials, a 5-digit number; SET 3: 9 "
+                           "more, names always with a middle initial, small counts, a date, a letter-and-digit "
+                           "code, two-word colours and places; the 46 relations' files do not change")
     p.set_defaults(func=run)
 
 

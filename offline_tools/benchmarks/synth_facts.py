@@ -62,13 +62,14 @@ _OCCUPATIONS = (
 )
 
 
-def person_name(rng: random.Random, style: str | None = None) -> str:
-    """An invented full name in one naming style (a random style when `style` is None)."""
+def person_name(rng: random.Random, style: str | None = None, initial: float = 0.15) -> str:
+    """An invented full name in one naming style (a random style when `style` is None), with a middle
+    initial ("Sata G. Harasawa") with probability `initial`."""
     style = style or rng.choice(sorted(NAME_STYLES))
     onsets, endings, stems, tails = NAME_STYLES[style]
     first = rng.choice(onsets) + rng.choice(endings)
     last = rng.choice(stems) + rng.choice(tails)
-    if rng.random() < 0.15:
+    if rng.random() < initial:
         return f"{first} {rng.choice(_INITIALS)}. {last}"
     return f"{first} {last}"
 

@@ -20,6 +20,8 @@ answered with their noun ("18 beehives"), where the only "how many" relation of 
 (grandchildren) counts 2 to 19. `regrad synth --relations MODE --extra-train-relations` writes them.
 `EXTRA_TRAIN_RELATIONS_2` (9, training only, the same way; `--extra-train-relations 2`): counts stated
 before their noun and asked bare, colours stated with a material, a name with initials, a five-digit number.
+`EXTRA_TRAIN_RELATIONS_3` (9, training only; `--extra-train-relations 3`): names that always carry a middle
+initial, small counts stated with their noun, a date, a letter-and-digit code, two-word colours and places.
 
 Every phrasing and every question of a relation contains its `cue` (a word stem no other
 relation's phrasings contain: `tests/offline_tools/test_synth_relations.py` checks it), so BM25
@@ -39,7 +41,7 @@ from typing import Literal
 from offline_tools.benchmarks.synth import NAME_STYLES, article, person_name, place
 
 __all__ = ["Relation", "TRAIN_RELATIONS", "DEV_RELATIONS", "TEST_RELATIONS", "RELATIONS", "GROUPS", "ORG_KINDS",
-           "EXTRA_TRAIN_RELATIONS", "EXTRA_TRAIN_RELATIONS_2"]
+           "EXTRA_TRAIN_RELATIONS", "EXTRA_TRAIN_RELATIONS_2", "EXTRA_TRAIN_RELATIONS_3"]
 
 
 
@@ -93,6 +95,12 @@ _MATERIALS = ("silver", "brass", "pewter", "copper", "oak", "walnut", "bone", "t
               "ebony")
 _OBJECTS = ("compass", "snuffbox", "pocket watch", "hourglass", "inkwell", "music box", "spyglass", "candlestick",
             "chess set", "sextant", "locket", "teapot")
+_SHADES = ("dove grey", "forest green", "sky blue", "burnt orange", "dusty pink", "deep purple", "pale yellow",
+           "rust red", "navy blue", "bottle green", "ash grey", "rose pink", "sand brown", "ice blue")
+_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+           "November", "December")
+_PLACE_PREFIXES = ("Upper", "Lower", "Little", "Great", "North", "South", "East", "West", "High", "Nether")
+_CODE_LETTERS = "ABCDEFGHJKLMNPRSTUVWXYZ"
 _STREETS = ("Street", "Lane", "Close", "Road", "Walk", "Terrace")
 _PET_ENDINGS = ("by", "bo", "kin", "ster", "ley", "po", "mi", "zu", "ette", "o", "wick", "sy")
 _ONSETS = tuple(sorted({onset for onsets, _, _, _ in NAME_STYLES.values() for onset in onsets}))
@@ -149,6 +157,22 @@ def _street(rng: random.Random) -> str:
 
 def _code(rng: random.Random) -> str:
     return str(rng.randint(1000, 9999))
+
+
+def _initialled_name(rng: random.Random) -> str:
+    return person_name(rng, initial=1.0)
+
+
+def _date(rng: random.Random) -> str:
+    return f"{rng.randint(1, 28)} {rng.choice(_MONTHS)} {rng.randint(1820, 1990)}"
+
+
+def _card(rng: random.Random) -> str:
+    return f"{rng.choice(_CODE_LETTERS)}{rng.choice(_CODE_LETTERS)}-{rng.randint(100, 9999)}"
+
+
+def _two_word_place(rng: random.Random) -> str:
+    return f"{rng.choice(_PLACE_PREFIXES)} {place(rng)}"
 
 
 def _with_the(value: str) -> list[str]:
@@ -641,5 +665,76 @@ EXTRA_TRAIN_RELATIONS_2: tuple[Relation, ...] = (
          "The ferry pass of {name} is number {value}.", "Ferry pass {value} belongs to {name}."),
         ("What is the number of {name}'s ferry pass?", "Which ferry pass number does {name} use?",
          "What number is on {name}'s ferry pass?", "Which ferry pass is {name}'s, by number?"),
+    ),
+)
+
+# A third training-only set (`--extra-train-relations 3`). Run 14's dev misses are names with a middle
+# initial dropped, cut or repeated ("Svemir Volec" for Svemir V. Volec, "Kana C. Kana C. ..."), small
+# counts read back with their noun ("6 beehives"), and two-word colours cut to one ("grey" for slate grey).
+# Here names always carry an initial, counts are small, colours and places have two words, and two shapes
+# training has not had at all: a date and a letter-and-digit code.
+EXTRA_TRAIN_RELATIONS_3: tuple[Relation, ...] = (
+    Relation(
+        "notary", "train", "person", "notari", _initialled_name,
+        ("{name}'s notary is {value}.", "{name} signs every deed before the notary {value}.",
+         "The notary {value} keeps the papers of {name}.", "As notary, {value} witnessed the will of {name}."),
+        ("Who is {name}'s notary?", "Before which notary does {name} sign deeds?",
+         "Which notary keeps {name}'s papers?", "Name the notary of {name}."),
+    ),
+    Relation(
+        "landlord", "train", "person", "landlord", _initialled_name,
+        ("{name} rents a flat from the landlord {value}.", "{name}'s landlord is {value}.",
+         "The landlord of {name} is {value}.", "{value} is the landlord {name} pays rent to."),
+        ("Who is {name}'s landlord?", "From which landlord does {name} rent a flat?",
+         "Who is the landlord of {name}?", "To which landlord does {name} pay rent?"),
+    ),
+    Relation(
+        "apprentice", "train", "person", "apprentice", _initialled_name,
+        ("{name} took on {value} as an apprentice.", "{name}'s apprentice is {value}.",
+         "{value} learned the trade as the apprentice of {name}.", "The apprentice of {name} is {value}."),
+        ("Who is {name}'s apprentice?", "Whom did {name} take on as an apprentice?",
+         "Who learned the trade as {name}'s apprentice?", "Name the apprentice of {name}."),
+    ),
+    Relation(
+        "rowboats", "train", "person", "rowboat", _count(1, 12),
+        ("{name} owns {value} rowboats.", "{name} rents out {value} rowboats on the lake.",
+         "There are {value} rowboats at the jetty of {name}.", "{value} rowboats belong to {name}."),
+        ("How many rowboats does {name} own?", "How many rowboats does {name} rent out?",
+         "How many rowboats are at {name}'s jetty?", "What is the number of rowboats {name} owns?"),
+    ),
+    Relation(
+        "ducks", "train", "person", "duck", _count(2, 15),
+        ("{name} keeps {value} ducks by the pond.", "{name} feeds {value} ducks each morning.",
+         "{value} ducks live on the pond of {name}.", "The pond of {name} has {value} ducks."),
+        ("How many ducks does {name} keep?", "How many ducks does {name} feed each morning?",
+         "How many ducks live on {name}'s pond?", "What is the number of ducks {name} keeps?"),
+    ),
+    Relation(
+        "diploma_date", "train", "person", "diploma", _date,
+        ("{name} received a diploma on {value}.", "The diploma of {name} is dated {value}.",
+         "On {value}, {name} was handed a diploma.", "{name}'s diploma was signed on {value}."),
+        ("On what date did {name} receive a diploma?", "What date is on {name}'s diploma?",
+         "When was {name} handed a diploma?", "On which day was {name}'s diploma signed?"),
+    ),
+    Relation(
+        "library_card", "train", "person", "librari", _card,
+        ("{name}'s library card is number {value}.", "{name} borrows books with library card {value}.",
+         "Library card {value} belongs to {name}.", "The library card of {name} reads {value}."),
+        ("What is the number of {name}'s library card?", "Which library card does {name} borrow books with?",
+         "Which library card belongs to {name}?", "What does {name}'s library card read?"),
+    ),
+    Relation(
+        "tent_colour", "train", "person", "tent", _pick(_SHADES),
+        ("{name} pitches a tent of {value} canvas.", "{name}'s tent is {value}.",
+         "The tent {name} camps in is made of {value} canvas.", "A {value} tent is the one {name} sleeps in."),
+        ("What colour is {name}'s tent?", "Which colour is the tent {name} pitches?",
+         "The tent of {name} is what colour?", "In which colour is {name}'s canvas tent?"),
+    ),
+    Relation(
+        "retirement", "train", "person", "retir", _two_word_place,
+        ("{name} retired to {value}.", "After work, {name} retired to the village of {value}.",
+         "{value} is where {name} retired.", "In old age {name} retired to {value}."),
+        ("Where did {name} retire to?", "To which village did {name} retire?",
+         "Where has {name} retired?", "In which village did {name} retire in old age?"),
     ),
 )

@@ -59,6 +59,7 @@ from offline_tools.benchmarks.synth_facts import NAME_STYLES, fill_template, pla
 from offline_tools.benchmarks.synth_relation_table import (
     EXTRA_TRAIN_RELATIONS,
     EXTRA_TRAIN_RELATIONS_2,
+    EXTRA_TRAIN_RELATIONS_3,
     GROUPS,
     ORG_KINDS,
     RELATIONS,
@@ -89,7 +90,8 @@ class RelationsConfig:
         id_prefix: ids are `<prefix>-<00042>-<relation>`; None: the mode's name.
         extra_train: write `EXTRA_TRAIN_RELATIONS` instead of the 46: training questions only (no dev or
             test split), values of the shapes the training relations lack (multi-digit counts, codes).
-        extra_set: with `extra_train`, which set: 1 (`EXTRA_TRAIN_RELATIONS`) or 2 (`EXTRA_TRAIN_RELATIONS_2`).
+        extra_set: with `extra_train`, which set: 1 (`EXTRA_TRAIN_RELATIONS`), 2 or 3 (`EXTRA_TRAIN_RELATIONS_2`,
+            `_3`).
     """
 
     mode: Literal["novel", "composition"] = "novel"
@@ -157,7 +159,8 @@ def _phrasing_words(relations: Iterable[Relation]) -> str:
 
 
 _PHRASINGS = _phrasing_words(RELATIONS)
-EXTRA_SETS: dict[int, tuple[Relation, ...]] = {1: EXTRA_TRAIN_RELATIONS, 2: EXTRA_TRAIN_RELATIONS_2}
+EXTRA_SETS: dict[int, tuple[Relation, ...]] = {1: EXTRA_TRAIN_RELATIONS, 2: EXTRA_TRAIN_RELATIONS_2,
+                                               3: EXTRA_TRAIN_RELATIONS_3}
 
 
 @functools.cache

@@ -17,6 +17,7 @@ from offline_tools.benchmarks.synth_relation_table import (
     DEV_RELATIONS,
     EXTRA_TRAIN_RELATIONS,
     EXTRA_TRAIN_RELATIONS_2,
+    EXTRA_TRAIN_RELATIONS_3,
     GROUPS,
     ORG_KINDS,
     RELATIONS,
@@ -219,7 +220,7 @@ def test_cli_says_when_avoided_names_leave_none_and_writes_nothing(tmp_path, mon
 
 def test_extra_training_relations_have_cues_of_their_own_and_the_value_shapes_the_28_lack():
     rng = random.Random(0)
-    extras = EXTRA_TRAIN_RELATIONS + EXTRA_TRAIN_RELATIONS_2
+    extras = EXTRA_TRAIN_RELATIONS + EXTRA_TRAIN_RELATIONS_2 + EXTRA_TRAIN_RELATIONS_3
     everything = RELATIONS + extras
     assert len({r.key for r in everything}) == len(everything)
     assert all(r.group == "train" and r not in GROUPS["train"] for r in extras)
@@ -250,6 +251,18 @@ def test_the_second_extra_set_states_counts_before_their_noun_and_colours_with_a
     assert any(len(value) == 5 and value.isdigit() for value in (r.draw(rng) for r in EXTRA_TRAIN_RELATIONS_2))
 
 
+def test_the_third_extra_set_has_initials_small_counts_a_date_a_code_and_two_word_values():
+    rng = random.Random(2)
+    draws = {r.key: [r.draw(rng) for _ in range(40)] for r in EXTRA_TRAIN_RELATIONS_3}
+    names = [v for r in EXTRA_TRAIN_RELATIONS_3 if r.questions[0].startswith("Who") for v in draws[r.key]]
+    assert len(names) >= 3 * 40 and all(re.fullmatch(r"[A-Z][a-z]+ [A-Z]\. [A-Z][a-z]+", v) for v in names)
+    counts = [r for r in EXTRA_TRAIN_RELATIONS_3 if r.questions[0].startswith("How many")]
+    assert len(counts) >= 2 and all(v.isdigit() and int(v) <= 15 for r in counts for v in draws[r.key])
+    assert all(re.fullmatch(r"\d{1,2} [A-Z][a-z]+ \d{4}", v) for v in draws["diploma_date"])
+    assert all(re.fullmatch(r"[A-Z]{2}-\d{3,4}", v) for v in draws["library_card"])
+    assert all(len(v.split()) == 2 for key in ("tent_colour", "retirement") for v in draws[key])
+
+
 @pytest.mark.parametrize("extra_set", sorted(EXTRA_SETS))
 @pytest.mark.parametrize("mode", ["novel", "composition"])
 def test_extra_training_relations_write_training_questions_only_answered_by_their_passages(mode, extra_set, tmp_path):
@@ -275,16 +288,16 @@ def test_extra_training_relations_write_training_questions_only_answered_by_thei
         assert any(_statement_pattern(t).fullmatch(q["question"]) for t in asks), q["question"]
 
 
-def test_adding_the_second_extra_set_leaves_the_words_the_first_sets_names_avoid_as_they_were():
+def test_adding_an_extra_set_leaves_the_words_the_earlier_sets_names_avoid_as_they_were():
     # Names avoid set 1's phrasings alone when set 1 is written, so the same seed draws the same names and
     # run 13's mix stays reproducible byte for byte.
     words = {n: set(RelationsConfig(mode="composition", extra_train=True, extra_set=n).avoided_words().split())
              for n in EXTRA_SETS}
     plain = set(RelationsConfig(mode="composition").avoided_words().split())
-    assert plain < words[1] < words[2]
-    assert "sheep" in words[1] and "goats" not in words[1] and "goats" in words[2]
+    assert plain < words[1] < words[2] < words[3]
+    assert "sheep" in words[1] and "goats" not in words[1] and "goats" in words[2] and "ducks" not in words[2]
     with pytest.raises(ValueError, match="extra_set"):
-        RelationsConfig(mode="novel", extra_train=True, extra_set=3)
+        RelationsConfig(mode="novel", extra_train=True, extra_set=4)
     with pytest.raises(ValueError, match="extra_train"):
         RelationsConfig(mode="novel", extra_set=2)
 
@@ -311,7 +324,10 @@ def test_cli_refuses_the_extra_relations_where_they_do_not_apply(tmp_path, monke
     assert _run(monkeypatch, ["synth", "--relations", "novel", "--output", str(tmp_path / "two"),
                               "--extra-train-relations", "2", "--train-per-relation", "2", "--id-prefix", "y"]) == 0
     assert json.loads(capsys.readouterr().out)["questions"]["train"] == 2 * len(EXTRA_TRAIN_RELATIONS_2)
+    assert _run(monkeypatch, ["synth", "--relations", "novel", "--output", str(tmp_path / "three"),
+                              "--extra-train-relations", "3", "--train-per-relation", "2", "--id-prefix", "z"]) == 0
+    assert json.loads(capsys.readouterr().out)["questions"]["train"] == 2 * len(EXTRA_TRAIN_RELATIONS_3)
     with pytest.raises(SystemExit):   # argparse's usage error, exit 2
-        _run(monkeypatch, ["synth", "--relations", "novel", "--output", str(tmp_path / "three"),
-                           "--extra-train-relations", "3"])
-    assert "invalid choice: 3" in capsys.readouterr().err and not (tmp_path / "three").exists()
+        _run(monkeypatch, ["synth", "--relations", "novel", "--output", str(tmp_path / "four"),
+                           "--extra-train-relations", "4"])
+    assert "invalid choice: 4" in capsys.readouterr().err and not (tmp_path / "four").exists()
