@@ -31,7 +31,7 @@ import json
 import math
 import random
 import time
-from dataclasses import MISSING, asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -82,6 +82,11 @@ class TrainArgs:
         help="augmented validation file, separate from any reported test split (repeatable)")
     preset: str = _option("smollm2-135m-instruct", help="learner preset to meta-train (default %(default)s)")
     top_k: int = _option(3, help="passages per question whose gradients are applied (default %(default)s)")
+    task_k: list[int] | None = _option(
+        None, metavar="K",
+        help="tasks at several k: each training task applies the gradients of its top K passages, K drawn per "
+             "task and step from these (repeatable: --task-k 1 --task-k 3 --task-k 5); validation keeps "
+             "--top-k (default: --top-k for every task)")
     blind: bool = _option(  # False: passages also in the prompt (ReGrad + context)
         True, flag="--with-context",
         help="also put the passages in the prompt (ReGrad + context); default is blind")
@@ -147,9 +152,14 @@ class TrainArgs:
         False, help="with --composition softmax:T or likelihood:T: learn T with the LoRA and the step sizes (T "
                     "is the start; its log in the step sizes' optimizer group)")
 
+    def train_k(self) -> int:
+        """The most passages a training task applies: `--top-k`, or the largest `--task-k`."""
+        return max(self.task_k) if self.task_k else self.top_k
+
     def __post_init__(self) -> None:
         checks = {
-            "top_k": self.top_k >= 1, "meta_batch_size": self.meta_batch_size >= 1, "lr": self.lr > 0,
+            "top_k": self.top_k >= 1, "task_k": all(k >= 1 for k in self.task_k or ()),
+            "meta_batch_size": self.meta_batch_size >= 1, "lr": self.lr > 0,
             "step_size_lr": self.step_size_lr is None or self.step_size_lr >= 0,
             "warmup_ratio": 0 <= self.warmup_ratio < 1, "clip_norm": self.clip_norm > 0,
             "epochs": self.epochs >= 1, "max_steps": self.max_steps is None or self.max_steps >= 1,
@@ -261,7 +271,7 @@ class TaskComposition:
         self.log_temperature = torch.nn.Parameter(
             torch.tensor(math.log(composition.temperature), device=device), requires_grad=learn)
         self.learn = learn
-        self._likelihoods: dict[tuple[str, str], list[float]] = {}   # the base model's: fixed, so kept
+        self._likelihoods: dict[tuple[str, str, int], list[float]] = {}   # the base model's: fixed, so kept
 
     def temperature(self):
         """For `offline_tools.training.meta.task_weights`: None (plain sum), else T (a tensor when learned)."""
@@ -276,10 +286,11 @@ class TaskComposition:
             return [None] * len(records)
         from offline_tools.training.meta import task_likelihoods
 
-        new = {(r.id, r.question): r for r in records if (r.id, r.question) not in self._likelihoods}
+        key = lambda r: (r.id, r.question, min(len(r.passages), top_k))  # noqa: E731 (a task at each --task-k)
+        new = {key(r): r for r in records if key(r) not in self._likelihoods}
         if new:
             self._likelihoods.update(zip(new, task_likelihoods(learner, list(new.values()), top_k)))
-        return [self._likelihoods[(r.id, r.question)] for r in records]
+        return [self._likelihoods[key(r)] for r in records]
 
     def spec(self) -> str:
         """What the learner is saved with as its served composition, e.g. `softmax:0.1`."""
@@ -363,6 +374,15 @@ def _next_batch(order: list[int], step: int, steps_per_epoch: int, args: TrainAr
     return order[within * args.meta_batch_size : (within + 1) * args.meta_batch_size]
 
 
+def task_at_k(record: AugmentedRecord, step: int, args: TrainArgs) -> AugmentedRecord:
+    """`record` as meta-batch `step` trains it: with `--task-k`, its top K passages for a K drawn from
+    `Random(f"{seed}:{step}:{id}")` (the same on every process and on resume); else as it is."""
+    if not args.task_k:
+        return record
+    k = random.Random(f"{args.seed}:{step}:{record.id}").choice(args.task_k)
+    return replace(record, passages=record.passages[:k])
+
+
 def _set_learning_rates(optimizer: torch.optim.Optimizer, step: int, total_steps: int, warmup: int) -> None:
     for group in optimizer.param_groups:
         group["lr"] = group["base_lr"] * _schedule(step, total_steps, warmup)
@@ -388,20 +408,21 @@ def meta_step(learner: Learner, records: list[AugmentedRecord], args: TrainArgs,
     def temperature():  # a fresh graph node per backward (a learned T is exp of a parameter)
         return composition.temperature() if composition is not None else None
 
-    likelihoods = composition.likelihoods(learner, records, args.top_k) if composition is not None \
+    top_k = args.train_k()
+    likelihoods = composition.likelihoods(learner, records, top_k) if composition is not None \
         else [None] * len(records)
     batched = args.batched == "on" or (args.batched == "auto" and learner.device.type == "cuda")
     if batched:  # on a CPU, padding short passages to the longest costs more than batching saves
-        deltas = task_deltas(learner, [task_passages(r, args.top_k) for r in records], create_graph,
-                             [task_weights(r, args.top_k, temperature(), ell) for r, ell in zip(records, likelihoods)])
-        loss = outer_losses(learner, records, deltas, args.blind, args.top_k, args.answer_end).sum() * scale
+        deltas = task_deltas(learner, [task_passages(r, top_k) for r in records], create_graph,
+                             [task_weights(r, top_k, temperature(), ell) for r, ell in zip(records, likelihoods)])
+        loss = outer_losses(learner, records, deltas, args.blind, top_k, args.answer_end).sum() * scale
         loss.backward()
         return float(loss.detach())
     total = 0.0
     for record, ell in zip(records, likelihoods):  # one task at a time: the CPU default
-        delta = inner_delta(learner, task_passages(record, args.top_k), create_graph,
-                            task_weights(record, args.top_k, temperature(), ell))
-        loss = outer_loss(learner, record, delta, args.blind, args.top_k, args.answer_end) * scale
+        delta = inner_delta(learner, task_passages(record, top_k), create_graph,
+                            task_weights(record, top_k, temperature(), ell))
+        loss = outer_loss(learner, record, delta, args.blind, top_k, args.answer_end) * scale
         loss.backward()
         total += float(loss.detach())
     return total
@@ -664,7 +685,7 @@ def train(args: TrainArgs, log=print) -> dict:
     while step < end:
         batch = _next_batch(order, step, steps_per_epoch, args)
         _set_learning_rates(optimizer, step, total_steps, warmup)
-        mine = [train_records[i] for i in batch[rank::world]]
+        mine = [task_at_k(train_records[i], step, args) for i in batch[rank::world]]
         meta_loss = _train_step(learner, optimizer, mine, args, autocast, scale=1.0 / len(batch), world=world,
                                 composition=composition)
         step += 1

@@ -327,7 +327,8 @@ def test_answer_end_names_the_token_a_target_ends_with_and_an_unknown_one_is_ref
 # field or a flag, or adding a field, fails here until this table (and the docs) say so.
 FLAGS = {
     "output_dir": "--output", "train_files": "--train", "dev_files": "--dev", "preset": "--preset",
-    "top_k": "--top-k", "blind": "--with-context", "meta_batch_size": "--meta-batch-size", "lr": "--lr",
+    "top_k": "--top-k", "task_k": "--task-k", "blind": "--with-context", "meta_batch_size": "--meta-batch-size",
+    "lr": "--lr",
     "step_size_lr": "--step-size-lr", "weight_decay": "--weight-decay", "warmup_ratio": "--warmup-ratio",
     "clip_norm": "--clip-norm", "epochs": "--epochs", "max_steps": "--max-steps", "stop_after": "--stop-after",
     "max_train_examples": "--max-train-examples", "max_eval_examples": "--max-eval-examples",
@@ -383,12 +384,14 @@ def test_train_flags_keep_their_meaning():
         "--clip-norm", "1", "--epochs", "3", "--max-steps", "700", "--max-train-examples", "10",
         "--max-eval-examples", "36", "--eval-every", "100", "--max-new-tokens", "8", "--seed", "7",
         "--device", "cpu", "--resume", "--init-from", "ck", "--first-order", "--batch", "on", "--bf16", "off",
+        "--task-k", "1", "--task-k", "5",
     ]
     assert _parsed(argv) == TrainArgs(
         output_dir="out", train_files=["a.jsonl", "b.jsonl"], dev_files=["d.jsonl"], preset="p", top_k=2,
         blind=False, meta_batch_size=8, lr=1e-3, step_size_lr=4e-4, weight_decay=0.0, warmup_ratio=0.2,
         clip_norm=1.0, epochs=3, max_steps=700, max_train_examples=10, max_eval_examples=36, eval_every=100,
         max_new_tokens=8, seed=7, device="cpu", resume=True, init_from="ck", first_order=True, batched="on", bf16="off",
+        task_k=[1, 5],
     )
 
 
@@ -507,3 +510,33 @@ def test_a_target_ends_with_the_chat_templates_end_of_turn_whatever_the_tokenize
     assert converted.eos_token_id == im_start
     monkeypatch.setattr(tiny_learner, "tokenizer", converted)
     assert prompt_and_target(tiny_learner, _record(), blind=True, top_k=3)[1] == answer + [im_end]
+
+
+def test_tasks_at_several_k_draw_k_per_task_and_step_and_train_as_that_k(tiny_learner):
+    """--task-k 1 --task-k 3: each task of a meta-batch keeps its top K passages, K drawn per task and
+    step (the same draw on every process and on resume); a task at K = 1 trains exactly as --top-k 1."""
+    from offline_tools.training.train import TaskComposition, task_at_k
+
+    record = _distractor_record()
+    args = TrainArgs(output_dir="u", train_files=[], dev_files=[], task_k=[1, 3], seed=3)
+    assert args.train_k() == 3 and TrainArgs(output_dir="u", train_files=[], dev_files=[], top_k=2).train_k() == 2
+    drawn = [task_at_k(record, step, args) for step in range(40)]
+    assert {len(r.passages) for r in drawn} == {1, 3}
+    assert all(r.passages == record.passages[: len(r.passages)] and r.question == record.question for r in drawn)
+    assert [len(task_at_k(record, step, args).passages) for step in range(40)] == [len(r.passages) for r in drawn]
+    plain = TrainArgs(output_dir="u", train_files=[], dev_files=[])
+    assert task_at_k(record, 5, plain) is record
+    with pytest.raises(UsageError, match="task_k"):
+        TrainArgs(output_dir="u", train_files=[], dev_files=[], task_k=[3, 0])
+
+    one = next(r for r in drawn if len(r.passages) == 1)
+    at_k1 = meta_step(copy.deepcopy(tiny_learner), [one], args, scale=1.0)
+    top1 = meta_step(copy.deepcopy(tiny_learner), [record], dataclasses.replace(plain, top_k=1), scale=1.0)
+    at_k3 = meta_step(copy.deepcopy(tiny_learner), [record], args, scale=1.0)
+    assert at_k1 == pytest.approx(top1, rel=1e-6) and abs(at_k1 - at_k3) > 1e-4   # K changes the task
+
+    # the likelihood composition scores a task once per K it is trained at
+    composition = TaskComposition("likelihood:0.5", False, "cpu")
+    three = next(r for r in drawn if len(r.passages) == 3)
+    ells = composition.likelihoods(tiny_learner, [one, three, one], args.train_k())
+    assert [len(e) for e in ells] == [1, 3, 1] and len(composition._likelihoods) == 2
