@@ -358,6 +358,12 @@ class _Loader:
         hint = typing.get_type_hints(TrainArgs)[key]
         types = tuple(t for t in (typing.get_args(hint) or (hint,)) if t is not type(None))
         types += (int,) if float in types else ()
+        lists = [typing.get_args(t)[0] for t in types if typing.get_origin(t) is list]
+        if lists:   # e.g. task_k = [1, 3, 5]
+            if not (isinstance(value, list) and value
+                    and all(isinstance(v, lists[0]) and not isinstance(v, bool) for v in value)):
+                raise self.error(f"{where}: {key} = {value!r} must be a list of {lists[0].__name__}", key, table)
+            return
         if isinstance(value, bool) != (bool in types) or not isinstance(value, types):
             raise self.error(f"{where}: {key} = {value!r} must be {' or '.join(t.__name__ for t in types)}", key, table)
 
@@ -542,7 +548,7 @@ def _train_flags(named: dict[str, Any]) -> list[str]:
         f, value = fields[name], named[name]
         flag = f.metadata.get("flag") or "--" + name.replace("_", "-")
         if isinstance(value, list):
-            flags += [a for v in value for a in (flag, v)]
+            flags += [a for v in value for a in (flag, str(v))]
         elif isinstance(value, bool):
             flags += [flag] if value != f.default else []
         else:
