@@ -314,6 +314,8 @@ def test_a_failing_step_stops_the_build_naming_it(small: Path):
     (('shipped = "average"', 'shipped = "mix"'), 1, "shipped = 'mix' must name a train or export step"),
     (('seed = 3', 'seed = [3]'), 18, "seed = [3] must be a number, a string or a boolean"),
     (('[data]', '[data'), None, "not valid TOML: "),
+    (('lr = 1e-3', 'lr = 1e-3\ntask_k = 3'), 58, "step 'run': task_k = 3 must be a list of int"),
+    (('lr = 1e-3', 'lr = 1e-3\ntask_k = []'), 58, "task_k = [] must be a list of int"),
     (('checkpoints = ["run", "run"]', 'checkpoints = ["run"]\ncomposition = "likelyhood:0.2"'), 64,
      "step 'average': composition = 'likelyhood:0.2': composition must be one of sum, softmax, likelihood"),
     (('checkpoints = ["run", "run"]', 'checkpoints = ["run"]\ncomposition = "softmax:0"'), 64,
@@ -349,6 +351,16 @@ def test_a_step_its_command_would_refuse_is_caught_before_anything_runs(small: P
     err = capsys.readouterr().err
     assert f"{small}:13: step 'people': `regrad synth" in err and "unrecognized arguments: --sede 3" in err
     assert not (small.parent / "work").exists()
+
+
+def test_a_list_option_is_one_flag_per_value(small: Path, capsys: pytest.CaptureFixture):
+    """`task_k = [1, 3, 5]` on a train step is `--task-k 1 --task-k 3 --task-k 5`, which means [1, 3, 5]."""
+    small.write_text(small.read_text().replace("lr = 1e-3", "lr = 1e-3\ntask_k = [1, 3, 5]"))
+    assert main(["train", "--recipe", str(small), "--dry-run"]) == 0
+    [run, _extension] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("regrad train")]
+    assert "--task-k 1 --task-k 3 --task-k 5" in run
+    step = next(s for s in load_recipe(small).steps if s.kind == "train")
+    assert _train_args(step.argv)["task_k"] == [1, 3, 5]
 
 
 def test_an_export_step_can_set_the_learners_served_composition(small: Path, capsys: pytest.CaptureFixture):
