@@ -286,11 +286,11 @@ class TaskComposition:
             return [None] * len(records)
         from offline_tools.training.meta import task_likelihoods
 
-        key = lambda r: (r.id, r.question, min(len(r.passages), top_k))  # noqa: E731 (a task at each --task-k)
-        new = {key(r): r for r in records if key(r) not in self._likelihoods}
+        keys = [(r.id, r.question, min(len(r.passages), top_k)) for r in records]   # a task at each --task-k
+        new = {key: r for key, r in zip(keys, records) if key not in self._likelihoods}
         if new:
             self._likelihoods.update(zip(new, task_likelihoods(learner, list(new.values()), top_k)))
-        return [self._likelihoods[key(r)] for r in records]
+        return [self._likelihoods[key] for key in keys]
 
     def spec(self) -> str:
         """What the learner is saved with as its served composition, e.g. `softmax:0.1`."""
