@@ -19,7 +19,8 @@ A recipe is a TOML file; `checkpoints/regrad-smollm2-135m/recipe.toml` builds th
       train    `regrad train`: train, dev (mixes, augments or data entries), steps, extend_to (then
                --resume to that many steps), init_from (a run, meaning its best/, or an export), and
                any `TrainArgs` option
-      export   `regrad export`: checkpoints = runs or exports, averaged when several; composition = SPEC
+      export   `regrad export`: checkpoints = runs or exports, averaged when several (a run means its
+               best/, "RUN/last" its last/ state); composition = SPEC
                (`--composition`: the learner's served default, e.g. "likelihood:0.2"; default its own)
 
 Steps refer to earlier steps (and [data] entries) by name. A step whose output is there is skipped,
@@ -395,7 +396,12 @@ class _Loader:
         self.kinds[name] = kind
 
     def _ref(self, step: Step, key: str, name: Any, kinds: tuple[str, ...]) -> Path:
-        """The path of the earlier step or [data] entry `name` (the value of `key`), as `step` reads it."""
+        """The path of the earlier step or [data] entry `name` (the value of `key`), as `step` reads it: a
+        run means its best/, and "RUN/last" its last/ state (the candidate where best/ stayed step 0)."""
+        state = "best"
+        if isinstance(name, str) and name.endswith("/last") and "train" in kinds \
+                and self.kinds.get(name.removesuffix("/last")) == "train":
+            name, state = name.removesuffix("/last"), "last"
         if self.kinds.get(name) not in kinds:
             found = "is not defined before this step" if name not in self.kinds else f"is a {self.kinds[name]}"
             known = ", ".join(n for n, k in self.kinds.items() if k in kinds) or "none"
@@ -407,7 +413,7 @@ class _Loader:
         earlier = next(s for s in self.steps if s.name == name)
         if earlier.kind == "synth" and key == "corpora":
             return earlier.output / "corpus.jsonl"
-        return earlier.output / "best" if earlier.kind == "train" else earlier.output
+        return earlier.output / state if earlier.kind == "train" else earlier.output
 
     def _refs(self, step: Step, table: dict, key: str, kinds: tuple[str, ...]) -> list[Path]:
         names = table.get(key)

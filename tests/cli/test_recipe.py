@@ -378,6 +378,18 @@ def test_an_export_step_can_set_the_learners_served_composition(small: Path, cap
     assert fake.ran[-1][0] == "export" and fake.ran[-1][-2:] == ["--composition", "likelihood:0.2"]
 
 
+def test_a_run_is_its_best_and_run_slash_last_its_last_state(small: Path, capsys: pytest.CaptureFixture):
+    """checkpoints = ["run/last"] exports the run's last/ state; "RUN/last" of a step that is no run is refused."""
+    small.write_text(small.read_text().replace('checkpoints = ["run", "run"]', 'checkpoints = ["run", "run/last"]'))
+    assert main(["train", "--recipe", str(small), "--dry-run"]) == 0
+    work = load_recipe(small).work
+    [export] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("regrad export")]
+    assert export == f"regrad export --checkpoint {work}/run/best --checkpoint {work}/run/last --output {work}/average"
+    small.write_text(small.read_text().replace('"run/last"', '"mix/last"'))
+    assert main(["train", "--recipe", str(small), "--dry-run"]) == 3
+    assert "checkpoints = 'mix/last' is not defined before this step" in capsys.readouterr().err
+
+
 def test_a_mix_part_can_skip_a_files_first_lines(small: Path, capsys: pytest.CaptureFixture):
     """skip = N leaves out the first N lines, then repeat, head or tail takes from the rest."""
     small.write_text(small.read_text().replace(
