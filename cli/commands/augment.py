@@ -38,6 +38,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--end", type=int, default=None, help="stop before this question (default: all)")
     p.add_argument("--batch-size", type=int, default=32, help="questions per retrieval call (default 32)")
     p.add_argument("--output", default=None, help="output .jsonl (default data_aug/<dataset>/<split>.jsonl)")
+    p.add_argument(
+        "--answerable",
+        action="store_true",
+        help="write only questions with a gold answer in one of their top-k passages (questions asked of a "
+        "corpus not built for them, e.g. 2Wiki's; yes/no questions are dropped)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -69,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
             top_k=args.top_k,
             batch_size=args.batch_size,
             show_progress=not args.no_progress,
+            answerable=args.answerable,
         )
     finally:
         retriever.close()

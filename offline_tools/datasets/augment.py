@@ -5,6 +5,11 @@ encode time), and wrote one JSON array at the very end, so a crash lost everythi
 questions go to the retriever in batches (`search_many`), empty passages are dropped (a question
 may end up with fewer than k, never with padding), and every record is appended and flushed as
 soon as its batch returns: a rerun skips the ids already in the file.
+
+With `answerable`, a question is written only if one of its gold answers occurs, as whole words after
+the metric's normalisation, in one of its kept passages: training or validation questions from a corpus
+that was not built for them (2Wiki's questions over the HippoRAG corpus) keep only those their passages
+can answer.
 """
 
 from __future__ import annotations
@@ -19,9 +24,11 @@ from tqdm import tqdm
 
 from offline_tools.datasets import QARecord
 from offline_tools.datasets.augmented import AugmentedPassage, AugmentedRecord, AugmentedWriter
+from offline_tools.datasets.record import YES_NO_GOLDS
 from offline_tools.errors import RegradError, UsageError
+from offline_tools.evaluation.metrics import normalize_answer
 
-__all__ = ["AugmentReport", "augment_records", "default_output"]
+__all__ = ["AugmentReport", "answer_in_passages", "augment_records", "default_output"]
 
 
 class _Searcher(Protocol):
@@ -41,6 +48,8 @@ class AugmentReport:
         empty_dropped: retrieved passages dropped for having no text.
         short_questions: questions written with fewer than `top_k` passages.
         repaired_bytes: size of a torn last line cut off before appending.
+        unanswerable_dropped: with `answerable`, questions not written because no kept passage holds a
+            gold answer (yes/no questions among them); a rerun retrieves them again.
     """
 
     output: str
@@ -51,6 +60,7 @@ class AugmentReport:
     empty_dropped: int
     short_questions: int
     repaired_bytes: int
+    unanswerable_dropped: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -66,6 +76,19 @@ def _passage(hit: Any) -> AugmentedPassage:
     return AugmentedPassage(id=str(hit.id), title=str(hit.title or ""), text=str(hit.text), score=float(hit.score))
 
 
+def answer_in_passages(answers: Sequence[str], passages: Sequence[AugmentedPassage]) -> bool:
+    """Whether a gold answer occurs as whole words in a passage's title or text, both normalised as the
+    metrics normalise (a yes/no/maybe gold never does: no passage states it).
+
+    Example:
+        >>> answer_in_passages(["The Eiffel Tower"], [AugmentedPassage("p", "Paris", "the eiffel tower.", 1.0)])
+        True
+    """
+    golds = [f" {g} " for g in map(normalize_answer, answers) if g and g not in YES_NO_GOLDS]
+    texts = [f" {normalize_answer(p.title + ' ' + p.text)} " for p in passages]
+    return any(gold in text for gold in golds for text in texts)
+
+
 def augment_records(
     records: Sequence[QARecord],
     retriever: _Searcher,
@@ -73,6 +96,7 @@ def augment_records(
     top_k: int = 3,
     batch_size: int = 32,
     show_progress: bool = True,
+    answerable: bool = False,
 ) -> AugmentReport:
     """Retrieve the top `top_k` passages of each question and append them to `output`.
 
@@ -86,6 +110,8 @@ def augment_records(
         top_k: passages per question.
         batch_size: questions per `search_many` call.
         show_progress: draw a tqdm bar on stderr.
+        answerable: write only questions whose gold answer is in one of their passages
+            (`answer_in_passages`).
 
     Returns:
         An `AugmentReport`.
@@ -131,6 +157,9 @@ def augment_records(
                     )
                 for record, hits in zip(batch, results):
                     kept = [_passage(hit) for hit in list(hits)[:top_k] if str(hit.text or "").strip()]
+                    if answerable and not answer_in_passages(record.answers, kept):
+                        report.unanswerable_dropped += 1
+                        continue
                     report.empty_dropped += min(len(hits), top_k) - len(kept)
                     report.short_questions += len(kept) < top_k
                     report.passages += len(kept)

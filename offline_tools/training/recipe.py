@@ -10,7 +10,8 @@ A recipe is a TOML file; `checkpoints/regrad-smollm2-135m/recipe.toml` builds th
     [[step]] kind, name, output, title?, ...     one per step, in the order they run:
       synth    `regrad synth --output OUTPUT`; every other key is its flag (`avoid` = synth steps)
       index    `regrad index`, corpora = data entries or synth steps (their corpus.jsonl)
-      augment  `regrad augment`: dataset, source (a data entry or synth step), split, index, top_k = 3
+      augment  `regrad augment`: dataset, source (a data entry or synth step), split, index, top_k = 3,
+               answerable = true (`--answerable`: only questions with a gold answer in their passages)
       mix      the lines of parts = [{from, skip?, repeat | head | tail | sample}] in order, shuffled if
                shuffle = SEED (skip = N: leave out a file's first N lines first, e.g. skip = 840, head = 1260;
                sample = N: N lines drawn with random.Random(SEED), which then shuffles the whole); with
@@ -63,7 +64,7 @@ COMMON_KEYS = {"kind", "name", "title", "output"}
 STEP_KEYS = {   # the keys of each kind besides COMMON_KEYS; synth takes any other key as its flag
     "synth": {"avoid"},
     "index": {"corpora"},
-    "augment": {"dataset", "source", "split", "index", "top_k"},
+    "augment": {"dataset", "source", "split", "index", "top_k", "answerable"},
     "mix": {"parts", "shuffle", "into", "replacing"},
     "train": {"train", "dev", "steps", "extend_to", "init_from"},
     "export": {"checkpoints", "composition"},
@@ -464,6 +465,11 @@ class _Loader:
         step.argv = ["augment", "--dataset", dataset, "--data-path", str(source), "--index", str(index), "--split",
                      split, "--top-k", str(self._int(step, table, "top_k", 3, least=1)), "--output", str(step.output),
                      "--no-progress"]
+        answerable = table.get("answerable", False)
+        if not isinstance(answerable, bool):
+            raise self.error(f"step {step.name!r}: answerable = {answerable!r} must be true or false", "answerable")
+        if answerable:
+            step.argv.append("--answerable")
         return [step]
 
     def _mix(self, step: Step, table: dict) -> list[Step]:

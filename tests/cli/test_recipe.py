@@ -390,6 +390,19 @@ def test_a_run_is_its_best_and_run_slash_last_its_last_state(small: Path, capsys
     assert "checkpoints = 'mix/last' is not defined before this step" in capsys.readouterr().err
 
 
+def test_an_augment_step_can_keep_only_answerable_questions(small: Path, capsys: pytest.CaptureFixture):
+    """answerable = true on an augment step is `regrad augment --answerable`; anything but a boolean is refused."""
+    text = small.read_text()
+    assert 'split = "train"\n' in text
+    small.write_text(text.replace('split = "train"\n', 'split = "train"\nanswerable = true\n', 1))
+    assert main(["train", "--recipe", str(small), "--dry-run"]) == 0
+    [augment] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("regrad augment")]
+    assert augment.endswith("--no-progress --answerable")
+    small.write_text(text.replace('split = "train"\n', 'split = "train"\nanswerable = "yes"\n', 1))
+    assert main(["train", "--recipe", str(small), "--dry-run"]) == 3
+    assert "answerable = 'yes' must be true or false" in capsys.readouterr().err
+
+
 def test_a_mix_part_can_skip_a_files_first_lines(small: Path, capsys: pytest.CaptureFixture):
     """skip = N leaves out the first N lines, then repeat, head or tail takes from the rest."""
     small.write_text(small.read_text().replace(

@@ -10,7 +10,7 @@ import pytest
 
 import cli.main as cli
 from offline_tools.datasets import QARecord, load_dataset
-from offline_tools.datasets.augment import augment_records
+from offline_tools.datasets.augment import answer_in_passages, augment_records
 from offline_tools.datasets.augmented import read_augmented
 from offline_tools.errors import ExitStatus
 
@@ -53,6 +53,33 @@ def test_batches_drop_empty_passages_and_never_pad(tmp_path):
         assert all(p.text for p in record.passages)
     assert report.written == 5 and report.empty_dropped == 5 and report.short_questions == 5
     assert report.passages == 10
+
+
+class AnsweringRetriever:
+    """Even questions get a passage stating their answer `a<i>`; odd ones only passages that do not
+    (one of them holds `a<i>0`, the answer as part of a longer word)."""
+
+    def search_many(self, queries: Sequence[str], k: int = 10) -> list[list[_Hit]]:
+        out = []
+        for q in queries:
+            i = int(q.split()[-1].rstrip("?"))
+            text = f"It is A{i}." if i % 2 == 0 else f"It is a{i}0, not this."
+            hits = [_Hit(f"{i}-{rank}", "T", text if rank == 1 else f"text {rank}", 5.0 - rank) for rank in range(k)]
+            out.append(hits)
+        return out
+
+
+def test_answerable_keeps_only_questions_their_passages_answer(tmp_path):
+    records = [*_records(4), QARecord("yn", "hotpotqa", "is it so, number 0?", ["yes"], answer_type="yes_no")]
+    output = tmp_path / "train.jsonl"
+    report = augment_records(records, AnsweringRetriever(), output, top_k=3, show_progress=False, answerable=True)
+    assert [r.id for r in read_augmented(output)] == ["q0", "q2"]   # q1, q3 (a10, a30 only) and the yes/no: gone
+    assert report.written == 2 and report.unanswerable_dropped == 3 and report.passages == 6
+    # without the flag every question is written, and a rerun with it retries only the dropped ones
+    assert augment_records(records, AnsweringRetriever(), tmp_path / "all.jsonl", top_k=3,
+                           show_progress=False).written == 5
+    again = augment_records(records, AnsweringRetriever(), output, top_k=3, show_progress=False, answerable=True)
+    assert again.already_done == 2 and again.written == 0 and again.unanswerable_dropped == 3
 
 
 def test_rerun_skips_done_ids_and_finishes_after_a_crash(tmp_path):
@@ -121,6 +148,24 @@ def test_cli_augments_from_a_real_tantivy_index(tmp_path, monkeypatch, capsys, h
     assert _run_cli(monkeypatch, argv) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["written"] == 0
     assert len(list(read_augmented(output))) == 5
+
+
+def test_cli_answerable_writes_only_questions_with_the_answer_in_their_passages(tmp_path, monkeypatch, capsys,
+                                                                              hotpot_index):
+    source, questions, index_dir = hotpot_index
+    argv = ["augment", "--dataset", "hotpotqa", "--data-path", str(source), "--index", str(index_dir),
+            "--split", "all", "--top-k", "1", "--no-progress"]   # top 1: some questions' answer is elsewhere
+    assert _run_cli(monkeypatch, [*argv, "--output", str(tmp_path / "all.jsonl")]) == 0
+    everything = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert _run_cli(monkeypatch, [*argv, "--output", str(tmp_path / "kept.jsonl"), "--answerable"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    kept = list(read_augmented(tmp_path / "kept.jsonl"))
+    assert summary["written"] == len(kept)
+    assert summary["written"] + summary["unanswerable_dropped"] == everything["written"]
+    assert 0 < len(kept) < everything["written"]
+    by_id = {r.id: r for r in read_augmented(tmp_path / "all.jsonl")}
+    assert {r.id for r in kept} == {i for i, r in by_id.items() if answer_in_passages(r.answers, r.passages)}
+    assert all(answer_in_passages(r.answers, r.passages) and r.answers[0] not in ("yes", "no") for r in kept)
 
 
 def test_cli_errors_name_the_file_and_line_without_traceback(tmp_path, monkeypatch, capsys, hotpot_index):
