@@ -42,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--answerable",
         action="store_true",
         help="write only questions with a gold answer in one of their top-k passages (questions asked of a "
-        "corpus not built for them, e.g. 2Wiki's; yes/no questions are dropped)",
+        "corpus not built for them, e.g. 2Wiki's; yes/no and multiple-choice questions are dropped)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)

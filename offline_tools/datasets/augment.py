@@ -49,7 +49,7 @@ class AugmentReport:
         short_questions: questions written with fewer than `top_k` passages.
         repaired_bytes: size of a torn last line cut off before appending.
         unanswerable_dropped: with `answerable`, questions not written because no kept passage holds a
-            gold answer (yes/no questions among them); a rerun retrieves them again.
+            gold answer (yes/no and multiple-choice questions among them); a rerun retrieves them again.
     """
 
     output: str
@@ -110,7 +110,7 @@ def augment_records(
         top_k: passages per question.
         batch_size: questions per `search_many` call.
         show_progress: draw a tqdm bar on stderr.
-        answerable: write only questions whose gold answer is in one of their passages
+        answerable: write only short-answer questions whose gold answer is in one of their passages
             (`answer_in_passages`).
 
     Returns:
@@ -157,7 +157,7 @@ def augment_records(
                     )
                 for record, hits in zip(batch, results):
                     kept = [_passage(hit) for hit in list(hits)[:top_k] if str(hit.text or "").strip()]
-                    if answerable and not answer_in_passages(record.answers, kept):
+                    if answerable and (record.answer_type != "short" or not answer_in_passages(record.answers, kept)):
                         report.unanswerable_dropped += 1
                         continue
                     report.empty_dropped += min(len(hits), top_k) - len(kept)

@@ -56,30 +56,33 @@ def test_batches_drop_empty_passages_and_never_pad(tmp_path):
 
 
 class AnsweringRetriever:
-    """Even questions get a passage stating their answer `a<i>`; odd ones only passages that do not
-    (one of them holds `a<i>0`, the answer as part of a longer word)."""
+    """Even questions get a passage stating their answer `a<i>` (and the word "B"); odd ones only passages
+    that do not (one of them holds `a<i>0`, the answer as part of a longer word)."""
 
     def search_many(self, queries: Sequence[str], k: int = 10) -> list[list[_Hit]]:
         out = []
         for q in queries:
             i = int(q.split()[-1].rstrip("?"))
-            text = f"It is A{i}." if i % 2 == 0 else f"It is a{i}0, not this."
+            text = f"It is A{i}, option B." if i % 2 == 0 else f"It is a{i}0, not this."
             hits = [_Hit(f"{i}-{rank}", "T", text if rank == 1 else f"text {rank}", 5.0 - rank) for rank in range(k)]
             out.append(hits)
         return out
 
 
 def test_answerable_keeps_only_questions_their_passages_answer(tmp_path):
-    records = [*_records(4), QARecord("yn", "hotpotqa", "is it so, number 0?", ["yes"], answer_type="yes_no")]
+    records = [*_records(4), QARecord("yn", "hotpotqa", "is it so, number 0?", ["yes"], answer_type="yes_no"),
+               QARecord("mc", "hotpotqa", "which one, number 0?", ["B"], answer_type="choice", choices=["A0", "B"])]
     output = tmp_path / "train.jsonl"
     report = augment_records(records, AnsweringRetriever(), output, top_k=3, show_progress=False, answerable=True)
-    assert [r.id for r in read_augmented(output)] == ["q0", "q2"]   # q1, q3 (a10, a30 only) and the yes/no: gone
-    assert report.written == 2 and report.unanswerable_dropped == 3 and report.passages == 6
+    # q1 and q3 (their passages say a10, a30), the yes/no and the multiple-choice question (its letter B is in
+    # its passage as a word, but a letter is not an answer a passage states): gone
+    assert [r.id for r in read_augmented(output)] == ["q0", "q2"]
+    assert report.written == 2 and report.unanswerable_dropped == 4 and report.passages == 6
     # without the flag every question is written, and a rerun with it retries only the dropped ones
     assert augment_records(records, AnsweringRetriever(), tmp_path / "all.jsonl", top_k=3,
-                           show_progress=False).written == 5
+                           show_progress=False).written == 6
     again = augment_records(records, AnsweringRetriever(), output, top_k=3, show_progress=False, answerable=True)
-    assert again.already_done == 2 and again.written == 0 and again.unanswerable_dropped == 3
+    assert again.already_done == 2 and again.written == 0 and again.unanswerable_dropped == 4
 
 
 def test_rerun_skips_done_ids_and_finishes_after_a_crash(tmp_path):
