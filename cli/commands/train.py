@@ -22,7 +22,7 @@ import typing
 from offline_tools.errors import InputFileError, UsageError
 from offline_tools.training.train import TrainArgs  # no torch: the training code imports it where it runs
 
-RECIPE_FLAGS = ("recipe", "dry_run", "overrides")   # the dests of the flags that are not `TrainArgs` fields
+RECIPE_FLAGS = ("recipe", "dry_run", "overrides", "targets")   # the dests of the flags that are not `TrainArgs` fields
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -34,6 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "e.g. checkpoints/regrad-smollm2-135m/recipe.toml (make train)")
     recipe.add_argument("--dry-run", action="store_true",
                         help="with --recipe: print each step's command in order and exit; loads no model or data")
+    recipe.add_argument("--only", dest="targets", metavar="STEP", action="append", default=[],
+                        help="with --recipe: only the steps that STEP needs, and STEP (repeatable), e.g. --only run18 "
+                             "for one ablation arm whose warm start is a [learners] folder")
     recipe.add_argument("--set", dest="overrides", metavar="NAME.KEY=VALUE", action="append", default=[],
                         help="with --recipe: override one value of the recipe, e.g. --set run1.steps=20 or "
                              "--set paths.work=artifacts/try (repeatable)")
@@ -75,8 +78,8 @@ def train_args_from(args: argparse.Namespace) -> TrainArgs:
 def run(args: argparse.Namespace) -> int:
     if args.recipe:
         return run_recipe(args)
-    if args.dry_run or args.overrides:
-        raise UsageError("--dry-run and --set go with --recipe FILE")
+    if args.dry_run or args.overrides or args.targets:
+        raise UsageError("--dry-run, --set and --only go with --recipe FILE")
     missing = [flag_of(f) for f in dataclasses.fields(TrainArgs)
                if f.default is dataclasses.MISSING and getattr(args, f.name) is None]
     if missing:
@@ -99,11 +102,15 @@ def run_recipe(args: argparse.Namespace) -> int:
                          "given with it; change the recipe, or one value with --set NAME.KEY=VALUE")
     recipe = load_recipe(args.recipe, args.overrides)
     check_commands(recipe)
+    steps = recipe.plan(args.targets) if args.targets else recipe.steps
     if args.dry_run:
-        print(format_plan(recipe, recipe.steps))
+        print(format_plan(recipe, steps))
         return 0
-    run_steps(recipe, recipe.steps)
-    print(json.dumps({"recipe": str(recipe.path), "learner": str(recipe.output(recipe.shipped))}))
+    run_steps(recipe, steps)
+    if args.targets:
+        print(json.dumps({"recipe": str(recipe.path), "built": {t: str(recipe.output(t)) for t in args.targets}}))
+    else:
+        print(json.dumps({"recipe": str(recipe.path), "learner": str(recipe.output(recipe.shipped))}))
     return 0
 
 

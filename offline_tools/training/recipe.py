@@ -6,6 +6,10 @@ A recipe is a TOML file; `checkpoints/regrad-smollm2-135m/recipe.toml` builds th
     [paths] work, data            outputs go in `work`, [data] files are in `data`; "${VAR:-default}"
                                   reads the environment; relative paths are from the current directory
     [data] NAME = "PATH"          input files in the data folder
+    [learners] NAME = "PATH"      learner folders that exist already (what `regrad export` writes, e.g. the
+                                  shipped learner), relative to the current directory: a run may start from
+                                  one (init_from) and an export average it, so an ablation arm warm-starts
+                                  from the shipped learner without rebuilding its lineage
     [train] OPTION = VALUE        `regrad train` options every run shares (`TrainArgs` field names)
     [[step]] kind, name, output, title?, ...     one per step, in the order they run:
       synth    `regrad synth --output OUTPUT`; every other key is its flag (`avoid` = synth steps)
@@ -18,9 +22,10 @@ A recipe is a TOML file; `checkpoints/regrad-smollm2-135m/recipe.toml` builds th
                into = MIX and replacing = [ID PREFIXES], the shuffled lines go in place of as many of MIX's
                lines whose id starts so, drawn with the same generator (the rest of MIX, order included, kept)
       train    `regrad train`: train, dev (mixes, augments or data entries), steps, extend_to (then
-               --resume to that many steps), init_from (a run, meaning its best/, or an export), and
+               --resume to that many steps), init_from (a run, meaning its best/, an export or a
+               [learners] entry), and
                any `TrainArgs` option
-      export   `regrad export`: checkpoints = runs or exports, averaged when several (a run means its
+      export   `regrad export`: checkpoints = runs, exports or [learners], averaged when several (a run means its
                best/, "RUN/last" its last/ state); composition = SPEC
                (`--composition`: the learner's served default, e.g. "likelihood:0.2"; default its own)
 
@@ -280,7 +285,7 @@ class _Loader:
 
     def __init__(self, path: Path, text: str, base: Path) -> None:
         self.path, self.lines, self.base = path, text.splitlines(), base
-        self.kinds: dict[str, str] = {}   # name -> step kind, or "data" for a [data] entry
+        self.kinds: dict[str, str] = {}   # name -> step kind, "data" for a [data] entry, "learner" for [learners]
         self.inputs: dict[str, Path] = {}
         self.steps: list[Step] = []
         self.index = -1                   # the [[step]] being read, for error lines
@@ -309,9 +314,9 @@ class _Loader:
     # -- the file
     def load(self, raw: dict) -> Recipe:
         for key in raw:
-            if key not in ("shipped", "paths", "data", "train", "step"):
-                raise self.error(f"unknown top-level key {key!r}; a recipe has shipped, [paths], [data], [train] "
-                                 "and [[step]]", key, None)
+            if key not in ("shipped", "paths", "data", "learners", "train", "step"):
+                raise self.error(f"unknown top-level key {key!r}; a recipe has shipped, [paths], [data], [learners], "
+                                 "[train] and [[step]]", key, None)
         paths = self._table(raw, "paths")
         work = self._path(paths, "work")
         data = self._path(paths, "data") if raw.get("data") else self.base
@@ -319,6 +324,16 @@ class _Loader:
             if not isinstance(value, str):
                 raise self.error(f"[data] {name} = {value!r} must be a path (in the data folder)", name, "data")
             self.inputs[name], self.kinds[name] = data / value, "data"
+        for name, value in self._table(raw, "learners").items():
+            if name in self.kinds:
+                raise self.error(f"[learners] {name}: the name is already a [data] entry", name, "learners")
+            if not isinstance(value, str) or not value:
+                raise self.error(f"[learners] {name} = {value!r} must be a path (a learner folder)", name, "learners")
+            folder = self.base / value
+            if not (folder / "learner.json").is_file():
+                raise self.error(f"[learners] {name} = {value!r}: no learner.json in {folder} (a folder `regrad "
+                                 "export` wrote, e.g. checkpoints/regrad-smollm2-135m)", name, "learners")
+            self.inputs[name], self.kinds[name] = folder, "learner"
         self.train_options = self._table(raw, "train")
         for key, value in self.train_options.items():
             self._check_train_option(key, value, "[train]", "train")
@@ -511,8 +526,8 @@ class _Loader:
         options = {**self.train_options, **options}
         train = self._refs(step, table, "train", ("mix", "augment", "data"))
         dev = self._refs(step, table, "dev", ("mix", "augment", "data"))
-        init_from = self._ref(step, "init_from", table["init_from"], ("train", "export")) if "init_from" in table \
-            else None
+        init_from = (self._ref(step, "init_from", table["init_from"], ("train", "export", "learner"))
+                     if "init_from" in table else None)
         step.steps = self._int(step, table, "steps", least=1)
         extend_to = self._int(step, table, "extend_to", 0)
         named = {"train_files": [str(p) for p in train], "dev_files": [str(p) for p in dev],
@@ -537,7 +552,7 @@ class _Loader:
         return [step, extended]
 
     def _export(self, step: Step, table: dict) -> list[Step]:
-        checkpoints = self._refs(step, table, "checkpoints", ("train", "export"))
+        checkpoints = self._refs(step, table, "checkpoints", ("train", "export", "learner"))
         step.argv = ["export", *(a for c in checkpoints for a in ("--checkpoint", str(c))), "--output",
                      str(step.output)]
         if "composition" in table:   # the learner's served default, checked as `regrad export` checks it
@@ -576,7 +591,10 @@ def format_plan(recipe: Recipe, steps: list[Step]) -> str:
         if step.title:
             lines.append(f"# -- {step.title}")
         lines.append(("# done: " if step.is_done() else "") + step.describe())
-    lines.append(f"# the learner: {recipe.output(recipe.shipped)}")
+    if any(step.name == recipe.shipped for step in steps):
+        lines.append(f"# the learner: {recipe.output(recipe.shipped)}")
+    elif steps:   # a part of the recipe (`--only`): what it ends with
+        lines.append(f"# builds: {steps[-1].output}")
     return "\n".join(lines)
 
 

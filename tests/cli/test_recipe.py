@@ -390,6 +390,40 @@ def test_a_run_is_its_best_and_run_slash_last_its_last_state(small: Path, capsys
     assert "checkpoints = 'mix/last' is not defined before this step" in capsys.readouterr().err
 
 
+def test_a_run_can_warm_start_from_a_learners_folder_and_only_builds_what_a_step_needs(
+        small: Path, capsys: pytest.CaptureFixture):
+    """[learners] names a learner folder that exists already (the shipped one, say): init_from and export
+    checkpoints take it, the plan stops at it (its lineage is not rebuilt), and --only STEP plans STEP alone."""
+    shipped = small.parent / "shipped"
+    shipped.mkdir()
+    (shipped / "learner.json").write_text("{}")
+    text = small.read_text().replace("[train]", f'[learners]\nshipped = "{shipped}"\n\n[train]')
+    small.write_text(text.replace("lr = 1e-3", 'lr = 1e-3\ninit_from = "shipped"')
+                     .replace('checkpoints = ["run", "run"]', 'checkpoints = ["run", "shipped"]'))
+    recipe = load_recipe(small)
+    work = recipe.work
+    fake = FakeRegrad()
+    run_steps(recipe, recipe.plan(["run"]), fake)
+    assert [a[0] for a in fake.ran] == ["synth", "index", "augment", "train", "train"]   # no export
+    assert f"--init-from {shipped}" in " ".join(fake.ran[3])
+    assert recipe.step("average").command()[:5] == ["export", "--checkpoint", f"{work}/run/best", "--checkpoint",
+                                                    str(shipped)]
+    capsys.readouterr()
+    assert main(["train", "--recipe", str(small), "--dry-run", "--only", "val"]) == 0
+    plan = capsys.readouterr().out.splitlines()
+    assert not any(line.startswith(("regrad train", "regrad export")) for line in plan)
+    assert plan[-1] == f"# builds: {work}/aug/val.jsonl"
+    assert main(["train", "--recipe", str(small), "--dry-run", "--only", "shipped"]) == 3
+    assert "no step named 'shipped'" in capsys.readouterr().err
+    assert main(["train", "--dry-run", "--only", "run"]) == 2   # a usage error
+    assert "--only go with --recipe FILE" in capsys.readouterr().err
+
+    small.write_text(small.read_text().replace(f'shipped = "{shipped}"', 'shipped = "nowhere"'))
+    assert main(["train", "--recipe", str(small), "--dry-run"]) == 3
+    err = capsys.readouterr().err
+    assert err.startswith(f"regrad: error: {small}:11: ") and "[learners] shipped = 'nowhere': no learner.json" in err
+
+
 def test_an_augment_step_can_keep_only_answerable_questions(small: Path, capsys: pytest.CaptureFixture):
     """answerable = true on an augment step is `regrad augment --answerable`; anything but a boolean is refused."""
     text = small.read_text()

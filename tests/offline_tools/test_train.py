@@ -356,7 +356,7 @@ def _parsed(argv: list[str]) -> TrainArgs:
 
 
 def test_every_train_args_field_is_one_flag_with_help():
-    from cli.commands.train import RECIPE_FLAGS  # --recipe, --dry-run, --set: tests/cli/test_recipe.py
+    from cli.commands.train import RECIPE_FLAGS  # --recipe, --dry-run, --set, --only: tests/cli/test_recipe.py
 
     actions = [a for a in _train_parser()._actions
                if not isinstance(a, argparse._HelpAction) and a.dest not in RECIPE_FLAGS]
