@@ -1,4 +1,4 @@
-"""Recipes: how a learner is built, as data (`regrad train --recipe FILE [--dry-run]`).
+"""Recipes: how a learner is built, as data (`regrad train --recipe FILE [--dry-run] [--only STEP]`).
 
 A recipe is a TOML file; `checkpoints/regrad-smollm2-135m/recipe.toml` builds the shipped learner.
 
