@@ -396,7 +396,8 @@ class _Loader:
             raise self.error(f"step {self.index + 1} ({kind}) needs name = \"...\" (how later steps refer to it)",
                              "name")
         if name in self.kinds:
-            raise self.error(f"step {name!r}: the name is already used by an earlier step, [data] or [learners] entry", "name")
+            raise self.error(f"step {name!r}: the name is already used by an earlier step, [data] or [learners] "
+                             "entry", "name")
         allowed = COMMON_KEYS | STEP_KEYS[kind] | (set(TRAIN_OPTIONS) if kind == "train" else set())
         unknown = [key for key in table if key not in allowed and kind != "synth"]
         if unknown:
