@@ -418,6 +418,12 @@ def test_a_run_can_warm_start_from_a_learners_folder_and_only_builds_what_a_step
     assert main(["train", "--dry-run", "--only", "run"]) == 2   # a usage error
     assert "--only go with --recipe FILE" in capsys.readouterr().err
 
+    clash = small.read_text().replace('name = "average"', 'name = "shipped"').replace('= "average"', '= "shipped"')
+    small.write_text(clash)
+    assert main(["train", "--recipe", str(small), "--dry-run"]) == 3
+    assert "step 'shipped': the name is already used by an earlier step, [data] or [learners] entry" in \
+        capsys.readouterr().err
+    small.write_text(text.replace("lr = 1e-3", 'lr = 1e-3\ninit_from = "shipped"'))
     small.write_text(small.read_text().replace(f'shipped = "{shipped}"', 'shipped = "nowhere"'))
     assert main(["train", "--recipe", str(small), "--dry-run"]) == 3
     err = capsys.readouterr().err
