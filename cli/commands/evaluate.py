@@ -68,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         load_records,
         write_predictions,
     )
+    from offline_tools.evaluation.kinds import format_kinds, kinds_of
     from offline_tools.evaluation.scoring import scores_path_for, write_scores, write_scores_png
 
     if args.limit is not None and args.limit < 1:
@@ -89,10 +90,13 @@ def run(args: argparse.Namespace) -> int:
         result = evaluate_http(args.url, records, concurrency=args.concurrency, api_key=api_key,
                                timeout_s=args.timeout_s, max_retries=args.retries, **common)
     count = write_predictions(args.output, result.predictions)
+    kinds = kinds_of(result.predictions)
     scores = write_scores(args.scores or scores_path_for(args.output), result.tables, source=args.output,
-                          errors=result.errors)
+                          errors=result.errors, kinds=kinds)
     picture = write_scores_png(scores, result.tables)
     print(format_mode_table(result.tables))
+    if by_kind := format_kinds(kinds):
+        print(f"\n{by_kind}")
     print(f"{count} predictions -> {args.output}, scores -> {scores}, {picture.name} "
           f"({len(records)} questions x {len(modes)} "
           f"modes, {result.elapsed_s:.1f} s)", file=sys.stderr)

@@ -15,7 +15,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="re-score a predictions file (from `regrad evaluate`) and write scores.json",
         description="Score every line of a predictions file again with the current metrics (EM, F1, precision, "
         "recall per dataset and mode), print the table and write scores.json (the file `evaluate` writes) and a "
-        "picture of it beside it (scores.png: EM and F1 per dataset, one bar per mode).",
+        "picture of it beside it (scores.png: EM and F1 per dataset, one bar per mode). Where a dataset has "
+        "yes/no questions, a second table scores them apart from its short answers and shows how often the "
+        "answers say \"yes\" against the golds (scores.json: `kinds`).",
     )
     p.add_argument("predictions", help="predictions file (JSON lines) written by `regrad evaluate`")
     p.add_argument("--output", help="scores file to write (default: scores.json beside the predictions)")
@@ -24,6 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from offline_tools.evaluation.evaluate import format_mode_table
+    from offline_tools.evaluation.kinds import format_kinds, kinds_of
     from offline_tools.evaluation.scoring import (
         read_predictions,
         rescore,
@@ -33,11 +36,13 @@ def run(args: argparse.Namespace) -> int:
     )
 
     predictions = read_predictions(args.predictions)
-    tables = rescore(predictions)
+    tables, kinds = rescore(predictions), kinds_of(predictions)
     errors = sum(1 for line in predictions if "error" in line)
     path = write_scores(args.output or scores_path_for(args.predictions), tables, source=args.predictions,
-                        errors=errors)
+                        errors=errors, kinds=kinds)
     picture = write_scores_png(path, tables)
     print(format_mode_table(tables))
+    if by_kind := format_kinds(kinds):
+        print(f"\n{by_kind}")
     print(f"{len(predictions)} predictions scored -> {path}, {picture}")
     return 0

@@ -3,8 +3,9 @@
 Each prediction line is scored again from its `answer`, `gold`, `answer_type` (and `choices`) with
 the current metrics, so a file written before a metrics change can be compared with a new one.
 
-    tables = rescore(read_predictions("predictions.jsonl"))
-    write_scores("scores.json", tables, source="predictions.jsonl")
+    predictions = read_predictions("predictions.jsonl")
+    write_scores("scores.json", rescore(predictions), source="predictions.jsonl",
+                 kinds=kinds.kinds_of(predictions))   # yes/no apart from short answers
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from offline_tools.errors import InputFileError
+from offline_tools.evaluation.kinds import kinds_to_dict
 from offline_tools.evaluation.metrics import ScoreTable, aggregate, score
 from offline_tools.files import atomic_text
 
@@ -59,20 +61,25 @@ def rescore(predictions: Sequence[dict[str, Any]]) -> dict[str, ScoreTable]:
     return {mode: aggregate(pairs) for mode, pairs in items.items()}
 
 
-def tables_of(tables: dict[str, ScoreTable], *, source: str | Path | None = None, errors: int = 0) -> dict[str, Any]:
-    """The content of scores.json: scores in 0..100 per mode, per dataset and overall."""
-    return {
+def tables_of(tables: dict[str, ScoreTable], *, source: str | Path | None = None, errors: int = 0,
+              kinds: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The content of scores.json: scores in 0..100 per mode, per dataset and overall; with `kinds`
+    (`kinds.kinds_of`), the same per kind of question under "kinds"."""
+    content: dict[str, Any] = {
         "predictions": str(source) if source is not None else None,
         "errors": errors,
         "modes": {mode: table.to_dict() for mode, table in tables.items()},
     }
+    if kinds is not None:
+        content["kinds"] = kinds_to_dict(kinds)
+    return content
 
 
 def write_scores(path: str | Path, tables: dict[str, ScoreTable], *, source: str | Path | None = None,
-                 errors: int = 0) -> Path:
+                 errors: int = 0, kinds: dict[str, Any] | None = None) -> Path:
     """Write scores.json atomically (temp file, then rename)."""
     with atomic_text(path) as handle:
-        json.dump(tables_of(tables, source=source, errors=errors), handle, indent=2)
+        json.dump(tables_of(tables, source=source, errors=errors, kinds=kinds), handle, indent=2)
         handle.write("\n")
     return Path(path)
 

@@ -68,7 +68,15 @@ def test_score_rescored_file_and_scores_json(tmp_path: Path, capsys: pytest.Capt
     assert rag["datasets"]["a"]["em"] == 100.0  # "Blue" is option B: read through the line's choices
     assert rag["datasets"]["b"]["em"] == 0.0
     assert written["predictions"] == str(predictions)
-    assert "regrad" in capsys.readouterr().out
+    # yes/no questions apart from short answers: dataset b's yes/no line, answered "no" to a "yes" gold
+    assert written["kinds"]["regrad"]["b"] == {"yes/no": {"n": 1, "em": 0.0, "f1": 0.0, "answered": 0,
+                                                          "gold_yes": 1, "said_yes": 0}}
+    short = written["kinds"]["regrad"]["a"]["short"]
+    assert short["n"] == 2 and short["answered"] == 2   # "the city of Lyon" has F1 0.5: answered
+    out = capsys.readouterr().out
+    assert "regrad" in out
+    by_kind = out[out.index("by kind"):].splitlines()
+    assert any(line.split()[:3] == ["regrad", "b", "yes/no"] and line.endswith("0 / 1") for line in by_kind)
     import matplotlib
     from PIL import Image
 

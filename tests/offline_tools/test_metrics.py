@@ -1,4 +1,4 @@
-"""Metrics on hand-made cases: normalisation, alias handling, yes/no and choice, aggregation."""
+"""Metrics on hand-made cases: normalisation, alias handling, yes/no and choice, aggregation, kinds."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pytest
 
 from offline_tools.datasets import QARecord
 from offline_tools.datasets.augmented import AugmentedRecord
+from offline_tools.evaluation.kinds import ANSWERED_F1, format_kinds, kinds_of, question_kind
 from offline_tools.evaluation.metrics import (
     Scores,
     aggregate,
@@ -172,3 +173,56 @@ def test_format_table_has_a_row_per_dataset_and_two_overall_rows():
     assert any(line.startswith("overall (micro)") for line in lines)
     assert any(line.startswith("overall (macro)") for line in lines)
     assert len({len(line) for line in lines if not line.startswith("-")}) == 1  # fixed width
+
+
+@pytest.mark.parametrize(
+    ("gold", "answer_type", "kind"),
+    [
+        (["no"], "short", "yes/no"),     # HotpotQA's comparison questions are short answers with gold yes/no
+        (["Yes."], "short", "yes/no"),
+        (["yes", "no"], "short", "yes/no"),
+        (["no", "Norway"], "short", "short"),
+        (["Salvia"], "short", "short"),
+        (["maybe"], "yes_no", "yes/no"),
+        (["B"], "choice", "choice"),
+        ("no", "short", "yes/no"),       # a plain string is one alias
+    ],
+)
+def test_question_kind(gold, answer_type, kind):
+    assert question_kind(gold, answer_type) == kind
+
+
+def _line(mode: str, answer: str, gold: list[str], **extra) -> dict:
+    return {"dataset": "hotpotqa", "mode": mode, "answer": answer, "gold": gold, "answer_type": "short", **extra}
+
+
+def test_kinds_score_yes_no_apart_and_count_the_yes_habit():
+    lines = [
+        _line("regrad", "no", ["no"]),
+        _line("regrad", "Yes, both are", ["no"]),    # says "yes"; a short answer, so no partial credit either
+        _line("regrad", "yes", ["yes"]),
+        _line("regrad", "Salvia", ["Salvia"]),
+        _line("regrad", "a big old city called Lyon", ["Lyon"]),   # F1 1/3: not answered
+        _line("rag", "Paris", ["Paris"]),
+        {**_line("regrad", "no", ["yes"], answer_type="yes_no"), "dataset": "pubmedqa"},
+    ]
+    kinds = kinds_of(lines)
+    assert list(kinds) == ["regrad", "rag"] and list(kinds["regrad"]) == ["hotpotqa", "pubmedqa"]
+    yes_no, short = kinds["regrad"]["hotpotqa"]["yes/no"], kinds["regrad"]["hotpotqa"]["short"]
+    assert (yes_no.n, yes_no.answered, yes_no.gold_yes, yes_no.said_yes) == (3, 2, 1, 2)
+    assert yes_no.em == pytest.approx(200 / 3)
+    lyon = score("a big old city called Lyon", ["Lyon"]).f1
+    assert lyon < ANSWERED_F1
+    assert (short.n, short.answered, short.gold_yes, short.said_yes) == (2, 1, 0, 0)
+    assert short.f1 == pytest.approx(100 * (1 + lyon) / 2) and short.em == 50.0
+    assert list(kinds["rag"]["hotpotqa"]) == ["short"]
+    assert kinds["regrad"]["pubmedqa"]["yes/no"].to_dict() == {"n": 1, "em": 0.0, "f1": 0.0, "answered": 0,
+                                                              "gold_yes": 1, "said_yes": 0}
+
+    text = format_kinds(kinds).splitlines()
+    rows = [line.split() for line in text if line.startswith(("regrad", "rag"))]
+    assert ["regrad", "hotpotqa", "yes/no", "3", "66.67", "66.67", "2", "2", "/", "1"] in rows
+    assert ["regrad", "hotpotqa", "short", "2", "50.00"] in [row[:5] for row in rows]
+    assert ["regrad", "pubmedqa", "yes/no", "1", "0.00", "0.00", "0", "0", "/", "1"] in rows
+    assert not any(row[0] == "rag" for row in rows)   # rag's hotpotqa has no yes/no question: not shown
+    assert format_kinds(kinds_of([_line("rag", "Paris", ["Paris"])])) == ""

@@ -135,6 +135,8 @@ def test_cli_writes_predictions_and_prints_one_table(url, data_file, tmp_path, c
     picture = output.with_name("scores.png")   # beside scores.json: EM and F1, modes x datasets
     assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and output.with_name("scores.json").is_file()
     assert matplotlib.get_backend().lower() == "agg"
+    kinds = json.loads(output.with_name("scores.json").read_text())["kinds"]   # every question in one kind
+    assert set(kinds) == modes and all(sum(k["n"] for k in kinds[m]["hotpotqa"].values()) == 3 for m in modes)
 
 
 def test_cli_refuses_bad_usage(data_file, tmp_path, capsys):
