@@ -5,7 +5,9 @@ HotpotQA and 2Wiki ask comparison questions ("Are X and Y both ...?") as short a
 is "yes" or "no". Their share and skew differ by set (HotpotQA's held-out 87: 10 yes/no, 9 of them
 "no"; 2Wiki's first 60: 7, 5 of them "yes"), so a learner that answers "no" by habit gains on one set
 and loses on the other, whatever it reads. Scored apart, the short answers say how well it reads,
-and the yes/no rows show its habit (how often it says "yes") against the golds.
+and the yes/no rows show its habit (how often it says "yes") against the golds. HotpotQA's metric
+gives "No, they are not" nothing against "no"; the yes/no rows also count the answers whose first
+yes/no word is the gold's (`word_right`), which is how a reader would take a sentence.
 
     kinds = kinds_of(predictions)          # mode -> dataset -> kind -> KindScores
     print(format_kinds(kinds))             # "" when no question is yes/no
@@ -57,6 +59,7 @@ class KindScores:
         answered: questions with token F1 ≥ `ANSWERED_F1` (for yes/no and choice: the right ones).
         gold_yes: yes/no questions whose gold is "yes" (0 for other kinds).
         said_yes: yes/no questions answered "yes" (the first yes/no word of the answer).
+        word_right: yes/no questions whose answer's first yes/no word is the gold.
     """
 
     n: int
@@ -65,27 +68,29 @@ class KindScores:
     answered: int
     gold_yes: int = 0
     said_yes: int = 0
+    word_right: int = 0
 
     def to_dict(self) -> dict[str, float | int]:
         return {"n": self.n, "em": self.em, "f1": self.f1, "answered": self.answered, "gold_yes": self.gold_yes,
-                "said_yes": self.said_yes}
+                "said_yes": self.said_yes, "word_right": self.word_right}
 
 
 def kinds_of(predictions: Iterable[dict[str, Any]]) -> dict[str, dict[str, dict[str, KindScores]]]:
     """mode -> dataset -> kind -> `KindScores`, from prediction lines as `regrad evaluate` writes them
     (`mode`, `dataset`, `answer`, `gold`, optional `answer_type` and `choices`). Modes keep their order
     of first appearance; datasets are sorted; kinds follow `KINDS`."""
-    rows: dict[str, dict[str, dict[str, list[tuple[float, float, bool, bool]]]]] = {}
+    rows: dict[str, dict[str, dict[str, list[tuple[float, float, bool, bool, bool]]]]] = {}
     for line in predictions:
         gold = line["gold"] if isinstance(line["gold"], list) else [line["gold"]]
         answer_type = line.get("answer_type", "short")
         answer = line["answer"] or ""
         scores = score(answer, gold, answer_type, line.get("choices"))
         kind = question_kind(gold, answer_type)
+        word = extract_yes_no(answer) if kind == "yes/no" else None
         gold_yes = kind == "yes/no" and normalize_answer(gold[0]) == "yes"
-        said_yes = kind == "yes/no" and extract_yes_no(answer) == "yes"
+        word_right = kind == "yes/no" and any(word == normalize_answer(g) for g in gold)
         by_dataset = rows.setdefault(line["mode"], {}).setdefault(line["dataset"], {})
-        by_dataset.setdefault(kind, []).append((scores.em, scores.f1, gold_yes, said_yes))
+        by_dataset.setdefault(kind, []).append((scores.em, scores.f1, gold_yes, word == "yes", word_right))
     return {
         mode: {
             dataset: {kind: _summary(by_kind[kind]) for kind in KINDS if kind in by_kind}
@@ -95,7 +100,7 @@ def kinds_of(predictions: Iterable[dict[str, Any]]) -> dict[str, dict[str, dict[
     }
 
 
-def _summary(rows: list[tuple[float, float, bool, bool]]) -> KindScores:
+def _summary(rows: list[tuple[float, float, bool, bool, bool]]) -> KindScores:
     n = len(rows)
     return KindScores(
         n=n,
@@ -104,6 +109,7 @@ def _summary(rows: list[tuple[float, float, bool, bool]]) -> KindScores:
         answered=sum(1 for r in rows if r[1] >= ANSWERED_F1),
         gold_yes=sum(1 for r in rows if r[2]),
         said_yes=sum(1 for r in rows if r[3]),
+        word_right=sum(1 for r in rows if r[4]),
     )
 
 
@@ -125,11 +131,11 @@ def format_kinds(kinds: dict[str, dict[str, dict[str, KindScores]]]) -> str:
     mode_width = max(len("mode"), *(len(r[0]) for r in rows))
     name_width = max(len("dataset"), *(len(r[1]) for r in rows))
     header = (f"{'mode':<{mode_width}}  {'dataset':<{name_width}}  {'kind':<6}  {'n':>5}  {'EM':>6}  {'F1':>6}  "
-              f"{'answered':>8}  said/gold yes")
-    lines = [f"by kind (answered: F1 >= {ANSWERED_F1}; yes/no: answers \"yes\" against golds \"yes\")", header,
-             "-" * len(header)]
+              f"{'answered':>8}  {'word right':>10}  said/gold yes")
+    lines = [f"by kind (answered: F1 >= {ANSWERED_F1}; word right: the answer's first yes/no word is the gold; "
+             "said/gold yes: answers \"yes\" against golds \"yes\")", header, "-" * len(header)]
     for mode, dataset, kind, s in rows:
-        habit = f"{s.said_yes} / {s.gold_yes}" if kind == "yes/no" else ""
+        word, habit = (f"{s.word_right}", f"{s.said_yes} / {s.gold_yes}") if kind == "yes/no" else ("", "")
         lines.append(f"{mode:<{mode_width}}  {dataset:<{name_width}}  {kind:<6}  {s.n:>5}  {s.em:>6.2f}  "
-                     f"{s.f1:>6.2f}  {s.answered:>8}  {habit}")
+                     f"{s.f1:>6.2f}  {s.answered:>8}  {word:>10}  {habit}".rstrip())
     return "\n".join(lines)

@@ -70,7 +70,7 @@ def test_score_rescored_file_and_scores_json(tmp_path: Path, capsys: pytest.Capt
     assert written["predictions"] == str(predictions)
     # yes/no questions apart from short answers: dataset b's yes/no line, answered "no" to a "yes" gold
     assert written["kinds"]["regrad"]["b"] == {"yes/no": {"n": 1, "em": 0.0, "f1": 0.0, "answered": 0,
-                                                          "gold_yes": 1, "said_yes": 0}}
+                                                          "gold_yes": 1, "said_yes": 0, "word_right": 0}}
     short = written["kinds"]["regrad"]["a"]["short"]
     assert short["n"] == 2 and short["answered"] == 2   # "the city of Lyon" has F1 0.5: answered
     out = capsys.readouterr().out

@@ -201,6 +201,7 @@ def test_kinds_score_yes_no_apart_and_count_the_yes_habit():
         _line("regrad", "no", ["no"]),
         _line("regrad", "Yes, both are", ["no"]),    # says "yes"; a short answer, so no partial credit either
         _line("regrad", "yes", ["yes"]),
+        _line("regrad", "No, they are not", ["no"]),  # no credit from HotpotQA's metric; its first word is right
         _line("regrad", "Salvia", ["Salvia"]),
         _line("regrad", "a big old city called Lyon", ["Lyon"]),   # F1 1/3: not answered
         _line("rag", "Paris", ["Paris"]),
@@ -209,20 +210,20 @@ def test_kinds_score_yes_no_apart_and_count_the_yes_habit():
     kinds = kinds_of(lines)
     assert list(kinds) == ["regrad", "rag"] and list(kinds["regrad"]) == ["hotpotqa", "pubmedqa"]
     yes_no, short = kinds["regrad"]["hotpotqa"]["yes/no"], kinds["regrad"]["hotpotqa"]["short"]
-    assert (yes_no.n, yes_no.answered, yes_no.gold_yes, yes_no.said_yes) == (3, 2, 1, 2)
-    assert yes_no.em == pytest.approx(200 / 3)
+    assert (yes_no.n, yes_no.answered, yes_no.gold_yes, yes_no.said_yes, yes_no.word_right) == (4, 2, 1, 2, 3)
+    assert yes_no.em == 50.0
     lyon = score("a big old city called Lyon", ["Lyon"]).f1
     assert lyon < ANSWERED_F1
-    assert (short.n, short.answered, short.gold_yes, short.said_yes) == (2, 1, 0, 0)
+    assert (short.n, short.answered, short.gold_yes, short.said_yes, short.word_right) == (2, 1, 0, 0, 0)
     assert short.f1 == pytest.approx(100 * (1 + lyon) / 2) and short.em == 50.0
     assert list(kinds["rag"]["hotpotqa"]) == ["short"]
     assert kinds["regrad"]["pubmedqa"]["yes/no"].to_dict() == {"n": 1, "em": 0.0, "f1": 0.0, "answered": 0,
-                                                              "gold_yes": 1, "said_yes": 0}
+                                                              "gold_yes": 1, "said_yes": 0, "word_right": 0}
 
     text = format_kinds(kinds).splitlines()
     rows = [line.split() for line in text if line.startswith(("regrad", "rag"))]
-    assert ["regrad", "hotpotqa", "yes/no", "3", "66.67", "66.67", "2", "2", "/", "1"] in rows
+    assert ["regrad", "hotpotqa", "yes/no", "4", "50.00", "50.00", "2", "3", "2", "/", "1"] in rows
     assert ["regrad", "hotpotqa", "short", "2", "50.00"] in [row[:5] for row in rows]
-    assert ["regrad", "pubmedqa", "yes/no", "1", "0.00", "0.00", "0", "0", "/", "1"] in rows
+    assert ["regrad", "pubmedqa", "yes/no", "1", "0.00", "0.00", "0", "0", "0", "/", "1"] in rows
     assert not any(row[0] == "rag" for row in rows)   # rag's hotpotqa has no yes/no question: not shown
     assert format_kinds(kinds_of([_line("rag", "Paris", ["Paris"])])) == ""
