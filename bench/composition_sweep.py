@@ -1,7 +1,10 @@
 """How the combination of passage gradients changes the answers: a grid of compositions x top-k, in-process.
 
 One engine (learner, index, store) answers every augmented file under each composition and top-k;
-the table has one row per (file, k, mode, composition) with EM and F1. Gradients missing from the
+the table has one row per (file, k, mode, composition) with EM and F1, and where the file has yes/no
+questions, its rows score them apart from the short answers too (`kinds`, as `regrad evaluate`'s
+table by kind: HotpotQA's held-out yes/no golds are mostly "no", so a learner's yes/no habit moves its
+overall F1 without any change in reading). Gradients missing from the
 store are computed once and written back, so later cells read them. This is the measurement behind
 the served default composition (chosen on dev files only: docs/results.md, "Composition").
 
@@ -16,6 +19,10 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from offline_tools.evaluation.kinds import KindScores
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     from engine import EngineConfig
     from engine.core import Engine
     from offline_tools.evaluation.evaluate import evaluate_in_process, load_records
+    from offline_tools.evaluation.kinds import kinds_of, kinds_to_dict
 
     engine = Engine.from_config(EngineConfig(checkpoint=Path(args.checkpoint), index=args.index,
                                              store=Path(args.store), write_back=True))
@@ -49,17 +57,29 @@ def main(argv: list[str] | None = None) -> int:
                     result = evaluate_in_process(engine, records, modes=args.mode or ["regrad"], top_k=k,
                                                  composition=None if spec == "served" else spec, progress=False)
                     spec = str(engine.composition) if spec == "served" else spec
+                    kinds = kinds_of(result.predictions)
                     for mode, table in result.tables.items():
                         s = table.overall_micro
-                        rows.append({"data": Path(path).name, "k": k, "mode": mode, "composition": spec,
-                                     "n": s.n, "em": round(s.em, 2), "f1": round(s.f1, 2)})
+                        row = {"data": Path(path).name, "k": k, "mode": mode, "composition": spec,
+                               "n": s.n, "em": round(s.em, 2), "f1": round(s.f1, 2)}
                         print(f"{Path(path).name:<28} k={k}  {mode:<16} {spec:<14} n={s.n:<4} EM {s.em:6.2f}  "
                               f"F1 {s.f1:6.2f}  ({time.perf_counter() - started:.0f} s)", flush=True)
+                        if any("yes/no" in by_kind for by_kind in kinds[mode].values()):
+                            row["kinds"] = kinds_to_dict(kinds)[mode]   # dataset -> kind -> scores
+                            for dataset, by_kind in kinds[mode].items():
+                                print("    " + "  ".join(_kind_cell(dataset, kind, ks) for kind, ks in by_kind.items()))
+                        rows.append(row)
     finally:
         engine.close()
     if args.output:
         Path(args.output).write_text(json.dumps(rows, indent=1) + "\n")
     return 0
+
+
+def _kind_cell(dataset: str, kind: str, s: KindScores) -> str:
+    if kind == "yes/no":
+        return f"{dataset} yes/no: {s.answered} of {s.n} right, \"yes\" {s.said_yes} (gold {s.gold_yes})"
+    return f"{dataset} {kind}: n={s.n} F1 {s.f1:6.2f}, {s.answered} answered"
 
 
 if __name__ == "__main__":
