@@ -19,10 +19,6 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from offline_tools.evaluation.kinds import KindScores
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     from engine import EngineConfig
     from engine.core import Engine
     from offline_tools.evaluation.evaluate import evaluate_in_process, load_records
-    from offline_tools.evaluation.kinds import kinds_of, kinds_to_dict
+    from offline_tools.evaluation.kinds import format_kinds, kinds_of, kinds_to_dict
 
     engine = Engine.from_config(EngineConfig(checkpoint=Path(args.checkpoint), index=args.index,
                                              store=Path(args.store), write_back=True))
@@ -58,28 +54,23 @@ def main(argv: list[str] | None = None) -> int:
                                                  composition=None if spec == "served" else spec, progress=False)
                     spec = str(engine.composition) if spec == "served" else spec
                     kinds = kinds_of(result.predictions)
+                    by_kind = format_kinds(kinds)   # "" unless the file has yes/no questions
                     for mode, table in result.tables.items():
                         s = table.overall_micro
                         row = {"data": Path(path).name, "k": k, "mode": mode, "composition": spec,
                                "n": s.n, "em": round(s.em, 2), "f1": round(s.f1, 2)}
                         print(f"{Path(path).name:<28} k={k}  {mode:<16} {spec:<14} n={s.n:<4} EM {s.em:6.2f}  "
                               f"F1 {s.f1:6.2f}  ({time.perf_counter() - started:.0f} s)", flush=True)
-                        if any("yes/no" in by_kind for by_kind in kinds[mode].values()):
+                        if by_kind:
                             row["kinds"] = kinds_to_dict(kinds)[mode]   # dataset -> kind -> scores
-                            for dataset, by_kind in kinds[mode].items():
-                                print("    " + "  ".join(_kind_cell(dataset, kind, ks) for kind, ks in by_kind.items()))
                         rows.append(row)
+                    if by_kind:
+                        print(by_kind, flush=True)
     finally:
         engine.close()
     if args.output:
         Path(args.output).write_text(json.dumps(rows, indent=1) + "\n")
     return 0
-
-
-def _kind_cell(dataset: str, kind: str, s: KindScores) -> str:
-    if kind == "yes/no":
-        return f"{dataset} yes/no: {s.answered} of {s.n} right, \"yes\" {s.said_yes} (gold {s.gold_yes})"
-    return f"{dataset} {kind}: n={s.n} F1 {s.f1:6.2f}, {s.answered} answered"
 
 
 if __name__ == "__main__":

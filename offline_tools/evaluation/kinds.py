@@ -13,7 +13,7 @@ yes/no word is the gold's (`word_right`), which is how a reader would take a sen
     print(format_kinds(kinds))             # "" when no question is yes/no
 
 A question is `yes/no` when its answer type is `yes_no` or every gold alias is "yes" or "no";
-`choice` when its answer type is `choice`; else `short`. Each line is scored with `metrics.score`,
+`choice` when its answer type is `choice`; else `short`. Each line is scored with `metrics.score_line`,
 as the main table is; a short answer counts as *answered* at token F1 ≥ 0.5.
 """
 
@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from offline_tools.evaluation.metrics import extract_yes_no, normalize_answer, score
+from offline_tools.evaluation.metrics import extract_yes_no, normalize_answer, score_line
 
 __all__ = ["KINDS", "ANSWERED_F1", "KindScores", "question_kind", "kinds_of", "kinds_to_dict", "format_kinds"]
 
@@ -82,11 +82,9 @@ def kinds_of(predictions: Iterable[dict[str, Any]]) -> dict[str, dict[str, dict[
     rows: dict[str, dict[str, dict[str, list[tuple[float, float, bool, bool, bool]]]]] = {}
     for line in predictions:
         gold = line["gold"] if isinstance(line["gold"], list) else [line["gold"]]
-        answer_type = line.get("answer_type", "short")
-        answer = line["answer"] or ""
-        scores = score(answer, gold, answer_type, line.get("choices"))
-        kind = question_kind(gold, answer_type)
-        word = extract_yes_no(answer) if kind == "yes/no" else None
+        scores = score_line(line)
+        kind = question_kind(gold, line.get("answer_type", "short"))
+        word = extract_yes_no(line["answer"] or "") if kind == "yes/no" else None
         gold_yes = kind == "yes/no" and normalize_answer(gold[0]) == "yes"
         word_right = kind == "yes/no" and any(word == normalize_answer(g) for g in gold)
         by_dataset = rows.setdefault(line["mode"], {}).setdefault(line["dataset"], {})

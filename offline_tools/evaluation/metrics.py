@@ -28,6 +28,7 @@ __all__ = [
     "extract_yes_no",
     "extract_choice",
     "score",
+    "score_line",
     "score_items",
     "score_records",
     "aggregate",
@@ -186,6 +187,13 @@ def score(
         if candidate[0] > best[0]:  # strict: ties keep the first alias
             best = candidate
     return Scores(em, best[0], best[1], best[2])
+
+
+def score_line(line: dict[str, Any]) -> Scores:
+    """Score one prediction line as `regrad evaluate` writes it (`answer`, `gold`, optional
+    `answer_type` and `choices`), from its answer: a stored `scores` is not read."""
+    gold = line["gold"] if isinstance(line["gold"], list) else [line["gold"]]
+    return score(line["answer"] or "", gold, line.get("answer_type", "short"), line.get("choices"))
 
 
 def score_items(pairs: Iterable[tuple[str, QARecord]]) -> list[tuple[str, Scores]]:

@@ -5,7 +5,7 @@ the current metrics, so a file written before a metrics change can be compared w
 
     predictions = read_predictions("predictions.jsonl")
     write_scores("scores.json", rescore(predictions), source="predictions.jsonl",
-                 kinds=kinds.kinds_of(predictions))   # yes/no apart from short answers
+                 kinds=kinds_of(predictions))   # offline_tools.evaluation.kinds: yes/no apart from short answers
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 from offline_tools.errors import InputFileError
 from offline_tools.evaluation.kinds import kinds_to_dict
-from offline_tools.evaluation.metrics import ScoreTable, aggregate, score
+from offline_tools.evaluation.metrics import ScoreTable, aggregate, score_line
 from offline_tools.files import atomic_text
 
 __all__ = ["read_predictions", "rescore", "tables_of", "write_scores", "scores_path_for", "scores_png_for",
@@ -55,9 +55,7 @@ def rescore(predictions: Sequence[dict[str, Any]]) -> dict[str, ScoreTable]:
     """A score table per mode (in order of first appearance), each line scored anew."""
     items: dict[str, list] = {}
     for line in predictions:
-        gold = line["gold"] if isinstance(line["gold"], list) else [line["gold"]]
-        scores = score(line["answer"] or "", gold, line.get("answer_type", "short"), line.get("choices"))
-        items.setdefault(line["mode"], []).append((line["dataset"], scores))
+        items.setdefault(line["mode"], []).append((line["dataset"], score_line(line)))
     return {mode: aggregate(pairs) for mode, pairs in items.items()}
 
 
