@@ -14,9 +14,10 @@ from typing import Literal
 
 from models.errors import ModelError
 
-__all__ = ["LearnerConfig", "load_preset", "list_presets", "STEP_SIZE_MODES", "BUNDLED_MODEL"]
+__all__ = ["LearnerConfig", "load_preset", "list_presets", "STEP_SIZE_MODES", "DOC_UPDATES", "BUNDLED_MODEL"]
 
 STEP_SIZE_MODES = ("tie", "same", "fix", "full")
+DOC_UPDATES = ("shared", "orthogonal")   # models/doc_subspace.py
 BUNDLED_MODEL = "smollm2-135m-instruct"
 _DTYPES = ("float32", "bfloat16", "float16")
 
@@ -35,6 +36,10 @@ class LearnerConfig:
     max_passage_tokens: passages are truncated to this many tokens, in training, encoding and serving alike.
     dtype: dtype of the frozen base weights (`float32` on CPU; `bfloat16` on GPUs). LoRA stays float32.
     name: the preset's name (informational; part of the fingerprint).
+    doc_update: `shared` (the paper's: a passage's gradient moves every direction of the LoRA) or
+        `orthogonal` (each passage gradient projected out of the task LoRA's own subspace before it is
+        stored or applied: `models/doc_subspace.py`). Written to learner.json only when not `shared`,
+        so learners saved before it existed keep their fingerprints.
     """
 
     base_model: str = BUNDLED_MODEL
@@ -47,10 +52,13 @@ class LearnerConfig:
     max_passage_tokens: int = 256
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     name: str = "custom"
+    doc_update: Literal["shared", "orthogonal"] = "shared"
 
     def __post_init__(self) -> None:
         if self.step_size_mode not in STEP_SIZE_MODES:
             raise ModelError(f"`step_size_mode` must be one of {STEP_SIZE_MODES}, got {self.step_size_mode!r}")
+        if self.doc_update not in DOC_UPDATES:
+            raise ModelError(f"`doc_update` must be one of {DOC_UPDATES}, got {self.doc_update!r}")
         if self.dtype not in _DTYPES:
             raise ModelError(f"`dtype` must be one of {_DTYPES}, got {self.dtype!r}")
         if not isinstance(self.r, int) or self.r < 1:
@@ -70,7 +78,10 @@ class LearnerConfig:
         return self.lora_alpha / self.r
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        if data["doc_update"] == "shared":   # the default, and every learner saved before the field existed
+            del data["doc_update"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> LearnerConfig:

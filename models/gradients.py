@@ -8,6 +8,9 @@ Each passage's loss is the mean cross-entropy over its own tokens; the per-passa
 *summed* over a batch. Hence Σ_i ∇L_i = ∇ Σ_i L_i: `summed_gradient` is one backward.
 Per-passage gradients also come from one batched backward: row i gets its own zero delta dθ_i
 (`Learner.adapted_rows`), and ∂(Σ_j L_j)/∂dθ_i = ∇L_i.
+
+A learner with `doc_update = "orthogonal"` gets its gradients projected out of the task LoRA's own
+subspace here (`models/doc_subspace.py`), so every store, sum and served update holds the projected ones.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+
+from models.doc_subspace import project_flat
 
 __all__ = ["format_passage", "tokenize_passages", "passage_token_counts", "passage_losses", "passage_gradients",
            "summed_gradient"]
@@ -78,7 +83,12 @@ def summed_gradient(learner, passages: list[str]) -> torch.Tensor:
         (g if g is not None else torch.zeros_like(p)).reshape(-1)
         for g, p in zip(grads, params)
     ]
-    return torch.cat(flat).float().cpu()
+    return _as_learned(learner, torch.cat(flat).float().cpu())
+
+
+def _as_learned(learner, flat: torch.Tensor) -> torch.Tensor:
+    """Gradients (..., D) as this learner applies them: projected under `doc_update = "orthogonal"`."""
+    return project_flat(learner, flat) if learner.config.doc_update == "orthogonal" else flat
 
 
 def passage_gradients(learner, passages: list[str], batch_size: int = 8) -> torch.Tensor:
@@ -100,4 +110,4 @@ def passage_gradients(learner, passages: list[str], batch_size: int = 8) -> torc
             loss = passage_losses(learner, batch).sum()
             (grad,) = torch.autograd.grad(loss, deltas)
         out[rows] = grad.float().cpu()
-    return out
+    return _as_learned(learner, out)

@@ -6,6 +6,9 @@ For each task t (a question, its answer and its k passages):
     δ_t    = −α ⊙ G_t                              learnable per-tensor step sizes α
     loss_t = CE(answer tokens | prompt; θ + δ_t)    outer loss, blind or with passages in the prompt
 
+Under `doc_update = "orthogonal"` each G_t is projected out of θ's own subspace before α
+(`models/doc_subspace.py`; the bases held constant within the step), as encoding and serving do.
+
 The weights w are the serving composition's (`engine.composition`): all 1 for the plain sum,
 k · softmax(s / (s_max · T)) over the task's retrieval scores, or k · softmax(ℓ / T) over the base
 model's likelihood of the question given each passage, with T fixed or learned with θ and α
@@ -28,6 +31,7 @@ import torch.nn.functional as F
 from engine.composition import likelihood_weights, softmax_weights, weighable
 from models import build_prompt, format_passage
 from models.decoding import TURN_END, end_of_turn_id
+from models.doc_subspace import project_tensor, task_bases
 from models.gradients import _pad_right, _passage_ids, passage_losses, tokenize_passages
 from offline_tools.datasets.augmented import AugmentedRecord
 
@@ -100,12 +104,22 @@ def inner_delta(learner, passages: list[str], create_graph: bool,
     w.r.t. θ, α and the weights when create_graph."""
     if not passages:
         return None
-    params = list(learner.lora_tensors().values())
+    named = learner.lora_tensors()
+    params = list(named.values())
     losses = passage_losses(learner, tokenize_passages(learner, passages))
     total = losses.sum() if weights is None else (losses * weights.to(losses.dtype)).sum()
     grads = torch.autograd.grad(total, params, create_graph=create_graph, allow_unused=True)
-    flat = torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)])
+    grads = [g if g is not None else torch.zeros_like(p) for g, p in zip(grads, params)]
+    bases = _bases(learner)
+    if bases is not None:
+        grads = [project_tensor(name, g, bases[name]) for name, g in zip(named, grads)]
+    flat = torch.cat([g.reshape(-1) for g in grads])
     return (-learner.step_size_vector() * flat)[None]
+
+
+def _bases(learner) -> dict[str, torch.Tensor] | None:
+    """The task subspaces a passage gradient is projected away from, or None (`doc_update = "shared"`)."""
+    return task_bases(learner) if learner.config.doc_update == "orthogonal" else None
 
 
 def outer_loss(
@@ -143,8 +157,11 @@ def task_deltas(learner, tasks: list[list[str]], create_graph: bool,
         per_passage = torch.cat([w.to(learner.device) if w is not None else torch.ones(len(p), device=learner.device)
                                  for w, p in zip(weights, tasks)])                  # (P,)
     alphas = learner.step_size_tensors()
+    bases = _bases(learner)
     deltas = {}
     for (name, leaf), grad in zip(zeros.items(), grads):                           # grad: (P, *shape)
+        if bases is not None:
+            grad = project_tensor(name, grad, bases[name])
         if per_passage is not None:
             grad = grad * per_passage.to(grad.dtype).view(-1, *([1] * (grad.dim() - 1)))
         summed = torch.zeros(len(tasks), *leaf.shape[1:], device=grad.device, dtype=grad.dtype)

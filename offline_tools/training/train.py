@@ -148,6 +148,11 @@ class TrainArgs:
         help="the token every answer target ends with (default %(default)s, the chat template's end of turn); "
              "<|im_start|> continues a learner that ends its answers with it, as run 8 does (its GPU's "
              "tokenizer had it as eos; docs/results.md)")
+    doc_update: str | None = _option(
+        None, choices=["shared", "orthogonal"],
+        help="how a passage's gradient may move the LoRA: shared (every direction, the paper's) or orthogonal "
+             "(projected out of the LoRA's own row and column spaces first, in training, encoding and serving "
+             "alike; saved with the learner); default: the preset's, or the --init-from checkpoint's")
     learn_temperature: bool = _option(
         False, help="with --composition softmax:T or likelihood:T: learn T with the LoRA and the step sizes (T "
                     "is the start; its log in the step sizes' optimizer group)")
@@ -245,11 +250,15 @@ def _learner(args: TrainArgs, device: str) -> Learner:
     learner = Learner.create(load_preset(args.preset), device=device, dtype=dtype, seed=args.seed)
     if args.init_from:
         _warm_start(learner, Path(args.init_from))
+    if args.doc_update:   # before --resume compares last/'s config with this learner's
+        learner.config.doc_update = args.doc_update
     return learner
 
 
 def _warm_start(learner: Learner, checkpoint: Path) -> None:
-    """Load `checkpoint`'s weights into the fresh `learner`, refusing another preset or base model."""
+    """Load `checkpoint`'s weights into the fresh `learner`, refusing another preset or base model (its
+    `doc_update` is adopted: --doc-update may then change it)."""
+    learner.config.doc_update = learner.read_meta(checkpoint).get("config", {}).get("doc_update", "shared")
     learner.require_same_preset(checkpoint, f"--init-from {checkpoint} must be a learner of --preset "
                                             f"{learner.config.name}")
     learner.load_weights(checkpoint)
@@ -354,6 +363,11 @@ def _autocast(args: TrainArgs, device: str):
 def _resume(args: TrainArgs, output: Path, learner: Learner, optimizer: torch.optim.Optimizer, log) -> tuple[int, dict]:
     """(step, best) of `output/last` with `--resume`, its weights and optimizer state loaded; else a fresh start."""
     if args.resume and (output / "last" / "trainer_state.json").is_file():
+        saved = learner.read_meta(output / "last").get("config", {}).get("doc_update", "shared")
+        if args.doc_update and args.doc_update != saved:
+            raise UsageError(f"--doc-update {args.doc_update}: {output / 'last'} was trained with {saved}; resume "
+                             "it with that, or start a new run")
+        learner.config.doc_update = saved
         learner.load_weights(output / "last")
         step, best = _load_training_state(output / "last", optimizer)
         log(f"resumed from {output / 'last'} at step {step}")
