@@ -123,6 +123,28 @@ def test_task_deltas_are_minus_alpha_times_the_summed_passage_gradient(tiny_lear
         torch.testing.assert_close(flat[t], expected, rtol=1e-4, atol=1e-7)
 
 
+
+def test_an_orthogonal_learners_inner_step_applies_the_projected_gradients_as_encoding_does(tiny_learner):
+    """`doc_update = "orthogonal"`: both inner steps are −α ⊙ the gradient `passage_gradients` stores, and
+    the meta-gradient still reaches the LoRA through the projected step."""
+    from models import passage_gradients
+
+    records = _records()
+    shared = task_deltas(tiny_learner, [task_passages(r, 3) for r in records], create_graph=False)
+    tiny_learner.config.doc_update = "orthogonal"
+    alpha = tiny_learner.step_size_vector().detach()
+    deltas = task_deltas(tiny_learner, [task_passages(r, 3) for r in records], create_graph=True)
+    flat = tiny_learner.layout.flatten({k: v.detach() for k, v in deltas.items()})
+    for t, record in enumerate(records):
+        expected = -alpha * passage_gradients(tiny_learner, task_passages(record, 3)).sum(0)
+        torch.testing.assert_close(flat[t], expected, rtol=1e-4, atol=1e-7)
+        one = _inner_deltas(tiny_learner, task_passages(record, 3), create_graph=False)[0].detach()
+        torch.testing.assert_close(one, expected, rtol=1e-4, atol=1e-7)
+    before = tiny_learner.layout.flatten({k: v.detach() for k, v in shared.items()})
+    assert float((flat - before).norm()) > 1e-3 * float(before.norm())
+    outer_losses(tiny_learner, records, deltas, blind=True, top_k=3).sum().backward()
+    assert all(float(p.grad.abs().sum()) > 0 for p in tiny_learner.lora_tensors().values())
+
 def test_outer_losses_equal_cross_entropy_of_the_full_logits(tiny_learner):
     """The LM head on target positions only gives exactly the answer CE of a plain forward."""
     import torch.nn.functional as F
@@ -270,6 +292,34 @@ def test_init_from_starts_from_a_saved_learner_and_refuses_another_preset(tmp_pa
     assert not (tmp_path / "run2").exists()
 
 
+
+def test_doc_update_switches_a_warm_start_and_resume_keeps_what_the_run_was_trained_with(
+        tmp_path, monkeypatch, tiny_learner_factory):
+    """--doc-update orthogonal from a shared checkpoint: the run saves an orthogonal learner; --resume keeps
+    it without the flag and refuses the other setting; a warm start from that learner stays orthogonal."""
+    from models import Learner as LearnerClass
+
+    _train_files(tmp_path)
+    monkeypatch.setattr(LearnerClass, "create", classmethod(
+        lambda cls, config, *, device="cpu", dtype=None, seed=0: tiny_learner_factory(seed=seed)))
+    tiny_learner_factory(seed=5).save(tmp_path / "shipped")
+    args = TrainArgs(output_dir=str(tmp_path / "run"), train_files=[str(tmp_path / "train.jsonl")],
+                     dev_files=[str(tmp_path / "dev.jsonl")], meta_batch_size=2, max_steps=2, eval_every=1,
+                     max_new_tokens=4, seed=1, bf16="off", init_from=str(tmp_path / "shipped"),
+                     doc_update="orthogonal", stop_after=1)
+    train(args, log=lambda line: None)
+    saved = LearnerClass.read_meta(tmp_path / "run" / "last")["config"]
+    assert saved["doc_update"] == "orthogonal"
+    with pytest.raises(UsageError, match="--doc-update shared: .* was trained with orthogonal"):
+        train(dataclasses.replace(args, resume=True, doc_update="shared"), log=lambda line: None)
+    summary = train(dataclasses.replace(args, resume=True, doc_update=None, stop_after=None),
+                    log=lambda line: None)
+    assert summary["steps"] == 2
+    assert LearnerClass.read_meta(tmp_path / "run" / "last")["config"]["doc_update"] == "orthogonal"
+    train(dataclasses.replace(args, output_dir=str(tmp_path / "again"), init_from=str(tmp_path / "run" / "last"),
+                              doc_update=None, max_steps=1, stop_after=None), log=lambda line: None)
+    assert LearnerClass.read_meta(tmp_path / "again" / "last")["config"]["doc_update"] == "orthogonal"
+
 def test_a_run_stopped_after_n_steps_keeps_the_whole_runs_schedule_and_resume_finishes_it(
         tmp_path, monkeypatch, tiny_learner_factory):
     """--stop-after 2 of 4 steps: steps 1-2 at the 4-step schedule's learning rates, validated and saved at
@@ -335,7 +385,7 @@ FLAGS = {
     "eval_every": "--eval-every", "max_new_tokens": "--max-new-tokens", "seed": "--seed", "device": "--device",
     "resume": "--resume", "init_from": "--init-from", "first_order": "--first-order", "batched": "--batch",
     "bf16": "--bf16", "composition": "--composition", "answer_end": "--answer-end",
-    "learn_temperature": "--learn-temperature",
+    "doc_update": "--doc-update", "learn_temperature": "--learn-temperature",
 }
 REQUIRED = ["--train", "a.jsonl", "--dev", "d.jsonl", "--output", "out"]
 
@@ -384,14 +434,14 @@ def test_train_flags_keep_their_meaning():
         "--clip-norm", "1", "--epochs", "3", "--max-steps", "700", "--max-train-examples", "10",
         "--max-eval-examples", "36", "--eval-every", "100", "--max-new-tokens", "8", "--seed", "7",
         "--device", "cpu", "--resume", "--init-from", "ck", "--first-order", "--batch", "on", "--bf16", "off",
-        "--task-k", "1", "--task-k", "5",
+        "--task-k", "1", "--task-k", "5", "--doc-update", "orthogonal",
     ]
     assert _parsed(argv) == TrainArgs(
         output_dir="out", train_files=["a.jsonl", "b.jsonl"], dev_files=["d.jsonl"], preset="p", top_k=2,
         blind=False, meta_batch_size=8, lr=1e-3, step_size_lr=4e-4, weight_decay=0.0, warmup_ratio=0.2,
         clip_norm=1.0, epochs=3, max_steps=700, max_train_examples=10, max_eval_examples=36, eval_every=100,
         max_new_tokens=8, seed=7, device="cpu", resume=True, init_from="ck", first_order=True, batched="on", bf16="off",
-        task_k=[1, 5],
+        task_k=[1, 5], doc_update="orthogonal",
     )
 
 
