@@ -80,8 +80,9 @@ class EngineSettings(BaseSettings):
         write_back: write computed gradients back to the store (the store as a cache).
         composition: how a request's passage gradients are combined when it does not say: `sum`,
             `softmax` or `softmax:T` (weights from the retrieval scores), `likelihood` or `likelihood:T`
-            (weights from the base model's likelihood of the question given each passage); unset = the
-            learner's own, else the engine's default.
+            (weights from the base model's likelihood of the question given each passage), either
+            with `:M` to make the weights sum to M at every k; unset = the learner's own, else the
+            engine's default.
         relevance_cache_mb: memory (MiB) for the passage prompts' KV caches the `likelihood` scoring
             keeps, least recently used first out: a passage scored again runs only the question's
             tokens (0: keep none).
@@ -115,7 +116,7 @@ class EngineSettings(BaseSettings):
                              "time between two decode steps (false: at their join)")
     missing_gradients: Literal["compute", "skip"] = Field("compute", description="compute | skip")
     write_back: bool = Field(False, description="store gradients computed for misses")
-    composition: str | None = Field(None, description="default combination: sum | softmax[:T] | likelihood[:T]")
+    composition: str | None = Field(None, description="default combination: sum | softmax[:T[:M]] | likelihood[:T[:M]]")
     relevance_cache_mb: int = Field(DEFAULT_RELEVANCE_CACHE_MB, ge=0, le=1_000_000,
                                     description="MiB of passage prompt KV kept for the likelihood scoring (0: none)")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from engine.composition import COMPOSITION_KINDS, DEFAULT_TEMPERATURES, Composition
 from engine.modes import MODE_NAMES, MODES
@@ -61,7 +61,8 @@ class _Strict(BaseModel):
 
 class CompositionIn(_Strict):
     """How the passages' gradients are combined (gradient modes). Also accepted as a string:
-    `"sum"`, `"softmax"`, `"softmax:0.1"`, `"likelihood"` or `"likelihood:0.2"`."""
+    `"sum"`, `"softmax"`, `"softmax:0.1"`, `"likelihood"`, `"likelihood:0.2"` or `"likelihood:0.2:3"`
+    (weights summing to 3)."""
 
     kind: Literal[COMPOSITION_KINDS] = Field(  # type: ignore[valid-type]
         ..., description="sum: every passage weight 1; softmax: weights from the retrieval scores; likelihood: "
@@ -74,8 +75,20 @@ class CompositionIn(_Strict):
         f"{DEFAULT_TEMPERATURES['likelihood']:g})",
     )
 
+    total: float | None = Field(
+        None, gt=0, le=MAX_TOP_K, allow_inf_nan=False,
+        description="what the weights sum to (softmax and likelihood), e.g. 3 for a learner trained at k = 3 "
+        "whatever top_k the request asks for; default: the number of passages (the plain sum's magnitude)",
+    )
+
+    @model_validator(mode="after")
+    def _total_needs_weights(self) -> CompositionIn:
+        if self.total is not None and self.kind == "sum":
+            raise ValueError("total: the plain sum has no weights' total to set; use softmax or likelihood")
+        return self
+
     def to_composition(self) -> Composition:
-        return Composition(self.kind, self.temperature)
+        return Composition(self.kind, self.temperature, self.total)
 
 
 # --- passages in and out, streaming (issue 25) -----------------------------------------------------
@@ -170,8 +183,9 @@ class AnswerRequest(_PassagesAndStreaming):
     )
     composition: CompositionIn | None = Field(
         None,
-        description="how the passages' gradients are combined: {kind: sum|softmax|likelihood, temperature}, or "
-        "the string sum, softmax, softmax:T, likelihood or likelihood:T; default: the server's (REGRAD_COMPOSITION)",
+        description="how the passages' gradients are combined: {kind: sum|softmax|likelihood, temperature, total}, "
+        "or the string sum, softmax, softmax:T, softmax:T:M, likelihood, likelihood:T or likelihood:T:M (weights "
+        "summing to M); default: the server's (REGRAD_COMPOSITION, else the learner's own)",
     )
 
     model_config = ConfigDict(
@@ -202,8 +216,9 @@ class AnswerRequest(_PassagesAndStreaming):
     def _composition_shorthand(cls, value: object) -> object:
         # "softmax:0.1" is the CLI's spelling too (`regrad evaluate --composition`).
         if isinstance(value, str):
-            kind, _, temperature = value.strip().partition(":")
-            return {"kind": kind, "temperature": temperature} if temperature else {"kind": kind}
+            kind, temperature, total = ([*value.strip().split(":", 2), "", ""])[:3]
+            return {"kind": kind, **({"temperature": temperature} if temperature else {}),
+                    **({"total": total} if total else {})}
         return value
 
     @field_validator("question")
@@ -275,8 +290,8 @@ class AnswerResponse(_Strict):
     learner: str = Field(..., description="fingerprint of the learner that answered")
     batch_size: int = Field(1, description="requests generated together with this one")
     composition: str | None = Field(
-        None, description="the combination applied (sum, softmax:T or likelihood:T); null when the mode uses no "
-        "gradients"
+        None, description="the combination applied (sum, softmax:T, likelihood:T, or either with :M, the weights' "
+        "total); null when the mode uses no gradients"
     )
 
     @classmethod

@@ -55,20 +55,29 @@ def task_passages(record: AugmentedRecord, top_k: int) -> list[str]:
 
 
 def task_weights(record: AugmentedRecord, top_k: int, temperature: torch.Tensor | float | None,
-                 likelihoods: list[float] | None = None) -> torch.Tensor | None:
+                 likelihoods: list[float] | None = None, total: float | None = None) -> torch.Tensor | None:
     """The weights of `task_passages` (P,) at `temperature`, as served: the softmax composition over
     the retrieval scores, or, given `likelihoods` (`task_likelihoods`), the likelihood composition
-    k · softmax(ℓ / T). None for the plain sum (no temperature, fewer than two passages, or no
-    positive score under the softmax)."""
+    k · softmax(ℓ / T); with `total`, rescaled to sum to it (a lone passage weighs `total`). None for
+    the plain sum (no temperature, or fewer than two passages or no positive score under the softmax,
+    and no `total`)."""
     device = temperature.device if isinstance(temperature, torch.Tensor) else None
-    if likelihoods is not None:
-        if temperature is None or len(likelihoods) < 2:
-            return None
-        return likelihood_weights(torch.tensor(likelihoods, device=device), temperature)
-    scores = [score for _, score in _kept(record, top_k)]
-    if temperature is None or not weighable(scores):
+    if temperature is None:
         return None
-    return softmax_weights(torch.tensor(scores, device=device), temperature)
+    if likelihoods is not None and len(likelihoods) >= 2:
+        weights = likelihood_weights(torch.tensor(likelihoods, device=device), temperature)
+    elif likelihoods is None and weighable(scores := [score for _, score in _kept(record, top_k)]):
+        weights = softmax_weights(torch.tensor(scores, device=device), temperature)
+    else:
+        weights = None
+    if total is None:
+        return weights
+    count = len(task_passages(record, top_k))
+    if count == 0:
+        return None
+    if weights is None:
+        return torch.full((count,), float(total) / count, device=device)
+    return weights * (float(total) / count)
 
 
 def task_likelihoods(learner, records: list[AugmentedRecord], top_k: int) -> list[list[float]]:

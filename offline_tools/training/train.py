@@ -141,7 +141,8 @@ class TrainArgs:
         "sum", metavar="SPEC",
         help="how a task's passage gradients are combined in the inner step, as served: sum, softmax:T "
              "(weights k*softmax(score / (top score * T)) from the retrieval scores) or likelihood:T (weights "
-             "k*softmax(l / T) from the base model's likelihood of the question given each passage); saved "
+             "k*softmax(l / T) from the base model's likelihood of the question given each passage), either with "
+             ":M to make the weights sum to M at every k (tasks at several k then take one magnitude); saved "
              "with the learner as its served default (default %(default)s)")
     answer_end: str = _option(
         "<|im_end|>", metavar="TOKEN",
@@ -276,6 +277,7 @@ class TaskComposition:
 
         composition = Composition.parse(spec)
         self.kind = composition.kind
+        self.total = composition.total     # what a task's weights sum to (None: its number of passages)
         self.softmax = composition.kind != "sum"
         self.log_temperature = torch.nn.Parameter(
             torch.tensor(math.log(composition.temperature), device=device), requires_grad=learn)
@@ -303,7 +305,10 @@ class TaskComposition:
 
     def spec(self) -> str:
         """What the learner is saved with as its served composition, e.g. `softmax:0.1`."""
-        return f"{self.kind}:{float(self.log_temperature.detach().exp()):.4g}" if self.softmax else "sum"
+        if not self.softmax:
+            return "sum"
+        total = "" if self.total is None else f":{self.total:g}"
+        return f"{self.kind}:{float(self.log_temperature.detach().exp()):.4g}{total}"
 
     def start_from(self, spec: str | None) -> None:
         """Resume: the temperature a saved learner reached."""
@@ -425,17 +430,19 @@ def meta_step(learner: Learner, records: list[AugmentedRecord], args: TrainArgs,
     top_k = args.train_k()
     likelihoods = composition.likelihoods(learner, records, top_k) if composition is not None \
         else [None] * len(records)
+    total = composition.total if composition is not None else None
     batched = args.batched == "on" or (args.batched == "auto" and learner.device.type == "cuda")
     if batched:  # on a CPU, padding short passages to the longest costs more than batching saves
         deltas = task_deltas(learner, [task_passages(r, top_k) for r in records], create_graph,
-                             [task_weights(r, top_k, temperature(), ell) for r, ell in zip(records, likelihoods)])
+                             [task_weights(r, top_k, temperature(), ell, total)
+                              for r, ell in zip(records, likelihoods)])
         loss = outer_losses(learner, records, deltas, args.blind, top_k, args.answer_end).sum() * scale
         loss.backward()
         return float(loss.detach())
     total = 0.0
     for record, ell in zip(records, likelihoods):  # one task at a time: the CPU default
         delta = inner_delta(learner, task_passages(record, top_k), create_graph,
-                            task_weights(record, top_k, temperature(), ell))
+                            task_weights(record, top_k, temperature(), ell, total))
         loss = outer_loss(learner, record, delta, args.blind, top_k, args.answer_end) * scale
         loss.backward()
         total += float(loss.detach())
@@ -495,7 +502,7 @@ def validate(learner: Learner, records: list[AugmentedRecord], args: TrainArgs) 
     def combined(record: AugmentedRecord) -> torch.Tensor:
         passages = task_passages(record, args.top_k)
         likelihoods = task_likelihoods(learner, [record], args.top_k)[0] if spec.needs_likelihood else None
-        weights = task_weights(record, args.top_k, temperature, likelihoods)
+        weights = task_weights(record, args.top_k, temperature, likelihoods, spec.total)
         if weights is None:
             return summed_gradient(learner, passages)
         return (passage_gradients(learner, passages) * weights.float().cpu()[:, None]).sum(0)
