@@ -82,6 +82,27 @@ def test_parse_and_refusals():
             Composition.parse(bad)
 
 
+
+@pytest.mark.parametrize("spec", ["softmax:0.1:3", "likelihood:0.2:3"])
+def test_a_total_makes_the_weights_sum_to_it_at_every_k_in_the_same_proportions(spec):
+    """`KIND:T:M`: the weights of 1, 3 or 5 passages (scored or not) sum to M, each the k-sum's times M / k."""
+    total = Composition.parse(spec)
+    plain = Composition(total.kind, total.temperature)
+    for scores in ([-1.0], [30.0, -1.3, 12.0], [5.0, 4.0, 3.0, 2.0, 1.0], [None, None]):
+        weights = total.weights(scores)
+        assert sum(weights) == pytest.approx(3.0, rel=1e-9)
+        assert weights == pytest.approx([w * 3.0 / len(scores) for w in plain.weights(scores)], rel=1e-12)
+    assert total.weights([]) == []
+    assert str(total) == spec and Composition.parse(str(total)) == total
+    assert str(Composition.parse("likelihood:0.2")) == "likelihood:0.2"      # no total: as before
+
+
+def test_a_total_is_refused_where_it_means_nothing_or_is_not_positive():
+    for bad, words in (("sum:1:3", "plain sum has no weights' total"), ("softmax:0.1:x", "total must be a number"),
+                       ("likelihood:0.2:0", "total must be finite and > 0"), ("softmax:0.1:nan", "> 0")):
+        with pytest.raises(ValueError, match=words):
+            Composition.parse(bad)
+
 # ----------------------------------------------------------------------------- the engine applies it
 FACTS = [
     ("Ada Quillmore", "Ada Quillmore kept the lighthouse on the island of Vessholm."),
@@ -127,6 +148,16 @@ def test_answers_report_the_weights_and_the_composition(engine):
     weights = [p.weight for p in regrad.passages]
     assert sum(weights) == pytest.approx(3.0) and weights[0] == max(weights) and regrad.composition == "softmax:0.1"
     assert all(p.weight is None for p in rag.passages) and rag.composition is None
+
+
+def test_a_lone_passage_under_a_total_takes_the_step_of_gamma_total(engine):
+    """k = 1 at `softmax:0.1:3` applies exactly the update of k = 1 at γ = 3 (what rule 22a's reads assume)."""
+    question = "On which island did Ada Quillmore keep the lighthouse?"
+    [total] = engine.begin([Question(question, top_k=1, composition=Composition.parse("softmax:0.1:3"))])
+    [gamma] = engine.begin([Question(question, top_k=1, composition=Composition("softmax", 0.1), gamma=3.0)])
+    engine.complete([total, gamma])
+    assert total.weights == [3.0] and gamma.weights == [1.0]
+    torch.testing.assert_close(total.gradient * 1.0, gamma.gradient * 3.0)
 
 
 def test_a_request_without_composition_gets_the_engine_default(engine):

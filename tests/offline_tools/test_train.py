@@ -492,6 +492,29 @@ def test_the_inner_step_weights_each_passage_as_served(tiny_learner):
     torch.testing.assert_close(flat, expected, rtol=1e-4, atol=1e-7)
 
 
+
+def test_a_total_gives_every_task_one_magnitude_in_the_inner_step_as_served(tiny_learner):
+    """`--composition softmax:T:M`: a task's weights sum to M at k = 1, 3 or 5 (a lone passage weighs M),
+    in the proportions served, and the learner is saved with the total in its served composition."""
+    from engine.composition import Composition
+    from offline_tools.training.meta import task_weights
+    from offline_tools.training.train import TaskComposition
+
+    record = _distractor_record()
+    served = Composition.parse("softmax:0.2:3")
+    for k in (1, 2, 3):
+        weights = task_weights(record, k, 0.2, total=3.0)
+        assert float(weights.sum()) == pytest.approx(3.0)
+        assert weights.tolist() == pytest.approx(served.weights([p.score for p in record.passages[:k]]))
+    assert task_weights(_record(), 3, 0.2, total=3.0).tolist() == [3.0]            # one passage: weight M
+    assert task_weights(record, 3, 0.2, [-1.0, -2.0, -3.0], total=2.0).sum() == pytest.approx(2.0)
+    composition = TaskComposition("softmax:0.1418:3", True, "cpu")
+    args = TrainArgs(output_dir="unused", train_files=[], dev_files=[], composition="softmax:0.1418:3",
+                     learn_temperature=True, task_k=[1, 3])
+    meta_step(tiny_learner, [_record(), _distractor_record()], args, scale=0.5, composition=composition)
+    assert float(composition.log_temperature.grad.abs()) > 0
+    assert composition.spec() == "softmax:0.1418:3"
+
 def test_a_learned_temperature_gets_a_meta_gradient_and_is_saved_with_the_learner(tiny_learner, tmp_path):
     from models import Learner
     from offline_tools.training.train import TaskComposition

@@ -71,10 +71,18 @@ def test_answer_in_each_mode(client, mode):
         ({"question": "q", "composition": {"kind": "softmax", "temp": 1}}, "temp"),
         ({"question": "q", "composition": "likelihood:-1"}, "temperature"),
         ({"question": "q", "composition": 3}, "composition"),
+        ({"question": "q", "composition": "softmax:0.1:0"}, "total"),
+        ({"question": "q", "composition": {"kind": "likelihood", "total": "many"}}, "total"),
     ],
 )
 def test_bad_answer_input_is_422_naming_the_field(client, payload, field):
     assert field in fields_of(client.post("/answer", json=payload))
+
+
+def test_a_total_for_the_plain_sum_is_422_saying_why(client):
+    response = client.post("/answer", json={"question": "q", "composition": "sum:1:3"})
+    assert "composition" in fields_of(response)
+    assert "plain sum has no weights' total" in response.text
 
 
 @pytest.mark.parametrize(("composition", "applied"), [
@@ -82,6 +90,7 @@ def test_bad_answer_input_is_422_naming_the_field(client, payload, field):
     ("softmax", f"softmax:{DEFAULT_TEMPERATURES['softmax']:g}"), ("likelihood:0.25", "likelihood:0.25"),
     ("likelihood", f"likelihood:{DEFAULT_TEMPERATURES['likelihood']:g}"),
     ({"kind": "likelihood"}, f"likelihood:{DEFAULT_TEMPERATURES['likelihood']:g}"),
+    ("likelihood:0.2:3", "likelihood:0.2:3"), ({"kind": "softmax", "temperature": 0.1, "total": 3}, "softmax:0.1:3"),
 ])
 def test_composition_reaches_the_engine_as_string_or_object(client, composition, applied):
     body = client.post("/answer", json={"question": "Who?", "composition": composition}).json()
