@@ -129,7 +129,7 @@ def test_dry_run_lists_every_command_in_order_without_loading_anything(tmp_path:
                                f"{work}/data_aug/val_relations.jsonl ")
     assert f"--init-from {work}/checkpoint-run13-served " in runs[-1] and "--seed 14 " in runs[-1]
     assert commands[-1] == (f"regrad export --checkpoint {work}/checkpoint-run14/best --output "
-                            f"{work}/checkpoint-run14-served --composition likelihood:0.2")
+                            f"{work}/checkpoint-run14-served --composition likelihood:0.2:3")
     assert plan[-1] == f"# the learner: {work}/checkpoint-run14-served"
     assert not work.exists()
 
