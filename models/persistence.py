@@ -30,7 +30,9 @@ __all__ = ["LEARNER_JSON", "LEARNER_WEIGHTS", "FORMAT_VERSION", "WEIGHTS_DTYPES"
 LEARNER_JSON = "learner.json"
 LEARNER_WEIGHTS = "learner.safetensors"
 FORMAT_VERSION = 1
-WEIGHTS_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}  # how `save` may store LoRA
+# How `save` may store the LoRA tensors: float16 and bfloat16 take the same bytes, and float16 keeps 3 more
+# mantissa bits (LoRA weights are far inside its range), so it rounds 8x less (docs/results.md, rule 22a's reads).
+WEIGHTS_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 # Config keys that say where or how a model was loaded, not what it is: excluded from the identity,
@@ -78,9 +80,16 @@ def fingerprint(learner: nn.Module) -> str:
 def round_lora_weights(learner: nn.Module, dtype: torch.dtype) -> None:
     """Round the LoRA tensors in place to the values `dtype` can hold (they stay float32).
 
-    A learner saved with `weights_dtype="bfloat16"` is rounded first, so the fingerprint recorded
-    is that of the weights `load` gives back, and gradients computed before and after saving agree.
+    A learner saved with `weights_dtype="bfloat16"` (or "float16") is rounded first, so the fingerprint
+    recorded is that of the weights `load` gives back, and gradients computed before and after saving
+    agree. A value float16 cannot hold (beyond ±65504) is refused before anything is rounded.
     """
+    if dtype == torch.float16:
+        limit = torch.finfo(torch.float16).max
+        for name, t in learner.lora_tensors().items():
+            if not bool(t.detach().abs().le(limit).all()):
+                raise ModelError(f"LoRA tensor {name} holds values float16 cannot store (beyond ±{limit:g}); "
+                                 "save with weights_dtype bfloat16 or float32")
     with torch.no_grad():
         for t in learner.lora_tensors().values():
             t.copy_(t.to(dtype))
@@ -89,9 +98,9 @@ def round_lora_weights(learner: nn.Module, dtype: torch.dtype) -> None:
 def save(learner: nn.Module, directory: str | os.PathLike, *, weights_dtype: str = "float32") -> Path:
         """Write learner.safetensors + learner.json atomically (temp files, then rename).
 
-        `weights_dtype="bfloat16"` stores the LoRA tensors in half the bytes (a shipped learner); it
-        rounds this learner's LoRA weights in place first (`round_lora_weights`). Step sizes stay
-        float32. Loading reads either.
+        `weights_dtype="bfloat16"` or `"float16"` stores the LoRA tensors in half the bytes (a shipped
+        learner; float16 rounds 8x less); it rounds this learner's LoRA weights in place first
+        (`round_lora_weights`). Step sizes stay float32. Loading reads any of the three.
         """
         from safetensors.torch import save_file
 

@@ -39,6 +39,23 @@ def test_export_writes_a_loadable_bf16_learner_with_its_run_record(tmp_path: Pat
     assert steps[-1]["fingerprint"] == report["fingerprint"] and steps[-1]["of"] == [steps[0]["fingerprint"]]
 
 
+def test_export_in_float16_loads_what_it_fingerprinted(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                      real_learner) -> None:
+    """`--weights-dtype float16`: the bundled model's learner in bf16's bytes, rounded 8x less."""
+    from models import Learner
+
+    real_learner.save(tmp_path / "best")   # fp32 (the shared learner stays as it is)
+    assert main(["export", "--checkpoint", str(tmp_path / "best"), "--output", str(tmp_path / "f16"),
+                 "--weights-dtype", "float16"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["weights_dtype"] == "float16"
+    assert json.loads((tmp_path / "f16" / "lineage.json").read_text())["steps"][-1]["weights_dtype"] == "float16"
+    loaded = Learner.load(tmp_path / "f16", expect_fingerprint=report["fingerprint"])
+    assert loaded.fingerprint == report["fingerprint"] != real_learner.fingerprint   # rounded, not the fp32 one
+    assert (tmp_path / "f16" / "learner.safetensors").stat().st_size < 0.51 * (
+        tmp_path / "best" / "learner.safetensors").stat().st_size
+
+
 def test_export_refuses_to_overwrite_its_own_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture,
                                                        real_learner) -> None:
     real_learner.save(tmp_path / "best")
