@@ -4,8 +4,9 @@
     regrad export --checkpoint run-a/best --checkpoint run-b/best --output checkpoints/my-soup
     regrad export --checkpoint run/best --output checkpoints/my-learner --composition likelihood:0.2
 
-The exported learner is loaded, rounded (bf16) and saved with the fingerprint of the rounded
-weights, so a gradient store must be encoded with the exported learner, not the run's. Its lineage goes
+The exported learner is loaded, rounded (bf16 by default; `--weights-dtype float16` takes the same bytes
+and rounds 8x less) and saved with the fingerprint of the rounded weights, so a gradient store must be
+encoded with the exported learner, not the run's. Its lineage goes
 along, flat (offline_tools/training/lineage.py): `lineage.json` lists every run, warm start and average
 that made it, and each run's record (training_log.jsonl, gzipped; training_curves.png, as a palette PNG;
 summary.json; train_args.json; found beside the checkpoint folder) is copied to `runs/<fingerprint[:12]>/`.
