@@ -21,6 +21,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("predictions", help="predictions file (JSON lines) written by `regrad evaluate`")
     p.add_argument("--output", help="scores file to write (default: scores.json beside the predictions)")
+    p.add_argument("--against", metavar="PREDICTIONS",
+                   help="another predictions file on the same questions (another learner, composition, dtype): "
+                   "compare the two question by question, paired by id and mode: EM flips each way with "
+                   "McNemar's exact p, the F1 difference with a paired bootstrap 95%% interval, and how many "
+                   "answers changed; printed, and written to the scores file under `paired`")
+    p.add_argument("--seed", type=int, default=0, help="the bootstrap's seed, with --against (default: 0)")
     p.set_defaults(func=run)
 
 
@@ -36,13 +42,23 @@ def run(args: argparse.Namespace) -> int:
     )
 
     predictions = read_predictions(args.predictions)
+    comparison = None
+    if args.against is not None:
+        from offline_tools.evaluation.paired import compare
+
+        comparison = compare(predictions, read_predictions(args.against), seed=args.seed,
+                             names=(args.predictions, args.against))
     tables, kinds = rescore(predictions), kinds_of(predictions)
     errors = sum(1 for line in predictions if "error" in line)
     path = write_scores(args.output or scores_path_for(args.predictions), tables, source=args.predictions,
-                        errors=errors, kinds=kinds)
+                        errors=errors, kinds=kinds, paired=comparison, against=args.against)
     picture = write_scores_png(path, tables)
     print(format_mode_table(tables))
     if by_kind := format_kinds(kinds):
         print(f"\n{by_kind}")
+    if comparison is not None:
+        from offline_tools.evaluation.paired import format_comparison
+
+        print(f"\nA = {args.predictions}, B = {args.against}\n{format_comparison(comparison)}")
     print(f"{len(predictions)} predictions scored -> {path}, {picture}")
     return 0

@@ -60,9 +60,11 @@ def rescore(predictions: Sequence[dict[str, Any]]) -> dict[str, ScoreTable]:
 
 
 def tables_of(tables: dict[str, ScoreTable], *, source: str | Path | None = None, errors: int = 0,
-              kinds: dict[str, Any] | None = None) -> dict[str, Any]:
+              kinds: dict[str, Any] | None = None, paired: dict[str, Any] | None = None,
+              against: str | Path | None = None) -> dict[str, Any]:
     """The content of scores.json: scores in 0..100 per mode, per dataset and overall; with `kinds`
-    (`kinds.kinds_of`), the same per kind of question under "kinds"."""
+    (`kinds.kinds_of`), the same per kind of question under "kinds"; with `paired` (`paired.compare`
+    against the predictions file `against`), the question-by-question comparison under "paired"."""
     content: dict[str, Any] = {
         "predictions": str(source) if source is not None else None,
         "errors": errors,
@@ -70,14 +72,20 @@ def tables_of(tables: dict[str, ScoreTable], *, source: str | Path | None = None
     }
     if kinds is not None:
         content["kinds"] = kinds_to_dict(kinds)
+    if paired is not None:
+        from offline_tools.evaluation.paired import comparison_to_dict
+
+        content["paired"] = comparison_to_dict(paired, against=str(against) if against is not None else None)
     return content
 
 
 def write_scores(path: str | Path, tables: dict[str, ScoreTable], *, source: str | Path | None = None,
-                 errors: int = 0, kinds: dict[str, Any] | None = None) -> Path:
+                 errors: int = 0, kinds: dict[str, Any] | None = None, paired: dict[str, Any] | None = None,
+                 against: str | Path | None = None) -> Path:
     """Write scores.json atomically (temp file, then rename)."""
     with atomic_text(path) as handle:
-        json.dump(tables_of(tables, source=source, errors=errors, kinds=kinds), handle, indent=2)
+        json.dump(tables_of(tables, source=source, errors=errors, kinds=kinds, paired=paired, against=against),
+                  handle, indent=2)
         handle.write("\n")
     return Path(path)
 
