@@ -10,7 +10,8 @@ the served default composition (chosen on dev files only: docs/results.md, "Comp
 
     python bench/composition_sweep.py --checkpoint checkpoints/regrad-smollm2-135m --index artifacts/rel/index \\
         --store artifacts/rel/store --data artifacts/rel/aug/novel_dev.jsonl --k 1 --k 3 \\
-        --composition sum --composition softmax:0.05 --composition softmax:0.1 --output sweep.json
+        --composition sum --composition softmax:0.05 --composition softmax:0.1 --output sweep.json \\
+        --predictions sweep/   # each cell's answers: compare two with `regrad score A --against B`
 """
 
 from __future__ import annotations
@@ -34,11 +35,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", action="append", help="mode (repeatable; default regrad)")
     parser.add_argument("--limit", type=int, help="first N questions of each file")
     parser.add_argument("--output", help="write the rows as JSON here")
+    parser.add_argument("--predictions", metavar="DIR",
+                        help="write each cell's predictions here too, as DIR/<data>-k<K>-<composition>.jsonl "
+                        "(`regrad evaluate`'s lines), so two cells or two learners can be compared question by "
+                        "question with `regrad score A --against B`")
     args = parser.parse_args(argv)
 
     from engine import EngineConfig
     from engine.core import Engine
-    from offline_tools.evaluation.evaluate import evaluate_in_process, load_records
+    from offline_tools.evaluation.evaluate import evaluate_in_process, load_records, write_predictions
     from offline_tools.evaluation.kinds import format_kinds, kinds_of, kinds_to_dict
 
     engine = Engine.from_config(EngineConfig(checkpoint=Path(args.checkpoint), index=args.index,
@@ -53,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
                     result = evaluate_in_process(engine, records, modes=args.mode or ["regrad"], top_k=k,
                                                  composition=None if spec == "served" else spec, progress=False)
                     spec = str(engine.composition) if spec == "served" else spec
+                    if args.predictions:
+                        cell = f"{Path(path).stem}-k{k}-{spec.replace(':', '_')}.jsonl"
+                        write_predictions(Path(args.predictions) / cell, result.predictions)
                     kinds = kinds_of(result.predictions)
                     by_kind = format_kinds(kinds)   # "" unless the file has yes/no questions
                     for mode, table in result.tables.items():
