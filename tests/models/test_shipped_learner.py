@@ -47,6 +47,10 @@ def test_the_shipped_learner_is_small_and_complete():
     assert [s["kind"] for s in steps] == ["run", "run", "average", "run", "average", "run", "average", "run",
                                           "export", "run", "export", "run", "export"]
     assert steps[-1]["composition"] == meta["composition"]          # the served default, recorded at export
+    # rule 22a (docs/results.md): the weights sum to the total the learner was trained at (3) for every k
+    from engine.composition import Composition
+
+    assert Composition.parse(meta["composition"]).total == 3
     known: set[str] = set()
     for step in steps:   # each step names only what came before it, and each fingerprint once
         assert step["fingerprint"] not in known
