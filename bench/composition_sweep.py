@@ -30,8 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", action="append", required=True, help="augmented file (repeatable)")
     parser.add_argument("--k", type=int, action="append", help="top-k (repeatable; default 3)")
     parser.add_argument("--composition", action="append",
-                        help="sum, softmax, softmax:T, or `served` (the engine's default: the learner's own, else "
-                        "the served default) (repeatable; default served)")
+                        help="sum, softmax[:T[:M]], likelihood[:T[:M]] (M: the weights' total at every k), or "
+                        "`served` (the engine's default: the learner's own, else the served default) (repeatable; "
+                        "default served)")
     parser.add_argument("--mode", action="append", help="mode (repeatable; default regrad)")
     parser.add_argument("--limit", type=int, help="first N questions of each file")
     parser.add_argument("--output", help="write the rows as JSON here")
