@@ -439,14 +439,14 @@ def meta_step(learner: Learner, records: list[AugmentedRecord], args: TrainArgs,
         loss = outer_losses(learner, records, deltas, args.blind, top_k, args.answer_end).sum() * scale
         loss.backward()
         return float(loss.detach())
-    total = 0.0
+    meta_loss = 0.0
     for record, ell in zip(records, likelihoods):  # one task at a time: the CPU default
         delta = inner_delta(learner, task_passages(record, top_k), create_graph,
                             task_weights(record, top_k, temperature(), ell, total))
         loss = outer_loss(learner, record, delta, args.blind, top_k, args.answer_end) * scale
         loss.backward()
-        total += float(loss.detach())
-    return total
+        meta_loss += float(loss.detach())
+    return meta_loss
 
 
 def _sum_across_processes(learner: Learner, meta_loss: float) -> float:

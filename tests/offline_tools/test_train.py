@@ -97,15 +97,19 @@ def _records() -> list[AugmentedRecord]:
     return [_record(0), other, _record(1)]
 
 
-@pytest.mark.parametrize("first_order", [False, True])
-def test_batched_meta_step_equals_one_task_at_a_time(tiny_learner_factory, first_order):
-    """The batched path (one forward for every passage / prompt of a meta-batch) is the same objective."""
+@pytest.mark.parametrize(("first_order", "spec"), [(False, None), (True, None), (True, "softmax:0.2:3")])
+def test_batched_meta_step_equals_one_task_at_a_time(tiny_learner_factory, first_order, spec):
+    """The batched path (one forward for every passage / prompt of a meta-batch) is the same objective,
+    with a composition's weights' total too (the one-task path once passed its running loss as the total)."""
+    from offline_tools.training.train import TaskComposition
+
     grads, losses = {}, {}
     for batched in (False, True):
         learner = tiny_learner_factory(seed=5, randomize_b=True)
         args = TrainArgs(output_dir="unused", train_files=[], dev_files=[], first_order=first_order,
-                         batched="on" if batched else "off")
-        losses[batched] = meta_step(learner, _records(), args, scale=1 / 3)
+                         batched="on" if batched else "off", composition=spec or "sum")
+        composition = TaskComposition(spec, False, "cpu") if spec else None
+        losses[batched] = meta_step(learner, _records(), args, scale=1 / 3, composition=composition)
         grads[batched] = torch.cat([p.grad.reshape(-1) for p in learner.trainable_parameters()])
     assert losses[True] == pytest.approx(losses[False], rel=1e-4)
     torch.testing.assert_close(grads[True], grads[False], rtol=1e-3, atol=1e-6)
