@@ -123,10 +123,11 @@ def write_peft_adapter(learner, directory: str | os.PathLike, weights_dtype: str
     """
     import dataclasses
 
-    import torch
     from safetensors.torch import save_file
 
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[weights_dtype]
+    from models.persistence import WEIGHTS_DTYPES
+
+    dtype = WEIGHTS_DTYPES[weights_dtype]
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     config = dataclasses.replace(learner.model.peft_config["default"], inference_mode=True,
