@@ -89,7 +89,7 @@ def round_lora_weights(learner: nn.Module, dtype: torch.dtype) -> None:
         for name, t in learner.lora_tensors().items():
             if not bool(t.detach().abs().le(limit).all()):
                 raise ModelError(f"LoRA tensor {name} holds values float16 cannot store (beyond ±{limit:g}); "
-                                 "save with weights_dtype bfloat16 or float32")
+                                 "save it in bfloat16 or float32 (`regrad export --weights-dtype bfloat16`)")
     with torch.no_grad():
         for t in learner.lora_tensors().values():
             t.copy_(t.to(dtype))

@@ -1,4 +1,4 @@
-"""`regrad export`: a trained learner in a folder of its own (bf16), or its LoRA as a PEFT adapter."""
+"""`regrad export`: a trained learner in a folder of its own (float16 LoRA), or its LoRA as a PEFT adapter."""
 
 from __future__ import annotations
 
@@ -6,13 +6,14 @@ import argparse
 import json
 
 from offline_tools.errors import UsageError
+from offline_tools.training.export import EXPORT_DTYPES
 
 __all__ = ["register", "run"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "export", help="copy a trained learner (or the average of several) into a folder of its own, bf16, "
+        "export", help="copy a trained learner (or the average of several) into a folder of its own, float16, "
         "or write its LoRA as a PEFT adapter (--peft)",
         description="Load a learner checkpoint, save it into --output (LoRA weights in --weights-dtype, rounded "
         "first, so the recorded fingerprint is that of the saved weights) and copy the run's training log, "
@@ -38,9 +39,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "`composition`): sum, softmax[:T] or likelihood[:T], e.g. likelihood:0.2; default: the "
                    "checkpoint's own (the first --checkpoint's for an average). Metadata, not part of the "
                    "fingerprint; recorded in lineage.json's last step")
-    p.add_argument("--weights-dtype", default=None, choices=["bfloat16", "float16", "float32"],
-                   help="dtype of the stored LoRA tensors (default: bfloat16 for --output, where step sizes "
-                   "stay float32; float32 for --peft). float16 takes bfloat16's bytes and rounds 8x less")
+    p.add_argument("--weights-dtype", default=None, choices=EXPORT_DTYPES,
+                   help="dtype of the stored LoRA tensors (default: float16 for --output, where step sizes "
+                   "stay float32; float32 for --peft). float16 takes bfloat16's bytes and rounds 8x less; "
+                   "bfloat16 holds values beyond float16's ±65504, which float16 refuses, writing nothing")
     p.set_defaults(func=run)
 
 
@@ -52,6 +54,6 @@ def run(args: argparse.Namespace) -> int:
     if args.peft is not None:
         report = export_peft(args.checkpoint, args.peft, args.weights_dtype or "float32")
     else:
-        report = export_learner(args.checkpoint, args.output, args.weights_dtype or "bfloat16", args.composition)
+        report = export_learner(args.checkpoint, args.output, args.weights_dtype or EXPORT_DTYPES[0], args.composition)
     print(json.dumps(report))
     return 0

@@ -1,12 +1,13 @@
-"""Export a trained learner into a folder of its own, optionally with bf16 LoRA weights (half the bytes).
+"""Export a trained learner into a folder of its own, with 16-bit LoRA weights (half the bytes).
 
-    regrad export --checkpoint run/best --output checkpoints/my-learner --weights-dtype bfloat16
+    regrad export --checkpoint run/best --output checkpoints/my-learner
     regrad export --checkpoint run-a/best --checkpoint run-b/best --output checkpoints/my-soup
     regrad export --checkpoint run/best --output checkpoints/my-learner --composition likelihood:0.2
 
-The exported learner is loaded, rounded (bf16 by default; `--weights-dtype float16` takes the same bytes
-and rounds 8x less) and saved with the fingerprint of the rounded weights, so a gradient store must be
-encoded with the exported learner, not the run's. Its lineage goes
+The exported learner is loaded, rounded (float16 by default: bf16's bytes, rounded 8x less, which moves
+fewer answers: docs/results.md, rule 22a; `--weights-dtype bfloat16` for a learner whose LoRA holds values
+beyond float16's ±65504, which float16 refuses with nothing written) and saved with the fingerprint of
+the rounded weights, so a gradient store must be encoded with the exported learner, not the run's. Its lineage goes
 along, flat (offline_tools/training/lineage.py): `lineage.json` lists every run, warm start and average
 that made it, and each run's record (training_log.jsonl, gzipped; training_curves.png, as a palette PNG;
 summary.json; train_args.json; found beside the checkpoint folder) is copied to `runs/<fingerprint[:12]>/`.
@@ -40,8 +41,12 @@ from pathlib import Path
 from offline_tools.errors import UsageError
 from offline_tools.training.lineage import Lineage, collect
 
-__all__ = ["LOG_GZ", "PEFT_FILES", "RUN_RECORD", "export_learner", "export_peft", "served_composition",
-           "write_peft_adapter"]
+__all__ = ["EXPORT_DTYPES", "LOG_GZ", "PEFT_FILES", "RUN_RECORD", "export_learner", "export_peft",
+           "served_composition", "write_peft_adapter"]
+
+# `models.persistence.WEIGHTS_DTYPES`' names, the default first; spelled out so that the CLI and a recipe's
+# dry run check a value without importing torch (tests/cli/test_export.py checks the two agree).
+EXPORT_DTYPES = ("float16", "bfloat16", "float32")
 
 RUN_RECORD = ("training_log.jsonl", "training_curves.png", "summary.json", "train_args.json")
 LOG = "training_log.jsonl"
@@ -78,7 +83,7 @@ def served_composition(spec: str) -> str:
 
 
 def export_learner(checkpoint: str | os.PathLike | Sequence[str | os.PathLike], output: str | os.PathLike,
-                   weights_dtype: str = "bfloat16", composition: str | None = None) -> dict:
+                   weights_dtype: str = EXPORT_DTYPES[0], composition: str | None = None) -> dict:
     """Load `checkpoint` (several: their average), save it to `output` with LoRA weights in `weights_dtype`.
 
     `composition` (a spec, e.g. `likelihood:0.2`): the exported learner's served default instead of the

@@ -27,7 +27,9 @@ A recipe is a TOML file; `checkpoints/regrad-smollm2-135m/recipe.toml` builds th
                any `TrainArgs` option
       export   `regrad export`: checkpoints = runs, exports or [learners], averaged when several (a run means its
                best/, "RUN/last" its last/ state); composition = SPEC
-               (`--composition`: the learner's served default, e.g. "likelihood:0.2"; default its own)
+               (`--composition`: the learner's served default, e.g. "likelihood:0.2"; default its own);
+               weights_dtype = "float16" | "bfloat16" | "float32" (`--weights-dtype`; default `regrad
+               export`'s, float16; the shipped recipe names bfloat16, what its learners were exported in)
 
 Steps refer to earlier steps (and [data] entries) by name. A step whose output is there is skipped,
 so a stopped build continues where it stopped: a run whose last/ state has fewer steps than asked
@@ -58,6 +60,7 @@ from typing import Any
 from engine.composition import Composition
 from offline_tools.errors import InputFileError, RegradError, UsageError
 from offline_tools.files import atomic_text
+from offline_tools.training.export import EXPORT_DTYPES
 from offline_tools.training.train import TrainArgs  # its options, not the training code: no torch
 
 __all__ = ["Recipe", "Step", "MixPart", "load_recipe", "format_plan", "run_steps", "KINDS"]
@@ -72,7 +75,7 @@ STEP_KEYS = {   # the keys of each kind besides COMMON_KEYS; synth takes any oth
     "augment": {"dataset", "source", "split", "index", "top_k", "answerable"},
     "mix": {"parts", "shuffle", "into", "replacing"},
     "train": {"train", "dev", "steps", "extend_to", "init_from"},
-    "export": {"checkpoints", "composition"},
+    "export": {"checkpoints", "composition", "weights_dtype"},
 }
 PART_TAKES = {"repeat", "head", "tail", "sample"}   # what a mix part takes of its file: at most one (and skip)
 # `TrainArgs` fields a recipe sets through its own keys (train, dev, output, steps, init_from).
@@ -563,6 +566,12 @@ class _Loader:
             except ValueError as error:
                 raise self.error(f"step {step.name!r}: composition = {spec!r}: {error}", "composition") from None
             step.argv += ["--composition", spec]
+        if "weights_dtype" in table:
+            dtype = self._string(step, table, "weights_dtype")
+            if dtype not in EXPORT_DTYPES:
+                raise self.error(f"step {step.name!r}: weights_dtype = {dtype!r}: must be one of "
+                                 f"{', '.join(EXPORT_DTYPES)}", "weights_dtype")
+            step.argv += ["--weights-dtype", dtype]
         return [step]
 
 

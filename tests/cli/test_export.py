@@ -1,4 +1,4 @@
-"""`regrad export` on the real bundled model: a bf16 copy that loads, with its run record beside it."""
+"""`regrad export` on the real bundled model: a float16 copy that loads, with its run record beside it."""
 
 from __future__ import annotations
 
@@ -7,12 +7,14 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
+from safetensors.torch import load_file
 
 from cli.main import main
 
 
-def test_export_writes_a_loadable_bf16_learner_with_its_run_record(tmp_path: Path, capsys: pytest.CaptureFixture,
+def test_export_writes_a_loadable_float16_learner_with_its_run_record(tmp_path: Path, capsys: pytest.CaptureFixture,
                                                                   real_learner) -> None:
     from models import Learner
 
@@ -22,7 +24,7 @@ def test_export_writes_a_loadable_bf16_learner_with_its_run_record(tmp_path: Pat
     Image.new("RGBA", (320, 80), "#1f77b4").save(run / "training_curves.png")  # as a run before compact plots
     assert main(["export", "--checkpoint", str(run / "best"), "--output", str(tmp_path / "shipped")]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert report["weights_dtype"] == "bfloat16"
+    assert report["weights_dtype"] == "float16"   # the default: bf16's bytes, rounded 8x less
     record = f"runs/{json.loads((run / 'best' / 'learner.json').read_text())['fingerprint'][:12]}"
     assert report["copied"] == ["lineage.json", f"{record}/training_log.jsonl.gz", f"{record}/training_curves.png"]
     with Image.open(tmp_path / "shipped" / record / "training_curves.png") as plot:
@@ -32,6 +34,9 @@ def test_export_writes_a_loadable_bf16_learner_with_its_run_record(tmp_path: Pat
     assert exported < 0.51 * source
     loaded = Learner.load(tmp_path / "shipped", expect_fingerprint=report["fingerprint"])
     assert loaded.fingerprint == report["fingerprint"]
+    stored = load_file(str(tmp_path / "shipped" / "learner.safetensors"))
+    assert {t.dtype for n, t in stored.items() if n.startswith("lora.")} == {torch.float16}
+    assert {t.dtype for n, t in stored.items() if not n.startswith("lora.")} == {torch.float32}   # step sizes
     log = gzip.decompress((tmp_path / "shipped" / record / "training_log.jsonl.gz").read_bytes())
     assert log == (run / "training_log.jsonl").read_bytes()
     steps = json.loads((tmp_path / "shipped" / "lineage.json").read_text())["steps"]
@@ -39,21 +44,47 @@ def test_export_writes_a_loadable_bf16_learner_with_its_run_record(tmp_path: Pat
     assert steps[-1]["fingerprint"] == report["fingerprint"] and steps[-1]["of"] == [steps[0]["fingerprint"]]
 
 
-def test_export_in_float16_loads_what_it_fingerprinted(tmp_path: Path, capsys: pytest.CaptureFixture,
-                                                      real_learner) -> None:
-    """`--weights-dtype float16`: the bundled model's learner in bf16's bytes, rounded 8x less."""
+def test_export_in_bfloat16_loads_what_it_fingerprinted(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                       real_learner) -> None:
+    """`--weights-dtype bfloat16` (the shipped learner's, and the default before float16): same bytes."""
     from models import Learner
 
     real_learner.save(tmp_path / "best")   # fp32 (the shared learner stays as it is)
-    assert main(["export", "--checkpoint", str(tmp_path / "best"), "--output", str(tmp_path / "f16"),
-                 "--weights-dtype", "float16"]) == 0
+    assert main(["export", "--checkpoint", str(tmp_path / "best"), "--output", str(tmp_path / "bf16"),
+                 "--weights-dtype", "bfloat16"]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert report["weights_dtype"] == "float16"
-    assert json.loads((tmp_path / "f16" / "lineage.json").read_text())["steps"][-1]["weights_dtype"] == "float16"
-    loaded = Learner.load(tmp_path / "f16", expect_fingerprint=report["fingerprint"])
+    assert report["weights_dtype"] == "bfloat16"
+    assert json.loads((tmp_path / "bf16" / "lineage.json").read_text())["steps"][-1]["weights_dtype"] == "bfloat16"
+    stored = load_file(str(tmp_path / "bf16" / "learner.safetensors"))
+    assert {t.dtype for n, t in stored.items() if n.startswith("lora.")} == {torch.bfloat16}
+    loaded = Learner.load(tmp_path / "bf16", expect_fingerprint=report["fingerprint"])
     assert loaded.fingerprint == report["fingerprint"] != real_learner.fingerprint   # rounded, not the fp32 one
-    assert (tmp_path / "f16" / "learner.safetensors").stat().st_size < 0.51 * (
+    assert (tmp_path / "bf16" / "learner.safetensors").stat().st_size < 0.51 * (
         tmp_path / "best" / "learner.safetensors").stat().st_size
+
+
+def test_export_dtype_names_are_the_learners_own() -> None:
+    """The CLI's and the recipe's list (torch-free) is `models.persistence.WEIGHTS_DTYPES`, default first."""
+    from models.persistence import WEIGHTS_DTYPES
+    from offline_tools.training.export import EXPORT_DTYPES
+
+    assert sorted(EXPORT_DTYPES) == sorted(WEIGHTS_DTYPES) and EXPORT_DTYPES[0] == "float16"
+
+
+def test_export_refuses_in_words_what_float16_cannot_hold(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                          real_learner) -> None:
+    """A LoRA value beyond ±65504 under the float16 default: exit 1, the remedy named, nothing written."""
+    from models import Learner
+
+    real_learner.save(tmp_path / "best")
+    big = Learner.load(tmp_path / "best")
+    with torch.no_grad():
+        next(iter(big.lora_tensors().values())).view(-1)[0] = 1e6
+    big.save(tmp_path / "big")
+    del big
+    assert main(["export", "--checkpoint", str(tmp_path / "big"), "--output", str(tmp_path / "out")]) == 1
+    assert "--weights-dtype bfloat16" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_export_refuses_to_overwrite_its_own_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture,
@@ -67,9 +98,6 @@ def test_export_refuses_to_overwrite_its_own_checkpoint(tmp_path: Path, capsys: 
 
 def test_export_of_several_runs_is_their_average_with_each_run_record(tmp_path: Path, capsys: pytest.CaptureFixture,
                                                                       real_learner) -> None:
-    import torch
-    from safetensors.torch import load_file
-
     from models import Learner
 
     real_learner.save(tmp_path / "a" / "best")
@@ -120,8 +148,6 @@ def test_export_of_a_warm_started_run_keeps_its_lineage_flat(tmp_path: Path, cap
                                                             real_learner) -> None:
     """A run trained with --init-from an exported learner: the export lists the start's own steps first, then
     the run (init_from: the start's fingerprint), then itself; every run's record side by side in runs/."""
-    import torch
-
     from models import Learner
 
     def trained(folder: Path, seed: int) -> None:   # a "run" of its own: other LoRA weights and step sizes

@@ -113,23 +113,25 @@ def test_dry_run_lists_every_command_in_order_without_loading_anything(tmp_path:
     assert mix8.endswith(f"{work}/data_aug/hotpotqa/train.jsonl x4, shuffled with random.Random(7)")
     averages = [c for c in commands if c.startswith("regrad export")]
     assert averages[0] == (f"regrad export --checkpoint {work}/checkpoint/best --checkpoint "
-                           f"{work}/checkpoint-fresh/best --output {work}/checkpoint-soup")
+                           f"{work}/checkpoint-fresh/best --output {work}/checkpoint-soup --weights-dtype bfloat16")
     assert averages[2] == (f"regrad export --checkpoint {work}/checkpoint-more/best --checkpoint "
-                           f"{work}/checkpoint-trained --output {work}/checkpoint-trained-more")
+                           f"{work}/checkpoint-trained --output {work}/checkpoint-trained-more "
+                           "--weights-dtype bfloat16")
     assert averages[3] == (f"regrad export --checkpoint {work}/checkpoint-relations/best --output "
-                           f"{work}/checkpoint-run8 --composition likelihood:0.2")
+                           f"{work}/checkpoint-run8 --composition likelihood:0.2 --weights-dtype bfloat16")
     assert f"--corpus {data}/pubmedqa/ori_pqal.json --corpus {data}/bioasq " in commands[-14]
     assert runs[-2].startswith(f"regrad train --train {work}/data_aug/train_mix13.jsonl --dev "
                                f"{work}/data_aug/val_relations.jsonl ")
     assert f"--init-from {work}/checkpoint-run8 " in runs[-2] and "--answer-end <|im_start|>" in runs[-2]
     assert commands[-10] == (f"regrad export --checkpoint {work}/checkpoint-run13/best --output "
-                             f"{work}/checkpoint-run13-served --composition likelihood:0.2")
+                             f"{work}/checkpoint-run13-served --composition likelihood:0.2 --weights-dtype bfloat16")
     assert "--extra-train-relations 2 " in commands[-9] and "--extra-train-relations 2 " in commands[-8]
     assert runs[-1].startswith(f"regrad train --train {work}/data_aug/train_mix14.jsonl --dev "
                                f"{work}/data_aug/val_relations.jsonl ")
     assert f"--init-from {work}/checkpoint-run13-served " in runs[-1] and "--seed 14 " in runs[-1]
     assert commands[-1] == (f"regrad export --checkpoint {work}/checkpoint-run14/best --output "
-                            f"{work}/checkpoint-run14-served --composition likelihood:0.2:3")
+                            f"{work}/checkpoint-run14-served --composition likelihood:0.2:3 "
+                            "--weights-dtype bfloat16")
     assert plan[-1] == f"# the learner: {work}/checkpoint-run14-served"
     assert not work.exists()
 
@@ -320,6 +322,8 @@ def test_a_failing_step_stops_the_build_naming_it(small: Path):
      "step 'average': composition = 'likelyhood:0.2': composition must be one of sum, softmax, likelihood"),
     (('checkpoints = ["run", "run"]', 'checkpoints = ["run"]\ncomposition = "softmax:0"'), 64,
      "composition temperature must be finite and > 0"),
+    (('checkpoints = ["run", "run"]', 'checkpoints = ["run"]\nweights_dtype = "int8"'), 64,
+     "step 'average': weights_dtype = 'int8': must be one of float16, bfloat16, float32"),
     (('{ from = "aug", tail = 2 }', '{ from = "aug", skip = -1 }'), 43, "skip = -1 must be an integer >= 0"),
     (('{ from = "aug", tail = 2 }', '{ from = "aug", skip = 1, head = 1, tail = 2 }'), 47,
      "with at most one of repeat, head, tail or sample (and skip)"),
@@ -376,6 +380,21 @@ def test_an_export_step_can_set_the_learners_served_composition(small: Path, cap
     recipe = load_recipe(small)
     run_steps(recipe, recipe.steps, fake)
     assert fake.ran[-1][0] == "export" and fake.ran[-1][-2:] == ["--composition", "likelihood:0.2"]
+
+
+def test_an_export_step_can_name_its_weights_dtype(small: Path, capsys: pytest.CaptureFixture):
+    """`weights_dtype = "bfloat16"` is `regrad export --weights-dtype bfloat16`; without it, export's default."""
+    assert main(["train", "--recipe", str(small), "--dry-run"]) == 0
+    assert "--weights-dtype" not in capsys.readouterr().out
+    small.write_text(small.read_text().replace('checkpoints = ["run", "run"]',
+                                               'checkpoints = ["run", "run"]\nweights_dtype = "bfloat16"'))
+    assert main(["train", "--recipe", str(small), "--dry-run"]) == 0
+    [export] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("regrad export")]
+    assert export.endswith(" --weights-dtype bfloat16")
+    fake = FakeRegrad()
+    recipe = load_recipe(small)
+    run_steps(recipe, recipe.steps, fake)
+    assert fake.ran[-1][0] == "export" and fake.ran[-1][-2:] == ["--weights-dtype", "bfloat16"]
 
 
 def test_a_run_is_its_best_and_run_slash_last_its_last_state(small: Path, capsys: pytest.CaptureFixture):
