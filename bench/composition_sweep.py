@@ -1,4 +1,5 @@
-"""How the combination of passage gradients changes the answers: a grid of compositions x top-k, in-process.
+"""How the combination of passage gradients changes the answers: a grid of compositions x top-k (x stop
+biases, `--stop-bias`), in-process.
 
 One engine (learner, index, store) answers every augmented file under each composition and top-k;
 the table has one row per (file, k, mode, composition) with EM and F1, and where the file has yes/no
@@ -33,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="sum, softmax[:T[:M]], likelihood[:T[:M]] (M: the weights' total at every k), or "
                         "`served` (the engine's default: the learner's own, else the served default) (repeatable; "
                         "default served)")
+    parser.add_argument("--stop-bias", type=float, action="append", metavar="B",
+                        help="bias on ending an answer after its first token (repeatable; default: the served one)")
     parser.add_argument("--mode", action="append", help="mode (repeatable; default regrad)")
     parser.add_argument("--limit", type=int, help="first N questions of each file")
     parser.add_argument("--output", help="write the rows as JSON here")
@@ -54,21 +57,25 @@ def main(argv: list[str] | None = None) -> int:
         for path in args.data:
             records = load_records([path], limit=args.limit)
             for k in args.k or [3]:
-                for spec in args.composition or ["served"]:
+                for spec, bias in [(c, b) for c in args.composition or ["served"] for b in args.stop_bias or [None]]:
                     started = time.perf_counter()
                     result = evaluate_in_process(engine, records, modes=args.mode or ["regrad"], top_k=k,
-                                                 composition=None if spec == "served" else spec, progress=False)
+                                                 composition=None if spec == "served" else spec, stop_bias=bias,
+                                                 progress=False)
                     spec = str(engine.composition) if spec == "served" else spec
+                    bias = engine.stop_bias if bias is None else bias
                     if args.predictions:
-                        cell = f"{Path(path).stem}-k{k}-{spec.replace(':', '_')}.jsonl"
+                        cell = f"{Path(path).stem}-k{k}-{spec.replace(':', '_')}"
+                        cell += f"-sb{bias:g}.jsonl" if args.stop_bias else ".jsonl"
                         write_predictions(Path(args.predictions) / cell, result.predictions)
                     kinds = kinds_of(result.predictions)
                     by_kind = format_kinds(kinds)   # "" unless the file has yes/no questions
                     for mode, table in result.tables.items():
                         s = table.overall_micro
                         row = {"data": Path(path).name, "k": k, "mode": mode, "composition": spec,
-                               "n": s.n, "em": round(s.em, 2), "f1": round(s.f1, 2)}
-                        print(f"{Path(path).name:<28} k={k}  {mode:<16} {spec:<14} n={s.n:<4} EM {s.em:6.2f}  "
+                               "stop_bias": bias, "n": s.n, "em": round(s.em, 2), "f1": round(s.f1, 2)}
+                        print(f"{Path(path).name:<28} k={k}  {mode:<16} {spec:<14} sb={bias:<4g} n={s.n:<4} "
+                              f"EM {s.em:6.2f}  "
                               f"F1 {s.f1:6.2f}  ({time.perf_counter() - started:.0f} s)", flush=True)
                         if by_kind:
                             row["kinds"] = kinds_to_dict(kinds)[mode]   # dataset -> kind -> scores

@@ -33,6 +33,8 @@ class EngineConfig:
             `engine.composition.DEFAULT_COMPOSITION`.
         relevance_cache_mb: memory for the passage prompts' KV caches that the `likelihood` scoring
             keeps (0: none kept).
+        stop_bias: added to the end-of-answer tokens' logits after an answer's first token when a request
+            does not say (0: plain greedy decoding).
     """
 
     checkpoint: Path | None = None
@@ -51,6 +53,7 @@ class EngineConfig:
     encode_batch_size: int = 8
     composition: str | None = None
     relevance_cache_mb: int = DEFAULT_RELEVANCE_CACHE_MB
+    stop_bias: float = 0.0
 
     @property
     def index_name(self) -> str:

@@ -85,6 +85,8 @@ class Engine:
             their question asks, `Question.write_back`).
         encode_batch_size: passages per backward when computing gradients.
         composition: how a request's passage gradients are combined when it does not say.
+        stop_bias: added to the end-of-answer tokens' logits after an answer's first token when a request
+            does not say (`models.decoding.BatchDecoder.join`).
         gradient_cache: keeps computed gradients in memory by passage id (content hash for given
             passages); default a `GradientCache()`.
         relevance_cache: keeps each passage prompt's KV cache for the `likelihood` composition's
@@ -108,6 +110,7 @@ class Engine:
         gradient_cache: GradientCache | None = None,
         relevance_cache: TensorCache | None = None,
         store_lock_timeout_s: float = 2.0,
+        stop_bias: float = 0.0,
     ) -> None:
         if missing_gradients not in ("compute", "skip"):
             raise ValueError(f"`missing_gradients` must be 'compute' or 'skip', got {missing_gradients!r}")
@@ -120,6 +123,7 @@ class Engine:
         self.write_back = write_back
         self.encode_batch_size = encode_batch_size
         self.composition = composition
+        self.stop_bias = stop_bias
         self.gradient_cache = gradient_cache if gradient_cache is not None else GradientCache()
         self.relevance_cache = (relevance_cache if relevance_cache is not None
                                 else TensorCache(DEFAULT_RELEVANCE_CACHE_MB * 2**20))
@@ -169,6 +173,7 @@ class Engine:
             encode_batch_size=config.encode_batch_size,
             composition=_served_composition(config.composition or learner.composition),
             relevance_cache=TensorCache(config.relevance_cache_mb * 2**20),
+            stop_bias=config.stop_bias,
         )
 
     def close(self) -> None:
@@ -316,6 +321,10 @@ class Engine:
     def composition_of(self, request: Question) -> Composition:
         """The request's own composition, or the engine's default."""
         return request.composition or self.composition
+
+    def stop_bias_of(self, request: Question) -> float:
+        """The request's own stop bias, or the engine's default."""
+        return self.stop_bias if request.stop_bias is None else request.stop_bias
 
     def _retrieve(self, rows: list[_Row]) -> float:
         """Top-k passages per row; one `search_many` per distinct top_k (so a batched row gets
@@ -471,7 +480,8 @@ class Engine:
             return 0.0
         try:
             answers = generate_answers(self.learner, [self.generation_request(row) for row in group],
-                                       max_new_tokens=[row.request.max_new_tokens for row in group])
+                                       max_new_tokens=[row.request.max_new_tokens for row in group],
+                                       stop_bias=[self.stop_bias_of(row.request) for row in group])
         except Exception as error:
             for row in group:
                 row.error = error

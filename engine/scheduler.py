@@ -425,7 +425,8 @@ class ContinuousScheduler:
             requests = [self.engine.generation_request(job.row) for job in ready]
             batch, adapters = prepare_rows(self.engine.learner, requests, bank=decoder.join_bank())
             decoder.join([job.key for job in ready], batch, adapters,
-                         [job.question.max_new_tokens for job in ready])
+                         [job.question.max_new_tokens for job in ready],
+                         [self.engine.stop_bias_of(job.question) for job in ready])
         except Exception as error:
             logger.exception("prefilling %d joining rows failed", len(ready))
             for job in ready:

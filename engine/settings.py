@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from engine.composition import Composition
 from engine.config import DEFAULT_RELEVANCE_CACHE_MB, EngineConfig
+from engine.types import MAX_STOP_BIAS
 
 __all__ = ["EngineSettings", "MissingGradientPolicy", "SHIPPED_LEARNER", "shipped_checkpoint"]
 
@@ -86,6 +87,8 @@ class EngineSettings(BaseSettings):
         relevance_cache_mb: memory (MiB) for the passage prompts' KV caches the `likelihood` scoring
             keeps, least recently used first out: a passage scored again runs only the question's
             tokens (0: keep none).
+        stop_bias: added to the end-of-answer tokens' logits after an answer's first token when a request
+            does not say (> 0 ends answers sooner; 0: plain greedy decoding).
     """
 
     model_config = SettingsConfigDict(
@@ -119,6 +122,8 @@ class EngineSettings(BaseSettings):
     composition: str | None = Field(None, description="default combination: sum | softmax[:T[:M]] | likelihood[:T[:M]]")
     relevance_cache_mb: int = Field(DEFAULT_RELEVANCE_CACHE_MB, ge=0, le=1_000_000,
                                     description="MiB of passage prompt KV kept for the likelihood scoring (0: none)")
+    stop_bias: float = Field(0.0, ge=0, le=MAX_STOP_BIAS, allow_inf_nan=False,
+                             description="default bias on ending an answer after its first token (0: none)")
 
     @field_validator("retriever_backend")
     @classmethod
@@ -177,6 +182,7 @@ class EngineSettings(BaseSettings):
             write_back=self.write_back,
             composition=self.composition,
             relevance_cache_mb=self.relevance_cache_mb,
+            stop_bias=self.stop_bias,
             # encode_batch_size: EngineConfig's default (no setting)
         )
         if config.checkpoint is None:

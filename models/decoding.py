@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import math
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 
@@ -44,6 +45,7 @@ __all__ = ["BatchDecoder", "prefill", "stop_token_ids", "end_of_turn_id", "atten
 class _Row:
     key: Hashable
     max_new_tokens: int
+    stop_bias: float = 0.0               # added to the end-of-answer tokens' logits after the first token
     tokens: list[int] = field(default_factory=list)
 
 
@@ -132,24 +134,31 @@ class BatchDecoder:
 
     @torch.no_grad()
     def join(self, keys: Sequence[Hashable], batch: dict[str, torch.Tensor], adapters: RowAdapters | None,
-             max_new_tokens: Sequence[int]) -> None:
+             max_new_tokens: Sequence[int], stop_bias: Sequence[float] | None = None) -> None:
         """Prefill new rows (left-padded `input_ids`/`attention_mask`, their own `adapters` or None)
-        and append them to the running batch; their first token is emitted by the next `step`."""
+        and append them to the running batch; their first token is emitted by the next `step`.
+        `stop_bias` (one per row; None: 0 for all): added to the logits of the end-of-answer tokens at
+        each of the row's decoding steps after its first token where its best token would begin a new
+        word, so that a positive bias ends an answer between words where ending it was nearly as likely
+        as going on (an answer always has a first token; `_pick`)."""
         if not keys:
             return
-        if len(keys) != batch["input_ids"].shape[0] or len(keys) != len(max_new_tokens):
-            raise ValueError("join needs one key and one max_new_tokens per batch row")
+        biases = [0.0] * len(keys) if stop_bias is None else [float(b) for b in stop_bias]
+        if len(keys) != batch["input_ids"].shape[0] or len(keys) != len(max_new_tokens) or len(keys) != len(biases):
+            raise ValueError("join needs one key, one max_new_tokens and one stop_bias per batch row")
         if any(n < 1 for n in max_new_tokens):
             raise ValueError(f"max_new_tokens must be >= 1, got {list(max_new_tokens)}")
+        if not all(math.isfinite(b) for b in biases):
+            raise ValueError(f"stop_bias must be finite, got {biases}")
         if self._joins_packed():                                   # prefilled inside the next step
-            for i, (key, n) in enumerate(zip(keys, max_new_tokens)):
+            for i, (key, n, b) in enumerate(zip(keys, max_new_tokens, biases)):
                 prompt = batch["input_ids"][i][batch["attention_mask"][i].bool()]
-                self._pending.append(_Pending(_Row(key, int(n)), prompt, _one_row(adapters, i)))
+                self._pending.append(_Pending(_Row(key, int(n), b), prompt, _one_row(adapters, i)))
             return
         with self.learner.using_rows(adapters):
             hidden, cache = prefill(self.learner, batch)      # SDPA for its duration
-        next_token = self._head(hidden[:, -1]).argmax(-1)                        # (m,)
-        new_rows = [_Row(key, int(n)) for key, n in zip(keys, max_new_tokens)]
+        next_token = self._head(hidden[:, -1]).argmax(-1)                        # (m,): first tokens, no bias
+        new_rows = [_Row(key, int(n), b) for key, n, b in zip(keys, max_new_tokens, biases)]
         self._add_adapters(adapters, len(self._rows))
         if not self._rows:
             self._rows, self._cache, self._attention, self._next = new_rows, cache, batch["attention_mask"], next_token
@@ -291,7 +300,21 @@ class BatchDecoder:
         with attention_implementation(self._base, "sdpa"), self.learner.using_rows(self._adapters):
             out = self._decoder(input_ids=self._next[:, None], attention_mask=self._attention,
                                 position_ids=position, use_cache=True, **{self._cache_kw: self._cache})
-        self._next = self._head(out.last_hidden_state[:, -1]).argmax(-1)
+        self._next = self._pick(self._head(out.last_hidden_state[:, -1]), len(self._rows))
+
+    def _pick(self, logits: torch.Tensor, running: int) -> torch.Tensor:
+        """Each row's greedy next token. The first `running` rows (the live rows, in order, each past its
+        first token) have their `stop_bias` added to the end-of-answer tokens' logits first, where their
+        best token would begin a new word: a bias ends an answer between words ("7 | beehives"), never
+        inside a word or a number ("88 | 1", "a pew | ter")."""
+        biases = [row.stop_bias for row in self._rows[:running]]
+        if any(biases):
+            logits = logits.float()
+            starts = word_starts(self.learner.tokenizer, logits.shape[-1]).to(logits.device)
+            at_word = starts[logits[:running].argmax(-1)]                           # (running,)
+            bias = torch.tensor(biases, dtype=torch.float32, device=logits.device) * at_word
+            logits[:running, self._stop_tensor.to(logits.device)] += bias[:, None]
+        return logits.argmax(-1)
 
 
     def _take_pending(self) -> list[tuple[_Pending, int]]:
@@ -395,7 +418,7 @@ class BatchDecoder:
         self._pending = [p for p in self._pending if p.left]
         if not n and not joined:                                        # nothing decodes yet: only chunks ran
             return
-        self._next = self._head(out.last_hidden_state[0, ends]).argmax(-1)                        # (n + m,)
+        self._next = self._pick(self._head(out.last_hidden_state[0, ends]), n)                    # (n + m,)
         masks = [_pad_left(torch.cat([self._attention, self._attention.new_ones(n, 1)], dim=1), width, 1)] if n else []
         masks += [_pad_left(torch.ones(1, p.prompt.numel(), dtype=torch.long, device=device), width, 1) for p in joined]
         self._attention, self._cache = torch.cat(masks), cache
@@ -403,6 +426,16 @@ class BatchDecoder:
             self._add_adapters(pending.adapters, offset)
         self._rows += [p.row for p in joined]
         self._adapters = self._step_adapters()
+
+
+@functools.lru_cache(maxsize=8)
+def word_starts(tok, size: int) -> torch.Tensor:
+    """(size,) bool: whether token i's text begins with whitespace, i.e. starts a new word (ids past the
+    tokenizer's, a padded head's, are False). Decoded once per tokenizer (half a second for 49k ids)."""
+    texts = tok.batch_decode([[i] for i in range(min(size, len(tok)))])
+    mask = torch.zeros(size, dtype=torch.bool)
+    mask[: len(texts)] = torch.tensor([text[:1].isspace() for text in texts], dtype=torch.bool)
+    return mask
 
 
 def _one_row(adapters: RowAdapters | None, i: int) -> RowAdapters | None:

@@ -98,9 +98,10 @@ def normalize_answer_type(text: str, answer_type: str, choices: list[str] | None
 
 @torch.no_grad()
 def generate_answers(learner, requests: list[AnswerRequest], max_new_tokens: int | Sequence[int] = 20,
-                     return_raw: bool = False) -> list[str]:
-    """Greedy answers for a batch of requests in ONE generation; row i uses its own adaptation and
-    its own length limit (`max_new_tokens`: one for all rows, or one per row).
+                     return_raw: bool = False, stop_bias: float | Sequence[float] = 0.0) -> list[str]:
+    """Greedy answers for a batch of requests in ONE generation; row i uses its own adaptation,
+    its own length limit (`max_new_tokens`: one for all rows, or one per row) and its own `stop_bias`
+    (added to the end-of-answer tokens' logits after the first token: `BatchDecoder.join`).
 
     Example:
         >>> generate_answers(learner, [AnswerRequest("What is the capital of France?")])
@@ -111,7 +112,8 @@ def generate_answers(learner, requests: list[AnswerRequest], max_new_tokens: int
     batch, adapters = prepare_rows(learner, requests)
     decoder = BatchDecoder(learner)
     limits = [max_new_tokens] * len(requests) if isinstance(max_new_tokens, int) else list(max_new_tokens)
-    decoder.join(list(range(len(requests))), batch, adapters, limits)
+    biases = [stop_bias] * len(requests) if isinstance(stop_bias, (int, float)) else list(stop_bias)
+    decoder.join(list(range(len(requests))), batch, adapters, limits, biases)
     token_ids: dict[int, list[int]] = {}
     while decoder:
         token_ids.update(decoder.step())

@@ -15,6 +15,7 @@ from engine.composition import COMPOSITION_KINDS, DEFAULT_TEMPERATURES, Composit
 from engine.modes import MODE_NAMES, MODES
 from engine.types import (
     MAX_GIVEN_PASSAGES,
+    MAX_STOP_BIAS,
     Answer,
     Document,
     DocumentsResult,
@@ -186,6 +187,12 @@ class AnswerRequest(_PassagesAndStreaming):
         description="how the passages' gradients are combined: {kind: sum|softmax|likelihood, temperature, total}, "
         "or the string sum, softmax, softmax:T, softmax:T:M, likelihood, likelihood:T or likelihood:T:M (weights "
         "summing to M); default: the server's (REGRAD_COMPOSITION, else the learner's own)",
+    )
+    stop_bias: float | None = Field(
+        None, ge=0.0, le=MAX_STOP_BIAS, allow_inf_nan=False, strict=True,
+        description=f"added to the end-of-answer tokens' logits after the answer's first token (0 <= stop_bias <= "
+        f"{MAX_STOP_BIAS:g}; larger ends answers sooner: '7' rather than '7 beehives'); default: the server's "
+        "(REGRAD_STOP_BIAS, default 0)",
     )
 
     model_config = ConfigDict(

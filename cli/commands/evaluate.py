@@ -44,6 +44,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="how each question's passage gradients are combined: sum, softmax[:T] (weights from the "
                    "retrieval scores) or likelihood[:T] (from the base model's likelihood of the question given "
                    "each passage); default: the server's (REGRAD_COMPOSITION)")
+    p.add_argument("--stop-bias", type=float, metavar="B",
+                   help="added to the end-of-answer tokens' logits after each answer's first token (> 0 ends "
+                   "answers sooner); default: the server's (REGRAD_STOP_BIAS, default 0)")
     p.add_argument("--api-key", default=None, help="API key (default: REGRAD_API_KEY)")
     p.add_argument("--timeout-s", type=float, default=300.0, help="per-request timeout (default 300)")
     p.add_argument("--retries", type=int, default=8, help="retries on 503 / connection errors (default 8)")
@@ -81,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     if not records:
         raise UsageError(f"no questions in {', '.join(args.data)}; check --data")
     common = dict(modes=modes, top_k=args.top_k, gamma=args.gamma, max_new_tokens=args.max_new_tokens,
-                  composition=args.composition, progress=not args.no_progress)
+                  composition=args.composition, stop_bias=args.stop_bias, progress=not args.no_progress)
     if args.in_process:
         settings = build_settings(args, engine_only=True)
         result = evaluate_in_process(settings.engine_config(), records, batch_size=settings.max_batch, **common)

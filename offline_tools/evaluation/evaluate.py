@@ -111,9 +111,10 @@ def shift_partners(records: Sequence[AugmentedRecord]) -> dict[int, int]:
 
 def answer_body(record: AugmentedRecord, mode: str, *, top_k: int = 3, gamma: float = 1.0,
                 max_new_tokens: int = 20, shift_query: str | None = None,
-                composition: str | None = None) -> dict[str, Any]:
+                composition: str | None = None, stop_bias: float | None = None) -> dict[str, Any]:
     """The POST /answer body for one record (`regrad_shift`: `regrad` retrieving for `shift_query`;
-    `composition`: `sum`, `softmax` or `softmax:T`, or None for the server's default)."""
+    `composition`: `sum`, `softmax` or `softmax:T`, or None for the server's default; `stop_bias`: a
+    number, or None for the server's default)."""
     body: dict[str, Any] = {
         "question": record.question,
         "mode": "regrad" if mode == SHIFT_MODE else mode,
@@ -126,6 +127,8 @@ def answer_body(record: AugmentedRecord, mode: str, *, top_k: int = 3, gamma: fl
         body["choices"] = list(record.choices or [])
     if composition is not None:
         body["composition"] = composition
+    if stop_bias is not None:
+        body["stop_bias"] = stop_bias
     if mode == SHIFT_MODE:
         if not shift_query:
             raise UsageError("mode regrad_shift needs the other question (shift_query)")
@@ -262,6 +265,7 @@ def evaluate_http(
     gamma: float = 1.0,
     max_new_tokens: int = 20,
     composition: str | None = None,
+    stop_bias: float | None = None,
     api_key: str | None = None,
     timeout_s: float = 300.0,
     max_retries: int = 8,
@@ -277,6 +281,8 @@ def evaluate_http(
         concurrency: requests in flight at once.
         top_k, gamma, max_new_tokens: sent with every request.
         composition: `sum`, `softmax` or `softmax:T`, sent with every request; None = the server's default.
+        stop_bias: the bias on ending an answer after its first token, sent with every request; None = the
+            server's default.
         api_key: sent as `X-API-Key` when the server requires one.
         timeout_s: per-request timeout.
         max_retries: retries per request on 503 / connection errors before giving up (ServerError).
@@ -293,7 +299,7 @@ def evaluate_http(
 
     def body_of(job: EvalJob) -> dict:
         return answer_body(job.record, job.mode, top_k=top_k, gamma=gamma, max_new_tokens=max_new_tokens,
-                           shift_query=job.shift_query, composition=composition)
+                           shift_query=job.shift_query, composition=composition, stop_bias=stop_bias)
 
     started_s = time.perf_counter()
     predictions = asyncio.run(_evaluate_http_async(
@@ -316,6 +322,7 @@ def evaluate_in_process(
     gamma: float = 1.0,
     max_new_tokens: int = 20,
     composition: str | None = None,
+    stop_bias: float | None = None,
     progress: bool = True,
 ) -> EvaluationResult:
     """The same evaluation without a server: the library engine, built here, answers in batches.
@@ -343,7 +350,8 @@ def evaluate_in_process(
                 requests, valid = [], []
                 for job in chunk:
                     body = answer_body(job.record, job.mode, top_k=top_k, gamma=gamma,
-                                       max_new_tokens=max_new_tokens, shift_query=job.shift_query)
+                                       max_new_tokens=max_new_tokens, shift_query=job.shift_query,
+                                       stop_bias=stop_bias)
                     try:
                         requests.append(Question(**{**body, "choices": tuple(body.get("choices") or ()) or None,
                                                     "composition": combination}))

@@ -479,3 +479,30 @@ def test_while_rows_decode_a_newcomer_joins_with_work_left_only_within_the_budge
     job.left_tokens = 60
     assert scheduler._admitted() == [job] and _work_left([job]) == 60
     assert not scheduler._staged
+
+
+def test_each_row_decodes_with_its_own_stop_bias_or_the_engines(engine, long_answers):
+    """A request's `stop_bias` (else the engine's default) rides with its row through continuous batching:
+    each request gets its solo answer, and a biased row ends sooner than it does unbiased."""
+    import dataclasses
+
+    engine.stop_bias = 0.0
+    questions = [dataclasses.replace(q, stop_bias=20.0 if i % 3 == 0 else None, max_new_tokens=10)
+                 for i, q in enumerate(_questions()[:9])]
+    solo = [engine.answer_batch([q])[0].answer for q in questions]
+    unbiased = [engine.answer_batch([dataclasses.replace(q, stop_bias=None)])[0].answer for q in questions]
+    biased = range(0, 9, 3)
+    assert all(unbiased[i].startswith(solo[i]) for i in biased)                # an answer cut short
+    assert any(len(solo[i]) < len(unbiased[i]) for i in biased)
+    assert [solo[i] for i in range(9) if i % 3] == [unbiased[i] for i in range(9) if i % 3]
+    scheduler = ContinuousScheduler(engine, max_rows=3, prefill_budget_tokens=16)
+    scheduler.start()
+    try:
+        answers = [f.result(timeout=120).answer for f in [scheduler.submit(q) for q in questions]]
+    finally:
+        scheduler.stop()
+    assert answers == solo
+    engine.stop_bias = 20.0   # the engine's default now biases every row that does not say
+    assert [engine.answer_batch([questions[i]])[0].answer for i in (1, 2)] == [
+        engine.answer_batch([dataclasses.replace(questions[i], stop_bias=20.0)])[0].answer for i in (1, 2)]
+    assert engine.answer_batch([dataclasses.replace(questions[1], stop_bias=0.0)])[0].answer == unbiased[1]

@@ -36,10 +36,12 @@ class FakeEngine:
         self.documents: dict[str, Document] = {}
         self.closed = False
         self.thread_ids: set[int] = set()
+        self.questions: list[Question] = []   # every question asked, in order
 
     def answer_outcomes(self, requests: Sequence[Question]) -> list:
         self.thread_ids.add(threading.get_ident())
         self.batch_sizes.append(len(requests))
+        self.questions.extend(requests)
         down = self.retriever_down or self.down_for_batches > 0
         self.down_for_batches = max(0, self.down_for_batches - 1)
         outcomes: list = []

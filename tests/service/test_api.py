@@ -73,6 +73,9 @@ def test_answer_in_each_mode(client, mode):
         ({"question": "q", "composition": 3}, "composition"),
         ({"question": "q", "composition": "softmax:0.1:0"}, "total"),
         ({"question": "q", "composition": {"kind": "likelihood", "total": "many"}}, "total"),
+        ({"question": "q", "stop_bias": -1}, "stop_bias"),
+        ({"question": "q", "stop_bias": 20.5}, "stop_bias"),
+        ({"question": "q", "stop_bias": "1"}, "stop_bias"),
     ],
 )
 def test_bad_answer_input_is_422_naming_the_field(client, payload, field):

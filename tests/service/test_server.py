@@ -107,6 +107,20 @@ def test_answers_in_every_mode(server, corpus):
     assert 'regrad_gradient_lookups_total{result="computed"}' in metrics
 
 
+def test_a_stop_bias_cuts_its_own_answer_short_in_a_shared_batch(server, corpus):
+    """Over HTTP, on the real model: a request's `stop_bias` ends its answer sooner (a prefix of the
+    unbiased answer) while the request batched beside it gets its own unbiased answer."""
+    url, _, _ = server
+    body = {"question": corpus[1][1], "mode": "closed_book", "max_new_tokens": 8}
+    alone = post(url, "/answer", body).json()["answer"]
+    biased, plain = asyncio.run(post_many(url, [{**body, "stop_bias": 20.0}, {**body, "stop_bias": 0.0}]))
+    assert biased.status_code == plain.status_code == 200, biased.text
+    assert plain.json()["answer"] == alone
+    assert alone.startswith(biased.json()["answer"]) and len(biased.json()["answer"]) < len(alone)
+    refused = post(url, "/answer", {**body, "stop_bias": 21})
+    assert refused.status_code == 422 and "stop_bias" in refused.text
+
+
 def test_document_added_at_run_time_is_retrieved_with_its_gradient(server):
     url, engine, _ = server
     question = {"question": "What is the capital of the island nation of Veltoria?", "top_k": 1,
