@@ -22,6 +22,10 @@ answered with their noun ("18 beehives"), where the only "how many" relation of 
 before their noun and asked bare, colours stated with a material, a name with initials, a five-digit number.
 `EXTRA_TRAIN_RELATIONS_3` (9, training only; `--extra-train-relations 3`): names that always carry a middle
 initial, small counts stated with their noun, a date, a letter-and-digit code, two-word colours and places.
+`DEV_RELATIONS_2` (8, dev only, outside `GROUPS` the same way; `--dev-relations 2`): the held-out kinds of
+value the six dev relations lack and the twelve test relations have (boat and pet names, a title, an object
+with its material, a year, three-digit counts, a language, an animal), so that a dev read can see what the
+test will.
 
 Every phrasing and every question of a relation contains its `cue` (a word stem no other
 relation's phrasings contain: `tests/offline_tools/test_synth_relations.py` checks it), so BM25
@@ -41,7 +45,7 @@ from typing import Literal
 from offline_tools.benchmarks.synth import NAME_STYLES, article, person_name, place
 
 __all__ = ["Relation", "TRAIN_RELATIONS", "DEV_RELATIONS", "TEST_RELATIONS", "RELATIONS", "GROUPS", "ORG_KINDS",
-           "EXTRA_TRAIN_RELATIONS", "EXTRA_TRAIN_RELATIONS_2", "EXTRA_TRAIN_RELATIONS_3"]
+           "EXTRA_TRAIN_RELATIONS", "EXTRA_TRAIN_RELATIONS_2", "EXTRA_TRAIN_RELATIONS_3", "DEV_RELATIONS_2"]
 
 
 
@@ -736,5 +740,71 @@ EXTRA_TRAIN_RELATIONS_3: tuple[Relation, ...] = (
          "{value} is where {name} retired.", "In old age {name} retired to {value}."),
         ("Where did {name} retire to?", "To which village did {name} retire?",
          "Where has {name} retired?", "In which village did {name} retire in old age?"),
+    ),
+)
+
+# ---------------------------------------------------------------- a second dev set (held out of training)
+# Dev's six relations take a value and a noun (counts, colours, names, towns); the twelve test relations
+# take values of more tokens and kinds: invented boat and pet names, titles, an object with its material,
+# years, three-digit counts, a language. A learner tuned on the six can lose on the twelve (rule 25,
+# docs/results.md). These eight, of the test's kinds of value and never trained on, are a dev split of
+# those kinds: `regrad synth --relations MODE --dev-relations 2` writes them (a dev split only).
+DEV_RELATIONS_2: tuple[Relation, ...] = (
+    Relation(
+        "barge_name", "dev", "person", "barge", _ship,
+        ("{name} steers a barge called the {value}.", "{name}'s barge is named the {value}.",
+         "The barge {name} lives aboard is the {value}."),
+        ("What is {name}'s barge called?", "What name does {name}'s barge carry?", "Which barge does {name} steer?"),
+        aliases=_with_the,
+    ),
+    Relation(
+        "goose_name", "dev", "person", "goose", _pet,
+        ("{name} keeps a goose called {value}.", "{name}'s goose goes by {value}.",
+         "The goose that guards {name}'s yard is named {value}."),
+        ("What is {name}'s goose called?", "What name does {name}'s goose go by?",
+         "What is the name of the goose {name} keeps?"),
+    ),
+    Relation(
+        "keepsake", "dev", "person", "keepsake", _heirloom,
+        ("{name} treasures {a_value} as a keepsake.", "The keepsake {name} treasures is {a_value}.",
+         "{name} holds on to {a_value}, a keepsake of youth."),
+        ("What keepsake does {name} treasure?", "Which keepsake does {name} hold on to?",
+         "What does {name} treasure as a keepsake?"),
+        aliases=_with_article,
+    ),
+    Relation(
+        "ballad_title", "dev", "person", "ballad", _title,
+        ("{name} sang a ballad called {value}.", "The ballad {value} was written by {name}.",
+         "{name} is known for the ballad {value}."),
+        ("Which ballad did {name} write?", "What ballad is {name} known for?", "What is the ballad by {name} called?"),
+    ),
+    Relation(
+        "windmill_year", "dev", "person", "windmill", _year,
+        ("{name} built a windmill in {value}.", "In {value}, {name}'s windmill first turned.",
+         "{name}'s windmill has stood since {value}."),
+        ("When did {name} build a windmill?", "In what year did {name}'s windmill first turn?",
+         "Since which year has {name}'s windmill stood?"),
+    ),
+    Relation(
+        "olive_trees", "dev", "person", "olive", _count(20, 900),
+        ("{name} grows {value} olive trees.", "{name}'s grove counts {value} olive trees.",
+         "On {name}'s slope grow {value} olive trees."),
+        ("How many olive trees does {name} grow?", "How many olive trees are in {name}'s grove?",
+         "How many olive trees grow on {name}'s slope?"),
+    ),
+    Relation(
+        "ledger_tongue", "dev", "person", "ledger", _language,
+        ("{name} writes a ledger in {value}.", "{name}'s ledger is kept in {value}.",
+         "Each line of {name}'s ledger is in {value}."),
+        ("In what tongue does {name} write a ledger?", "What is {name}'s ledger kept in?",
+         "Which tongue is {name}'s ledger in?"),
+    ),
+    Relation(
+        "weathervane", "dev", "person", "weathervane", _pick(_ANIMALS),
+        ("The weathervane on {name}'s roof is shaped like {a_value}.", "{name}'s weathervane is {a_value}.",
+         "{a_value} turns on the weathervane of {name}'s barn."),
+        ("What animal is the weathervane on {name}'s roof shaped like?", "What is {name}'s weathervane?",
+         "Which animal turns on the weathervane of {name}'s barn?"),
+        aliases=_with_article,
     ),
 )

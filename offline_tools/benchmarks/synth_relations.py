@@ -57,6 +57,7 @@ from typing import Literal
 
 from offline_tools.benchmarks.synth_facts import NAME_STYLES, fill_template, place, write_jsonl
 from offline_tools.benchmarks.synth_relation_table import (
+    DEV_RELATIONS_2,
     EXTRA_TRAIN_RELATIONS,
     EXTRA_TRAIN_RELATIONS_2,
     EXTRA_TRAIN_RELATIONS_3,
@@ -92,6 +93,8 @@ class RelationsConfig:
             test split), values of the shapes the training relations lack (multi-digit counts, codes).
         extra_set: with `extra_train`, which set: 1 (`EXTRA_TRAIN_RELATIONS`), 2 or 3 (`EXTRA_TRAIN_RELATIONS_2`,
             `_3`).
+        dev_set: 1, the six dev relations; 2, `DEV_RELATIONS_2` (the test's kinds of value, never trained on):
+            then a dev split only (no train or test questions).
     """
 
     mode: Literal["novel", "composition"] = "novel"
@@ -103,6 +106,7 @@ class RelationsConfig:
     id_prefix: str | None = None
     extra_train: bool = False
     extra_set: int = 1
+    dev_set: int = 1
 
     def __post_init__(self) -> None:
         if self.mode not in DEFAULT_COUNTS:
@@ -120,6 +124,10 @@ class RelationsConfig:
             raise ValueError(f"`extra_set` must be one of {sorted(EXTRA_SETS)}, got {self.extra_set!r}")
         if self.extra_set != 1 and not self.extra_train:
             raise ValueError(f"`extra_set` {self.extra_set} names extra relations: set `extra_train` too")
+        if self.dev_set not in DEV_SETS:
+            raise ValueError(f"`dev_set` must be one of {sorted(DEV_SETS)}, got {self.dev_set!r}")
+        if self.dev_set != 1 and self.extra_train:
+            raise ValueError("`dev_set` 2 writes a dev split only and `extra_train` a train split only: choose one")
         self.id_prefix = self.id_prefix or self.mode
         if not re.fullmatch(r"[A-Za-z0-9_]+", self.id_prefix):
             raise ValueError(f"`id_prefix` must be letters, digits or _, got {self.id_prefix!r}")
@@ -131,11 +139,17 @@ class RelationsConfig:
         """The relations of each split: the benchmark's three groups, or the extra ones for train alone."""
         if self.extra_train:
             return {"train": EXTRA_SETS[self.extra_set], "dev": (), "test": ()}
+        if self.dev_set != 1:
+            return {"train": (), "dev": DEV_SETS[self.dev_set], "test": ()}
         return GROUPS
 
     def avoided_words(self) -> str:
         """The phrasings no subject's name may share a word with: the 46's, and every extra set up to the one
-        written (set 1's words alone for set 1, so that its files stay as they were written)."""
+        written (set 1's words alone for set 1, so that its files stay as they were written); for the second dev
+        set, every set's."""
+        if self.dev_set != 1:
+            return _phrasing_words(RELATIONS + tuple(r for n in sorted(EXTRA_SETS) for r in EXTRA_SETS[n])
+                                   + DEV_SETS[self.dev_set])
         if not self.extra_train:
             return _PHRASINGS
         return _phrasing_words(RELATIONS + tuple(r for n in sorted(EXTRA_SETS) if n <= self.extra_set
@@ -161,6 +175,7 @@ def _phrasing_words(relations: Iterable[Relation]) -> str:
 _PHRASINGS = _phrasing_words(RELATIONS)
 EXTRA_SETS: dict[int, tuple[Relation, ...]] = {1: EXTRA_TRAIN_RELATIONS, 2: EXTRA_TRAIN_RELATIONS_2,
                                                3: EXTRA_TRAIN_RELATIONS_3}
+DEV_SETS: dict[int, tuple[Relation, ...]] = {1: GROUPS["dev"], 2: DEV_RELATIONS_2}
 
 
 @functools.cache
@@ -317,7 +332,7 @@ def write_relations_benchmark(output: str | os.PathLike, config: RelationsConfig
     manifest = {
         "relations_mode": config.mode,
         "config": {key: value for key, value in asdict(config).items()  # the 46's synth.json as it always was
-                   if not (key == "extra_train" and not value or key == "extra_set" and value == 1)},
+                   if not (key == "extra_train" and not value or key in ("extra_set", "dev_set") and value == 1)},
         "avoided_names": len(avoid_names),
         "relations": {split: [r.key for r in relations] for split, relations in groups.items()},
         "subject_kind": {r.key: r.subject for relations in groups.values() for r in relations},

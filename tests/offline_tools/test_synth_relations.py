@@ -15,6 +15,7 @@ import cli.main as cli
 from offline_tools.benchmarks.synth import fill_template
 from offline_tools.benchmarks.synth_relation_table import (
     DEV_RELATIONS,
+    DEV_RELATIONS_2,
     EXTRA_TRAIN_RELATIONS,
     EXTRA_TRAIN_RELATIONS_2,
     EXTRA_TRAIN_RELATIONS_3,
@@ -331,3 +332,66 @@ def test_cli_refuses_the_extra_relations_where_they_do_not_apply(tmp_path, monke
         _run(monkeypatch, ["synth", "--relations", "novel", "--output", str(tmp_path / "four"),
                            "--extra-train-relations", "4"])
     assert "invalid choice: 4" in capsys.readouterr().err and not (tmp_path / "four").exists()
+
+
+def test_the_second_dev_set_has_cues_of_its_own_and_the_test_relations_kinds_of_value():
+    """Eight dev relations never trained on: each with a cue no other relation's phrasings hold (and no other
+    relation's cue in theirs), of the kinds of value the test relations have and the six dev ones lack."""
+    rng = random.Random(0)
+    extras = EXTRA_TRAIN_RELATIONS + EXTRA_TRAIN_RELATIONS_2 + EXTRA_TRAIN_RELATIONS_3
+    everything = RELATIONS + extras + DEV_RELATIONS_2
+    assert len({r.key for r in everything}) == len(everything) and len(DEV_RELATIONS_2) == 8
+    assert all(r.group == "dev" and r.subject == "person" and r not in GROUPS["dev"] for r in DEV_RELATIONS_2)
+    for relation in everything:
+        cue = _terms(relation.cue)
+        for other in DEV_RELATIONS_2 if relation not in DEV_RELATIONS_2 else everything:
+            if other is not relation:
+                assert not [t for t in other.statements + other.questions if cue & _terms(t)], (relation.key, other.key)
+    for relation in DEV_RELATIONS_2:
+        for template in relation.statements + relation.questions:
+            assert _terms(relation.cue) <= _terms(fill_template(template, "Zed Quux", relation.draw(rng)))
+    drawers = {r.draw for r in DEV_RELATIONS_2}
+    # the test's kinds of value, none of which the six dev relations draw
+    assert {r.draw for r in TEST_RELATIONS} & drawers and not {r.draw for r in DEV_RELATIONS} & drawers - {
+        r.draw for r in TEST_RELATIONS}
+    values = [r.draw(rng) for r in DEV_RELATIONS_2 for _ in range(40)]
+    assert any(v.isdigit() and len(v) == 3 for v in values) and any(v.isdigit() and len(v) == 4 for v in values)
+    assert sum(len(v.split()) >= 2 for v in values) >= len(values) // 4   # titles, boat names, objects
+
+
+@pytest.mark.parametrize("mode", ["novel", "composition"])
+def test_the_second_dev_set_writes_a_dev_split_only_that_bm25_ranks_as_the_first(mode, tmp_path):
+    per = {"novel": 8, "composition": 2}[mode]
+    config = RelationsConfig(mode=mode, dev_per_relation=per, dev_set=2, id_prefix="dev2")
+    manifest = write_relations_benchmark(tmp_path / mode, config)
+    assert manifest["relations"] == {"train": [], "dev": [r.key for r in DEV_RELATIONS_2], "test": []}
+    questions_per_relation = {"novel": 8, "composition": 2 * 5}[mode]   # subjects, or clusters of 5
+    assert manifest["questions"] == {"train": 0, "dev": questions_per_relation * len(DEV_RELATIONS_2), "test": 0}
+    assert manifest["config"]["dev_set"] == 2
+    assert "dev_set" not in write_relations_benchmark(tmp_path / "plain", _small(mode))["config"]   # as it was
+    corpus, questions = generate_relations(config)
+    by_id = {p["_id"]: p for p in corpus}
+    for q in questions["dev"]:
+        passage = by_id[q["passage"]]
+        assert passage["title"] in q["question"] and any(answer in passage["text"] for answer in q["answers"])
+    relation_of = {p["_id"]: p["_id"].rsplit("-", 1)[-1] for p in corpus}
+    ok = [ids[0] == q["passage"] and all(relation_of[i] == q["relation"] for i in ids)
+          for q, ids in zip(questions["dev"], _top_k(corpus, questions["dev"], 3, tmp_path / "index"))]
+    assert sum(ok) >= 0.9 * len(ok), f"{sum(ok)} of {len(ok)}"
+    with pytest.raises(ValueError, match="dev_set"):
+        RelationsConfig(mode=mode, dev_set=3)
+    with pytest.raises(ValueError, match="choose one"):
+        RelationsConfig(mode=mode, dev_set=2, extra_train=True)
+
+
+def test_cli_writes_the_second_dev_set_and_refuses_what_it_does_not_write(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "dev2"
+    assert _run(monkeypatch, ["synth", "--relations", "novel", "--output", str(out), "--dev-relations", "2",
+                              "--dev-per-relation", "2", "--id-prefix", "d2"]) == 0
+    assert json.loads(capsys.readouterr().out)["questions"] == {"train": 0, "dev": 16, "test": 0}
+    for extra in (["--test-per-relation", "2"], ["--extra-train-relations"], ["--train-per-relation", "1"]):
+        assert _run(monkeypatch, ["synth", "--relations", "novel", "--output", str(tmp_path / "x"),
+                                  "--dev-relations", "2", *extra]) != 0
+        assert "writes a dev split only" in capsys.readouterr().err
+    assert _run(monkeypatch, ["synth", "--output", str(tmp_path / "x"), "--dev-relations", "2"]) != 0
+    assert "--relations" in capsys.readouterr().err and not (tmp_path / "x").exists()
