@@ -38,7 +38,7 @@ from models.packed_attention import PACKED_ATTENTION, PackedLayout, packed_layou
 from models.row_bank import RowAdapterBank, fill_order
 from models.row_lora import PackedRows, RowAdapters
 
-__all__ = ["BatchDecoder", "prefill", "stop_token_ids", "end_of_turn_id", "attention_implementation"]
+__all__ = ["BatchDecoder", "prefill", "stop_token_ids", "end_of_turn_id", "attention_implementation", "word_starts"]
 
 
 @dataclass
