@@ -47,46 +47,57 @@ def main(argv: list[str] | None = None) -> int:
 
     from engine import EngineConfig
     from engine.core import Engine
-    from offline_tools.evaluation.evaluate import evaluate_in_process, load_records, write_predictions
-    from offline_tools.evaluation.kinds import format_kinds, kinds_of, kinds_to_dict
 
     engine = Engine.from_config(EngineConfig(checkpoint=Path(args.checkpoint), index=args.index,
                                              store=Path(args.store), write_back=True))
-    rows = []
     try:
-        for path in args.data:
-            records = load_records([path], limit=args.limit)
-            for k in args.k or [3]:
-                for spec, bias in [(c, b) for c in args.composition or ["served"] for b in args.stop_bias or [None]]:
-                    started = time.perf_counter()
-                    result = evaluate_in_process(engine, records, modes=args.mode or ["regrad"], top_k=k,
-                                                 composition=None if spec == "served" else spec, stop_bias=bias,
-                                                 progress=False)
-                    spec = str(engine.composition) if spec == "served" else spec
-                    bias = engine.stop_bias if bias is None else bias
-                    if args.predictions:
-                        cell = f"{Path(path).stem}-k{k}-{spec.replace(':', '_')}"
-                        cell += f"-sb{bias:g}.jsonl" if args.stop_bias else ".jsonl"
-                        write_predictions(Path(args.predictions) / cell, result.predictions)
-                    kinds = kinds_of(result.predictions)
-                    by_kind = format_kinds(kinds)   # "" unless the file has yes/no questions
-                    for mode, table in result.tables.items():
-                        s = table.overall_micro
-                        row = {"data": Path(path).name, "k": k, "mode": mode, "composition": spec,
-                               "stop_bias": bias, "n": s.n, "em": round(s.em, 2), "f1": round(s.f1, 2)}
-                        print(f"{Path(path).name:<28} k={k}  {mode:<16} {spec:<14} sb={bias:<4g} n={s.n:<4} "
-                              f"EM {s.em:6.2f}  "
-                              f"F1 {s.f1:6.2f}  ({time.perf_counter() - started:.0f} s)", flush=True)
-                        if by_kind:
-                            row["kinds"] = kinds_to_dict(kinds)[mode]   # dataset -> kind -> scores
-                        rows.append(row)
-                    if by_kind:
-                        print(by_kind, flush=True)
+        rows = [row for path in args.data
+                for row in read_cells(engine, path, ks=args.k or [3], compositions=args.composition or ["served"],
+                                      stop_biases=args.stop_bias, modes=args.mode or ["regrad"], limit=args.limit,
+                                      predictions=args.predictions)]
     finally:
         engine.close()
     if args.output:
         Path(args.output).write_text(json.dumps(rows, indent=1) + "\n")
     return 0
+
+
+def read_cells(engine, path: str | Path, *, ks: list[int], compositions: list[str], stop_biases: list[float] | None,
+               modes: list[str], limit: int | None = None, predictions: str | Path | None = None) -> list[dict]:
+    """One augmented file answered by `engine` in every (k, composition, stop bias) cell: a row per cell and
+    mode (EM, F1, and by kind where the file has yes/no questions), printed as it comes; each cell's answers
+    written to `predictions` when given (`bench/dev_reads.py` reads its splits through this too)."""
+    from offline_tools.evaluation.evaluate import evaluate_in_process, load_records, write_predictions
+    from offline_tools.evaluation.kinds import format_kinds, kinds_of, kinds_to_dict
+
+    records = load_records([str(path)], limit=limit)
+    rows = []
+    for k in ks:
+        for spec, bias in [(c, b) for c in compositions for b in stop_biases or [None]]:
+            started = time.perf_counter()
+            result = evaluate_in_process(engine, records, modes=modes, top_k=k,
+                                         composition=None if spec == "served" else spec, stop_bias=bias,
+                                         progress=False)
+            spec = str(engine.composition) if spec == "served" else spec
+            bias = engine.stop_bias if bias is None else bias
+            if predictions:
+                cell = f"{Path(path).stem}-k{k}-{spec.replace(':', '_')}"
+                cell += f"-sb{bias:g}.jsonl" if stop_biases else ".jsonl"
+                write_predictions(Path(predictions) / cell, result.predictions)
+            kinds = kinds_of(result.predictions)
+            by_kind = format_kinds(kinds)   # "" unless the file has yes/no questions
+            for mode, table in result.tables.items():
+                s = table.overall_micro
+                row = {"data": Path(path).name, "k": k, "mode": mode, "composition": spec,
+                       "stop_bias": bias, "n": s.n, "em": round(s.em, 2), "f1": round(s.f1, 2)}
+                print(f"{Path(path).name:<28} k={k}  {mode:<16} {spec:<14} sb={bias:<4g} n={s.n:<4} "
+                      f"EM {s.em:6.2f}  F1 {s.f1:6.2f}  ({time.perf_counter() - started:.0f} s)", flush=True)
+                if by_kind:
+                    row["kinds"] = kinds_to_dict(kinds)[mode]   # dataset -> kind -> scores
+                rows.append(row)
+            if by_kind:
+                print(by_kind, flush=True)
+    return rows
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 # name -> `regrad synth` flags (each benchmark's own id prefix: the name)
@@ -62,40 +61,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", default="artifacts/dev-reads", help="benchmarks, indexes and stores (reused)")
     parser.add_argument("--composition", default="served", help="spec, or `served` (the learner's own)")
     parser.add_argument("--stop-bias", type=float, help="bias on ending an answer (default: the engine's, 0)")
-    parser.add_argument("--k", type=int, action="append", help="top-k (repeatable; default 3; the mean is k = 3's)")
+    parser.add_argument("--k", type=int, action="append", help="more top-k besides 3 (repeatable; the mean is k = 3's)")
     parser.add_argument("--split", action="append", choices=list(SPLITS), help="only these splits (repeatable)")
     parser.add_argument("--output", help="write the rows as JSON here")
-    parser.add_argument("--predictions", metavar="DIR", help="write each cell's answers as DIR/<split>-k<K>.jsonl")
+    parser.add_argument("--predictions", metavar="DIR",
+                        help="write each cell's answers here, named as bench/composition_sweep.py names them")
     args = parser.parse_args(argv)
+
+    from composition_sweep import read_cells  # bench/ is on the path when this runs as a script
 
     from engine import EngineConfig
     from engine.core import Engine
     from models import Learner
-    from offline_tools.evaluation.evaluate import evaluate_in_process, load_records, write_predictions
 
-    work = Path(args.work)
     fingerprint = Learner.read_meta(args.checkpoint)["fingerprint"]
-    rows, ks = [], args.k or [3]
+    rows = []
     for name in args.split or list(SPLITS):
-        index, questions = build(work, name)
-        store = work / "stores" / f"{fingerprint[:12]}-{name}"
-        engine = Engine.from_config(EngineConfig(checkpoint=Path(args.checkpoint), index=str(index), store=store,
-                                                 write_back=True))
+        index, questions = build(Path(args.work), name)
+        engine = Engine.from_config(EngineConfig(
+            checkpoint=Path(args.checkpoint), index=str(index), write_back=True,
+            store=Path(args.work) / "stores" / f"{fingerprint[:12]}-{name}"))   # a learner's own, per split
         try:
-            records = load_records([str(questions)])
-            for k in ks:
-                started = time.perf_counter()
-                result = evaluate_in_process(engine, records, top_k=k, progress=False, stop_bias=args.stop_bias,
-                                             composition=None if args.composition == "served" else args.composition)
-                if args.predictions:
-                    write_predictions(Path(args.predictions) / f"{name}-k{k}.jsonl", result.predictions)
-                s = result.tables["regrad"].overall_micro
-                rows.append({"split": name, "k": k, "n": s.n, "em": round(s.em, 2), "f1": round(s.f1, 2),
-                             "composition": str(engine.composition) if args.composition == "served"
-                             else args.composition, "stop_bias": engine.stop_bias if args.stop_bias is None
-                             else args.stop_bias, "learner": fingerprint})
-                print(f"{name:<14} k={k}  n={s.n:<4} EM {s.em:6.2f}  F1 {s.f1:6.2f}  "
-                      f"({time.perf_counter() - started:.0f} s)", flush=True)
+            rows += [{**row, "split": name, "learner": fingerprint} for row in read_cells(
+                engine, questions, ks=[3, *(k for k in args.k or [] if k != 3)], compositions=[args.composition],
+                stop_biases=None if args.stop_bias is None else [args.stop_bias], modes=["regrad"],
+                predictions=args.predictions)]
         finally:
             engine.close()
     at3 = [r["em"] for r in rows if r["k"] == 3]
