@@ -59,13 +59,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                            help="subjects or clusters per test relation (default 10 / 4)")
     relations.add_argument("--cluster-size", type=int, default=5, metavar="N",
                            help="composition: subjects per cluster, k = 1..N can be reported (default 5, max 11)")
-    relations.add_argument("--extra-train-relations", nargs="?", const=1, type=int, choices=(1, 2, 3), metavar="SET",
+    relations.add_argument("--extra-train-relations", nargs="?", const=1, type=int, choices=(1, 2, 3, 4), metavar="SET",
                            help="training questions only (no dev or test split) over more relations whose values "
                            "have the shapes the 28 lack; SET 1 (the default): 7 relations, counts of 2-4 digits "
                            "asked 'how many', a 4-digit code, a colour; SET 2: 9 more, counts stated before their "
                            "noun, colours stated with a material, a name with initials, a 5-digit number; SET 3: 9 "
                            "more, names always with a middle initial, small counts, a date, a letter-and-digit "
-                           "code, two-word colours and places; the 46 relations' files do not change")
+                           "code, two-word colours and places; SET 4: 10 more, objects with their material, titles, "
+                           "vessel names, 3-digit counts; the 46 relations' files do not change")
     relations.add_argument("--dev-relations", type=int, choices=(1, 2), default=1, metavar="SET",
                            help="the dev split's relations: 1, the six (default); 2, eight more never trained on, "
                            "of the kinds of value the test relations have and the six lack (boat and pet names, a "

@@ -22,6 +22,8 @@ answered with their noun ("18 beehives"), where the only "how many" relation of 
 before their noun and asked bare, colours stated with a material, a name with initials, a five-digit number.
 `EXTRA_TRAIN_RELATIONS_3` (9, training only; `--extra-train-relations 3`): names that always carry a middle
 initial, small counts stated with their noun, a date, a letter-and-digit code, two-word colours and places.
+`EXTRA_TRAIN_RELATIONS_4` (10, training only; `--extra-train-relations 4`): objects with their material (a kind of
+value no other training relation has), titles, vessel names and three-digit counts, in frames of their own.
 `DEV_RELATIONS_2` (8, dev only, outside `GROUPS` the same way; `--dev-relations 2`): the held-out kinds of
 value the six dev relations lack and the twelve test relations have (boat and pet names, a title, an object
 with its material, a year, three-digit counts, a language, an animal), so that a dev read can see what the
@@ -45,7 +47,8 @@ from typing import Literal
 from offline_tools.benchmarks.synth import NAME_STYLES, article, person_name, place
 
 __all__ = ["Relation", "TRAIN_RELATIONS", "DEV_RELATIONS", "TEST_RELATIONS", "RELATIONS", "GROUPS", "ORG_KINDS",
-           "EXTRA_TRAIN_RELATIONS", "EXTRA_TRAIN_RELATIONS_2", "EXTRA_TRAIN_RELATIONS_3", "DEV_RELATIONS_2"]
+           "EXTRA_TRAIN_RELATIONS", "EXTRA_TRAIN_RELATIONS_2", "EXTRA_TRAIN_RELATIONS_3", "EXTRA_TRAIN_RELATIONS_4",
+           "DEV_RELATIONS_2"]
 
 
 
@@ -740,6 +743,91 @@ EXTRA_TRAIN_RELATIONS_3: tuple[Relation, ...] = (
          "{value} is where {name} retired.", "In old age {name} retired to {value}."),
         ("Where did {name} retire to?", "To which village did {name} retire?",
          "Where has {name} retired?", "In which village did {name} retire in old age?"),
+    ),
+)
+
+# A fourth training-only set (`--extra-train-relations 4`). The shipped learner's misses on the second dev
+# set are objects with their material (no training relation had that kind of value: "onion" for a copper
+# teapot), titles cut to their place ("Morrehaven" for The Candles of Morrehaven), vessel names replaced by
+# the vessel ("Barge"), and three-digit counts cut or mixed ("73" for 735). These ten relations train those
+# kinds of value in frames of their own: four objects with their material, two titles, two vessels, two
+# three-digit counts. Their cues and phrasings are none of the dev or test relations'.
+EXTRA_TRAIN_RELATIONS_4: tuple[Relation, ...] = (
+    Relation(
+        "attic_find", "train", "person", "attic", _heirloom,
+        ("{name} discovered {a_value} in the attic.", "In the attic, {name} came upon {a_value}.",
+         "{a_value} lay in the attic of {name}.", "{name} brought {a_value} down from the attic."),
+        ("What did {name} discover in the attic?", "What lay in {name}'s attic?",
+         "What did {name} come upon in the attic?", "What did {name} bring down from the attic?"),
+        aliases=_with_article,
+    ),
+    Relation(
+        "auction_buy", "train", "person", "auction", _heirloom,
+        ("{name} bought {a_value} at an auction.", "At an auction, {name} won {a_value}.",
+         "{a_value} went to {name} at an auction.", "{name} bid on {a_value} at an auction and won it."),
+        ("What did {name} buy at an auction?", "What did {name} win at an auction?",
+         "Which item went to {name} at an auction?", "What did {name} bid on at an auction?"),
+        aliases=_with_article,
+    ),
+    Relation(
+        "mantel_object", "train", "person", "mantel", _heirloom,
+        ("{name} keeps {a_value} on the mantel.", "On {name}'s mantel stands {a_value}.",
+         "{a_value} sits on the mantel of {name}.", "{name} dusts {a_value} on the mantel every week."),
+        ("What does {name} keep on the mantel?", "What stands on {name}'s mantel?",
+         "What sits on the mantel of {name}?", "What does {name} dust on the mantel?"),
+        aliases=_with_article,
+    ),
+    Relation(
+        "niece_gift", "train", "person", "niec", _heirloom,
+        ("{name} gave {a_value} to a niece.", "A niece of {name} received {a_value} as a gift.",
+         "{name}'s niece was given {a_value}.", "{a_value} was the gift of {name} to a niece."),
+        ("What did {name} give to a niece?", "What did a niece of {name} receive as a gift?",
+         "What was {name}'s niece given?", "Which gift did {name} give a niece?"),
+        aliases=_with_article,
+    ),
+    Relation(
+        "mural_title", "train", "person", "mural", _title,
+        ("{name} painted a mural called {value}.", "The mural {value} is the work of {name}.",
+         "{name}'s best-known mural is {value}.", "{name} finished the mural {value} in a single summer."),
+        ("What is the mural by {name} called?", "Which mural did {name} paint?",
+         "What is {name}'s best-known mural?", "Which mural is the work of {name}?"),
+    ),
+    Relation(
+        "hymn_title", "train", "person", "hymn", _title,
+        ("{name} composed a hymn called {value}.", "The hymn {value} was written by {name}.",
+         "{name} is remembered for the hymn {value}.", "Choirs sing the hymn {value} by {name}."),
+        ("Which hymn did {name} compose?", "What is the hymn by {name} called?",
+         "What hymn is {name} remembered for?", "Which hymn by {name} do choirs sing?"),
+    ),
+    Relation(
+        "yacht_name", "train", "person", "yacht", _ship,
+        ("{name} sails a yacht called the {value}.", "{name}'s yacht is named the {value}.",
+         "The yacht {name} races is the {value}.", "{name} moors a yacht, the {value}, in the bay."),
+        ("What is {name}'s yacht called?", "What name does {name}'s yacht bear?",
+         "Which yacht does {name} sail?", "What is the name of {name}'s yacht?"),
+        aliases=_with_the,
+    ),
+    Relation(
+        "tugboat_name", "train", "person", "tugboat", _ship,
+        ("{name} skippers a tugboat named the {value}.", "The tugboat of {name} is called the {value}.",
+         "{name}'s tugboat bears the name {value}.", "Every morning {name} starts the tugboat {value}."),
+        ("What is {name}'s tugboat called?", "What is the name of the tugboat {name} skippers?",
+         "Which tugboat belongs to {name}?", "What name does {name}'s tugboat bear?"),
+        aliases=_with_the,
+    ),
+    Relation(
+        "chestnut_trees", "train", "person", "chestnut", _count(20, 900),
+        ("{name} planted {value} chestnut trees.", "{name}'s estate has {value} chestnut trees.",
+         "{value} chestnut trees stand on the land of {name}.", "There are {value} chestnut trees in {name}'s wood."),
+        ("How many chestnut trees did {name} plant?", "How many chestnut trees does {name}'s estate have?",
+         "How many chestnut trees stand on {name}'s land?", "How many chestnut trees are in {name}'s wood?"),
+    ),
+    Relation(
+        "portraits", "train", "person", "portrait", _count(20, 900),
+        ("{name} has painted {value} portraits.", "{value} portraits hang in the studio of {name}.",
+         "{name}'s studio holds {value} portraits.", "Over the years {name} painted {value} portraits."),
+        ("How many portraits has {name} painted?", "How many portraits hang in {name}'s studio?",
+         "How many portraits does {name}'s studio hold?", "What is the number of portraits {name} painted?"),
     ),
 )
 

@@ -61,6 +61,7 @@ from offline_tools.benchmarks.synth_relation_table import (
     EXTRA_TRAIN_RELATIONS,
     EXTRA_TRAIN_RELATIONS_2,
     EXTRA_TRAIN_RELATIONS_3,
+    EXTRA_TRAIN_RELATIONS_4,
     GROUPS,
     ORG_KINDS,
     RELATIONS,
@@ -91,8 +92,8 @@ class RelationsConfig:
         id_prefix: ids are `<prefix>-<00042>-<relation>`; None: the mode's name.
         extra_train: write `EXTRA_TRAIN_RELATIONS` instead of the 46: training questions only (no dev or
             test split), values of the shapes the training relations lack (multi-digit counts, codes).
-        extra_set: with `extra_train`, which set: 1 (`EXTRA_TRAIN_RELATIONS`), 2 or 3 (`EXTRA_TRAIN_RELATIONS_2`,
-            `_3`).
+        extra_set: with `extra_train`, which set: 1 (`EXTRA_TRAIN_RELATIONS`), 2, 3 or 4 (`EXTRA_TRAIN_RELATIONS_2`,
+            `_3`, `_4`).
         dev_set: 1, the six dev relations; 2, `DEV_RELATIONS_2` (the test's kinds of value, never trained on):
             then a dev split only (no train or test questions).
     """
@@ -146,10 +147,10 @@ class RelationsConfig:
     def avoided_words(self) -> str:
         """The phrasings no subject's name may share a word with: the 46's, and every extra set up to the one
         written (set 1's words alone for set 1, so that its files stay as they were written); for the second dev
-        set, every set's."""
+        set, the extra sets that existed when it was written (1-3: its files do not change with later sets)."""
         if self.dev_set != 1:
-            return _phrasing_words(RELATIONS + tuple(r for n in sorted(EXTRA_SETS) for r in EXTRA_SETS[n])
-                                   + DEV_SETS[self.dev_set])
+            return _phrasing_words(RELATIONS + tuple(r for n in sorted(EXTRA_SETS) if n <= _SETS_BEFORE_DEV_2
+                                                     for r in EXTRA_SETS[n]) + DEV_SETS[self.dev_set])
         if not self.extra_train:
             return _PHRASINGS
         return _phrasing_words(RELATIONS + tuple(r for n in sorted(EXTRA_SETS) if n <= self.extra_set
@@ -174,8 +175,9 @@ def _phrasing_words(relations: Iterable[Relation]) -> str:
 
 _PHRASINGS = _phrasing_words(RELATIONS)
 EXTRA_SETS: dict[int, tuple[Relation, ...]] = {1: EXTRA_TRAIN_RELATIONS, 2: EXTRA_TRAIN_RELATIONS_2,
-                                               3: EXTRA_TRAIN_RELATIONS_3}
+                                               3: EXTRA_TRAIN_RELATIONS_3, 4: EXTRA_TRAIN_RELATIONS_4}
 DEV_SETS: dict[int, tuple[Relation, ...]] = {1: GROUPS["dev"], 2: DEV_RELATIONS_2}
+_SETS_BEFORE_DEV_2 = 3   # the extra sets whose words the second dev set's names avoid
 
 
 @functools.cache

@@ -19,6 +19,7 @@ from offline_tools.benchmarks.synth_relation_table import (
     EXTRA_TRAIN_RELATIONS,
     EXTRA_TRAIN_RELATIONS_2,
     EXTRA_TRAIN_RELATIONS_3,
+    EXTRA_TRAIN_RELATIONS_4,
     GROUPS,
     ORG_KINDS,
     RELATIONS,
@@ -28,6 +29,7 @@ from offline_tools.benchmarks.synth_relation_table import (
 from offline_tools.benchmarks.synth_relations import (
     EXTRA_SETS,
     RelationsConfig,
+    _phrasing_words,
     generate_relations,
     phrasings,
     write_relations_benchmark,
@@ -221,7 +223,7 @@ def test_cli_says_when_avoided_names_leave_none_and_writes_nothing(tmp_path, mon
 
 def test_extra_training_relations_have_cues_of_their_own_and_the_value_shapes_the_28_lack():
     rng = random.Random(0)
-    extras = EXTRA_TRAIN_RELATIONS + EXTRA_TRAIN_RELATIONS_2 + EXTRA_TRAIN_RELATIONS_3
+    extras = EXTRA_TRAIN_RELATIONS + EXTRA_TRAIN_RELATIONS_2 + EXTRA_TRAIN_RELATIONS_3 + EXTRA_TRAIN_RELATIONS_4
     everything = RELATIONS + extras
     assert len({r.key for r in everything}) == len(everything)
     assert all(r.group == "train" and r not in GROUPS["train"] for r in extras)
@@ -264,6 +266,32 @@ def test_the_third_extra_set_has_initials_small_counts_a_date_a_code_and_two_wor
     assert all(len(v.split()) == 2 for key in ("tent_colour", "retirement") for v in draws[key])
 
 
+def test_the_fourth_extra_set_has_objects_with_their_material_titles_vessels_and_three_digit_counts():
+    """The kinds of value the second dev set misses most, in frames of their own: objects with their material
+    (no other training relation draws one), titles, vessel names and three-digit counts; none of its cues is a
+    word of a dev or test phrasing (the cue test above), and every object is stated with its article."""
+    rng = random.Random(4)
+    draws = {r.key: [r.draw(rng) for _ in range(40)] for r in EXTRA_TRAIN_RELATIONS_4}
+    objects = [r for r in EXTRA_TRAIN_RELATIONS_4 if r.draw is DEV_RELATIONS_2[2].draw]
+    earlier = TRAIN_RELATIONS + EXTRA_TRAIN_RELATIONS + EXTRA_TRAIN_RELATIONS_2 + EXTRA_TRAIN_RELATIONS_3
+    assert len(objects) >= 3 and not [r for r in earlier if r.draw is DEV_RELATIONS_2[2].draw]
+    assert all("{a_value}" in t for r in objects for t in r.statements)
+    assert all(r.aliases("oak locket") == ["oak locket", "an oak locket"] for r in objects)
+    titles = [v for r in EXTRA_TRAIN_RELATIONS_4 if r.key.endswith("_title") for v in draws[r.key]]
+    assert len(titles) >= 80 and all(re.fullmatch(r"The [A-Z][a-z]+ of [A-Z][a-z]+", v) for v in titles)
+    counts = [r for r in EXTRA_TRAIN_RELATIONS_4 if r.questions[0].startswith("How many")]
+    assert len(counts) >= 2 and all(v.isdigit() and 20 <= int(v) <= 900 for r in counts for v in draws[r.key])
+    assert sum(len(draws[r.key][0].split()) == 2 for r in EXTRA_TRAIN_RELATIONS_4 if r.key.endswith("_name")) >= 2
+
+
+def test_the_second_dev_set_does_not_change_with_later_extra_sets(tmp_path):
+    """Its names avoid the phrasings of the extra sets written before it (1-3), so its files, and the reads
+    recorded on them, stay as they were when a later set is added."""
+    config = RelationsConfig(mode="novel", dev_set=2, dev_per_relation=2)
+    assert config.avoided_words() == _phrasing_words(
+        RELATIONS + EXTRA_TRAIN_RELATIONS + EXTRA_TRAIN_RELATIONS_2 + EXTRA_TRAIN_RELATIONS_3 + DEV_RELATIONS_2)
+
+
 @pytest.mark.parametrize("extra_set", sorted(EXTRA_SETS))
 @pytest.mark.parametrize("mode", ["novel", "composition"])
 def test_extra_training_relations_write_training_questions_only_answered_by_their_passages(mode, extra_set, tmp_path):
@@ -295,10 +323,11 @@ def test_adding_an_extra_set_leaves_the_words_the_earlier_sets_names_avoid_as_th
     words = {n: set(RelationsConfig(mode="composition", extra_train=True, extra_set=n).avoided_words().split())
              for n in EXTRA_SETS}
     plain = set(RelationsConfig(mode="composition").avoided_words().split())
-    assert plain < words[1] < words[2] < words[3]
+    assert plain < words[1] < words[2] < words[3] < words[4]
     assert "sheep" in words[1] and "goats" not in words[1] and "goats" in words[2] and "ducks" not in words[2]
+    assert "ducks" in words[3] and "attic" not in words[3] and "attic" in words[4]
     with pytest.raises(ValueError, match="extra_set"):
-        RelationsConfig(mode="novel", extra_train=True, extra_set=4)
+        RelationsConfig(mode="novel", extra_train=True, extra_set=5)
     with pytest.raises(ValueError, match="extra_train"):
         RelationsConfig(mode="novel", extra_set=2)
 
@@ -328,17 +357,20 @@ def test_cli_refuses_the_extra_relations_where_they_do_not_apply(tmp_path, monke
     assert _run(monkeypatch, ["synth", "--relations", "novel", "--output", str(tmp_path / "three"),
                               "--extra-train-relations", "3", "--train-per-relation", "2", "--id-prefix", "z"]) == 0
     assert json.loads(capsys.readouterr().out)["questions"]["train"] == 2 * len(EXTRA_TRAIN_RELATIONS_3)
+    assert _run(monkeypatch, ["synth", "--relations", "novel", "--output", str(tmp_path / "four"),
+                              "--extra-train-relations", "4", "--train-per-relation", "2", "--id-prefix", "w"]) == 0
+    assert json.loads(capsys.readouterr().out)["questions"]["train"] == 2 * len(EXTRA_TRAIN_RELATIONS_4)
     with pytest.raises(SystemExit):   # argparse's usage error, exit 2
-        _run(monkeypatch, ["synth", "--relations", "novel", "--output", str(tmp_path / "four"),
-                           "--extra-train-relations", "4"])
-    assert "invalid choice: 4" in capsys.readouterr().err and not (tmp_path / "four").exists()
+        _run(monkeypatch, ["synth", "--relations", "novel", "--output", str(tmp_path / "five"),
+                           "--extra-train-relations", "5"])
+    assert "invalid choice: 5" in capsys.readouterr().err and not (tmp_path / "five").exists()
 
 
 def test_the_second_dev_set_has_cues_of_its_own_and_the_test_relations_kinds_of_value():
     """Eight dev relations never trained on: each with a cue no other relation's phrasings hold (and no other
     relation's cue in theirs), of the kinds of value the test relations have and the six dev ones lack."""
     rng = random.Random(0)
-    extras = EXTRA_TRAIN_RELATIONS + EXTRA_TRAIN_RELATIONS_2 + EXTRA_TRAIN_RELATIONS_3
+    extras = EXTRA_TRAIN_RELATIONS + EXTRA_TRAIN_RELATIONS_2 + EXTRA_TRAIN_RELATIONS_3 + EXTRA_TRAIN_RELATIONS_4
     everything = RELATIONS + extras + DEV_RELATIONS_2
     assert len({r.key for r in everything}) == len(everything) and len(DEV_RELATIONS_2) == 8
     assert all(r.group == "dev" and r.subject == "person" and r not in GROUPS["dev"] for r in DEV_RELATIONS_2)
