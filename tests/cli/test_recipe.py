@@ -37,8 +37,8 @@ def _train_args(argv: list[str]) -> dict:
 def test_the_shipped_recipe_is_what_the_shipped_runs_recorded():
     """Each run's `regrad train` options are those in its train_args.json (paths aside); run 1's record is
     its resumed extension; the averages are the lineage's average steps; run 13 starts from run 8's export,
-    run 14 from run 13's, and the learner is the last export: run 14 alone, with the served composition the
-    lineage and learner.json record."""
+    run 14 from run 13's, run 27 from run 14's, and the learner is the last export: the average of run 14's
+    export and run 27 (rule 27b), with the served composition the lineage and learner.json record."""
     recipe = load_recipe(RECIPE)
     runs = {s.name: s for s in recipe.steps if s.kind == "train"}   # run1: its extension (the later step)
     lineage = json.loads((SHIPPED / "lineage.json").read_text())["steps"]
@@ -53,17 +53,20 @@ def test_the_shipped_recipe_is_what_the_shipped_runs_recorded():
         assert bool(planned["init_from"]) == bool(recorded.get("init_from")) == bool(record["init_from"]), name
     exports = [s for s in recipe.steps if s.kind == "export"]
     assert [s.needs for s in exports] == [["run1", "run2"], ["run3", "average1"], ["run5", "average2"], ["run8"],
-                                          ["run13"], ["run14"]]
+                                          ["run13"], ["run14"], ["run14_served", "run27"]]
     averages = [s for s in lineage if s["kind"] == "average"]
-    assert len(averages) == 3 and [s.name for s in exports[:3]] == ["average1", "average2", "average3"]
+    assert len(averages) == 4 and [s.name for s in exports[:3]] == ["average1", "average2", "average3"]
     assert recipe.shipped == exports[-1].name and runs["run5"].needs[-1] == "average2"
-    assert runs["run8"].needs[-1] == "average3" and lineage[-6]["init_from"] == averages[-1]["fingerprint"]
-    assert runs["run13"].needs[-1] == "run8_served" and lineage[-5]["kind"] == "export"
-    assert lineage[-4]["init_from"] == lineage[-5]["fingerprint"]   # run 13 from run 8 as it was served
-    assert runs["run14"].needs[-1] == "run13_served" and lineage[-3]["kind"] == "export"
-    assert lineage[-2]["init_from"] == lineage[-3]["fingerprint"]   # run 14 from run 13 as it was served
+    assert runs["run8"].needs[-1] == "average3" and lineage[-8]["init_from"] == averages[2]["fingerprint"]
+    assert runs["run13"].needs[-1] == "run8_served" and lineage[-7]["kind"] == "export"
+    assert lineage[-6]["init_from"] == lineage[-7]["fingerprint"]   # run 13 from run 8 as it was served
+    assert runs["run14"].needs[-1] == "run13_served" and lineage[-5]["kind"] == "export"
+    assert lineage[-4]["init_from"] == lineage[-5]["fingerprint"]   # run 14 from run 13 as it was served
+    assert runs["run27"].needs[-1] == "run14_served" and lineage[-3]["kind"] == "export"
+    assert lineage[-2]["init_from"] == lineage[-3]["fingerprint"]   # run 27 from run 14 as it was served
     served = json.loads((SHIPPED / "learner.json").read_text())["composition"]
-    assert lineage[-1]["kind"] == "export" and lineage[-1]["composition"] == served
+    assert lineage[-1]["kind"] == "average" and lineage[-1]["composition"] == served
+    assert lineage[-1]["of"] == [lineage[-3]["fingerprint"], lineage[-2]["fingerprint"]]
     assert f"--composition {served}" in " ".join(exports[-1].argv)
 
 
@@ -97,7 +100,9 @@ def test_dry_run_lists_every_command_in_order_without_loading_anything(tmp_path:
                      "index", "augment", "mix",                                    #   run 13's BioASQ
                      "train", "export",                                            # run 13, served
                      "synth", "synth", "index", "index", "augment", "augment", "mix",  # run 14's extra set
-                     "train", "export"]                                            # run 14, served
+                     "train", "export",                                            # run 14, served
+                     "synth", "synth", "index", "index", "augment", "augment", "mix",  # run 27's extra set
+                     "train", "export"]                                            # run 27, its soup
     work, data = tmp_path / "work", tmp_path / "no-data"
     assert f"--corpus {data}/hotpotqa/ircot_hotpotqa_dev_subsampled.jsonl" in commands[1]
     runs = [c for c in commands if c.startswith("regrad train")]
@@ -119,20 +124,27 @@ def test_dry_run_lists_every_command_in_order_without_loading_anything(tmp_path:
                            "--weights-dtype bfloat16")
     assert averages[3] == (f"regrad export --checkpoint {work}/checkpoint-relations/best --output "
                            f"{work}/checkpoint-run8 --composition likelihood:0.2 --weights-dtype bfloat16")
-    assert f"--corpus {data}/pubmedqa/ori_pqal.json --corpus {data}/bioasq " in commands[-14]
-    assert runs[-2].startswith(f"regrad train --train {work}/data_aug/train_mix13.jsonl --dev "
+    assert f"--corpus {data}/pubmedqa/ori_pqal.json --corpus {data}/bioasq " in commands[-23]
+    assert runs[-3].startswith(f"regrad train --train {work}/data_aug/train_mix13.jsonl --dev "
                                f"{work}/data_aug/val_relations.jsonl ")
-    assert f"--init-from {work}/checkpoint-run8 " in runs[-2] and "--answer-end <|im_start|>" in runs[-2]
-    assert commands[-10] == (f"regrad export --checkpoint {work}/checkpoint-run13/best --output "
+    assert f"--init-from {work}/checkpoint-run8 " in runs[-3] and "--answer-end <|im_start|>" in runs[-2]
+    assert commands[-19] == (f"regrad export --checkpoint {work}/checkpoint-run13/best --output "
                              f"{work}/checkpoint-run13-served --composition likelihood:0.2 --weights-dtype bfloat16")
-    assert "--extra-train-relations 2 " in commands[-9] and "--extra-train-relations 2 " in commands[-8]
-    assert runs[-1].startswith(f"regrad train --train {work}/data_aug/train_mix14.jsonl --dev "
+    assert "--extra-train-relations 2 " in commands[-18] and "--extra-train-relations 2 " in commands[-17]
+    assert runs[-2].startswith(f"regrad train --train {work}/data_aug/train_mix14.jsonl --dev "
                                f"{work}/data_aug/val_relations.jsonl ")
-    assert f"--init-from {work}/checkpoint-run13-served " in runs[-1] and "--seed 14 " in runs[-1]
-    assert commands[-1] == (f"regrad export --checkpoint {work}/checkpoint-run14/best --output "
-                            f"{work}/checkpoint-run14-served --composition likelihood:0.2:3 "
-                            "--weights-dtype bfloat16")
-    assert plan[-1] == f"# the learner: {work}/checkpoint-run14-served"
+    assert f"--init-from {work}/checkpoint-run13-served " in runs[-2] and "--seed 14 " in runs[-2]
+    assert commands[-10] == (f"regrad export --checkpoint {work}/checkpoint-run14/best --output "
+                             f"{work}/checkpoint-run14-served --composition likelihood:0.2:3 "
+                             "--weights-dtype bfloat16")
+    assert "--extra-train-relations 4 " in commands[-9] and "--extra-train-relations 4 " in commands[-8]
+    assert runs[-1].startswith(f"regrad train --train {work}/data_aug/train_mix27.jsonl --dev "
+                               f"{work}/data_aug/val_relations.jsonl ")
+    assert f"--init-from {work}/checkpoint-run14-served " in runs[-1] and "--seed 27 " in runs[-1]
+    assert commands[-1] == (f"regrad export --checkpoint {work}/checkpoint-run14-served --checkpoint "
+                            f"{work}/checkpoint-run27/last --output {work}/checkpoint-soup27-served "
+                            "--composition likelihood:0.2:3")   # float16, export's default
+    assert plan[-1] == f"# the learner: {work}/checkpoint-soup27-served"
     assert not work.exists()
 
 

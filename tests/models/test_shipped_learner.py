@@ -31,9 +31,10 @@ def shipped() -> Learner:
 
 
 def test_the_shipped_learner_is_small_and_complete():
-    """Run 14 (a second set of extra relations), exported alone with its served composition and warm-started
-    from run 13's export (extra relations and real passages), itself warm-started from run 8's export
-    (composition in the inner step), itself warm-started from the average
+    """The average of run 14's export and run 27 (a fourth set of extra relations, warm-started from that
+    export), with its served composition; run 14 (a second set of extra relations) warm-started from run 13's
+    export (extra relations and real passages), itself warm-started from run 8's export (composition in the
+    inner step), itself warm-started from the average
     of run 5 and its start (the average of run 3 and its start, the average of runs 1 and 2), with the
     whole lineage flat: lineage.json lists the steps in order, each run's record sits in
     runs/<fingerprint[:12]>/, and nothing nests."""
@@ -45,7 +46,7 @@ def test_the_shipped_learner_is_small_and_complete():
     steps = lineage["steps"]
     assert lineage["learner"] == meta["fingerprint"] == steps[-1]["fingerprint"]
     assert [s["kind"] for s in steps] == ["run", "run", "average", "run", "average", "run", "average", "run",
-                                          "export", "run", "export", "run", "export"]
+                                          "export", "run", "export", "run", "export", "run", "average"]
     assert steps[-1]["composition"] == meta["composition"]          # the served default, recorded at export
     # rule 22a (docs/results.md): the weights sum to the total the learner was trained at (3) for every k
     from engine.composition import Composition
@@ -66,10 +67,12 @@ def test_the_shipped_learner_is_small_and_complete():
     averages = [s for s in steps if s["kind"] == "average"]
     # each warm start begins at the average before it, and each later average is the run with its start
     assert [r["init_from"] for r in runs] == [None, None, averages[0]["fingerprint"], averages[1]["fingerprint"],
-                                             averages[2]["fingerprint"], steps[-5]["fingerprint"],
-                                             steps[-3]["fingerprint"]]
+                                             averages[2]["fingerprint"], steps[-7]["fingerprint"],
+                                             steps[-5]["fingerprint"], steps[-3]["fingerprint"]]
     assert [a["of"] for a in averages[1:]] == [[runs[2]["fingerprint"], averages[0]["fingerprint"]],
-                                               [runs[3]["fingerprint"], averages[1]["fingerprint"]]]
+                                               [runs[3]["fingerprint"], averages[1]["fingerprint"]],
+                                               [steps[-3]["fingerprint"], runs[-1]["fingerprint"]]]
+    assert steps[-1]["weights_dtype"] == "float16"   # the first learner shipped in export's default
 
 
 def test_the_shipped_learner_answers_unseen_facts_from_their_gradients_only(shipped: Learner):
