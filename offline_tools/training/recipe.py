@@ -16,9 +16,11 @@ A recipe is a TOML file; `checkpoints/regrad-smollm2-135m/recipe.toml` builds th
       index    `regrad index`, corpora = data entries or synth steps (their corpus.jsonl)
       augment  `regrad augment`: dataset, source (a data entry or synth step), split, index, top_k = 3,
                answerable = true (`--answerable`: only questions with a gold answer in their passages)
-      mix      the lines of parts = [{from, skip?, repeat | head | tail | sample}] in order, shuffled if
-               shuffle = SEED (skip = N: leave out a file's first N lines first, e.g. skip = 840, head = 1260;
-               sample = N: N lines drawn with random.Random(SEED), which then shuffles the whole); with
+      mix      the lines of parts = [{from, skip?, answer?, repeat | head | tail | sample}] in order, shuffled
+               if shuffle = SEED (skip = N: leave out a file's first N lines first, e.g. skip = 840, head = 1260;
+               answer = "no": only the lines whose first gold answer is that, in any case, e.g. to balance a
+               mix's yes/no questions; sample = N: N lines drawn with random.Random(SEED), which then
+               shuffles the whole); with
                into = MIX and replacing = [ID PREFIXES], the shuffled lines go in place of as many of MIX's
                lines whose id starts so, drawn with the same generator (the rest of MIX, order included, kept)
       train    `regrad train`: train, dev (mixes, augments or data entries), steps, extend_to (then
@@ -87,7 +89,8 @@ _ENV = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")   # ${VAR} or ${VAR:-default}
 @dataclass
 class MixPart:
     """Lines of one file in a mix: all of them `repeat` times, or the first `head` / last `tail`, or
-    `sample` drawn with the mix's generator; with `skip`, of the file less its first `skip` lines."""
+    `sample` drawn with the mix's generator; with `skip`, of the file less its first `skip` lines; with
+    `answer`, of those whose first gold answer is `answer` (case-insensitive) only."""
 
     path: Path
     repeat: int = 1
@@ -95,9 +98,13 @@ class MixPart:
     tail: int | None = None
     skip: int = 0
     sample: int | None = None
+    answer: str | None = None
 
     def lines(self, rng: random.Random | None = None) -> list[str]:
         lines = self.path.read_text().splitlines()[self.skip:]
+        if self.answer is not None:
+            lines = [line for i, line in enumerate(lines) if _first_answer(self.path, i + self.skip, line)
+                     == self.answer.casefold()]
         if self.sample is not None:
             if self.sample > len(lines):
                 raise InputFileError(self.path, f"has {len(lines)} lines to sample from, not {self.sample}")
@@ -109,7 +116,7 @@ class MixPart:
         return lines * self.repeat
 
     def describe(self) -> str:
-        skip = f"skip {self.skip}, " if self.skip else ""
+        skip = (f"skip {self.skip}, " if self.skip else "") + (f"answer {self.answer!r}, " if self.answer else "")
         if self.sample is not None:
             return f"{skip}sample {self.sample} of {self.path}"
         if self.head is not None:
@@ -188,6 +195,12 @@ def _record(path: Path, index: int, line: str) -> dict:
     if not isinstance(record, dict):
         raise InputFileError(path, "is not a JSON object with an id", line=index + 1)
     return record
+
+
+def _first_answer(path: Path, index: int, line: str) -> str | None:
+    """A line's first gold answer, case-folded (None: it has none)."""
+    answers = _record(path, index, line).get("answers")
+    return str(answers[0]).casefold() if isinstance(answers, list) and answers else None
 
 
 def _in_place(base_path: Path, lines: list[str], prefixes: tuple[str, ...], rng: random.Random) -> list[str]:
@@ -496,15 +509,19 @@ class _Loader:
         if not isinstance(parts, list) or not parts or not all(isinstance(p, dict) for p in parts):
             raise self.error(f"step {step.name!r} needs parts = [{{ from = \"NAME\" }}, ...]", "parts")
         for part in parts:
-            if set(part) - {"from", "skip", *PART_TAKES} or len(set(part) & PART_TAKES) > 1:
+            if set(part) - {"from", "skip", "answer", *PART_TAKES} or len(set(part) & PART_TAKES) > 1:
                 raise self.error(f"step {step.name!r}: a part is {{ from = NAME }} with at most one of repeat, head, "
-                                 f"tail or sample (and skip), not {part}", "parts")
+                                 f"tail or sample (and skip, answer), not {part}", "parts")
+            if "answer" in part and not (isinstance(part["answer"], str) and part["answer"].strip()):
+                raise self.error(f"step {step.name!r}: a part's answer is a gold answer such as \"no\", not "
+                                 f"{part['answer']!r}", "parts")
             path = self._ref(step, "parts", part.get("from"), ("augment", "mix", "data"))
             step.parts.append(MixPart(path, self._int(step, part, "repeat", 1, least=1),
                                       self._int(step, part, "head") if "head" in part else None,
                                       self._int(step, part, "tail") if "tail" in part else None,
                                       self._int(step, part, "skip", 0),
-                                      self._int(step, part, "sample") if "sample" in part else None))
+                                      self._int(step, part, "sample") if "sample" in part else None,
+                                      part.get("answer")))
         step.shuffle = self._int(step, table, "shuffle") if "shuffle" in table else None
         sampled = any(p.sample is not None for p in step.parts)
         if (sampled or "into" in table) and step.shuffle is None:

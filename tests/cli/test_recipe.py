@@ -338,7 +338,9 @@ def test_a_failing_step_stops_the_build_naming_it(small: Path):
      "step 'average': weights_dtype = 'int8': must be one of float16, bfloat16, float32"),
     (('{ from = "aug", tail = 2 }', '{ from = "aug", skip = -1 }'), 43, "skip = -1 must be an integer >= 0"),
     (('{ from = "aug", tail = 2 }', '{ from = "aug", skip = 1, head = 1, tail = 2 }'), 47,
-     "with at most one of repeat, head, tail or sample (and skip)"),
+     "with at most one of repeat, head, tail or sample (and skip, answer)"),
+    (('{ from = "aug", tail = 2 }', '{ from = "aug", answer = 1 }'), 47,
+     "a part's answer is a gold answer such as \"no\", not 1"),
     (('{ from = "questions", head = 1 }', '{ from = "questions", sample = 1 }'), None,
      "step 'val': sample and into draw with random.Random(shuffle); add shuffle = SEED"),
     (('shuffle = 1', 'shuffle = 1\ninto = "aug"'), None,
@@ -582,6 +584,56 @@ steps = 1
     with pytest.raises(RegradError, match="extra.jsonl: has 1 lines to sample from, not 2"):
         run_steps(recipe, recipe.plan(["swapped"]), FakeRegrad())
     assert not (recipe.work / "swapped.jsonl").exists()
+
+
+def test_a_mix_part_can_take_only_the_lines_of_one_answer(tmp_path: Path, capsys: pytest.CaptureFixture):
+    """answer = "no" keeps the lines whose first gold answer is "no" in any case (to balance yes/no questions),
+    before sample draws from them; a line whose first answer is another one, or that has none, is left out."""
+    data = tmp_path / "data"
+    data.mkdir()
+    answers = [["yes"], ["No"], ["no", "nope"], ["yes", "no"], [], ["Paris"], ["NO"]]
+    rows = [json.dumps({"id": f"q-{i}", "answers": a}) for i, a in enumerate(answers)]
+    (data / "questions.jsonl").write_text("\n".join(rows) + "\n")
+    recipe_path = tmp_path / "recipe.toml"
+    recipe_path.write_text(f"""
+shipped = "run"
+[paths]
+work = "{tmp_path / 'work'}"
+data = "{data}"
+[data]
+questions = "questions.jsonl"
+[train]
+preset = "tiny"
+[[step]]
+kind = "mix"
+name = "all_no"
+output = "all_no.jsonl"
+parts = [{{ from = "questions", answer = "no" }}, {{ from = "questions", skip = 2, answer = "No", head = 1 }}]
+[[step]]
+kind = "mix"
+name = "some_no"
+output = "some_no.jsonl"
+parts = [{{ from = "questions", answer = "no", sample = 2 }}]
+shuffle = 5
+[[step]]
+kind = "train"
+name = "run"
+output = "run"
+train = "all_no"
+dev = "some_no"
+steps = 1
+""")
+    recipe = load_recipe(recipe_path)
+    run_steps(recipe, recipe.plan(["all_no", "some_no"]), FakeRegrad())
+    assert (recipe.work / "all_no.jsonl").read_text().splitlines() == [rows[1], rows[2], rows[6], rows[2]]
+    rng = random.Random(5)
+    expected = rng.sample([rows[1], rows[2], rows[6]], 2)
+    rng.shuffle(expected)
+    assert (recipe.work / "some_no.jsonl").read_text().splitlines() == expected
+    assert main(["train", "--recipe", str(recipe_path), "--dry-run"]) == 0
+    plan = capsys.readouterr().out
+    assert f"<- answer 'no', all of {data}/questions.jsonl + skip 2, answer 'No', head 1 of " in plan
+    assert f"<- answer 'no', sample 2 of {data}/questions.jsonl, shuffled" in plan
 
 
 def test_the_demo_builds_its_data_with_the_recipes_first_steps():
