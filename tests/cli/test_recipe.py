@@ -510,17 +510,14 @@ def test_a_run_cut_short_keeps_the_whole_schedule_and_is_done_where_it_stops(sma
         load_recipe(small)
 
 
-def test_a_mix_can_sample_its_parts_and_put_them_in_place_of_another_mixs_lines(tmp_path: Path,
-                                                                                 capsys: pytest.CaptureFixture):
-    """sample = N draws with random.Random(shuffle), which then shuffles the whole; into + replacing puts the
-    result in place of lines of another mix whose id has one of the prefixes, drawn with the same
-    generator, and keeps the rest of it in its order."""
+def _mix_recipe(tmp_path: Path, files: dict[str, list[str]], mix_steps: str, train: str, dev: str) -> tuple[Path, Path]:
+    """A data folder with `files` (NAME.jsonl, one entry each) and a recipe of `mix_steps` and one run on
+    `train` / `dev`: (data folder, recipe path)."""
     data = tmp_path / "data"
     data.mkdir()
-    rows = {name: [json.dumps({"id": f"{name}-{i}"}) for i in range(n)] for name, n in
-            (("comp", 8), ("hot", 6), ("extra", 5))}
-    for name, lines in rows.items():
+    for name, lines in files.items():
         (data / f"{name}.jsonl").write_text("\n".join(lines) + "\n")
+    entries = "\n".join(f'{name} = "{name}.jsonl"' for name in files)
     recipe_path = tmp_path / "recipe.toml"
     recipe_path.write_text(f"""
 shipped = "run"
@@ -528,33 +525,42 @@ shipped = "run"
 work = "{tmp_path / 'work'}"
 data = "{data}"
 [data]
-comp = "comp.jsonl"
-hot = "hot.jsonl"
-extra = "extra.jsonl"
+{entries}
 [train]
-preset = "tiny"
+preset = "tiny"{mix_steps}
+[[step]]
+kind = "train"
+name = "run"
+output = "run"
+train = "{train}"
+dev = "{dev}"
+steps = 1
+""")
+    return data, recipe_path
+
+
+def test_a_mix_can_sample_its_parts_and_put_them_in_place_of_another_mixs_lines(tmp_path: Path,
+                                                                                 capsys: pytest.CaptureFixture):
+    """sample = N draws with random.Random(shuffle), which then shuffles the whole; into + replacing puts the
+    result in place of lines of another mix whose id has one of the prefixes, drawn with the same
+    generator, and keeps the rest of it in its order."""
+    rows = {name: [json.dumps({"id": f"{name}-{i}"}) for i in range(n)] for name, n in
+            (("comp", 8), ("hot", 6), ("extra", 5))}
+    data, recipe_path = _mix_recipe(tmp_path, rows, """
 [[step]]
 kind = "mix"
 name = "base"
 output = "base.jsonl"
-parts = [{{ from = "comp", sample = 5 }}, {{ from = "hot", sample = 3 }}]
+parts = [{ from = "comp", sample = 5 }, { from = "hot", sample = 3 }]
 shuffle = 11
 [[step]]
 kind = "mix"
 name = "swapped"
 output = "swapped.jsonl"
-parts = [{{ from = "extra", sample = 2 }}]
+parts = [{ from = "extra", sample = 2 }]
 shuffle = 12
 into = "base"
-replacing = ["comp"]
-[[step]]
-kind = "train"
-name = "run"
-output = "run"
-train = "swapped"
-dev = "base"
-steps = 1
-""")
+replacing = ["comp"]""", train="swapped", dev="base")
     recipe = load_recipe(recipe_path)
     run_steps(recipe, recipe.plan(["swapped"]), FakeRegrad())
     rng = random.Random(11)
@@ -589,40 +595,20 @@ steps = 1
 def test_a_mix_part_can_take_only_the_lines_of_one_answer(tmp_path: Path, capsys: pytest.CaptureFixture):
     """answer = "no" keeps the lines whose first gold answer is "no" in any case (to balance yes/no questions),
     before sample draws from them; a line whose first answer is another one, or that has none, is left out."""
-    data = tmp_path / "data"
-    data.mkdir()
     answers = [["yes"], ["No"], ["no", "nope"], ["yes", "no"], [], ["Paris"], ["NO"]]
     rows = [json.dumps({"id": f"q-{i}", "answers": a}) for i, a in enumerate(answers)]
-    (data / "questions.jsonl").write_text("\n".join(rows) + "\n")
-    recipe_path = tmp_path / "recipe.toml"
-    recipe_path.write_text(f"""
-shipped = "run"
-[paths]
-work = "{tmp_path / 'work'}"
-data = "{data}"
-[data]
-questions = "questions.jsonl"
-[train]
-preset = "tiny"
+    data, recipe_path = _mix_recipe(tmp_path, {"questions": rows}, """
 [[step]]
 kind = "mix"
 name = "all_no"
 output = "all_no.jsonl"
-parts = [{{ from = "questions", answer = "no" }}, {{ from = "questions", skip = 2, answer = "No", head = 1 }}]
+parts = [{ from = "questions", answer = "no" }, { from = "questions", skip = 2, answer = "No", head = 1 }]
 [[step]]
 kind = "mix"
 name = "some_no"
 output = "some_no.jsonl"
-parts = [{{ from = "questions", answer = "no", sample = 2 }}]
-shuffle = 5
-[[step]]
-kind = "train"
-name = "run"
-output = "run"
-train = "all_no"
-dev = "some_no"
-steps = 1
-""")
+parts = [{ from = "questions", answer = "no", sample = 2 }]
+shuffle = 5""", train="all_no", dev="some_no")
     recipe = load_recipe(recipe_path)
     run_steps(recipe, recipe.plan(["all_no", "some_no"]), FakeRegrad())
     assert (recipe.work / "all_no.jsonl").read_text().splitlines() == [rows[1], rows[2], rows[6], rows[2]]
