@@ -103,8 +103,8 @@ class MixPart:
     def lines(self, rng: random.Random | None = None) -> list[str]:
         lines = self.path.read_text().splitlines()[self.skip:]
         if self.answer is not None:
-            lines = [line for i, line in enumerate(lines) if _first_answer(self.path, i + self.skip, line)
-                     == self.answer.casefold()]
+            wanted = self.answer.casefold()
+            lines = [line for i, line in enumerate(lines) if _first_answer(self.path, i + self.skip, line) == wanted]
         if self.sample is not None:
             if self.sample > len(lines):
                 raise InputFileError(self.path, f"has {len(lines)} lines to sample from, not {self.sample}")

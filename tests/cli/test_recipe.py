@@ -131,21 +131,25 @@ def test_dry_run_lists_every_command_in_order_without_loading_anything(tmp_path:
     assert commands[-19] == (f"regrad export --checkpoint {work}/checkpoint-run13/best --output "
                              f"{work}/checkpoint-run13-served --composition likelihood:0.2 --weights-dtype bfloat16")
     assert "--extra-train-relations 2 " in commands[-18] and "--extra-train-relations 2 " in commands[-17]
-    assert runs[-2].startswith(f"regrad train --train {work}/data_aug/train_mix14.jsonl --dev "
-                               f"{work}/data_aug/val_relations.jsonl ")
-    assert f"--init-from {work}/checkpoint-run13-served " in runs[-2] and "--seed 14 " in runs[-2]
+    _assert_warm_start(runs[-2], work, mix="train_mix14", start="checkpoint-run13-served", seed=14)
     assert commands[-10] == (f"regrad export --checkpoint {work}/checkpoint-run14/best --output "
                              f"{work}/checkpoint-run14-served --composition likelihood:0.2:3 "
                              "--weights-dtype bfloat16")
     assert "--extra-train-relations 4 " in commands[-9] and "--extra-train-relations 4 " in commands[-8]
-    assert runs[-1].startswith(f"regrad train --train {work}/data_aug/train_mix27.jsonl --dev "
-                               f"{work}/data_aug/val_relations.jsonl ")
-    assert f"--init-from {work}/checkpoint-run14-served " in runs[-1] and "--seed 27 " in runs[-1]
+    _assert_warm_start(runs[-1], work, mix="train_mix27", start="checkpoint-run14-served", seed=27)
     assert commands[-1] == (f"regrad export --checkpoint {work}/checkpoint-run14-served --checkpoint "
                             f"{work}/checkpoint-run27/last --output {work}/checkpoint-soup27-served "
                             "--composition likelihood:0.2:3")   # float16, export's default
     assert plan[-1] == f"# the learner: {work}/checkpoint-soup27-served"
     assert not work.exists()
+
+
+def _assert_warm_start(run: str, work: Path, mix: str, start: str, seed: int) -> None:
+    """A planned `regrad train` of the shipped lineage's warm starts: trains on `mix`, validates on the relation
+    questions, starts from the export `start` with `seed`."""
+    assert run.startswith(f"regrad train --train {work}/data_aug/{mix}.jsonl "
+                          f"--dev {work}/data_aug/val_relations.jsonl ")
+    assert f"--init-from {work}/{start} " in run and f"--seed {seed} " in run
 
 
 def test_set_overrides_one_value_and_run_flags_are_refused(capsys: pytest.CaptureFixture):
