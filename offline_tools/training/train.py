@@ -63,6 +63,7 @@ def __getattr__(name: str):
 
 # ---------------------------------------------------------------------------------------- options
 AUTO_ON_OFF = ("auto", "on", "off")
+SAMPLERS = ("epoch", "reshuffle")
 
 
 def _option(default: Any = MISSING, *, help: str, flag: str | None = None, **argparse_kwargs: Any) -> Any:
@@ -118,6 +119,12 @@ class TrainArgs:
         25, help="validate, log and save best/ and last/ every N steps and at the end (default %(default)s)")
     max_new_tokens: int = _option(16, help="answer tokens generated per validation question (default %(default)s)")
     seed: int = _option(0, help="seed of the learner's initialisation and of the question order (default %(default)s)")
+    sampler: str = _option(
+        "epoch", choices=list(SAMPLERS),
+        help="the question order: epoch = one permutation per pass, Random(seed + pass), every question once "
+             "and the same on resume; reshuffle = the order every learner up to run 28 was trained with (the "
+             "permutation reshuffled in place at every step: questions can repeat within a pass, and a resumed "
+             "run restarts from the unshuffled order); the shipped recipe names it (default %(default)s)")
     device: str = _option(
         "auto", choices=["auto", "cpu", "cuda"],
         help="where to train: auto = cuda when a GPU is visible (under `accelerate launch`, each process's own)")
@@ -172,6 +179,7 @@ class TrainArgs:
             "stop_after": self.stop_after is None or self.stop_after >= 1, "answer_end": bool(self.answer_end),
             "eval_every": self.eval_every >= 1, "max_eval_examples": self.max_eval_examples >= 1,
             "bf16": self.bf16 in AUTO_ON_OFF, "batched": self.batched in AUTO_ON_OFF,
+            "sampler": self.sampler in SAMPLERS,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -384,11 +392,15 @@ def _resume(args: TrainArgs, output: Path, learner: Learner, optimizer: torch.op
 def _next_batch(order: list[int], step: int, steps_per_epoch: int, args: TrainArgs) -> list[int]:
     """The training indices of meta-batch `step`.
 
-    `order` is shuffled in place at every step, by a fresh `Random(seed + epoch)`: not one permutation
-    per epoch (a batch can repeat a question of the same epoch). The shipped learner was trained so;
-    keep it, or its recipe no longer reproduces.
+    `--sampler epoch`: batch `within` of the pass's own permutation, `Random(seed + pass)` over the
+    questions: every question once per pass, and a function of `step` alone (a resumed run draws what the
+    whole run would have). `reshuffle` (every shipped run): `order` is shuffled in place at every step by a
+    fresh `Random(seed + pass)`, so a batch can repeat a question of the same pass and the order depends on
+    the steps run in this process; kept so that the shipped recipe reproduces.
     """
     epoch, within = divmod(step, steps_per_epoch)
+    if args.sampler == "epoch":
+        order = list(range(len(order)))
     random.Random(args.seed + epoch).shuffle(order)
     return order[within * args.meta_batch_size : (within + 1) * args.meta_batch_size]
 

@@ -51,6 +51,7 @@ def test_the_shipped_recipe_is_what_the_shipped_runs_recorded():
         assert {k: planned[k] for k in recorded if k not in paths} == {k: v for k, v in recorded.items()
                                                                        if k not in paths}, name
         assert bool(planned["init_from"]) == bool(recorded.get("init_from")) == bool(record["init_from"]), name
+        assert planned["sampler"] == recorded.get("sampler", "reshuffle"), name   # the order they were trained in
     exports = [s for s in recipe.steps if s.kind == "export"]
     assert [s.needs for s in exports] == [["run1", "run2"], ["run3", "average1"], ["run5", "average2"], ["run8"],
                                           ["run13"], ["run14"], ["run14_served", "run27"]]
@@ -107,7 +108,7 @@ def test_dry_run_lists_every_command_in_order_without_loading_anything(tmp_path:
     assert f"--corpus {data}/hotpotqa/ircot_hotpotqa_dev_subsampled.jsonl" in commands[1]
     runs = [c for c in commands if c.startswith("regrad train")]
     assert "--max-steps 1000" in runs[0] and runs[1].endswith("--max-steps 1500 --max-eval-examples 72 "
-                                                              "--eval-every 250 --bf16 on --resume")
+                                                              "--eval-every 250 --sampler reshuffle --bf16 on --resume")
     assert "--init-from" not in runs[0] + runs[1] + runs[2]
     assert f"--init-from {work}/checkpoint-soup " in runs[3] and f"--init-from {work}/checkpoint-trained " in runs[4]
     assert f"--init-from {work}/checkpoint-trained-more " in runs[5] and runs[5].endswith(

@@ -20,6 +20,7 @@ from offline_tools.training.meta import inner_delta as _inner_deltas
 from offline_tools.training.meta import outer_losses, prompt_and_target, task_deltas
 from offline_tools.training.train import (
     TrainArgs,
+    _next_batch,
     _optimizer,
     _schedule,
     meta_step,
@@ -200,10 +201,11 @@ def _recipe(learner, train_records, dev_records, args):
     total = args.max_steps  # one epoch: --max-steps alone sets the length
     warmup = int(args.warmup_ratio * total)
     validations = [validate(learner, dev_records, args)]
-    order, losses = list(range(len(train_records))), []
+    losses = []
     for step in range(total):
         epoch, within = divmod(step, steps_per_epoch)
-        random.Random(args.seed + epoch).shuffle(order)  # in place at every step, as the shipped learner was
+        order = list(range(len(train_records)))
+        random.Random(args.seed + epoch).shuffle(order)  # one permutation a pass (--sampler epoch)
         ids = order[within * args.meta_batch_size : (within + 1) * args.meta_batch_size]
         for group in optimizer.param_groups:
             group["lr"] = group["base_lr"] * _schedule(step, total, warmup)
@@ -356,6 +358,34 @@ def test_a_run_stopped_after_n_steps_keeps_the_whole_runs_schedule_and_resume_fi
         TrainArgs(output_dir="u", train_files=[], dev_files=[], stop_after=0)
 
 
+def test_the_epoch_sampler_draws_every_question_once_a_pass_and_the_same_on_resume():
+    """--sampler epoch: each pass is one permutation (every question once), and batch `step` does not
+    depend on the batches drawn before it in this process; reshuffle keeps the old order exactly (each
+    step reshuffles the running order in place), repeats within a pass included."""
+    n, size = 10, 3
+    args = TrainArgs(output_dir="o", train_files=[], dev_files=[], meta_batch_size=size, seed=5)
+    steps_per_epoch = math.ceil(n / size)
+    order = list(range(n))
+    drawn = [_next_batch(order, step, steps_per_epoch, args) for step in range(2 * steps_per_epoch)]
+    for epoch in range(2):
+        one_pass = [i for batch in drawn[epoch * steps_per_epoch:(epoch + 1) * steps_per_epoch] for i in batch]
+        assert sorted(one_pass) == list(range(n))
+    assert drawn[:steps_per_epoch] != drawn[steps_per_epoch:]   # a fresh permutation each pass
+    assert [_next_batch(list(range(n)), step, steps_per_epoch, args) for step in range(5, 8)] == drawn[5:8]
+
+    legacy = dataclasses.replace(args, sampler="reshuffle")
+    order, expected = list(range(n)), []
+    for step in range(steps_per_epoch):   # the order every shipped run was trained with, written out
+        random.Random(legacy.seed).shuffle(order)
+        expected.append(order[step * size:(step + 1) * size])
+    order = list(range(n))
+    reshuffled = [_next_batch(order, step, steps_per_epoch, legacy) for step in range(steps_per_epoch)]
+    assert reshuffled == expected
+    assert len({i for batch in reshuffled for i in batch}) < n   # it repeats (and misses) questions in a pass
+    with pytest.raises(UsageError, match="sampler"):
+        TrainArgs(output_dir="o", train_files=[], dev_files=[], sampler="random")
+
+
 def test_answer_end_names_the_token_a_target_ends_with_and_an_unknown_one_is_refused(
         tmp_path, tiny_learner, monkeypatch, tiny_learner_factory):
     from models.learner import Learner
@@ -386,7 +416,8 @@ FLAGS = {
     "step_size_lr": "--step-size-lr", "weight_decay": "--weight-decay", "warmup_ratio": "--warmup-ratio",
     "clip_norm": "--clip-norm", "epochs": "--epochs", "max_steps": "--max-steps", "stop_after": "--stop-after",
     "max_train_examples": "--max-train-examples", "max_eval_examples": "--max-eval-examples",
-    "eval_every": "--eval-every", "max_new_tokens": "--max-new-tokens", "seed": "--seed", "device": "--device",
+    "eval_every": "--eval-every", "max_new_tokens": "--max-new-tokens", "seed": "--seed", "sampler": "--sampler",
+    "device": "--device",
     "resume": "--resume", "init_from": "--init-from", "first_order": "--first-order", "batched": "--batch",
     "bf16": "--bf16", "composition": "--composition", "answer_end": "--answer-end",
     "doc_update": "--doc-update", "learn_temperature": "--learn-temperature",
@@ -437,14 +468,16 @@ def test_train_flags_keep_their_meaning():
         "--lr", "1e-3", "--step-size-lr", "4e-4", "--weight-decay", "0", "--warmup-ratio", "0.2",
         "--clip-norm", "1", "--epochs", "3", "--max-steps", "700", "--max-train-examples", "10",
         "--max-eval-examples", "36", "--eval-every", "100", "--max-new-tokens", "8", "--seed", "7",
-        "--device", "cpu", "--resume", "--init-from", "ck", "--first-order", "--batch", "on", "--bf16", "off",
+        "--sampler", "reshuffle", "--device", "cpu", "--resume", "--init-from", "ck", "--first-order", "--batch", "on",
+        "--bf16", "off",
         "--task-k", "1", "--task-k", "5", "--doc-update", "orthogonal",
     ]
     assert _parsed(argv) == TrainArgs(
         output_dir="out", train_files=["a.jsonl", "b.jsonl"], dev_files=["d.jsonl"], preset="p", top_k=2,
         blind=False, meta_batch_size=8, lr=1e-3, step_size_lr=4e-4, weight_decay=0.0, warmup_ratio=0.2,
         clip_norm=1.0, epochs=3, max_steps=700, max_train_examples=10, max_eval_examples=36, eval_every=100,
-        max_new_tokens=8, seed=7, device="cpu", resume=True, init_from="ck", first_order=True, batched="on", bf16="off",
+        max_new_tokens=8, seed=7, sampler="reshuffle", device="cpu", resume=True, init_from="ck", first_order=True,
+        batched="on", bf16="off",
         task_k=[1, 5], doc_update="orthogonal",
     )
 
