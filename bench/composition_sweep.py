@@ -1,5 +1,5 @@
 """How the combination of passage gradients changes the answers: a grid of compositions x top-k (x stop
-biases, `--stop-bias`), in-process.
+biases, `--stop-bias`, x beam widths, `--beams`), in-process.
 
 One engine (learner, index, store) answers every augmented file under each composition and top-k;
 the table has one row per (file, k, mode, composition) with EM and F1, and where the file has yes/no
@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
                         "default served)")
     parser.add_argument("--stop-bias", type=float, action="append", metavar="B",
                         help="bias on ending an answer after its first token (repeatable; default: the served one)")
+    parser.add_argument("--beams", type=int, action="append", metavar="W",
+                        help="beam width (repeatable; 1 = greedy; default: the served one)")
     parser.add_argument("--mode", action="append", help="mode (repeatable; default regrad)")
     parser.add_argument("--limit", type=int, help="first N questions of each file")
     parser.add_argument("--output", help="write the rows as JSON here")
@@ -54,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = [row for path in args.data
                 for row in read_cells(engine, path, ks=args.k or [3], compositions=args.composition or ["served"],
                                       stop_biases=args.stop_bias, modes=args.mode or ["regrad"], limit=args.limit,
+                                      beams=args.beams,
                                       predictions=args.predictions)]
     finally:
         engine.close()
@@ -63,8 +66,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def read_cells(engine, path: str | Path, *, ks: list[int], compositions: list[str], stop_biases: list[float] | None,
-               modes: list[str], limit: int | None = None, predictions: str | Path | None = None) -> list[dict]:
-    """One augmented file answered by `engine` in every (k, composition, stop bias) cell: a row per cell and
+               modes: list[str], limit: int | None = None, predictions: str | Path | None = None,
+               beams: list[int] | None = None) -> list[dict]:
+    """One augmented file answered by `engine` in every (k, composition, stop bias, beams) cell: a row per cell and
     mode (EM, F1, and by kind where the file has yes/no questions), printed as it comes; each cell's answers
     written to `predictions` when given (`bench/dev_reads.py` reads its splits through this too)."""
     from offline_tools.evaluation.evaluate import evaluate_in_process, load_records, write_predictions
@@ -73,24 +77,27 @@ def read_cells(engine, path: str | Path, *, ks: list[int], compositions: list[st
     records = load_records([str(path)], limit=limit)
     rows = []
     for k in ks:
-        for spec, bias in [(c, b) for c in compositions for b in stop_biases or [None]]:
+        for spec, bias, width in [(c, b, w) for c in compositions for b in stop_biases or [None]
+                                  for w in beams or [None]]:
             started = time.perf_counter()
             result = evaluate_in_process(engine, records, modes=modes, top_k=k,
                                          composition=None if spec == "served" else spec, stop_bias=bias,
-                                         progress=False)
+                                         beams=width, progress=False)
             spec = str(engine.composition) if spec == "served" else spec
             bias = engine.stop_bias if bias is None else bias
+            width = engine.beams if width is None else width
             if predictions:
                 cell = f"{Path(path).stem}-k{k}-{spec.replace(':', '_')}"
-                cell += f"-sb{bias:g}.jsonl" if stop_biases else ".jsonl"
+                cell += f"-sb{bias:g}" if stop_biases else ""
+                cell += f"-b{width}.jsonl" if beams else ".jsonl"
                 write_predictions(Path(predictions) / cell, result.predictions)
             kinds = kinds_of(result.predictions)
             by_kind = format_kinds(kinds)   # "" unless the file has yes/no questions
             for mode, table in result.tables.items():
                 s = table.overall_micro
                 row = {"data": Path(path).name, "k": k, "mode": mode, "composition": spec,
-                       "stop_bias": bias, "n": s.n, "em": round(s.em, 2), "f1": round(s.f1, 2)}
-                print(f"{Path(path).name:<28} k={k}  {mode:<16} {spec:<14} sb={bias:<4g} n={s.n:<4} "
+                       "stop_bias": bias, "beams": width, "n": s.n, "em": round(s.em, 2), "f1": round(s.f1, 2)}
+                print(f"{Path(path).name:<28} k={k}  {mode:<16} {spec:<14} sb={bias:<4g} b={width} n={s.n:<4} "
                       f"EM {s.em:6.2f}  F1 {s.f1:6.2f}  ({time.perf_counter() - started:.0f} s)", flush=True)
                 if by_kind:
                     row["kinds"] = kinds_to_dict(kinds)[mode]   # dataset -> kind -> scores

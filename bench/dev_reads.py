@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", default="artifacts/dev-reads", help="benchmarks, indexes and stores (reused)")
     parser.add_argument("--composition", default="served", help="spec, or `served` (the learner's own)")
     parser.add_argument("--stop-bias", type=float, help="bias on ending an answer (default: the engine's, 0)")
+    parser.add_argument("--beams", type=int, help="beam width (default: the engine's, 1 = greedy)")
     parser.add_argument("--k", type=int, action="append", help="more top-k besides 3 (repeatable; the mean is k = 3's)")
     parser.add_argument("--split", action="append", choices=list(SPLITS), help="only these splits (repeatable)")
     parser.add_argument("--output", help="write the rows as JSON here")
@@ -85,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             rows += [{**row, "split": name, "learner": fingerprint} for row in read_cells(
                 engine, questions, ks=[3, *(k for k in args.k or [] if k != 3)], compositions=[args.composition],
                 stop_biases=None if args.stop_bias is None else [args.stop_bias], modes=["regrad"],
+                beams=None if args.beams is None else [args.beams],
                 predictions=args.predictions)]
         finally:
             engine.close()

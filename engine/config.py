@@ -35,6 +35,8 @@ class EngineConfig:
             keeps (0: none kept).
         stop_bias: added to the end-of-answer tokens' logits after an answer's first token when a request
             does not say (0: plain greedy decoding).
+        beams: beam search's width when a request does not say (1: greedy decoding); None = the learner's own
+            (its learner.json `beams`), else 1; with a `stop_bias` above 0, 1.
     """
 
     checkpoint: Path | None = None
@@ -54,6 +56,7 @@ class EngineConfig:
     composition: str | None = None
     relevance_cache_mb: int = DEFAULT_RELEVANCE_CACHE_MB
     stop_bias: float = 0.0
+    beams: int | None = None
 
     @property
     def index_name(self) -> str:

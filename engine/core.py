@@ -28,7 +28,7 @@ from engine.config import DEFAULT_RELEVANCE_CACHE_MB, EngineConfig
 from engine.errors import DocumentConflictError
 from engine.gradient_cache import GradientCache
 from engine.modes import ModeSpec, mode_spec
-from engine.types import Answer, Document, DocumentsResult, PassageHit, Question, StageTimings
+from engine.types import MAX_BEAMS, Answer, Document, DocumentsResult, PassageHit, Question, StageTimings
 from gradient_store.errors import StoreLockedError
 from models import AnswerRequest as GenerationRequest
 from models import Learner, format_passage, generate_answers, load_preset, passage_gradients
@@ -87,6 +87,7 @@ class Engine:
         composition: how a request's passage gradients are combined when it does not say.
         stop_bias: added to the end-of-answer tokens' logits after an answer's first token when a request
             does not say (`models.decoding.BatchDecoder.join`).
+        beams: beam search's width when a request does not say (1: greedy; `models.beam`).
         gradient_cache: keeps computed gradients in memory by passage id (content hash for given
             passages); default a `GradientCache()`.
         relevance_cache: keeps each passage prompt's KV cache for the `likelihood` composition's
@@ -111,6 +112,7 @@ class Engine:
         relevance_cache: TensorCache | None = None,
         store_lock_timeout_s: float = 2.0,
         stop_bias: float = 0.0,
+        beams: int = 1,
     ) -> None:
         if missing_gradients not in ("compute", "skip"):
             raise ValueError(f"`missing_gradients` must be 'compute' or 'skip', got {missing_gradients!r}")
@@ -123,7 +125,12 @@ class Engine:
         self.write_back = write_back
         self.encode_batch_size = encode_batch_size
         self.composition = composition
+        if not 1 <= beams <= MAX_BEAMS:
+            raise ValueError(f"`beams` must be in [1, {MAX_BEAMS}], got {beams}")
+        if beams > 1 and stop_bias:
+            raise ValueError("`stop_bias` applies to greedy decoding only: set it to 0 with `beams` > 1")
         self.stop_bias = stop_bias
+        self.beams = beams
         self.gradient_cache = gradient_cache if gradient_cache is not None else GradientCache()
         self.relevance_cache = (relevance_cache if relevance_cache is not None
                                 else TensorCache(DEFAULT_RELEVANCE_CACHE_MB * 2**20))
@@ -174,6 +181,7 @@ class Engine:
             composition=_served_composition(config.composition or learner.composition),
             relevance_cache=TensorCache(config.relevance_cache_mb * 2**20),
             stop_bias=config.stop_bias,
+            beams=_served_beams(config, learner),
         )
 
     def close(self) -> None:
@@ -325,6 +333,10 @@ class Engine:
     def stop_bias_of(self, request: Question) -> float:
         """The request's own stop bias, or the engine's default."""
         return self.stop_bias if request.stop_bias is None else request.stop_bias
+
+    def beams_of(self, request: Question) -> int:
+        """The request's own beam width, or the engine's default."""
+        return self.beams if request.beams is None else request.beams
 
     def _retrieve(self, rows: list[_Row]) -> float:
         """Top-k passages per row; one `search_many` per distinct top_k (so a batched row gets
@@ -481,7 +493,8 @@ class Engine:
         try:
             answers = generate_answers(self.learner, [self.generation_request(row) for row in group],
                                        max_new_tokens=[row.request.max_new_tokens for row in group],
-                                       stop_bias=[self.stop_bias_of(row.request) for row in group])
+                                       stop_bias=[self.stop_bias_of(row.request) for row in group],
+                                       beams=[self.beams_of(row.request) for row in group])
         except Exception as error:
             for row in group:
                 row.error = error
@@ -616,6 +629,13 @@ def _scores(row: _Row) -> list[float | None]:
     if row.request.passages is not None and row.mode.retrieve:
         return [g.score for g in row.request.passages]
     return [p.score for p in row.passages]
+
+
+def _served_beams(config: EngineConfig, learner: Learner) -> int:
+    """The configured beam width, else the learner's own (greedy under a stop bias, which beams do not take)."""
+    if config.beams is not None:
+        return config.beams
+    return 1 if config.stop_bias else (learner.beams or 1)
 
 
 def _served_composition(spec: str | None) -> Composition:

@@ -419,6 +419,10 @@ class ContinuousScheduler:
                 _fail(job.future, job.row.error)
             else:
                 ready.append(job)
+        searched = [job for job in ready if self.engine.beams_of(job.question) > 1]
+        if searched:
+            self._search(searched)
+            ready = [job for job in ready if job not in searched]
         if not ready:
             return
         try:
@@ -442,6 +446,41 @@ class ContinuousScheduler:
             job.batch_size = len(self._live)
         if self._on_join is not None:
             self._on_join(len(self._live), joined_running)
+
+    def _search(self, jobs: list[_Job]) -> None:
+        """Beam-search jobs (`beams` > 1) are decoded outside the running batch, on this thread, before its
+        next step: a request's beams share its adapter and reorder their cache rows every step, which the
+        running batch's slots do not. The running rows wait for the search (a few decode steps of `beams`
+        rows per request). A streamed job gets its answer's tokens at once, then an end-of-turn token."""
+        from models.beam import beam_answers
+        from models.decoding import end_of_turn_id
+
+        for width in sorted({self.engine.beams_of(job.question) for job in jobs}):
+            group = [job for job in jobs if self.engine.beams_of(job.question) == width]
+            started_s = time.perf_counter()
+            try:
+                requests = [self.engine.generation_request(job.row) for job in group]
+                found = beam_answers(self.engine.learner, requests, width,
+                                     [job.question.max_new_tokens for job in group])
+            except Exception as error:
+                logger.exception("beam search for %d requests failed", len(group))
+                for job in group:
+                    _fail(job.future, error)
+                continue
+            end = end_of_turn_id(self.engine.learner.tokenizer)
+            for job, request, token_ids in zip(group, requests, found, strict=True):
+                job.joined_s, job.row.generation, job.batch_size = started_s, request, len(group)
+                if job.on_token is not None and not job.future.cancelled():
+                    try:
+                        for token in [*token_ids, end]:
+                            job.on_token(token)
+                    except Exception:
+                        logger.exception("a token callback failed; the answer is still returned")
+                try:
+                    self._finish(job, token_ids)
+                except Exception as error:
+                    logger.exception("finishing a request failed")
+                    _fail(job.future, error)
 
     def _finish(self, job: _Job, token_ids: list[int]) -> None:
         from models.generate import answer_text

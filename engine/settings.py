@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from engine.composition import Composition
 from engine.config import DEFAULT_RELEVANCE_CACHE_MB, EngineConfig
-from engine.types import MAX_STOP_BIAS
+from engine.types import MAX_BEAMS, MAX_STOP_BIAS
 
 __all__ = ["EngineSettings", "MissingGradientPolicy", "SHIPPED_LEARNER", "shipped_checkpoint"]
 
@@ -89,6 +89,9 @@ class EngineSettings(BaseSettings):
             tokens (0: keep none).
         stop_bias: added to the end-of-answer tokens' logits after an answer's first token when a request
             does not say (> 0 ends answers sooner; 0: plain greedy decoding).
+        beams: beam search's width when a request does not say (1: greedy decoding; `models.beam`); unset =
+            the learner's own (learner.json `beams`, which `regrad export --beams` writes; the shipped learner
+            has none), else 1.
     """
 
     model_config = SettingsConfigDict(
@@ -124,6 +127,8 @@ class EngineSettings(BaseSettings):
                                     description="MiB of passage prompt KV kept for the likelihood scoring (0: none)")
     stop_bias: float = Field(0.0, ge=0, le=MAX_STOP_BIAS, allow_inf_nan=False,
                              description="default bias on ending an answer after its first token (0: none)")
+    beams: int | None = Field(None, ge=1, le=MAX_BEAMS,
+                              description="default beam width (1: greedy decoding); unset = the learner's own, else 1")
 
     @field_validator("retriever_backend")
     @classmethod
@@ -183,6 +188,7 @@ class EngineSettings(BaseSettings):
             composition=self.composition,
             relevance_cache_mb=self.relevance_cache_mb,
             stop_bias=self.stop_bias,
+            beams=self.beams,
             # encode_batch_size: EngineConfig's default (no setting)
         )
         if config.checkpoint is None:

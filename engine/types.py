@@ -16,12 +16,13 @@ from engine.modes import mode_spec
 from models.vocab import ANSWER_TYPES
 
 __all__ = ["Question", "GivenPassage", "PassageHit", "StageTimings", "Answer", "Document", "DocumentsResult",
-           "GradientSource", "MAX_GIVEN_PASSAGES", "MAX_STOP_BIAS"]
+           "GradientSource", "MAX_GIVEN_PASSAGES", "MAX_STOP_BIAS", "MAX_BEAMS"]
 
 # Where a passage's gradient came from; None when the mode uses no gradients (rag). `cached`: computed
 # for an earlier question and kept in memory (`engine.gradient_cache`).
 GradientSource = Literal["stored", "computed", "cached", "missing"]
 MAX_GIVEN_PASSAGES = 20
+MAX_BEAMS = 8   # beam search's widest (each beam folds its own copy of the row's adapter)
 MAX_STOP_BIAS = 20.0   # in logits: far past any useful bias (rule 25 read 1-4); 20 ends most answers at once
 
 
@@ -54,6 +55,8 @@ class Question:
         composition: how the passages' gradients are combined (gradient modes); None = the engine's default.
         stop_bias: added to the end-of-answer tokens' logits after the answer's first token (> 0 ends
             answers sooner, where ending was nearly as likely as going on); None = the engine's default.
+        beams: 1 = greedy decoding; B > 1 = beam search keeping B answers, the one with the highest summed
+            log-probability returned (`models.beam`; no stop bias then); None = the engine's default.
         passages: the caller's passages, used instead of retrieval by the modes that retrieve (top_k
             is then ignored); at most `MAX_GIVEN_PASSAGES`.
         write_back: store the gradients computed for `passages` (else they are only cached in memory).
@@ -69,6 +72,7 @@ class Question:
     retrieval_query: str | None = None
     composition: Composition | None = None
     stop_bias: float | None = None
+    beams: int | None = None
     passages: tuple[GivenPassage, ...] | None = None
     write_back: bool = False
 
@@ -84,6 +88,10 @@ class Question:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.stop_bias is not None and not 0 <= self.stop_bias <= MAX_STOP_BIAS:   # NaN fails both
             raise ValueError(f"stop_bias must be in [0, {MAX_STOP_BIAS:g}], got {self.stop_bias}")
+        if self.beams is not None and not 1 <= self.beams <= MAX_BEAMS:
+            raise ValueError(f"beams must be in [1, {MAX_BEAMS}], got {self.beams}")
+        if (self.beams or 1) > 1 and self.stop_bias:
+            raise ValueError("stop_bias applies to greedy decoding only: leave it out (or 0) with beams > 1")
         if self.answer_type not in ANSWER_TYPES:
             raise ValueError(f"answer_type must be one of {', '.join(ANSWER_TYPES)}, got {self.answer_type!r}")
         if (self.answer_type == "choice") != bool(self.choices):

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from models.beam import beam_answers
 from models.decoding import BatchDecoder, prefill
 from models.row_lora import RowAdapters
 from models.vocab import ANSWER_TYPES, CHOICE_LETTERS, MAX_CHOICES, MIN_CHOICES
@@ -98,10 +99,13 @@ def normalize_answer_type(text: str, answer_type: str, choices: list[str] | None
 
 @torch.no_grad()
 def generate_answers(learner, requests: list[AnswerRequest], max_new_tokens: int | Sequence[int] = 20,
-                     return_raw: bool = False, stop_bias: float | Sequence[float] = 0.0) -> list[str]:
-    """Greedy answers for a batch of requests in ONE generation; row i uses its own adaptation,
-    its own length limit (`max_new_tokens`: one for all rows, or one per row) and its own `stop_bias`
-    (added to the end-of-answer tokens' logits after the first token: `BatchDecoder.join`).
+                     return_raw: bool = False, stop_bias: float | Sequence[float] = 0.0,
+                     beams: int | Sequence[int] = 1) -> list[str]:
+    """Answers for a batch of requests; row i uses its own adaptation, its own length limit
+    (`max_new_tokens`: one for all rows, or one per row), its own `stop_bias` (added to the end-of-answer
+    tokens' logits after the first token: `BatchDecoder.join`) and its own `beams` (one for all rows, or
+    one per row): rows at 1 are decoded greedily in ONE generation, the others by beam search of their
+    width (`models.beam.beam_answers`, where `stop_bias` does not apply).
 
     Example:
         >>> generate_answers(learner, [AnswerRequest("What is the capital of France?")])
@@ -109,14 +113,23 @@ def generate_answers(learner, requests: list[AnswerRequest], max_new_tokens: int
     """
     if not requests:
         return []
-    batch, adapters = prepare_rows(learner, requests)
-    decoder = BatchDecoder(learner)
     limits = [max_new_tokens] * len(requests) if isinstance(max_new_tokens, int) else list(max_new_tokens)
     biases = [stop_bias] * len(requests) if isinstance(stop_bias, (int, float)) else list(stop_bias)
-    decoder.join(list(range(len(requests))), batch, adapters, limits, biases)
+    widths = [beams] * len(requests) if isinstance(beams, int) else list(beams)
+    if not len(limits) == len(biases) == len(widths) == len(requests):
+        raise ValueError("generate_answers needs one max_new_tokens, stop_bias and beams per request (or one for all)")
     token_ids: dict[int, list[int]] = {}
-    while decoder:
-        token_ids.update(decoder.step())
+    for width in sorted(set(widths) - {1}):
+        rows = [i for i, w in enumerate(widths) if w == width]
+        found = beam_answers(learner, [requests[i] for i in rows], width, [limits[i] for i in rows])
+        token_ids.update(zip(rows, found))
+    greedy = [i for i, w in enumerate(widths) if w == 1]
+    if greedy:
+        batch, adapters = prepare_rows(learner, [requests[i] for i in greedy])
+        decoder = BatchDecoder(learner)
+        decoder.join(greedy, batch, adapters, [limits[i] for i in greedy], [biases[i] for i in greedy])
+        while decoder:
+            token_ids.update(decoder.step())
     return [answer_text(learner.tokenizer, token_ids[i], r, raw=return_raw) for i, r in enumerate(requests)]
 
 

@@ -50,6 +50,9 @@ class Learner(nn.Module):
         # --composition` set; None = never said. Metadata in learner.json, not part of the fingerprint (the
         # gradients a store holds do not depend on it).
         self.composition: str | None = None
+        # The beam width it is served with (`models.beam`: 1 = greedy), as `regrad export --beams` set it;
+        # None = never said (greedy). Metadata in learner.json too, not part of the fingerprint.
+        self.beams: int | None = None
         self.tokenizer = tokenizer
         self.base_identity = base_identity
         self.row_slot = RowAdapterSlot()
@@ -226,6 +229,7 @@ class Learner(nn.Module):
             )
         learner.load_weights(directory, expect_fingerprint=expect_fingerprint)
         learner.composition = meta.get("composition")
+        learner.beams = meta.get("beams")
         return learner.to(device)
 
     @classmethod

@@ -122,6 +122,7 @@ def save(learner: nn.Module, directory: str | os.PathLike, *, weights_dtype: str
             "dim": learner.layout.dim,
             "weights_dtype": weights_dtype,
             **({"composition": learner.composition} if learner.composition else {}),
+            **({"beams": learner.beams} if learner.beams else {}),
         }
         for filename, write in (
             (LEARNER_WEIGHTS, lambda p: save_file(tensors, str(p), metadata={"fingerprint": meta["fingerprint"]})),

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from engine.composition import COMPOSITION_KINDS, DEFAULT_TEMPERATURES, Composition
 from engine.modes import MODE_NAMES, MODES
 from engine.types import (
+    MAX_BEAMS,
     MAX_GIVEN_PASSAGES,
     MAX_STOP_BIAS,
     Answer,
@@ -194,6 +195,12 @@ class AnswerRequest(_PassagesAndStreaming):
         f"{MAX_STOP_BIAS:g}; larger ends answers sooner: '7' rather than '7 beehives'); default: the server's "
         "(REGRAD_STOP_BIAS, default 0)",
     )
+    beams: int | None = Field(
+        None, ge=1, le=MAX_BEAMS, strict=True,
+        description=f"1 = greedy decoding; 2..{MAX_BEAMS} = beam search keeping that many answers and returning the "
+        "likeliest whole answer (summed log-probability, its end included), where greedy can end a value a token "
+        "early ('75' for '755'); not with a stop_bias above 0; default: the server's (REGRAD_BEAMS, default 1)",
+    )
 
     model_config = ConfigDict(
         extra="forbid",
@@ -208,6 +215,13 @@ class AnswerRequest(_PassagesAndStreaming):
             "else": {"properties": {"choices": {"anyOf": [{"type": "null"}, {"type": "array", "maxItems": 0}]}}},
         },
     )
+
+    @field_validator("beams")
+    @classmethod
+    def _beams_without_stop_bias(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if (value or 1) > 1 and info.data.get("stop_bias"):
+            raise ValueError("beam search takes no stop_bias: send stop_bias 0 (or leave it out) with beams above 1")
+        return value
 
     def to_question(self) -> Question:
         """The engine's view of this request."""

@@ -47,6 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--stop-bias", type=float, metavar="B",
                    help="added to the end-of-answer tokens' logits after each answer's first token (> 0 ends "
                    "answers sooner); default: the server's (REGRAD_STOP_BIAS, default 0)")
+    p.add_argument("--beams", type=int, metavar="B",
+                   help="beam search's width (1: greedy; 2-8: the likeliest whole answer of B kept); default: the "
+                   "server's (REGRAD_BEAMS, else the learner's own, else 1)")
     p.add_argument("--api-key", default=None, help="API key (default: REGRAD_API_KEY)")
     p.add_argument("--timeout-s", type=float, default=300.0, help="per-request timeout (default 300)")
     p.add_argument("--retries", type=int, default=8, help="retries on 503 / connection errors (default 8)")
@@ -84,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
     if not records:
         raise UsageError(f"no questions in {', '.join(args.data)}; check --data")
     common = dict(modes=modes, top_k=args.top_k, gamma=args.gamma, max_new_tokens=args.max_new_tokens,
-                  composition=args.composition, stop_bias=args.stop_bias, progress=not args.no_progress)
+                  composition=args.composition, stop_bias=args.stop_bias, beams=args.beams,
+                  progress=not args.no_progress)
     if args.in_process:
         settings = build_settings(args, engine_only=True)
         result = evaluate_in_process(settings.engine_config(), records, batch_size=settings.max_batch, **common)

@@ -39,6 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "`composition`): sum, softmax[:T] or likelihood[:T], e.g. likelihood:0.2; default: the "
                    "checkpoint's own (the first --checkpoint's for an average). Metadata, not part of the "
                    "fingerprint; recorded in lineage.json's last step")
+    p.add_argument("--beams", type=int, metavar="W",
+                   help="with --output: the beam width the exported learner is served with (learner.json `beams`, "
+                   "1 = greedy); default: the checkpoint's own. Metadata, not part of the fingerprint")
     p.add_argument("--weights-dtype", default=None, choices=EXPORT_DTYPES,
                    help="dtype of the stored LoRA tensors (default: float16 for --output, where step sizes "
                    "stay float32; float32 for --peft). float16 takes bfloat16's bytes and rounds 8x less; "
@@ -51,9 +54,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.composition is not None and args.peft is not None:
         raise UsageError("--composition sets an --output learner's served default; a PEFT adapter has none")
+    if args.beams is not None and args.peft is not None:
+        raise UsageError("--beams sets an --output learner's served default; a PEFT adapter has none")
     if args.peft is not None:
         report = export_peft(args.checkpoint, args.peft, args.weights_dtype or "float32")
     else:
-        report = export_learner(args.checkpoint, args.output, args.weights_dtype or EXPORT_DTYPES[0], args.composition)
+        report = export_learner(args.checkpoint, args.output, args.weights_dtype or EXPORT_DTYPES[0], args.composition,
+                                args.beams)
     print(json.dumps(report))
     return 0

@@ -111,10 +111,11 @@ def shift_partners(records: Sequence[AugmentedRecord]) -> dict[int, int]:
 
 def answer_body(record: AugmentedRecord, mode: str, *, top_k: int = 3, gamma: float = 1.0,
                 max_new_tokens: int = 20, shift_query: str | None = None,
-                composition: str | None = None, stop_bias: float | None = None) -> dict[str, Any]:
+                composition: str | None = None, stop_bias: float | None = None,
+                beams: int | None = None) -> dict[str, Any]:
     """The POST /answer body for one record (`regrad_shift`: `regrad` retrieving for `shift_query`;
     `composition`: `sum`, `softmax` or `softmax:T`, or None for the server's default; `stop_bias`: a
-    number, or None for the server's default)."""
+    number, or None for the server's default; `beams`: the beam width, or None for the server's default)."""
     body: dict[str, Any] = {
         "question": record.question,
         "mode": "regrad" if mode == SHIFT_MODE else mode,
@@ -129,6 +130,8 @@ def answer_body(record: AugmentedRecord, mode: str, *, top_k: int = 3, gamma: fl
         body["composition"] = composition
     if stop_bias is not None:
         body["stop_bias"] = stop_bias
+    if beams is not None:
+        body["beams"] = beams
     if mode == SHIFT_MODE:
         if not shift_query:
             raise UsageError("mode regrad_shift needs the other question (shift_query)")
@@ -266,6 +269,7 @@ def evaluate_http(
     max_new_tokens: int = 20,
     composition: str | None = None,
     stop_bias: float | None = None,
+    beams: int | None = None,
     api_key: str | None = None,
     timeout_s: float = 300.0,
     max_retries: int = 8,
@@ -283,6 +287,7 @@ def evaluate_http(
         composition: `sum`, `softmax` or `softmax:T`, sent with every request; None = the server's default.
         stop_bias: the bias on ending an answer after its first token, sent with every request; None = the
             server's default.
+        beams: beam search's width (1: greedy), sent with every request; None = the server's default.
         api_key: sent as `X-API-Key` when the server requires one.
         timeout_s: per-request timeout.
         max_retries: retries per request on 503 / connection errors before giving up (ServerError).
@@ -299,7 +304,8 @@ def evaluate_http(
 
     def body_of(job: EvalJob) -> dict:
         return answer_body(job.record, job.mode, top_k=top_k, gamma=gamma, max_new_tokens=max_new_tokens,
-                           shift_query=job.shift_query, composition=composition, stop_bias=stop_bias)
+                           shift_query=job.shift_query, composition=composition, stop_bias=stop_bias,
+                           beams=beams)
 
     started_s = time.perf_counter()
     predictions = asyncio.run(_evaluate_http_async(
@@ -323,6 +329,7 @@ def evaluate_in_process(
     max_new_tokens: int = 20,
     composition: str | None = None,
     stop_bias: float | None = None,
+    beams: int | None = None,
     progress: bool = True,
 ) -> EvaluationResult:
     """The same evaluation without a server: the library engine, built here, answers in batches.
@@ -351,7 +358,7 @@ def evaluate_in_process(
                 for job in chunk:
                     body = answer_body(job.record, job.mode, top_k=top_k, gamma=gamma,
                                        max_new_tokens=max_new_tokens, shift_query=job.shift_query,
-                                       stop_bias=stop_bias)
+                                       stop_bias=stop_bias, beams=beams)
                     try:
                         requests.append(Question(**{**body, "choices": tuple(body.get("choices") or ()) or None,
                                                     "composition": combination}))

@@ -83,17 +83,24 @@ def served_composition(spec: str) -> str:
 
 
 def export_learner(checkpoint: str | os.PathLike | Sequence[str | os.PathLike], output: str | os.PathLike,
-                   weights_dtype: str = EXPORT_DTYPES[0], composition: str | None = None) -> dict:
+                   weights_dtype: str = EXPORT_DTYPES[0], composition: str | None = None,
+                   beams: int | None = None) -> dict:
     """Load `checkpoint` (several: their average), save it to `output` with LoRA weights in `weights_dtype`.
 
     `composition` (a spec, e.g. `likelihood:0.2`): the exported learner's served default instead of the
-    checkpoint's own; checked before anything is loaded or written. Not part of the fingerprint.
+    checkpoint's own; checked before anything is loaded or written. `beams` (1..MAX_BEAMS): the beam width
+    it is served with, instead of the checkpoint's own (`models.beam`). Neither is part of the fingerprint.
     Returns a report: the output, its fingerprint, the source fingerprint(s), the served composition, its
     size, the record copied.
     """
     from models import Learner, ModelError
 
     served = served_composition(composition) if composition is not None else None
+    if beams is not None:
+        from engine.types import MAX_BEAMS
+
+        if not 1 <= beams <= MAX_BEAMS:
+            raise UsageError(f"--beams {beams}: must be in 1..{MAX_BEAMS}")
     sources = [Path(checkpoint)] if isinstance(checkpoint, (str, os.PathLike)) else [Path(c) for c in checkpoint]
     output = Path(output)
     for source in sources:
@@ -106,13 +113,17 @@ def export_learner(checkpoint: str | os.PathLike | Sequence[str | os.PathLike], 
         lineage.extend(collect(source, RUN_RECORD))
     if served is not None:
         learner.composition = served
+    if beams is not None:
+        learner.beams = beams
     learner.save(output, weights_dtype=weights_dtype)
     lineage.add({"kind": "average" if len(sources) > 1 else "export", "fingerprint": learner.fingerprint,
                  "of": source_fingerprints, "weights_dtype": weights_dtype,
-                 **({"composition": served} if served is not None else {})})
+                 **({"composition": served} if served is not None else {}),
+                 **({"beams": beams} if beams is not None else {})})
     report = {"output": str(output), "weights_dtype": weights_dtype, "fingerprint": learner.fingerprint,
               "sources": [{"checkpoint": str(s), "fingerprint": f} for s, f in zip(sources, source_fingerprints)],
-              "composition": learner.composition, "copied": lineage.write(output, learner.fingerprint, _copy)}
+              "composition": learner.composition, "beams": learner.beams,
+              "copied": lineage.write(output, learner.fingerprint, _copy)}
     report["bytes"] = sum(p.stat().st_size for p in output.rglob("*") if p.is_file())
     return report
 

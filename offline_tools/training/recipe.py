@@ -30,6 +30,7 @@ A recipe is a TOML file; `checkpoints/regrad-smollm2-135m/recipe.toml` builds th
       export   `regrad export`: checkpoints = runs, exports or [learners], averaged when several (a run means its
                best/, "RUN/last" its last/ state); composition = SPEC
                (`--composition`: the learner's served default, e.g. "likelihood:0.2"; default its own);
+               beams = W (`--beams`: the beam width it is served with, 1 = greedy; default its own);
                weights_dtype = "float16" | "bfloat16" | "float32" (`--weights-dtype`; default `regrad
                export`'s, float16; the shipped recipe names bfloat16, what its learners were exported in)
 
@@ -77,7 +78,7 @@ STEP_KEYS = {   # the keys of each kind besides COMMON_KEYS; synth takes any oth
     "augment": {"dataset", "source", "split", "index", "top_k", "answerable"},
     "mix": {"parts", "shuffle", "into", "replacing"},
     "train": {"train", "dev", "steps", "extend_to", "init_from"},
-    "export": {"checkpoints", "composition", "weights_dtype"},
+    "export": {"checkpoints", "composition", "beams", "weights_dtype"},
 }
 PART_TAKES = {"repeat", "head", "tail", "sample"}   # what a mix part takes of its file: at most one (and skip)
 # `TrainArgs` fields a recipe sets through its own keys (train, dev, output, steps, init_from).
@@ -583,6 +584,13 @@ class _Loader:
             except ValueError as error:
                 raise self.error(f"step {step.name!r}: composition = {spec!r}: {error}", "composition") from None
             step.argv += ["--composition", spec]
+        if "beams" in table:
+            from engine.types import MAX_BEAMS
+
+            width = self._int(step, table, "beams")
+            if not 1 <= width <= MAX_BEAMS:
+                raise self.error(f"step {step.name!r}: beams = {width}: must be in 1..{MAX_BEAMS}", "beams")
+            step.argv += ["--beams", str(width)]
         if "weights_dtype" in table:
             dtype = self._string(step, table, "weights_dtype")
             if dtype not in EXPORT_DTYPES:

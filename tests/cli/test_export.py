@@ -258,6 +258,24 @@ def test_export_composition_of_an_average_replaces_the_first_checkpoints(
     assert last["kind"] == "average" and last["composition"] == written
 
 
+def test_export_beams_sets_the_served_width_and_leaves_the_fingerprint(
+        tmp_path: Path, capsys: pytest.CaptureFixture, tiny_run: Path) -> None:
+    """`--beams W` writes learner.json `beams` (and the lineage's last step); the weights and fingerprint are
+    the plain export's; an export of it keeps it; a width out of range writes nothing."""
+    from models import Learner
+
+    plain = _export(capsys, "--checkpoint", str(tiny_run), "--output", str(tmp_path / "plain"))
+    served = _export(capsys, "--checkpoint", str(tiny_run), "--output", str(tmp_path / "served"), "--beams", "4")
+    assert plain["beams"] is None and "beams" not in json.loads((tmp_path / "plain" / "learner.json").read_text())
+    assert served["beams"] == json.loads((tmp_path / "served" / "learner.json").read_text())["beams"] == 4
+    assert served["fingerprint"] == plain["fingerprint"]
+    assert Learner.load(tmp_path / "served").beams == 4
+    assert json.loads((tmp_path / "served" / "lineage.json").read_text())["steps"][-1]["beams"] == 4
+    assert _export(capsys, "--checkpoint", str(tmp_path / "served"), "--output", str(tmp_path / "again"))["beams"] == 4
+    assert main(["export", "--checkpoint", str(tiny_run), "--output", str(tmp_path / "bad"), "--beams", "9"]) == 2
+    assert "--beams 9: must be in 1..8" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
 @pytest.mark.parametrize("spec, message", [
     ("likelyhood:0.2", "composition must be one of sum, softmax, likelihood, got 'likelyhood'"),
     ("likelihood:warm", "composition temperature must be a number, got 'warm'"),

@@ -401,6 +401,18 @@ def test_an_export_step_can_set_the_learners_served_composition(small: Path, cap
     assert fake.ran[-1][0] == "export" and fake.ran[-1][-2:] == ["--composition", "likelihood:0.2"]
 
 
+def test_an_export_step_can_set_the_learners_served_beam_width(small: Path, capsys: pytest.CaptureFixture):
+    """`beams = W` on an export step is `regrad export --beams W`; a width out of 1..8 is one error line."""
+    text = small.read_text()
+    small.write_text(text.replace('checkpoints = ["run", "run"]', 'checkpoints = ["run"]\nbeams = 4'))
+    assert main(["train", "--recipe", str(small), "--dry-run"]) == 0
+    exports = [line for line in capsys.readouterr().out.splitlines() if line.startswith("regrad export")]
+    assert exports[0].endswith("--beams 4")
+    small.write_text(text.replace('checkpoints = ["run", "run"]', 'checkpoints = ["run"]\nbeams = 0'))
+    assert main(["train", "--recipe", str(small), "--dry-run"]) == 3   # a recipe error, as the others
+    assert "beams = 0: must be in 1..8" in capsys.readouterr().err
+
+
 def test_an_export_step_can_name_its_weights_dtype(small: Path, capsys: pytest.CaptureFixture):
     """`weights_dtype = "bfloat16"` is `regrad export --weights-dtype bfloat16`; without it, export's default."""
     assert main(["train", "--recipe", str(small), "--dry-run"]) == 0

@@ -506,3 +506,52 @@ def test_each_row_decodes_with_its_own_stop_bias_or_the_engines(engine, long_ans
     assert [engine.answer_batch([questions[i]])[0].answer for i in (1, 2)] == [
         engine.answer_batch([dataclasses.replace(questions[i], stop_bias=20.0)])[0].answer for i in (1, 2)]
     assert engine.answer_batch([dataclasses.replace(questions[1], stop_bias=0.0)])[0].answer == unbiased[1]
+
+
+def test_beam_requests_are_searched_beside_the_running_rows_and_stream_their_answer(engine, long_answers):
+    """Requests with `beams` > 1 (their own, or the engine's default) are searched outside the running batch
+    and get the engine's own beam answer; greedy rows decoding beside them get their solo answers; a streamed
+    beam request receives its answer's tokens, then an end-of-turn token."""
+    import dataclasses
+
+    from models.decoding import end_of_turn_id
+
+    questions = [dataclasses.replace(q, beams=3 if i % 3 == 0 else None, max_new_tokens=6)
+                 for i, q in enumerate(_questions()[:7])]
+    solo = [engine.answer_batch([q])[0].answer for q in questions]
+    greedy = [engine.answer_batch([dataclasses.replace(q, beams=1)])[0].answer for q in questions]
+    assert [solo[i] for i in range(7) if i % 3] == [greedy[i] for i in range(7) if i % 3]
+    assert any(solo[i] != greedy[i] for i in range(0, 7, 3))   # the search changes an answer
+    streamed: list[int] = []
+    scheduler = ContinuousScheduler(engine, max_rows=3, prefill_budget_tokens=16)
+    scheduler.start()
+    try:
+        futures = [scheduler.submit(q, on_token=streamed.append if i == 0 else None) for i, q in enumerate(questions)]
+        answers = [f.result(timeout=120).answer for f in futures]
+    finally:
+        scheduler.stop()
+    assert answers == solo
+    tok = engine.learner.tokenizer
+    assert streamed[-1] == end_of_turn_id(tok) and tok.decode(streamed[:-1], skip_special_tokens=True).strip() \
+        == solo[0].strip()
+    engine.beams = 3   # the engine's default now searches every request that does not say
+    assert engine.answer_batch([questions[1]])[0].answer == engine.answer_batch(
+        [dataclasses.replace(questions[1], beams=3)])[0].answer
+    engine.beams = 1
+    with pytest.raises(ValueError, match="stop_bias"):
+        dataclasses.replace(questions[0], stop_bias=1.0)
+
+
+def test_the_served_beam_width_is_the_configs_else_the_learners_else_greedy(tiny_learner):
+    """`Engine.from_config`'s width: the config's when set; else the learner's learner.json `beams`; greedy
+    when neither says, or when the config asks for a stop bias (which beam search does not take)."""
+    from engine.config import EngineConfig
+    from engine.core import _served_beams
+
+    assert _served_beams(EngineConfig(), tiny_learner) == 1
+    tiny_learner.beams = 4
+    assert _served_beams(EngineConfig(), tiny_learner) == 4
+    assert _served_beams(EngineConfig(beams=2), tiny_learner) == 2
+    assert _served_beams(EngineConfig(stop_bias=1.0), tiny_learner) == 1
+    with pytest.raises(ValueError, match="stop_bias"):
+        Engine(tiny_learner, None, beams=4, stop_bias=1.0)

@@ -76,6 +76,11 @@ def test_answer_in_each_mode(client, mode):
         ({"question": "q", "stop_bias": -1}, "stop_bias"),
         ({"question": "q", "stop_bias": 20.5}, "stop_bias"),
         ({"question": "q", "stop_bias": "1"}, "stop_bias"),
+        ({"question": "q", "beams": 0}, "beams"),
+        ({"question": "q", "beams": 9}, "beams"),
+        ({"question": "q", "beams": "2"}, "beams"),
+        ({"question": "q", "beams": 2.5}, "beams"),
+        ({"question": "q", "beams": 4, "stop_bias": 1.0}, "beams"),
     ],
 )
 def test_bad_answer_input_is_422_naming_the_field(client, payload, field):

@@ -106,6 +106,17 @@ def test_a_stop_bias_is_sent_with_every_request_or_left_to_the_server(url, fake)
     assert [q.stop_bias for q in local.questions] == [2.0, 2.0, None, None]   # None: the engine's default
 
 
+def test_a_beam_width_is_sent_with_every_request_or_left_to_the_server(url, fake):
+    records = [record(i) for i in range(2)]
+    fake.questions.clear()
+    evaluate_http(url, records, modes=["regrad", "closed_book"], beams=4, progress=False)
+    assert [q.beams for q in fake.questions] == [4] * 4
+    local = FakeEngine()
+    evaluate_in_process(local, records, modes=["regrad"], beams=2, progress=False)
+    evaluate_in_process(local, records, modes=["regrad"], progress=False)
+    assert [q.beams for q in local.questions] == [2, 2, None, None]   # None: the engine's default
+
+
 def test_503_is_retried_and_refused_items_do_not_stop_the_run(url, fake):
     fake.down_for_batches, fake.retry_after_s = 2, 0.1
     records = [record(0), record(1, question="x" * 150)]  # the second is over the server's 100-char limit

@@ -73,7 +73,7 @@ def test_chat_completion_takes_the_composition_as_an_extra_field(client):
 @pytest.mark.parametrize(("extra", "param"), [
     ({"composition": "mean"}, "composition.kind"),
     ({"gamma": 101}, "gamma"), ({"top_k": 0}, "top_k"), ({"mode": "telepathy"}, "mode"),
-    ({"stop_bias": -1}, "stop_bias"),
+    ({"stop_bias": -1}, "stop_bias"), ({"beams": 9}, "beams"),
     ({"n": 2}, "n"), ({"messages": [{"role": "system", "content": "no user"}]}, "messages"),
     ({"messages": [{"role": "user", "content": "x" * 201}]}, "messages"),
 ])

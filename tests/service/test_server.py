@@ -121,6 +121,21 @@ def test_a_stop_bias_cuts_its_own_answer_short_in_a_shared_batch(server, corpus)
     assert refused.status_code == 422 and "stop_bias" in refused.text
 
 
+def test_a_beam_search_request_gets_the_engines_beam_answer_beside_a_greedy_one(server, corpus):
+    """Over HTTP, on the real model: a request with `beams` is searched outside the running batch and gets
+    the answer the engine's own beam search gives; the greedy request sent with it gets its answer alone."""
+    url, engine, _ = server
+    body = {"question": corpus[1][1], "mode": "closed_book", "max_new_tokens": 8}
+    alone = post(url, "/answer", body).json()["answer"]
+    searched, plain = asyncio.run(post_many(url, [{**body, "beams": 3}, body]))
+    assert searched.status_code == plain.status_code == 200, searched.text
+    assert plain.json()["answer"] == alone
+    question = Question(corpus[1][1], mode="closed_book", max_new_tokens=8, beams=3)
+    assert searched.json()["answer"] == engine.answer_batch([question])[0].answer
+    refused = post(url, "/answer", {**body, "beams": 3, "stop_bias": 1.0})
+    assert refused.status_code == 422 and "beams" in refused.text
+
+
 def test_document_added_at_run_time_is_retrieved_with_its_gradient(server):
     url, engine, _ = server
     question = {"question": "What is the capital of the island nation of Veltoria?", "top_k": 1,

@@ -44,6 +44,9 @@ def test_bad_settings_name_the_field():
     for bad in (-0.5, 21.0, float("nan")):
         with pytest.raises(ValidationError, match="stop_bias"):
             Settings(_env_file=None, stop_bias=bad)
+    for bad in (0, 9):
+        with pytest.raises(ValidationError, match="beams"):
+            Settings(_env_file=None, beams=bad)
     args = build_parser().parse_args(["serve", "--env-file", "/dev/null", "--max-batch", "0"])
     with pytest.raises(UsageError, match="max_batch"):
         build_settings(args)
@@ -110,7 +113,7 @@ def test_every_engine_setting_reaches_the_engine_config(tmp_path):
     values = dict(checkpoint=tmp_path, preset="tiny-preset", store=tmp_path / "store", retriever_backend="hybrid",
                   index="idx", es_url="http://es:9200", es_timeout_s=3.5, es_max_retries=4, device="cpu",
                   dtype="float32", torch_threads=3, missing_gradients="skip", write_back=True,
-                  composition="softmax:0.2", relevance_cache_mb=64, stop_bias=2.5)
+                  composition="softmax:0.2", relevance_cache_mb=64, stop_bias=2.5, beams=4)
     without_setting = {"encode_batch_size"}
     assert set(values) | without_setting == {f.name for f in dataclasses.fields(EngineConfig)}
     config = Settings(_env_file=None, **values).engine_config()

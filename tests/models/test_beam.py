@@ -1,0 +1,104 @@
+"""Beam search over row-adapted answers (`models.beam`): the KV-cached search equals a search written out
+with a full forward per step, width 1 is greedy, and rows of one batch each keep their own adapter and width."""
+
+import pytest
+import torch
+
+from models import AnswerRequest, summed_gradient
+from models.beam import beam_answers
+from models.decoding import stop_token_ids
+from models.generate import generate_answers, prepare_rows
+
+TWO_STOPS = "models.decoding.stop_token_ids"
+
+
+def _requests(learner, passages) -> list[AnswerRequest]:
+    g = summed_gradient(learner, passages[:2]) * 200   # strong enough to change the answers
+    h = summed_gradient(learner, passages[3:4]) * 200
+    return [AnswerRequest("Who was Shirley Temple?", gradient=g), AnswerRequest("What is Paris?"),
+            AnswerRequest("Where is it?", base=True), AnswerRequest("What is Paris?", gradient=h, gamma=0.5),
+            AnswerRequest("Who was Shirley Temple?", gradient=g, context=[("Paris", "Paris is in France.")])]
+
+
+def _reference(learner, request: AnswerRequest, width: int, limit: int, stops) -> list[int]:
+    """Beam search written out: one request, a full forward over prompt + each beam per step, no cache."""
+    batch, _ = prepare_rows(learner, [request])
+    prompt = batch["input_ids"][0].tolist()
+    model = learner.model.get_base_model()
+    beams, finished = [([], 0.0)], []
+    for step in range(limit):
+        ids = torch.tensor([prompt + tokens for tokens, _ in beams])
+        with torch.no_grad(), learner.using_rows(prepare_rows(learner, [request] * len(beams))[1]):
+            logp = torch.log_softmax(model(input_ids=ids).logits[:, -1].float(), -1)
+        total = torch.tensor([score for _, score in beams])[:, None] + logp
+        order = total.flatten().argsort(descending=True)[: width * (len(stops) + 1)].tolist()
+        live = []
+        for index in order:
+            b, v = divmod(index, logp.shape[-1])
+            if len(live) == width:
+                break
+            if v in stops:
+                finished.append((float(total[b, v]), beams[b][0]))
+            else:
+                live.append((beams[b][0] + [v], float(total[b, v])))
+        if finished and (max(s for s, _ in finished) >= live[0][1] or step + 1 == limit):
+            return max(finished, key=lambda f: f[0])[1]
+        if step + 1 == limit:
+            return live[0][0]
+        beams = live
+    return []
+
+
+@pytest.fixture()
+def few_stops(monkeypatch, tiny_learner):
+    """A random model's answers end (and run on) by chance: two stop tokens among its likeliest."""
+    tok = tiny_learner.tokenizer
+    stops = frozenset({tok.eos_token_id, tok.convert_tokens_to_ids(",")})
+    monkeypatch.setattr(TWO_STOPS, lambda t: stops)
+    monkeypatch.setattr("models.beam.stop_token_ids", lambda t: stops)
+    return stops
+
+
+@pytest.mark.parametrize("width", [2, 3])
+def test_the_cached_search_is_the_search_written_out(tiny_learner, passages, few_stops, width):
+    requests = _requests(tiny_learner, passages)
+    limit = 5
+    found = beam_answers(tiny_learner, requests, width, [limit] * len(requests))
+    assert found == [_reference(tiny_learner, r, width, limit, few_stops) for r in requests]
+
+
+def test_one_beam_is_greedy(tiny_learner, passages, few_stops):
+    requests = _requests(tiny_learner, passages)
+    tok = tiny_learner.tokenizer
+    greedy = generate_answers(tiny_learner, requests, max_new_tokens=6, return_raw=True)
+    one = beam_answers(tiny_learner, requests, 1, [6] * len(requests))
+    assert [tok.decode(t, skip_special_tokens=True) for t in one] == greedy
+    assert beam_answers(tiny_learner, requests, 4, [6] * len(requests)) != one   # a search changes answers
+
+
+def test_each_row_of_a_batch_decodes_with_its_own_width(tiny_learner, passages, few_stops):
+    """`generate_answers` with a width per row: greedy rows are the all-greedy batch's, the others each
+    width's own search, whatever else is in the batch."""
+    requests = _requests(tiny_learner, passages)
+    tok = tiny_learner.tokenizer
+    greedy = generate_answers(tiny_learner, requests, max_new_tokens=6, return_raw=True)
+    widths = [3, 1, 2, 1, 3]
+    mixed = generate_answers(tiny_learner, requests, max_new_tokens=6, return_raw=True, beams=widths)
+    for i, width in enumerate(widths):
+        alone = beam_answers(tiny_learner, [requests[i]], width, [6])[0]
+        assert mixed[i] == (greedy[i] if width == 1 else tok.decode(alone, skip_special_tokens=True))
+    with pytest.raises(ValueError, match="one max_new_tokens"):
+        generate_answers(tiny_learner, requests, beams=[1, 2])
+    with pytest.raises(ValueError, match="width"):
+        beam_answers(tiny_learner, requests, 0, [6] * len(requests))
+
+
+def test_the_real_stop_set_ends_beams_and_limits_hold(tiny_learner, passages):
+    """With the tokenizer's real stop set (newline tokens too), no answer holds a stop token and none is
+    longer than its limit."""
+    requests = _requests(tiny_learner, passages)
+    stops = stop_token_ids(tiny_learner.tokenizer)
+    limits = [1, 3, 8, 4, 2]
+    found = beam_answers(tiny_learner, requests, 3, limits)
+    assert len(found) == len(requests)
+    assert all(len(t) <= n and not set(t) & stops for t, n in zip(found, limits))
