@@ -70,6 +70,13 @@ def test_chat_completion_takes_the_composition_as_an_extra_field(client):
     assert body["regrad"]["composition"] == "likelihood:0.7"
 
 
+def test_chat_completion_takes_a_beam_width_as_an_extra_field(client, fake_engine):
+    fake_engine.questions.clear()
+    chat(client, messages=[{"role": "user", "content": "Who?"}], beams=4)
+    chat(client, messages=[{"role": "user", "content": "Who?"}])
+    assert [q.beams for q in fake_engine.questions] == [4, None]   # None: the server's default
+
+
 @pytest.mark.parametrize(("extra", "param"), [
     ({"composition": "mean"}, "composition.kind"),
     ({"gamma": 101}, "gamma"), ({"top_k": 0}, "top_k"), ({"mode": "telepathy"}, "mode"),
