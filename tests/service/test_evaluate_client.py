@@ -95,26 +95,16 @@ def test_composition_is_sent_with_every_gradient_request_and_recorded(url):
         evaluate_in_process(FakeEngine(), records, composition="mean", progress=False)
 
 
-def test_a_stop_bias_is_sent_with_every_request_or_left_to_the_server(url, fake):
+@pytest.mark.parametrize(("field", "sent", "local"), [("stop_bias", 1.5, 2.0), ("beams", 4, 2)])
+def test_a_decoding_option_is_sent_with_every_request_or_left_to_the_server(url, fake, field, sent, local):
     records = [record(i) for i in range(2)]
     fake.questions.clear()
-    evaluate_http(url, records, modes=["regrad", "closed_book"], stop_bias=1.5, progress=False)
-    assert [q.stop_bias for q in fake.questions] == [1.5] * 4
-    local = FakeEngine()
-    evaluate_in_process(local, records, modes=["regrad"], stop_bias=2.0, progress=False)
-    evaluate_in_process(local, records, modes=["regrad"], progress=False)
-    assert [q.stop_bias for q in local.questions] == [2.0, 2.0, None, None]   # None: the engine's default
-
-
-def test_a_beam_width_is_sent_with_every_request_or_left_to_the_server(url, fake):
-    records = [record(i) for i in range(2)]
-    fake.questions.clear()
-    evaluate_http(url, records, modes=["regrad", "closed_book"], beams=4, progress=False)
-    assert [q.beams for q in fake.questions] == [4] * 4
-    local = FakeEngine()
-    evaluate_in_process(local, records, modes=["regrad"], beams=2, progress=False)
-    evaluate_in_process(local, records, modes=["regrad"], progress=False)
-    assert [q.beams for q in local.questions] == [2, 2, None, None]   # None: the engine's default
+    evaluate_http(url, records, modes=["regrad", "closed_book"], progress=False, **{field: sent})
+    assert [getattr(q, field) for q in fake.questions] == [sent] * 4
+    engine = FakeEngine()
+    evaluate_in_process(engine, records, modes=["regrad"], progress=False, **{field: local})
+    evaluate_in_process(engine, records, modes=["regrad"], progress=False)
+    assert [getattr(q, field) for q in engine.questions] == [local, local, None, None]   # None: the engine's default
 
 
 def test_503_is_retried_and_refused_items_do_not_stop_the_run(url, fake):
