@@ -452,8 +452,8 @@ class ContinuousScheduler:
         next step: a request's beams share its adapter and reorder their cache rows every step, which the
         running batch's slots do not. The running rows wait for the search (a few decode steps of `beams`
         rows per request). A streamed job gets its answer's tokens at once, then an end-of-turn token."""
-        from models.beam import beam_answers
         from models.decoding import end_of_turn_id
+        from models.generate import beam_answers
 
         for width in sorted({self.engine.beams_of(job.question) for job in jobs}):
             group = [job for job in jobs if self.engine.beams_of(job.question) == width]

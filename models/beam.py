@@ -3,7 +3,7 @@
 A passage gradient teaches a value, but greedy decoding commits to one token at a time and can end an
 answer a token early ("75" for "755") or wander off it ("tinsy tiki" for "tin chess set") where the
 adapted model gives the whole gold answer the higher probability (`bench/miss_margins.py` measures how
-often: docs/results.md, "Beam search"). `beam_answers` keeps `width` hypotheses a request and returns
+often: docs/results.md, rule 29). `models.generate.beam_answers` keeps `width` hypotheses a request and returns
 the one with the highest summed log-probability, its end-of-answer token included (no length penalty:
 a short answer that ends cleanly beats a long one that does not).
 
@@ -17,50 +17,29 @@ soon as its best finished answer beats every live beam (log-probabilities only f
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import torch
 
 from models.decoding import _cache_keyword, attention_implementation, prefill, stop_token_ids
 
-__all__ = ["beam_answers", "ROWS"]
+__all__ = ["search", "ROWS"]
 
 ROWS = 16   # beams in one forward: requests run width-per-ROWS at a time (each beam holds a folded adapter)
 
 
 @torch.no_grad()
-def beam_answers(learner, requests: Sequence, width: int, max_new_tokens: Sequence[int]) -> list[list[int]]:
-    """The token ids of each request's best answer under beam search of `width` (its stop token left out).
-
-    Args:
-        learner: the learner whose model decodes (row adapters as `models.generate.prepare_rows` builds them).
-        requests: `AnswerRequest`s (question, context, gradient, gamma, base), as greedy generation takes.
-        width: hypotheses kept per request (1 is greedy, bar ties).
-        max_new_tokens: one limit per request.
-    """
-    if width < 1:
-        raise ValueError(f"`width` must be >= 1, got {width}")
-    if len(max_new_tokens) != len(requests) or any(n < 1 for n in max_new_tokens):
-        raise ValueError("beam_answers needs one max_new_tokens >= 1 per request")
-    per_forward = max(1, ROWS // width)
-    out: list[list[int]] = []
-    for start in range(0, len(requests), per_forward):
-        chunk = slice(start, start + per_forward)
-        out += _search(learner, list(requests[chunk]), width, list(max_new_tokens[chunk]))
-    return out
-
-
-def _search(learner, requests: list, width: int, limits: list[int]) -> list[list[int]]:
-    from models.generate import prepare_rows  # models.generate imports this module
-
-    n, stops = len(requests), stop_token_ids(learner.tokenizer)
+def search(learner, batch: dict[str, torch.Tensor], adapters, beam_adapters, width: int,
+           limits: list[int]) -> list[list[int]]:
+    """Beam search of `width` for a chunk of requests: the token ids of each one's best answer (its stop token
+    left out). `batch`, `adapters`: the requests' left-padded prompts and row adapters, one row a request;
+    `beam_adapters`: the same adapters repeated `width` times, row i·width + b for beam b of request i (both
+    as `models.generate.prepare_rows` builds them; `models.generate.beam_answers` is the entry point)."""
+    n, stops = batch["input_ids"].shape[0], stop_token_ids(learner.tokenizer)
     base = learner.model.get_base_model()
     decoder, head = base.get_decoder(), base.get_output_embeddings()
-    batch, adapters = prepare_rows(learner, requests)
     with learner.using_rows(adapters):
         hidden, cache = prefill(learner, batch)
     logp = torch.log_softmax(head(hidden[:, -1]).float(), -1).repeat_interleave(width, 0)   # (n·w, V)
-    _, beam_adapters = prepare_rows(learner, [r for r in requests for _ in range(width)])
     cache.batch_repeat_interleave(width)
     attention = batch["attention_mask"].repeat_interleave(width, 0)
     vocab = logp.shape[-1]

@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from models.beam import beam_answers
+from models.beam import ROWS, search
 from models.decoding import BatchDecoder, prefill
 from models.row_lora import RowAdapters
 from models.vocab import ANSWER_TYPES, CHOICE_LETTERS, MAX_CHOICES, MIN_CHOICES
 
-__all__ = ["AnswerRequest", "build_prompt", "build_messages", "generate_answers", "normalize_answer_type",
-           "prepare_rows", "answer_text", "next_token_logits", "ANSWER_TYPES", "LETTERS"]
+__all__ = ["AnswerRequest", "build_prompt", "build_messages", "generate_answers", "beam_answers",
+           "normalize_answer_type", "prepare_rows", "answer_text", "next_token_logits", "ANSWER_TYPES", "LETTERS"]
 
 LETTERS = CHOICE_LETTERS
 
@@ -131,6 +131,32 @@ def generate_answers(learner, requests: list[AnswerRequest], max_new_tokens: int
         while decoder:
             token_ids.update(decoder.step())
     return [answer_text(learner.tokenizer, token_ids[i], r, raw=return_raw) for i, r in enumerate(requests)]
+
+
+@torch.no_grad()
+def beam_answers(learner, requests: Sequence[AnswerRequest], width: int,
+                 max_new_tokens: Sequence[int]) -> list[list[int]]:
+    """The token ids of each request's best answer under beam search of `width` (its stop token left out;
+    `models.beam`): requests run a few at a time, `models.beam.ROWS` beams a forward.
+
+    Args:
+        learner: the learner whose model decodes.
+        requests: as `generate_answers` takes them (question, context, gradient, gamma, base).
+        width: hypotheses kept per request (1 is greedy, bar ties).
+        max_new_tokens: one limit per request.
+    """
+    if width < 1:
+        raise ValueError(f"`width` must be >= 1, got {width}")
+    if len(max_new_tokens) != len(requests) or any(n < 1 for n in max_new_tokens):
+        raise ValueError("beam_answers needs one max_new_tokens >= 1 per request")
+    per_forward = max(1, ROWS // width)
+    out: list[list[int]] = []
+    for start in range(0, len(requests), per_forward):
+        chunk = list(requests[start : start + per_forward])
+        batch, adapters = prepare_rows(learner, chunk)
+        _, beam_adapters = prepare_rows(learner, [r for r in chunk for _ in range(width)])
+        out += search(learner, batch, adapters, beam_adapters, width, list(max_new_tokens[start : start + per_forward]))
+    return out
 
 
 def answer_text(tokenizer, token_ids: list[int], request: AnswerRequest, *, raw: bool = False) -> str:

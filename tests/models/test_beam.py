@@ -5,9 +5,8 @@ import pytest
 import torch
 
 from models import AnswerRequest, summed_gradient
-from models.beam import beam_answers
 from models.decoding import stop_token_ids
-from models.generate import generate_answers, prepare_rows
+from models.generate import beam_answers, generate_answers, prepare_rows
 
 TWO_STOPS = "models.decoding.stop_token_ids"
 
