@@ -105,7 +105,7 @@ def generate_answers(learner, requests: list[AnswerRequest], max_new_tokens: int
     (`max_new_tokens`: one for all rows, or one per row), its own `stop_bias` (added to the end-of-answer
     tokens' logits after the first token: `BatchDecoder.join`) and its own `beams` (one for all rows, or
     one per row): rows at 1 are decoded greedily in ONE generation, the others by beam search of their
-    width (`models.beam.beam_answers`, where `stop_bias` does not apply).
+    width (`beam_answers`, where `stop_bias` does not apply).
 
     Example:
         >>> generate_answers(learner, [AnswerRequest("What is the capital of France?")])
