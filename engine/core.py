@@ -28,7 +28,7 @@ from engine.config import DEFAULT_RELEVANCE_CACHE_MB, EngineConfig
 from engine.errors import DocumentConflictError
 from engine.gradient_cache import GradientCache
 from engine.modes import ModeSpec, mode_spec
-from engine.types import MAX_BEAMS, Answer, Document, DocumentsResult, PassageHit, Question, StageTimings
+from engine.types import Answer, Document, DocumentsResult, PassageHit, Question, StageTimings, check_beams
 from gradient_store.errors import StoreLockedError
 from models import AnswerRequest as GenerationRequest
 from models import Learner, format_passage, generate_answers, load_preset, passage_gradients
@@ -125,8 +125,7 @@ class Engine:
         self.write_back = write_back
         self.encode_batch_size = encode_batch_size
         self.composition = composition
-        if not 1 <= beams <= MAX_BEAMS:
-            raise ValueError(f"`beams` must be in [1, {MAX_BEAMS}], got {beams}")
+        check_beams(beams)
         if beams > 1 and stop_bias:
             raise ValueError("`stop_bias` applies to greedy decoding only: set it to 0 with `beams` > 1")
         self.stop_bias = stop_bias

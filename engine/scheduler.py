@@ -422,7 +422,7 @@ class ContinuousScheduler:
         searched = [job for job in ready if self.engine.beams_of(job.question) > 1]
         if searched:
             self._search(searched)
-            ready = [job for job in ready if job not in searched]
+            ready = [job for job in ready if self.engine.beams_of(job.question) == 1]
         if not ready:
             return
         try:

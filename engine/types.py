@@ -16,13 +16,23 @@ from engine.modes import mode_spec
 from models.vocab import ANSWER_TYPES
 
 __all__ = ["Question", "GivenPassage", "PassageHit", "StageTimings", "Answer", "Document", "DocumentsResult",
-           "GradientSource", "MAX_GIVEN_PASSAGES", "MAX_STOP_BIAS", "MAX_BEAMS"]
+           "GradientSource", "MAX_GIVEN_PASSAGES", "MAX_STOP_BIAS", "MAX_BEAMS", "check_beams"]
 
 # Where a passage's gradient came from; None when the mode uses no gradients (rag). `cached`: computed
 # for an earlier question and kept in memory (`engine.gradient_cache`).
 GradientSource = Literal["stored", "computed", "cached", "missing"]
 MAX_GIVEN_PASSAGES = 20
 MAX_BEAMS = 8   # beam search's widest (each beam folds its own copy of the row's adapter)
+
+
+def check_beams(width: int, label: str = "beams") -> int:
+    """`width` if it is a beam width this project serves (1..MAX_BEAMS), else ValueError("{label} {width}: ...");
+    the one check behind a Question's, the engine's, `regrad export --beams` and a recipe's `beams = W`."""
+    if not 1 <= width <= MAX_BEAMS:
+        raise ValueError(f"{label} {width}: must be in 1..{MAX_BEAMS}")
+    return width
+
+
 MAX_STOP_BIAS = 20.0   # in logits: far past any useful bias (rule 25 read 1-4); 20 ends most answers at once
 
 
@@ -88,8 +98,8 @@ class Question:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.stop_bias is not None and not 0 <= self.stop_bias <= MAX_STOP_BIAS:   # NaN fails both
             raise ValueError(f"stop_bias must be in [0, {MAX_STOP_BIAS:g}], got {self.stop_bias}")
-        if self.beams is not None and not 1 <= self.beams <= MAX_BEAMS:
-            raise ValueError(f"beams must be in [1, {MAX_BEAMS}], got {self.beams}")
+        if self.beams is not None:
+            check_beams(self.beams)
         if (self.beams or 1) > 1 and self.stop_bias:
             raise ValueError("stop_bias applies to greedy decoding only: leave it out (or 0) with beams > 1")
         if self.answer_type not in ANSWER_TYPES:

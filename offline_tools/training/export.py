@@ -88,7 +88,7 @@ def export_learner(checkpoint: str | os.PathLike | Sequence[str | os.PathLike], 
     """Load `checkpoint` (several: their average), save it to `output` with LoRA weights in `weights_dtype`.
 
     `composition` (a spec, e.g. `likelihood:0.2`): the exported learner's served default instead of the
-    checkpoint's own; checked before anything is loaded or written. `beams` (1..MAX_BEAMS): the beam width
+    checkpoint's own; checked before anything is loaded or written. `beams` (1..8): the beam width
     it is served with, instead of the checkpoint's own (`models.beam`). Neither is part of the fingerprint.
     Returns a report: the output, its fingerprint, the source fingerprint(s), the served composition, its
     size, the record copied.
@@ -97,10 +97,12 @@ def export_learner(checkpoint: str | os.PathLike | Sequence[str | os.PathLike], 
 
     served = served_composition(composition) if composition is not None else None
     if beams is not None:
-        from engine.types import MAX_BEAMS
+        from engine.types import check_beams
 
-        if not 1 <= beams <= MAX_BEAMS:
-            raise UsageError(f"--beams {beams}: must be in 1..{MAX_BEAMS}")
+        try:
+            check_beams(beams, "--beams")
+        except ValueError as error:
+            raise UsageError(str(error)) from None
     sources = [Path(checkpoint)] if isinstance(checkpoint, (str, os.PathLike)) else [Path(c) for c in checkpoint]
     output = Path(output)
     for source in sources:

@@ -585,11 +585,13 @@ class _Loader:
                 raise self.error(f"step {step.name!r}: composition = {spec!r}: {error}", "composition") from None
             step.argv += ["--composition", spec]
         if "beams" in table:
-            from engine.types import MAX_BEAMS
+            from engine.types import check_beams
 
             width = self._int(step, table, "beams")
-            if not 1 <= width <= MAX_BEAMS:
-                raise self.error(f"step {step.name!r}: beams = {width}: must be in 1..{MAX_BEAMS}", "beams")
+            try:
+                check_beams(width, "beams =")
+            except ValueError as error:
+                raise self.error(f"step {step.name!r}: {error}", "beams") from None
             step.argv += ["--beams", str(width)]
         if "weights_dtype" in table:
             dtype = self._string(step, table, "weights_dtype")
