@@ -12,17 +12,27 @@ times (every beam of a request shares its adapter, so the beams never need their
 their cache rows reordered). Requests run a few at a time (`ROWS` beams a forward), each stopping as
 soon as its best finished answer beats every live beam (log-probabilities only fall) or at its
 `max_new_tokens`, when a finished answer wins over the live ones, as greedy's truncated answer would.
+
+A polar answer keeps greedy's first token. Where the likeliest first token is a yes or a no
+(`polar_token_ids`), all that follows a bare "yes" or "no" is its end token, so a search would choose
+between them by how surely the model stops after each, not by which it believes: on a HotpotQA
+validation question, "no" then the end scored -0.711 and "yes" then the end -0.708, and the search
+turned greedy's right "no" wrong (docs/results.md, rule 30). Such a request searches only what follows
+its first token.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 
 from models.decoding import _cache_keyword, attention_implementation, prefill, stop_token_ids
 
-__all__ = ["search", "ROWS"]
+__all__ = ["search", "polar_token_ids", "ROWS"]
+
+POLAR_WORDS = ("yes", "no")
 
 ROWS = 16   # beams in one forward: requests run width-per-ROWS at a time (each beam holds a folded adapter)
 
@@ -39,7 +49,9 @@ def search(learner, batch: dict[str, torch.Tensor], adapters, beam_adapters, wid
     decoder, head = base.get_decoder(), base.get_output_embeddings()
     with learner.using_rows(adapters):
         hidden, cache = prefill(learner, batch)
-    logp = torch.log_softmax(head(hidden[:, -1]).float(), -1).repeat_interleave(width, 0)   # (n·w, V)
+    logp = torch.log_softmax(head(hidden[:, -1]).float(), -1)
+    _keep_polar_first_tokens(logp, polar_token_ids(learner.tokenizer))
+    logp = logp.repeat_interleave(width, 0)                                                # (n·w, V)
     cache.batch_repeat_interleave(width)
     attention = batch["attention_mask"].repeat_interleave(width, 0)
     vocab = logp.shape[-1]
@@ -91,3 +103,21 @@ def search(learner, batch: dict[str, torch.Tensor], adapters, beam_adapters, wid
                           use_cache=True, **{_cache_keyword(decoder): cache})
         logp = torch.log_softmax(head(out.last_hidden_state[:, -1]).float(), -1)
     return [b if b is not None else [] for b in best]
+
+
+def _keep_polar_first_tokens(logp: torch.Tensor, polar: frozenset[int]) -> None:
+    """In place: a row whose likeliest first token is polar may start with that token only."""
+    first = logp.argmax(-1)
+    for i in [i for i, token in enumerate(first.tolist()) if token in polar]:
+        kept = logp[i, first[i]].clone()
+        logp[i] = -math.inf
+        logp[i, first[i]] = kept
+
+
+@functools.lru_cache(maxsize=8)
+def polar_token_ids(tok) -> frozenset[int]:
+    """The tokens that are a whole yes or no by themselves ("Yes", " no", "NO", ...), once per tokenizer."""
+    variants = {form for word in POLAR_WORDS for case in (word, word.capitalize(), word.upper())
+                for form in (case, " " + case)}
+    ids = (tok.encode(form, add_special_tokens=False) for form in sorted(variants))
+    return frozenset(found[0] for found in ids if len(found) == 1)

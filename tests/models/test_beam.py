@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from models import AnswerRequest, summed_gradient
+from models.beam import polar_token_ids
 from models.decoding import stop_token_ids
-from models.generate import beam_answers, generate_answers, prepare_rows
+from models.generate import beam_answers, generate_answers, next_token_logits, prepare_rows
 
 TWO_STOPS = "models.decoding.stop_token_ids"
 
@@ -19,8 +20,9 @@ def _requests(learner, passages) -> list[AnswerRequest]:
             AnswerRequest("Who was Shirley Temple?", gradient=g, context=[("Paris", "Paris is in France.")])]
 
 
-def _reference(learner, request: AnswerRequest, width: int, limit: int, stops) -> list[int]:
-    """Beam search written out: one request, a full forward over prompt + each beam per step, no cache."""
+def _reference(learner, request: AnswerRequest, width: int, limit: int, stops, polar=frozenset()) -> list[int]:
+    """Beam search written out: one request, a full forward over prompt + each beam per step, no cache;
+    a likeliest first token in `polar` is the only first token."""
     batch, _ = prepare_rows(learner, [request])
     prompt = batch["input_ids"][0].tolist()
     model = learner.model.get_base_model()
@@ -29,6 +31,8 @@ def _reference(learner, request: AnswerRequest, width: int, limit: int, stops) -
         ids = torch.tensor([prompt + tokens for tokens, _ in beams])
         with torch.no_grad(), learner.using_rows(prepare_rows(learner, [request] * len(beams))[1]):
             logp = torch.log_softmax(model(input_ids=ids).logits[:, -1].float(), -1)
+        if step == 0 and int(logp[0].argmax()) in polar:
+            logp[0, torch.arange(logp.shape[-1]) != logp[0].argmax()] = float("-inf")
         total = torch.tensor([score for _, score in beams])[:, None] + logp
         order = total.flatten().argsort(descending=True)[: width * (len(stops) + 1)].tolist()
         live = []
@@ -58,12 +62,39 @@ def few_stops(monkeypatch, tiny_learner):
     return stops
 
 
+@pytest.fixture()
+def no_polar(monkeypatch):
+    """No first token counts as a yes or a no (a random model's likeliest one might)."""
+    monkeypatch.setattr("models.beam.polar_token_ids", lambda t: frozenset())
+
+
 @pytest.mark.parametrize("width", [2, 3])
-def test_the_cached_search_is_the_search_written_out(tiny_learner, passages, few_stops, width):
+def test_the_cached_search_is_the_search_written_out(tiny_learner, passages, few_stops, no_polar, width):
     requests = _requests(tiny_learner, passages)
     limit = 5
     found = beam_answers(tiny_learner, requests, width, [limit] * len(requests))
     assert found == [_reference(tiny_learner, r, width, limit, few_stops) for r in requests]
+
+
+def test_a_polar_answer_keeps_greedys_first_token(tiny_learner, passages, few_stops, monkeypatch):
+    """Where greedy's first token is a yes or a no, the search keeps it and searches what follows; a
+    search free to choose starts some of these answers with another token."""
+    requests = _requests(tiny_learner, passages)
+    firsts = next_token_logits(tiny_learner, requests).argmax(-1).tolist()
+    monkeypatch.setattr("models.beam.polar_token_ids", lambda t: frozenset())
+    free = beam_answers(tiny_learner, requests, 3, [5] * len(requests))
+    assert any(answer[:1] != [first] for answer, first in zip(free, firsts))
+    polar = frozenset(firsts[:3])   # the first three requests' first tokens count as polar
+    monkeypatch.setattr("models.beam.polar_token_ids", lambda t: polar)
+    kept = beam_answers(tiny_learner, requests, 3, [5] * len(requests))
+    assert kept == [_reference(tiny_learner, r, 3, 5, few_stops, polar) for r in requests]
+    assert all(answer[:1] == [first] for answer, first in zip(kept, firsts) if first in polar)
+
+
+def test_the_real_tokenizer_s_polar_tokens(tiny_learner):
+    tok = tiny_learner.tokenizer
+    words = {tok.decode([i]).strip() for i in polar_token_ids(tok)}
+    assert {"Yes", "No", "yes", "no"} <= words <= {"Yes", "No", "yes", "no", "YES", "NO"}
 
 
 def test_one_beam_is_greedy(tiny_learner, passages, few_stops):
