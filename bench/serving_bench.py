@@ -9,7 +9,9 @@ one store) answered four ways:
                 a batch that lasts as long as its longest answer;
   * in-place:   the reference's way, one request at a time: retrieve, sum the stored gradients,
                 patch the LoRA weights in place, generate, restore;
-  * unadapted:  the continuous server in mode `closed_book` (same blind prompt, no gradients).
+  * unadapted:  the continuous server in mode `closed_book` (same blind prompt, no gradients), at 8
+                clients, in `--pairs` rounds alternated with `regrad` passes (ABBA), each round's ratio
+                taken within it: `adapted_vs_unadapted_at_8` is their median.
 
 Load: closed-loop clients (each sends its next request when its answer arrives) at 1, 8, 16 and
 32 clients, and open-loop Poisson arrivals at `--rate` requests/s (arrivals do not wait for
@@ -199,10 +201,8 @@ def service_phase(root: Path, questions: list[str], args: argparse.Namespace) ->
                 gap = results["token_gap_at_8"]
                 print(f"{name} gaps between a row's tokens at 8: {gap['gaps']}, median <= {gap['p50_le_ms']} ms, "
                       f"95th percentile <= {gap['p95_le_ms']} ms (None: above the last bucket)", flush=True)
-        summary, _ = asyncio.run(closed_loop(url, questions, 8, args.requests, "closed_book"))
-        results["unadapted_8"] = summary
-        print(f"{name} closed_book clients  8: {summary['rps']:6.2f} req/s   p50 {summary['p50_ms']:6.0f} ms"
-              f"   p95 {summary['p95_ms']:6.0f} ms   (no adaptation)", flush=True)
+        results.update(paired_rounds(url, questions, args.requests, args.pairs if args.scheduler == "continuous" else 1,
+                                     name))
         summary = asyncio.run(open_loop(url, questions, args.rate, args.requests))
         results["open"] = summary
         print(f"{name} open loop {args.rate:4.1f}/s: {summary['rps']:6.2f} req/s   p50 {summary['p50_ms']:6.0f} ms"
@@ -211,6 +211,43 @@ def service_phase(root: Path, questions: list[str], args: argparse.Namespace) ->
         server.should_exit = True
         thread.join(timeout=60)
     return results
+
+
+def paired_order(pairs: int) -> list[str]:
+    """The passes of `pairs` adapted/unadapted rounds, ABBA: each round's second pass runs where the next
+    round's first does, so a load that drifts during the bench weighs on both modes alike."""
+    order: list[str] = []
+    for r in range(pairs):
+        order += ["regrad", "closed_book"] if r % 2 == 0 else ["closed_book", "regrad"]
+    return order
+
+
+def paired_summary(passes: list[tuple[str, dict]]) -> dict:
+    """Per round, `regrad`'s rate over `closed_book`'s (the rounds in the order run, two passes each);
+    `adapted_vs_unadapted_at_8`: their median; `unadapted_8`: the `closed_book` pass of median rate."""
+    rounds = []
+    for first, second in zip(passes[::2], passes[1::2], strict=True):
+        pair = dict([first, second])
+        adapted, unadapted = pair["regrad"]["rps"], pair["closed_book"]["rps"]
+        rounds.append({"regrad_rps": round(adapted, 3), "closed_book_rps": round(unadapted, 3),
+                       "ratio": round(adapted / unadapted, 3)})
+    unadapted = sorted((summary for mode, summary in passes if mode == "closed_book"), key=lambda x: x["rps"])
+    return {"paired_at_8": rounds, "adapted_vs_unadapted_at_8": statistics.median(r["ratio"] for r in rounds),
+            "unadapted_8": unadapted[(len(unadapted) - 1) // 2]}
+
+
+def paired_rounds(url: str, questions: list[str], n_requests: int, pairs: int, name: str) -> dict:
+    """Adapted against unadapted at 8 clients on one warm server, in `pairs` rounds (`paired_order`): a
+    shared 2-core VM's rate drifts by 10-20 % between passes minutes apart (docs/benchmarks.md), so the
+    ratio is taken within each round and the rounds' median is reported."""
+    asyncio.run(closed_loop(url, questions, 8, 16, "closed_book"))   # warm-up: the unadapted rows' shapes
+    passes = []
+    for mode in paired_order(pairs):
+        summary, _ = asyncio.run(closed_loop(url, questions, 8, n_requests, mode))
+        passes.append((mode, summary))
+        print(f"{name} {mode:<11} clients  8: {summary['rps']:6.2f} req/s   p50 {summary['p50_ms']:6.0f} ms"
+              f"   p95 {summary['p95_ms']:6.0f} ms   (paired round {(len(passes) + 1) // 2})", flush=True)
+    return paired_summary(passes)
 
 
 def token_gap_buckets(url: str) -> dict[float, float] | None:
@@ -295,6 +332,7 @@ def run_phase(phase: str, root: Path, args: argparse.Namespace, scheduler: str =
                "--max-wait-ms", str(args.max_wait_ms), "--prefill-budget-tokens", str(args.prefill_budget_tokens)]
     command += ["--join-wait-ms", str(args.join_wait_ms)] if args.join_wait_ms is not None else []
     command += ["--uneven"] if args.uneven else []
+    command += ["--pairs", str(args.pairs)]
     command += ["--composition", args.composition] if args.composition else []
     subprocess.run(command, check=True)
     return json.loads((root / f"{phase}-{scheduler}.json").read_text())
@@ -334,6 +372,9 @@ def main() -> None:
                         "way always sums)")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
                         help="base weights for every way (auto: bfloat16 on an AMX or AVX512-BF16 CPU)")
+    parser.add_argument("--pairs", type=int, default=3, metavar="N",
+                        help="adapted/unadapted rounds at 8 clients on the continuous server (default 3; the ratio "
+                             "is each round's, and their median is reported)")
     parser.add_argument("--uneven", action="store_true",
                         help=f"per-request max_new_tokens cycling {UNEVEN_LENGTHS} (use an untrained learner, "
                         "whose answers run to the cap): long, uneven answers")
@@ -346,6 +387,8 @@ def main() -> None:
     parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.levels = [int(c) for c in args.concurrency.split(",")]
+    if args.pairs < 1:
+        parser.error("--pairs must be at least 1 (adapted/unadapted rounds at 8 clients)")
     if not {1, 8, 16} <= set(args.levels):
         parser.error("--concurrency must include 1, 8 and 16 (the record compares answers alone and at 8, "
                      "and rates at 8 and 16)")
@@ -399,6 +442,8 @@ def main() -> None:
         **{f"static_p95_ms_at_{c}": round(static["closed"][str(c)]["p95_ms"], 1) for c in args.levels},
         "inplace_rps": round(inplace["rps"], 3),
         "unadapted_rps_at_8": round(continuous["unadapted_8"]["rps"], 3),
+        "adapted_vs_unadapted_at_8": round(continuous["adapted_vs_unadapted_at_8"], 3),
+        "paired_at_8": continuous["paired_at_8"],
         "open_loop_rate": args.rate,
         "continuous_open_loop": {k: round(v, 1) for k, v in continuous["open"].items()},
         "static_open_loop": {k: round(v, 1) for k, v in static["open"].items()},
