@@ -83,7 +83,7 @@ def build_artifacts(root: Path, checkpoint: str, n_questions: int) -> list[str]:
 
 
 def start_server(root: Path, dtype: str, scheduler: str, max_wait_ms: float, prefill_budget_tokens: int = 0,
-                 composition: str | None = None):
+                 composition: str | None = None, beams: int | None = None):
     import socket
 
     import uvicorn
@@ -95,7 +95,7 @@ def start_server(root: Path, dtype: str, scheduler: str, max_wait_ms: float, pre
                         index=str(root / "index"), device="cpu", dtype=dtype, scheduler=scheduler,
                         max_batch=MAX_BATCH, max_wait_ms=max_wait_ms, max_queue=1024,
                         prefill_budget_tokens=prefill_budget_tokens if scheduler == "continuous" else 0,
-                        composition=composition)
+                        composition=composition, **({"beams": beams} if beams is not None else {}))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -179,7 +179,7 @@ def service_phase(root: Path, questions: list[str], args: argparse.Namespace) ->
     joins = args.scheduler == "continuous" and args.join_wait_ms is not None
     wait_ms = args.join_wait_ms if joins else args.max_wait_ms
     server, thread, url = start_server(root, args.dtype, args.scheduler, wait_ms, args.prefill_budget_tokens,
-                                       args.composition)
+                                       args.composition, args.beams)
     results: dict = {"closed": {}}
     name = f"{args.scheduler:<10}"
     try:
@@ -334,6 +334,7 @@ def run_phase(phase: str, root: Path, args: argparse.Namespace, scheduler: str =
     command += ["--uneven"] if args.uneven else []
     command += ["--pairs", str(args.pairs)]
     command += ["--composition", args.composition] if args.composition else []
+    command += ["--beams", str(args.beams)] if args.beams is not None else []
     subprocess.run(command, check=True)
     return json.loads((root / f"{phase}-{scheduler}.json").read_text())
 
@@ -372,6 +373,9 @@ def main() -> None:
                         "way always sums)")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
                         help="base weights for every way (auto: bfloat16 on an AMX or AVX512-BF16 CPU)")
+    parser.add_argument("--beams", type=int, metavar="W",
+                        help="REGRAD_BEAMS of both servers (default: the learner's own, else greedy); the in-place "
+                        "way stays greedy")
     parser.add_argument("--pairs", type=int, default=3, metavar="N",
                         help="adapted/unadapted rounds at 8 clients on the continuous server (default 3; the ratio "
                              "is each round's, and their median is reported)")
@@ -389,6 +393,12 @@ def main() -> None:
     args.levels = [int(c) for c in args.concurrency.split(",")]
     if args.pairs < 1:
         parser.error("--pairs must be at least 1 (adapted/unadapted rounds at 8 clients)")
+    if args.beams is not None:
+        from engine.types import check_beams
+        try:
+            check_beams(args.beams, "--beams")
+        except ValueError as error:
+            parser.error(str(error))
     if not {1, 8, 16} <= set(args.levels):
         parser.error("--concurrency must include 1, 8 and 16 (the record compares answers alone and at 8, "
                      "and rates at 8 and 16)")
@@ -459,6 +469,7 @@ def main() -> None:
         "machine": machine, "base_dtype": dtype, "prefill_budget_tokens": args.prefill_budget_tokens,
         "composition": args.composition or "the learner's served default",
         "inplace_composition": inplace["composition"],
+        "beams": args.beams if args.beams is not None else "the learner's served default",
         "max_wait_ms": args.max_wait_ms,
         "join_wait_ms": args.join_wait_ms if args.join_wait_ms is not None else args.max_wait_ms,
     }
