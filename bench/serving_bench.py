@@ -23,6 +23,7 @@ Last line: one JSON object with `continuous_vs_static_at_8`, `continuous_vs_stat
 
     .venv/bin/python bench/serving_bench.py                      # the shipped learner
     .venv/bin/python bench/serving_bench.py --checkpoint DIR --rate 6
+    .venv/bin/python bench/serving_bench.py --beams 4          # both servers beam-search every request
     .venv/bin/python bench/serving_bench.py --png serving.png     # also: throughput and p95 vs clients
     .venv/bin/python bench/serving_bench.py --plot record.json --png serving.png   # redraw a saved last line
 """
