@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "dev_reads.py"
 
-
-def _module():
-    spec = importlib.util.spec_from_file_location("dev_reads", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_a_split_is_built_once_with_its_index_and_top_5_dev_questions(tmp_path: Path):
-    dev_reads = _module()
+def test_a_split_is_built_once_with_its_index_and_top_5_dev_questions(tmp_path: Path, bench_script):
+    dev_reads = bench_script("dev_reads")
     index, questions = dev_reads.build(tmp_path, "composition2")
     rows = [json.loads(line) for line in questions.read_text().splitlines()]
     assert len(rows) == 120 and all(len(r["passages"]) == 5 for r in rows)

@@ -3,23 +3,14 @@ log-probabilities are those of a full forward through the served row adapter, an
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "miss_margins.py"
 PASSAGES = [("p1", "Veltoria", "Veltoria is an island nation. Its capital is Marrowick."),
             ("p2", "Dunmere", "Dunmere is a mountain village known for its cheese.")]
 
-
-def _module():
-    spec = importlib.util.spec_from_file_location("miss_margins", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _served_logprob(learner, question: str, gradient: torch.Tensor, answer: str) -> float:
@@ -38,7 +29,8 @@ def _served_logprob(learner, question: str, gradient: torch.Tensor, answer: str)
     return sum(float(logp[len(prompt) - 1 + j, t]) for j, t in enumerate(target))
 
 
-def test_a_miss_is_scored_under_its_recorded_row_and_called_search_or_reading(tmp_path, monkeypatch, capsys):
+def test_a_miss_is_scored_under_its_recorded_row_and_called_search_or_reading(tmp_path, monkeypatch, capsys,
+                                                                           bench_script):
     from models import format_passage, passage_gradients
     from offline_tools.datasets.augmented import AugmentedPassage, AugmentedRecord, write_augmented
     from tests.conftest import make_tiny_base, make_tiny_learner
@@ -57,7 +49,8 @@ def test_a_miss_is_scored_under_its_recorded_row_and_called_search_or_reading(tm
     lines.append({**lines[0], "answer": "Marrowick", "scores": {"em": 1.0}})   # a hit: not a miss
     (tmp_path / "pred.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
 
-    assert _module().main(["--checkpoint", str(tmp_path / "learner"), "--data", str(tmp_path / "aug.jsonl"),
+    miss_margins = bench_script("miss_margins")
+    assert miss_margins.main(["--checkpoint", str(tmp_path / "learner"), "--data", str(tmp_path / "aug.jsonl"),
                            "--predictions", str(tmp_path / "pred.jsonl"), "--dtype", "float32",
                            "--output", str(tmp_path / "out.json")]) == 0
     out = json.loads((tmp_path / "out.json").read_text())

@@ -3,31 +3,19 @@ load that drifts while the bench runs weighs on both modes alike."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "serving_bench.py"
 
-
-def _module():
-    spec = importlib.util.spec_from_file_location("serving_bench", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_rounds_alternate_which_mode_runs_first():
-    bench = _module()
+def test_rounds_alternate_which_mode_runs_first(bench_script):
+    bench = bench_script("serving_bench")
     assert bench.paired_order(1) == ["regrad", "closed_book"]
     assert bench.paired_order(3) == ["regrad", "closed_book", "closed_book", "regrad", "regrad", "closed_book"]
 
 
-def test_each_round_s_ratio_is_its_own_and_the_median_is_reported():
+def test_each_round_s_ratio_is_its_own_and_the_median_is_reported(bench_script):
     """A machine that slows by half between rounds: the ratio within each round stays 0.9, which one pass
     of each mode minutes apart would read as 0.45 or 1.8."""
-    bench = _module()
+    bench = bench_script("serving_bench")
     rates = [("regrad", 9.0), ("closed_book", 10.0), ("closed_book", 5.0), ("regrad", 4.5),
              ("regrad", 7.2), ("closed_book", 8.0)]
     passes = [(mode, {"rps": rps, "p95_ms": 1.0}) for mode, rps in rates]
