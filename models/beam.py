@@ -25,12 +25,15 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
 
 import torch
 
-from models.decoding import _cache_keyword, attention_implementation, prefill, stop_token_ids
+from models.decoding import BatchDecoder, _Row, prefill
+from models.row_bank import fill_order
 
-__all__ = ["search", "polar_token_ids", "ROWS"]
+__all__ = ["BeamBatch", "search", "polar_token_ids", "ROWS"]
 
 POLAR_WORDS = ("yes", "no")
 
@@ -44,65 +47,157 @@ def search(learner, batch: dict[str, torch.Tensor], adapters, beam_adapters, wid
     left out). `batch`, `adapters`: the requests' left-padded prompts and row adapters, one row a request;
     `beam_adapters`: the same adapters repeated `width` times, row i·width + b for beam b of request i (both
     as `models.generate.prepare_rows` builds them; `models.generate.beam_answers` is the entry point)."""
-    n, stops = batch["input_ids"].shape[0], stop_token_ids(learner.tokenizer)
-    base = learner.model.get_base_model()
-    decoder, head = base.get_decoder(), base.get_output_embeddings()
-    with learner.using_rows(adapters):
-        hidden, cache = prefill(learner, batch)
-    logp = torch.log_softmax(head(hidden[:, -1]).float(), -1)
-    _keep_polar_first_tokens(logp, polar_token_ids(learner.tokenizer))
-    logp = logp.repeat_interleave(width, 0)                                                # (n·w, V)
-    cache.batch_repeat_interleave(width)
-    attention = batch["attention_mask"].repeat_interleave(width, 0)
-    vocab = logp.shape[-1]
-    scores = torch.full((n, width), -math.inf)
-    scores[:, 0] = 0.0                                   # one live beam a request at first
-    tokens: list[list[list[int]]] = [[[] for _ in range(width)] for _ in range(n)]
-    finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(n)]
-    best: list[list[int] | None] = [None] * n
-    next_token = torch.zeros(n * width, dtype=torch.long, device=attention.device)
-    for step in range(max(limits)):
-        total = (scores.to(logp.device)[:, :, None] + logp.view(n, width, vocab)).view(n, -1)
-        # enough candidates for `width` live ones even if every beam's stop tokens rank above them
-        top_scores, top_index = total.topk(min(width * (len(stops) + 1), total.shape[1]), dim=-1)
-        parents = torch.arange(n * width, device=attention.device)
-        for i in range(n):
-            if best[i] is not None:
-                continue
-            live = []
-            for score, index in zip(top_scores[i].tolist(), top_index[i].tolist()):
-                if score == -math.inf or len(live) == width:
-                    break
-                beam, token = divmod(index, vocab)
-                if token in stops:
-                    finished[i].append((score, tokens[i][beam]))
-                else:
-                    live.append((score, beam, token))
-            ended = step + 1 >= limits[i]
-            if finished[i] and (not live or max(s for s, _ in finished[i]) >= live[0][0] or ended):
-                best[i] = max(finished[i], key=lambda pair: pair[0])[1]
-                continue
-            if ended or not live:   # the limit with no finished answer: the likeliest truncated one
-                best[i] = tokens[i][live[0][1]] + [live[0][2]] if live else []
-                continue
-            new_tokens = [list(tokens[i][0]) for _ in range(width)]
-            for b in range(width):
-                score, beam, token = live[b] if b < len(live) else (-math.inf, live[0][1], live[0][2])
-                scores[i, b] = score
-                parents[i * width + b] = i * width + beam
-                new_tokens[b] = tokens[i][beam] + [token]
-                next_token[i * width + b] = token
-            tokens[i] = new_tokens
-        if all(b is not None for b in best):
-            break
-        cache.batch_select_indices(parents)
-        attention = torch.cat([attention[parents], attention.new_ones(n * width, 1)], dim=1)
-        position = attention.sum(-1, keepdim=True) - 1
-        with attention_implementation(base, "sdpa"), learner.using_rows(beam_adapters):
-            out = decoder(input_ids=next_token[:, None], attention_mask=attention, position_ids=position,
-                          use_cache=True, **{_cache_keyword(decoder): cache})
-        logp = torch.log_softmax(head(out.last_hidden_state[:, -1]).float(), -1)
-    return [b if b is not None else [] for b in best]
+    n = batch["input_ids"].shape[0]
+    beams = BeamBatch(learner)
+    beams.join(list(range(n)), batch, adapters, beam_adapters, [width] * n, limits)
+    found: dict[int, list[int]] = {}
+    while beams:
+        found.update(beams.step())
+    return [found[i] for i in range(n)]
+
+
+@dataclass
+class _Search:
+    """One request's search: its beams' scores and tokens (beam b is the batch row keyed (key, b))."""
+
+    key: Hashable
+    width: int
+    limit: int
+    scores: list[float]
+    tokens: list[list[int]]
+    finished: list[tuple[float, list[int]]] = field(default_factory=list)
+    steps: int = 0
+
+
+class BeamBatch(BatchDecoder):
+    """Running beam searches that requests join at any step and leave when their best answer is found:
+    continuous batching for beams (`engine.scheduler` runs one beside its greedy batch).
+
+    A request of width W is W rows of the batch, keyed (its key, b), that share its adapter: each step
+    reorders cache rows within a request only, so adapters never move. Rows join after one prefill a
+    request (its first tokens' log-probabilities, the polar rule applied, repeated W times) and leave
+    together when the request ends. `step()` picks every request's next beams from the last forward's
+    log-probabilities, lets the ended requests leave, and runs the next forward for the others."""
+
+    def __init__(self, learner) -> None:
+        super().__init__(learner)
+        self._polar = polar_token_ids(learner.tokenizer)
+        self._searches: dict[Hashable, _Search] = {}
+        self._logp: torch.Tensor | None = None           # (rows, V): each row's next-token log-probabilities
+
+    def __len__(self) -> int:
+        return len(self._searches)
+
+    @property
+    def keys(self) -> list[Hashable]:
+        return list(self._searches)
+
+    @torch.no_grad()
+    def join(self, keys: Sequence[Hashable], batch: dict[str, torch.Tensor], adapters, beam_adapters,
+             widths: Sequence[int], max_new_tokens: Sequence[int]) -> None:
+        """Requests join: `batch`, `adapters` one row a request, `beam_adapters` one row a beam (request i's
+        adapter repeated `widths[i]` times, in order), as `models.generate.prepare_rows` builds them."""
+        if not keys:
+            return
+        if not len(keys) == len(widths) == len(max_new_tokens) == batch["input_ids"].shape[0]:
+            raise ValueError("join needs one key, one width and one max_new_tokens per batch row")
+        if any(w < 1 for w in widths) or any(n < 1 for n in max_new_tokens):
+            raise ValueError(f"widths and max_new_tokens must be >= 1, got {list(widths)}, {list(max_new_tokens)}")
+        if set(keys) & set(self._searches):
+            raise ValueError("a key already searching joined again")
+        with self.learner.using_rows(adapters):
+            hidden, cache = prefill(self.learner, batch)
+        logp = torch.log_softmax(self._head(hidden[:, -1]).float(), -1)
+        _keep_polar_first_tokens(logp, self._polar)
+        index = torch.repeat_interleave(torch.arange(len(keys), device=logp.device),
+                                        torch.tensor(list(widths), device=logp.device))
+        cache.batch_select_indices(index)
+        rows = [_Row((key, b), int(n)) for key, w, n in zip(keys, widths, max_new_tokens) for b in range(w)]
+        for key, w, n in zip(keys, widths, max_new_tokens):
+            self._searches[key] = _Search(key, int(w), int(n), [0.0] + [-math.inf] * (w - 1), [[] for _ in range(w)])
+        logp = logp[index]
+        self._logp = torch.cat([self._logp, logp]) if self._rows else logp
+        self._append(rows, cache, batch["attention_mask"][index], torch.zeros_like(index), beam_adapters)
+
+    def leave(self, keys: Sequence[Hashable]) -> None:
+        """Drop searches before they end (their clients left)."""
+        gone = set(keys) & set(self._searches)
+        for key in gone:
+            del self._searches[key]
+        if gone:
+            self._drop(gone)
+
+    @torch.no_grad()
+    def step(self) -> list[tuple[Hashable, list[int]]]:  # type: ignore[override]
+        """Every request's next beams; the requests that ended leave, returned with their best answer's
+        token ids (its stop token left out); the others run one forward together."""
+        if not self._rows:
+            return []
+        place = {row.key: i for i, row in enumerate(self._rows)}
+        parents = list(range(len(self._rows)))
+        next_token = [0] * len(self._rows)
+        ended: list[tuple[Hashable, list[int]]] = []
+        for search in self._searches.values():
+            rows = [place[(search.key, b)] for b in range(search.width)]
+            best = self._advance(search, rows, parents, next_token)
+            if best is not None:
+                ended.append((search.key, best))
+        index = torch.tensor(parents, device=self._next.device)
+        if parents != list(range(len(parents))):          # beams took their parents' cache rows
+            self._cache.batch_select_indices(index)
+            self._attention = self._attention[index]
+        self._next = torch.tensor(next_token, device=self._next.device)
+        if ended:
+            for key, _ in ended:
+                del self._searches[key]
+            self._drop({key for key, _ in ended})
+        if self._rows:
+            self._decode_one()
+        return ended
+
+    def _advance(self, search: _Search, rows: list[int], parents: list[int], next_token: list[int]) -> list[int] | None:
+        """One step of one search, from its rows' log-probabilities: its best answer if it ended, else None
+        (its beams' parents and next tokens written into `parents` and `next_token`)."""
+        logp = self._logp[rows]                                                        # (W, V)
+        total = (torch.tensor(search.scores, device=logp.device)[:, None] + logp).view(-1)
+        top_scores, top_index = total.topk(min(search.width * (len(self._stops) + 1), total.numel()))
+        live = []
+        for score, index in zip(top_scores.tolist(), top_index.tolist()):
+            if score == -math.inf or len(live) == search.width:
+                break
+            beam, token = divmod(index, logp.shape[-1])
+            if token in self._stops:
+                search.finished.append((score, search.tokens[beam]))
+            else:
+                live.append((score, beam, token))
+        search.steps += 1
+        ended = search.steps >= search.limit
+        if search.finished and (not live or max(s for s, _ in search.finished) >= live[0][0] or ended):
+            return max(search.finished, key=lambda pair: pair[0])[1]
+        if ended or not live:   # the limit with no finished answer: the likeliest truncated one
+            return search.tokens[live[0][1]] + [live[0][2]] if live else []
+        tokens = []
+        for b in range(search.width):
+            score, beam, token = live[b] if b < len(live) else (-math.inf, live[0][1], live[0][2])
+            search.scores[b] = score
+            parents[rows[b]] = rows[beam]
+            next_token[rows[b]] = token
+            tokens.append(search.tokens[beam] + [token])
+        search.tokens = tokens
+        return None
+
+    def _drop(self, keys: set) -> None:
+        """The rows of the requests `keys` leave the batch; the others move as `_keep` moves them, their
+        log-probabilities with them."""
+        keep = [i for i, row in enumerate(self._rows) if row.key[0] not in keys]
+        if keep:
+            self._logp = self._logp[torch.tensor(fill_order(len(self._rows), keep), device=self._logp.device)]
+        self._keep(keep)
+
+    def _pick(self, logits: torch.Tensor, running: int) -> torch.Tensor:
+        """After a forward: every row's next-token log-probabilities, for the next `step`'s choice."""
+        self._logp = torch.log_softmax(logits.float(), -1)
+        return self._next
 
 
 def _keep_polar_first_tokens(logp: torch.Tensor, polar: frozenset[int]) -> None:

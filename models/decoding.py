@@ -159,13 +159,18 @@ class BatchDecoder:
             hidden, cache = prefill(self.learner, batch)      # SDPA for its duration
         next_token = self._head(hidden[:, -1]).argmax(-1)                        # (m,): first tokens, no bias
         new_rows = [_Row(key, int(n), b) for key, n, b in zip(keys, max_new_tokens, biases)]
+        self._append(new_rows, cache, batch["attention_mask"], next_token, adapters)
+
+    def _append(self, new_rows: list[_Row], cache, mask: torch.Tensor, next_token: torch.Tensor,
+                adapters: RowAdapters | None) -> None:
+        """Prefilled rows (their cache, left-padded attention mask, next tokens and adapters) join the
+        running batch after its rows, both left-padded to one width."""
         self._add_adapters(adapters, len(self._rows))
         if not self._rows:
-            self._rows, self._cache, self._attention, self._next = new_rows, cache, batch["attention_mask"], next_token
+            self._rows, self._cache, self._attention, self._next = new_rows, cache, mask, next_token
             self._adapters = self._step_adapters()
             return
-        width = max(self._attention.shape[1], batch["attention_mask"].shape[1])
-        mask = batch["attention_mask"]
+        width = max(self._attention.shape[1], mask.shape[1])
         self._attention = torch.cat([_pad_left(self._attention, width, 1), _pad_left(mask, width, 1)])
         for old, new in zip(self._cache.layers, cache.layers, strict=True):
             old.keys = torch.cat([_pad_left(old.keys, width, 2), _pad_left(new.keys, width, 2)])

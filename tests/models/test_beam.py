@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from models import AnswerRequest, summed_gradient
-from models.beam import polar_token_ids
+from models.beam import BeamBatch, polar_token_ids
 from models.decoding import stop_token_ids
 from models.generate import beam_answers, generate_answers, next_token_logits, prepare_rows
 
@@ -58,7 +58,6 @@ def few_stops(monkeypatch, tiny_learner):
     tok = tiny_learner.tokenizer
     stops = frozenset({tok.eos_token_id, tok.convert_tokens_to_ids(",")})
     monkeypatch.setattr(TWO_STOPS, lambda t: stops)
-    monkeypatch.setattr("models.beam.stop_token_ids", lambda t: stops)
     return stops
 
 
@@ -132,3 +131,34 @@ def test_the_real_stop_set_ends_beams_and_limits_hold(tiny_learner, passages):
     found = beam_answers(tiny_learner, requests, 3, limits)
     assert len(found) == len(requests)
     assert all(len(t) <= n and not set(t) & stops for t, n in zip(found, limits))
+
+
+def test_requests_join_and_leave_a_running_search(tiny_learner, passages, few_stops):
+    """Continuous batching for beams (`BeamBatch`): requests that join a search already running, with their
+    own widths, get the answers they get alone; a request that leaves takes its rows and nothing else."""
+    requests = _requests(tiny_learner, passages)
+    widths = [3, 2, 3, 2, 3]
+    alone = [beam_answers(tiny_learner, [r], w, [6])[0] for r, w in zip(requests, widths)]
+    beams = BeamBatch(tiny_learner)
+
+    def join(keys):
+        chunk = [requests[k] for k in keys]
+        batch, adapters = prepare_rows(tiny_learner, chunk)
+        _, beam_adapters = prepare_rows(tiny_learner, [requests[k] for k in keys for _ in range(widths[k])])
+        beams.join(keys, batch, adapters, beam_adapters, [widths[k] for k in keys], [6] * len(keys))
+
+    found = {}
+    join([0, 1])
+    found.update(beams.step())
+    join([2])
+    found.update(beams.step())
+    assert 1 not in found                                    # still searching when its client leaves
+    beams.leave([1])
+    join([3, 4])
+    while beams:
+        found.update(beams.step())
+    assert set(found) == {0, 2, 3, 4}
+    assert all(found[k] == alone[k] for k in found)
+    assert len(beams._rows) == 0 and not beams.keys
+    with pytest.raises(ValueError, match="one key"):
+        beams.join([0], *prepare_rows(tiny_learner, requests[:2]), None, [2, 2], [6, 6])
