@@ -21,6 +21,8 @@ Two threads. The model is only ever used from the model thread.
             of their own passages and of store misses into the gradient cache)
             one decode step for every live row (each token goes to its row's `on_token`, if any);
             a finished row leaves, its future resolves
+            one step of the running beam searches (requests with `beams` > 1: `models.beam.BeamBatch`,
+            which they joined as greedy newcomers join the batch); a search that ended resolves its future
 
 What stalls the decoding rows, and for how long: a newcomer's prefill (with `prefill_budget_tokens`,
 at most that many prompt tokens inside one decode step, a longer prompt over several; without, one
@@ -135,6 +137,7 @@ class ContinuousScheduler:
         self._staged: collections.deque[_Job] = collections.deque()     # staged, waiting for a row
         self._exclusive: collections.deque[tuple[Callable[[], Any], Future]] = collections.deque()
         self._live: dict[int, _Job] = {}
+        self._beams: Any = None      # the model thread's running beam searches (`models.beam.BeamBatch`)
         self._keys = itertools.count()
         self._running = False
         self._threads: list[threading.Thread] = []
@@ -259,10 +262,12 @@ class ContinuousScheduler:
 
     # ------------------------------------------------------------------ model thread
     def _model_loop(self) -> None:
+        from models.beam import BeamBatch
         from models.decoding import BatchDecoder
 
         decoder = BatchDecoder(self.engine.learner, prefill_budget_tokens=self.prefill_budget_tokens,
                                slots=self.max_rows)
+        self._beams = BeamBatch(self.engine.learner)
         if self._work_ahead_on:
             self._ahead = WorkAhead(self.engine, self.prefill_budget_tokens)
         while True:
@@ -284,6 +289,7 @@ class ContinuousScheduler:
             gone = [key for key, job in self._live.items() if job.future.cancelled()]
             if gone:
                 decoder.leave(gone)
+                self._beams.leave(gone)
                 for key in gone:
                     del self._live[key]
             if joining:
@@ -294,6 +300,8 @@ class ContinuousScheduler:
                 self._work_ahead(min(decoder.prefill_tokens, self.prefill_budget_tokens) + _work_left(joining))
             try:
                 decoder.step(on_emit=self._emit)
+                if self._beams:
+                    self._searched(self._beams.step())
             except Exception as error:  # e.g. out of memory: every live row fails, the loop goes on
                 logger.exception("a decode step failed; failing %d rows", len(self._live))
                 for job in self._live.values():
@@ -301,6 +309,7 @@ class ContinuousScheduler:
                 self._live.clear()
                 decoder = BatchDecoder(self.engine.learner, prefill_budget_tokens=self.prefill_budget_tokens,
                                slots=self.max_rows)
+                self._beams = BeamBatch(self.engine.learner)
                 self._emitting = (set(), 0.0)
                 continue
 
@@ -421,7 +430,7 @@ class ContinuousScheduler:
                 ready.append(job)
         searched = [job for job in ready if self.engine.beams_of(job.question) > 1]
         if searched:
-            self._search(searched)
+            self._join_search(searched)
             ready = [job for job in ready if self.engine.beams_of(job.question) == 1]
         if not ready:
             return
@@ -447,40 +456,52 @@ class ContinuousScheduler:
         if self._on_join is not None:
             self._on_join(len(self._live), joined_running)
 
-    def _search(self, jobs: list[_Job]) -> None:
-        """Beam-search jobs (`beams` > 1) are decoded outside the running batch, on this thread, before its
-        next step: a request's beams share its adapter and reorder their cache rows every step, which the
-        running batch's slots do not. The running rows wait for the search (a few decode steps of `beams`
-        rows per request). A streamed job gets its answer's tokens at once, then an end-of-turn token."""
-        from models.decoding import end_of_turn_id
-        from models.generate import beam_answers
+    def _join_search(self, jobs: list[_Job]) -> None:
+        """Beam-search jobs (`beams` > 1) join the running beam searches (`models.beam.BeamBatch`), beside
+        the greedy batch: a request's beams share its adapter and reorder their cache rows every step,
+        which the greedy batch's slots do not. Each loop runs one step of each, so a search costs the
+        greedy rows one forward a step, not its whole length (and searches batch as greedy rows do)."""
+        from models.generate import prepare_rows
 
-        for width in sorted({self.engine.beams_of(job.question) for job in jobs}):
-            group = [job for job in jobs if self.engine.beams_of(job.question) == width]
-            started_s = time.perf_counter()
-            try:
-                requests = [self.engine.generation_request(job.row) for job in group]
-                found = beam_answers(self.engine.learner, requests, width,
-                                     [job.question.max_new_tokens for job in group])
-            except Exception as error:
-                logger.exception("beam search for %d requests failed", len(group))
-                for job in group:
-                    _fail(job.future, error)
-                continue
-            end = end_of_turn_id(self.engine.learner.tokenizer)
-            for job, request, token_ids in zip(group, requests, found, strict=True):
-                job.joined_s, job.row.generation, job.batch_size = started_s, request, len(group)
-                if job.on_token is not None and not job.future.cancelled():
-                    try:
-                        for token in [*token_ids, end]:
-                            job.on_token(token)
-                    except Exception:
-                        logger.exception("a token callback failed; the answer is still returned")
+        widths = [self.engine.beams_of(job.question) for job in jobs]
+        try:
+            requests = [self.engine.generation_request(job.row) for job in jobs]
+            batch, adapters = prepare_rows(self.engine.learner, requests)
+            _, beam_adapters = prepare_rows(self.engine.learner,
+                                            [r for r, w in zip(requests, widths, strict=True) for _ in range(w)])
+            self._beams.join([job.key for job in jobs], batch, adapters, beam_adapters, widths,
+                             [job.question.max_new_tokens for job in jobs])
+        except Exception as error:
+            logger.exception("starting the beam search of %d requests failed", len(jobs))
+            for job in jobs:
+                _fail(job.future, error)
+            return
+        joined_s = time.perf_counter()
+        for job, request in zip(jobs, requests, strict=True):
+            job.joined_s, job.row.generation = joined_s, request
+            self._live[job.key] = job
+        for job in jobs:
+            job.batch_size = len(self._live)
+
+    def _searched(self, ended: list[tuple[Any, list[int]]]) -> None:
+        """Searches that ended answer their clients; a streamed one gets its answer's tokens at once, then
+        an end-of-turn token."""
+        from models.decoding import end_of_turn_id
+
+        end = end_of_turn_id(self.engine.learner.tokenizer)
+        for key, token_ids in ended:
+            job = self._live.pop(key)
+            if job.on_token is not None and not job.future.cancelled():
                 try:
-                    self._finish(job, token_ids)
-                except Exception as error:
-                    logger.exception("finishing a request failed")
-                    _fail(job.future, error)
+                    for token in [*token_ids, end]:
+                        job.on_token(token)
+                except Exception:
+                    logger.exception("a token callback failed; the answer is still returned")
+            try:
+                self._finish(job, token_ids)
+            except Exception as error:
+                logger.exception("finishing a request failed")
+                _fail(job.future, error)
 
     def _finish(self, job: _Job, token_ids: list[int]) -> None:
         from models.generate import answer_text

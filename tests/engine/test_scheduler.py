@@ -509,9 +509,10 @@ def test_each_row_decodes_with_its_own_stop_bias_or_the_engines(engine, long_ans
 
 
 def test_beam_requests_are_searched_beside_the_running_rows_and_stream_their_answer(engine, long_answers):
-    """Requests with `beams` > 1 (their own, or the engine's default) are searched outside the running batch
-    and get the engine's own beam answer; greedy rows decoding beside them get their solo answers; a streamed
-    beam request receives its answer's tokens, then an end-of-turn token."""
+    """Requests with `beams` > 1 (their own, or the engine's default) join the running beam searches beside the
+    greedy batch (`models.beam.BeamBatch`, a step of each per loop) and get the engine's own beam answer; greedy
+    rows decoding beside them get their solo answers; a streamed beam request receives its answer's tokens,
+    then an end-of-turn token."""
     import dataclasses
 
     from models.decoding import end_of_turn_id
