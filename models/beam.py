@@ -9,9 +9,14 @@ a short answer that ends cleanly beats a long one that does not).
 
 Each request is prefilled once, with its own row adapter; its cache rows are then repeated `width`
 times (every beam of a request shares its adapter, so the beams never need their adapters moved, only
-their cache rows reordered). Requests run a few at a time (`ROWS` beams a forward), each stopping as
-soon as its best finished answer beats every live beam (log-probabilities only fall) or at its
-`max_new_tokens`, when a finished answer wins over the live ones, as greedy's truncated answer would.
+their cache rows reordered). Each request stops as soon as its best finished answer beats every live
+beam (log-probabilities only fall) or at its `max_new_tokens`, when a finished answer wins over the
+live ones, as greedy's truncated answer would, and its rows leave the batch.
+
+`BeamBatch` holds the running searches: requests join it at any step and leave it when they end, as
+greedy rows join and leave a `models.decoding.BatchDecoder` (whose cache, adapters and row moves it
+reuses). The continuous scheduler runs one beside its greedy batch; `beam_answers` runs its requests
+a few at a time (`ROWS` beams a forward) through `search`.
 
 A polar answer keeps greedy's first token. Where the likeliest first token is a yes or a no
 (`polar_token_ids`), all that follows a bare "yes" or "no" is its end token, so a search would choose

@@ -122,8 +122,9 @@ def test_a_stop_bias_cuts_its_own_answer_short_in_a_shared_batch(server, corpus)
 
 
 def test_a_beam_search_request_gets_the_engines_beam_answer_beside_a_greedy_one(server, corpus):
-    """Over HTTP, on the real model: a request with `beams` is searched outside the running batch and gets
-    the answer the engine's own beam search gives; the greedy request sent with it gets its answer alone."""
+    """Over HTTP, on the real model: a request with `beams` joins the running beam searches beside the greedy
+    batch and gets the answer the engine's own beam search gives; the greedy request sent with it gets its
+    answer alone."""
     url, engine, _ = server
     body = {"question": corpus[1][1], "mode": "closed_book", "max_new_tokens": 8}
     alone = post(url, "/answer", body).json()["answer"]
