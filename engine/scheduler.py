@@ -445,14 +445,9 @@ class ContinuousScheduler:
             for job in ready:
                 _fail(job.future, error)
             return
-        joined_s = time.perf_counter()
         joined_running = len(ready) if self._live else 0
         self.joined_running += joined_running
-        for job, request in zip(ready, requests, strict=True):
-            job.joined_s, job.row.generation = joined_s, request
-            self._live[job.key] = job
-        for job in ready:
-            job.batch_size = len(self._live)
+        self._go_live(ready, requests)
         if self._on_join is not None:
             self._on_join(len(self._live), joined_running)
 
@@ -476,6 +471,10 @@ class ContinuousScheduler:
             for job in jobs:
                 _fail(job.future, error)
             return
+        self._go_live(jobs, requests)
+
+    def _go_live(self, jobs: list[_Job], requests: list) -> None:
+        """Jobs that joined (the greedy batch or the beam searches) are live, with their generation requests."""
         joined_s = time.perf_counter()
         for job, request in zip(jobs, requests, strict=True):
             job.joined_s, job.row.generation = joined_s, request
