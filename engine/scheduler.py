@@ -428,10 +428,12 @@ class ContinuousScheduler:
                 _fail(job.future, job.row.error)
             else:
                 ready.append(job)
-        searched = [job for job in ready if self.engine.beams_of(job.question) > 1]
+        greedy, searched = [], []
+        for job in ready:
+            (searched if self.engine.beams_of(job.question) > 1 else greedy).append(job)
         if searched:
             self._join_search(searched)
-            ready = [job for job in ready if self.engine.beams_of(job.question) == 1]
+        ready = greedy
         if not ready:
             return
         try:
@@ -456,16 +458,13 @@ class ContinuousScheduler:
         the greedy batch: a request's beams share its adapter and reorder their cache rows every step,
         which the greedy batch's slots do not. Each loop runs one step of each, so a search costs the
         greedy rows one forward a step, not its whole length (and searches batch as greedy rows do)."""
-        from models.generate import prepare_rows
+        from models.generate import prepare_beam_rows
 
         widths = [self.engine.beams_of(job.question) for job in jobs]
         try:
             requests = [self.engine.generation_request(job.row) for job in jobs]
-            batch, adapters = prepare_rows(self.engine.learner, requests)
-            _, beam_adapters = prepare_rows(self.engine.learner,
-                                            [r for r, w in zip(requests, widths, strict=True) for _ in range(w)])
-            self._beams.join([job.key for job in jobs], batch, adapters, beam_adapters, widths,
-                             [job.question.max_new_tokens for job in jobs])
+            self._beams.join([job.key for job in jobs], *prepare_beam_rows(self.engine.learner, requests, widths),
+                             widths, [job.question.max_new_tokens for job in jobs])
         except Exception as error:
             logger.exception("starting the beam search of %d requests failed", len(jobs))
             for job in jobs:

@@ -15,8 +15,8 @@ live ones, as greedy's truncated answer would, and its rows leave the batch.
 
 `BeamBatch` holds the running searches: requests join it at any step and leave it when they end, as
 greedy rows join and leave a `models.decoding.BatchDecoder` (whose cache, adapters and row moves it
-reuses). The continuous scheduler runs one beside its greedy batch; `beam_answers` runs its requests
-a few at a time (`ROWS` beams a forward) through `search`.
+reuses). The continuous scheduler runs one beside its greedy batch; `models.generate.beam_answers`
+runs its requests a few at a time (`ROWS` beams a forward) through one.
 
 A polar answer keeps greedy's first token. Where the likeliest first token is a yes or a no
 (`polar_token_ids`), all that follows a bare "yes" or "no" is its end token, so a search would choose
@@ -38,27 +38,11 @@ import torch
 from models.decoding import BatchDecoder, _Row, prefill
 from models.row_bank import fill_order
 
-__all__ = ["BeamBatch", "search", "polar_token_ids", "ROWS"]
+__all__ = ["BeamBatch", "polar_token_ids", "ROWS"]
 
 POLAR_WORDS = ("yes", "no")
 
 ROWS = 16   # beams in one forward: requests run width-per-ROWS at a time (each beam holds a folded adapter)
-
-
-@torch.no_grad()
-def search(learner, batch: dict[str, torch.Tensor], adapters, beam_adapters, width: int,
-           limits: list[int]) -> list[list[int]]:
-    """Beam search of `width` for a chunk of requests: the token ids of each one's best answer (its stop token
-    left out). `batch`, `adapters`: the requests' left-padded prompts and row adapters, one row a request;
-    `beam_adapters`: the same adapters repeated `width` times, row i·width + b for beam b of request i (both
-    as `models.generate.prepare_rows` builds them; `models.generate.beam_answers` is the entry point)."""
-    n = batch["input_ids"].shape[0]
-    beams = BeamBatch(learner)
-    beams.join(list(range(n)), batch, adapters, beam_adapters, [width] * n, limits)
-    found: dict[int, list[int]] = {}
-    while beams:
-        found.update(beams.step())
-    return [found[i] for i in range(n)]
 
 
 @dataclass
@@ -101,7 +85,7 @@ class BeamBatch(BatchDecoder):
     def join(self, keys: Sequence[Hashable], batch: dict[str, torch.Tensor], adapters, beam_adapters,
              widths: Sequence[int], max_new_tokens: Sequence[int]) -> None:
         """Requests join: `batch`, `adapters` one row a request, `beam_adapters` one row a beam (request i's
-        adapter repeated `widths[i]` times, in order), as `models.generate.prepare_rows` builds them."""
+        adapter repeated `widths[i]` times, in order), as `models.generate.prepare_beam_rows` builds them."""
         if not keys:
             return
         if not len(keys) == len(widths) == len(max_new_tokens) == batch["input_ids"].shape[0]:
@@ -147,8 +131,8 @@ class BeamBatch(BatchDecoder):
             best = self._advance(search, rows, parents, next_token)
             if best is not None:
                 ended.append((search.key, best))
-        index = torch.tensor(parents, device=self._next.device)
         if parents != list(range(len(parents))):          # beams took their parents' cache rows
+            index = torch.tensor(parents, device=self._next.device)
             self._cache.batch_select_indices(index)
             self._attention = self._attention[index]
         self._next = torch.tensor(next_token, device=self._next.device)

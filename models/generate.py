@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from models.beam import ROWS, search
+from models.beam import ROWS, BeamBatch
 from models.decoding import BatchDecoder, prefill
 from models.row_lora import RowAdapters
 from models.vocab import ANSWER_TYPES, CHOICE_LETTERS, MAX_CHOICES, MIN_CHOICES
 
-__all__ = ["AnswerRequest", "build_prompt", "build_messages", "generate_answers", "beam_answers",
+__all__ = ["AnswerRequest", "build_prompt", "build_messages", "generate_answers", "beam_answers", "prepare_beam_rows",
            "normalize_answer_type", "prepare_rows", "answer_text", "next_token_logits", "ANSWER_TYPES", "LETTERS"]
 
 LETTERS = CHOICE_LETTERS
@@ -150,13 +150,23 @@ def beam_answers(learner, requests: Sequence[AnswerRequest], width: int,
     if len(max_new_tokens) != len(requests) or any(n < 1 for n in max_new_tokens):
         raise ValueError("beam_answers needs one max_new_tokens >= 1 per request")
     per_forward = max(1, ROWS // width)
-    out: list[list[int]] = []
+    found: dict[int, list[int]] = {}
     for start in range(0, len(requests), per_forward):
-        chunk = list(requests[start : start + per_forward])
-        batch, adapters = prepare_rows(learner, chunk)
-        _, beam_adapters = prepare_rows(learner, [r for r in chunk for _ in range(width)])
-        out += search(learner, batch, adapters, beam_adapters, width, list(max_new_tokens[start : start + per_forward]))
-    return out
+        keys = list(range(start, min(start + per_forward, len(requests))))
+        beams = BeamBatch(learner)
+        beams.join(keys, *prepare_beam_rows(learner, [requests[i] for i in keys], [width] * len(keys)),
+                   [width] * len(keys), [max_new_tokens[i] for i in keys])
+        while beams:
+            found.update(beams.step())
+    return [found[i] for i in range(len(requests))]
+
+
+def prepare_beam_rows(learner, requests: Sequence[AnswerRequest], widths: Sequence[int]):
+    """What `models.beam.BeamBatch.join` takes for `requests`: their prompts and row adapters, one row a
+    request (for the prefill), and the adapters again, request i's repeated `widths[i]` times (its beams)."""
+    batch, adapters = prepare_rows(learner, list(requests))
+    _, beam_adapters = prepare_rows(learner, [r for r, w in zip(requests, widths, strict=True) for _ in range(w)])
+    return batch, adapters, beam_adapters
 
 
 def answer_text(tokenizer, token_ids: list[int], request: AnswerRequest, *, raw: bool = False) -> str:

@@ -7,7 +7,7 @@ import torch
 from models import AnswerRequest, summed_gradient
 from models.beam import BeamBatch, polar_token_ids
 from models.decoding import stop_token_ids
-from models.generate import beam_answers, generate_answers, next_token_logits, prepare_rows
+from models.generate import beam_answers, generate_answers, next_token_logits, prepare_beam_rows, prepare_rows
 
 TWO_STOPS = "models.decoding.stop_token_ids"
 
@@ -142,10 +142,8 @@ def test_requests_join_and_leave_a_running_search(tiny_learner, passages, few_st
     beams = BeamBatch(tiny_learner)
 
     def join(keys):
-        chunk = [requests[k] for k in keys]
-        batch, adapters = prepare_rows(tiny_learner, chunk)
-        _, beam_adapters = prepare_rows(tiny_learner, [requests[k] for k in keys for _ in range(widths[k])])
-        beams.join(keys, batch, adapters, beam_adapters, [widths[k] for k in keys], [6] * len(keys))
+        chosen = [widths[k] for k in keys]
+        beams.join(keys, *prepare_beam_rows(tiny_learner, [requests[k] for k in keys], chosen), chosen, [6] * len(keys))
 
     found = {}
     join([0, 1])
